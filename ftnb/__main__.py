@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/05_main.ipynb #ff05463c
+# %% ../nbs/05_main.ipynb #fca2f4bc
 #| eval: false
 from .cli import main
 

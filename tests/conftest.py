@@ -1,0 +1,27 @@
+"""Shared test setup: offline Hub, the `slow` marker, paths to the real data in ../shared/data."""
+import os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')  # before any Hugging Face import: fail fast instead of retrying a network
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent/'shared'/'data'
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: takes minutes; run with `pytest tests -m slow`')
+
+def pytest_collection_modifyitems(config, items):
+    if 'slow' in (config.getoption('-m') or ''): return
+    skip = pytest.mark.skip(reason='slow: run with `pytest tests -m slow`')
+    for it in items:
+        if 'slow' in it.keywords: it.add_marker(skip)
+
+@pytest.fixture
+def data_dir():
+    if not DATA.is_dir(): pytest.skip(f'real data folder {DATA} is absent (it sits beside the repository in CI)')
+    return DATA
+
+@pytest.fixture(scope='session')
+def tiny():
+    from ftnb.models import tiny_model
+    return tiny_model()

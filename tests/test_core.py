@@ -1,0 +1,62 @@
+"""Hardware decisions from faked devices, where the code runs, seeding, the cache folder."""
+import sys, os
+from unittest.mock import patch, MagicMock
+import pytest, torch
+from ftnb.core import Hardware, detect_hardware, environment, set_seed, cache_dir, FtnbError
+
+def fake_cuda(cap, name='GPU', mem=16e9, count=1):
+    props = MagicMock(total_memory=mem); props.name = name
+    return [patch('torch.cuda.is_available', return_value=True), patch('torch.cuda.get_device_capability', return_value=cap),
+            patch('torch.cuda.get_device_properties', return_value=props), patch('torch.cuda.device_count', return_value=count)]
+
+@pytest.mark.parametrize('cap,dtype,bf16,fp16', [((7, 0), 'float16', False, True), ((7, 5), 'float16', False, True),
+                                                 ((8, 0), 'bfloat16', True, False), ((8, 9), 'bfloat16', True, False), ((9, 0), 'bfloat16', True, False)])
+def test_cuda_capability_picks_precision(cap, dtype, bf16, fp16):
+    ps = fake_cuda(cap, 'Fake GPU', count=2)
+    for p in ps: p.start()
+    try: hw = detect_hardware()
+    finally:
+        for p in ps: p.stop()
+    assert (hw.device, hw.capability, hw.dtype, hw.count) == ('cuda', cap, dtype, 2)
+    assert hw.trainer_args == dict(bf16=bf16, fp16=fp16, use_cpu=False)
+    assert hw.torch_dtype == getattr(torch, dtype)
+    assert f'compute {cap[0]}.{cap[1]}' in repr(hw) and dtype in repr(hw)
+
+def test_mps_trains_in_fp32():
+    with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=True):
+        hw = detect_hardware()
+    assert hw.device == 'mps' and hw.trainer_args == dict(bf16=False, fp16=False, use_cpu=False)
+
+def test_cpu_uses_fp32_and_use_cpu():
+    with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=False):
+        hw = detect_hardware()
+    assert hw.device == 'cpu' and hw.dtype == 'float32' and hw.trainer_args['use_cpu'] and not hw.trainer_args['bf16']
+    assert hw.cpus >= 1 and 'cores' in repr(hw) and '(use_cpu)' in hw._repr_markdown_()
+
+def test_trainer_args_are_accepted_by_trl_on_this_machine():
+    "TRL's configs default to bf16=True, which raises on a CPU; the detected flags must make a valid config here."
+    from trl import SFTConfig
+    cfg = SFTConfig(output_dir='/tmp/ftnb-test-cfg', report_to='none', **detect_hardware().trainer_args)
+    assert cfg.bf16 == detect_hardware().bf16
+
+def test_explicit_dtype_wins_and_bad_device_is_refused():
+    assert Hardware('cuda', capability=(8, 0), dtype='float32').trainer_args['bf16'] is False
+    with pytest.raises(FtnbError, match="'tpu'"): Hardware('tpu')
+
+def test_environment_detection():
+    assert environment() == 'console'
+    with patch.dict(sys.modules, {'google.colab': MagicMock()}): assert environment() == 'colab'
+    for cls, want in [('ZMQInteractiveShell', 'notebook'), ('TerminalInteractiveShell', 'ipython')]:
+        shell = type(cls, (), {})()
+        with patch('IPython.get_ipython', return_value=shell): assert environment() == want
+
+def test_set_seed_repeats_torch_and_python_randomness():
+    import random
+    set_seed(123); a = (torch.randn(4), random.random())
+    set_seed(123); b = (torch.randn(4), random.random())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+def test_cache_dir_follows_environment(tmp_path):
+    with patch.dict(os.environ, {'FTNB_CACHE': str(tmp_path/'c')}): assert cache_dir('models') == tmp_path/'c'/'models'
+    env = {k: v for k, v in os.environ.items() if k != 'FTNB_CACHE'} | {'XDG_CACHE_HOME': str(tmp_path)}
+    with patch.dict(os.environ, env, clear=True): assert cache_dir() == tmp_path/'ftnb'

@@ -1,0 +1,24 @@
+"""The repository's own promises: the package matches the notebooks, README matches index.ipynb, CI runs the README's command."""
+import re, subprocess
+from pathlib import Path
+from ftnb.devtools import readme_markdown, export_diff, clean_diff
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def test_readme_is_generated_from_index_notebook():
+    assert (ROOT/'README.md').read_text() == readme_markdown(ROOT/'nbs'/'index.ipynb'), \
+        'README.md differs from nbs/index.ipynb: run `ftnb readme` in the repository'
+
+def test_package_is_exported_from_the_notebooks():
+    assert export_diff(ROOT) == [], 'ftnb/ differs from what nbdev_export makes of nbs/: run nbdev_export'
+
+def test_notebooks_are_clean():
+    assert clean_diff(ROOT) == [], 'run nbdev_clean'
+
+def test_ci_runs_the_readme_test_command():
+    readme, ci = (ROOT/'README.md').read_text(), (ROOT/'.ci'/'run').read_text()
+    cmds = [l for l in readme.splitlines() if l.startswith('python3 -m venv') and 'pytest' in l]
+    assert len(cmds) == 1, 'README must hold exactly one test command line'
+    line = next(l for l in ci.splitlines() if l.startswith('cmd='))
+    got = subprocess.run(['bash', '-c', f'{line}; printf %s "$cmd"'], cwd=ROOT, capture_output=True, text=True).stdout
+    assert got == cmds[0]
