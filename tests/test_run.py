@@ -1,0 +1,143 @@
+"""Run and sft() on tiny_model: training, stopping, failures, checkpoints that survive kills, resume, generate and save."""
+import os, sys, json, time, signal, subprocess, threading
+from pathlib import Path
+import pytest, torch
+from ftnb.core import FtnbError, Hardware
+from ftnb.models import tiny_model, load_model
+from ftnb.samples import persona_data
+from ftnb.sft import sft, choose_max_length
+from ftnb.run import last_checkpoint, train_settings, memory_estimate
+
+SCRIPT = Path(__file__).parent/'scripts'/'train_tiny.py'
+
+def tiny_run(tmp_path, steps=8, **kw):
+    kw = dict(lora=False, lr=1e-2, max_steps=steps, batch_size=4, run_dir=tmp_path/'run', logging_steps=1, save_steps=1000) | kw
+    return sft(tiny_model(seed=0), persona_data(n=48), **kw)
+
+def loss_steps(history): return [h['step'] for h in history if 'loss' in h]
+
+def test_sft_trains_writes_its_folder_and_learns(tmp_path):
+    run = tiny_run(tmp_path, steps=15)
+    assert run.state == 'ready' and 'ready' in repr(run)
+    run.start(background=False)
+    assert run.state == 'finished' and run.step == 15
+    losses = [h['loss'] for h in run.history if 'loss' in h]
+    assert loss_steps(run.history) == list(range(1, 16)) and losses[-1] < losses[0] - 2
+    lines = [json.loads(l) for l in (run.run_dir/'metrics.jsonl').read_text().splitlines()]
+    assert [l['step'] for l in lines if 'loss' in l] == list(range(1, 16))
+    s = json.loads((run.run_dir/'settings.json').read_text())
+    assert s['method'] == 'sft' and s['trl_config']['max_steps'] == 15 and s['trl_config']['use_cpu'] and not s['trl_config']['bf16']
+    assert s['trl_config']['activation_checkpointing'] is False and s['settings']['loss'] == 'answers'
+    assert run.peak_gb > 0 and 'measured peak' in run.estimate_table()
+
+def test_training_uses_answer_only_labels(tmp_path):
+    run = tiny_run(tmp_path, steps=1); run._build()
+    row = run.trainer.train_dataset[0]
+    trained = run.tokenizer.decode([i for i, l in zip(row['input_ids'], row['labels']) if l != -100])
+    assert 'Quill' in trained and 'user' not in trained
+
+def test_generate_right_after_training_equals_after_reload(tmp_path):
+    run = tiny_run(tmp_path, steps=6); run.start(background=False)
+    prompts = ['Who are you?', 'What is 2 + 2?']
+    now = run.generate(prompts, max_new_tokens=8)
+    back = load_model(str(run.save()))
+    assert back.generate(prompts, max_new_tokens=8) == now
+
+def test_lora_adapter_saves_merges_and_reloads(tmp_path):
+    base_dir = tmp_path/'base'; t = tiny_model(seed=1); t.model.save_pretrained(base_dir); t.tokenizer.save_pretrained(base_dir)
+    run = sft(load_model(str(base_dir)), persona_data(n=32), lr=5e-2, max_steps=4, batch_size=4, run_dir=tmp_path/'run', logging_steps=1)
+    run.start(background=False)
+    now = run.generate(['Who are you?'], max_new_tokens=6)
+    adapter = run.save(); merged = run.save(merged=True)
+    assert (adapter/'adapter_config.json').exists() and (merged/'config.json').exists()
+    assert load_model(str(adapter)).generate(['Who are you?'], max_new_tokens=6) == now
+    assert load_model(str(merged)).generate(['Who are you?'], max_new_tokens=6) == now
+    cmp = run.compare(['Who are you?'], max_new_tokens=6)
+    assert cmp.tuned == now and len(cmp.base) == 1 and 'base' in cmp._repr_html_()
+    with run.net.disable_adapter(): pass  # the run kept its adapter after merging a copy
+
+def test_stop_from_another_thread_within_a_step(tmp_path):
+    run = tiny_run(tmp_path, steps=40)
+    seen = []
+    run.on('log', lambda run, record: (seen.append(record['step']), time.sleep(0.05)))
+    run.start(background=True)
+    while run.step < 3: time.sleep(0.01)
+    with pytest.raises(FtnbError, match='already running'): run.start(background=True)
+    asked = run.step
+    run.stop(wait=True, timeout=60)
+    assert run.state == 'stopped' and run.step <= asked + 1
+    assert last_checkpoint(run.run_dir).name == f'checkpoint-{run.step}'
+    assert isinstance(run.generate('Hi', max_new_tokens=3), str)
+    run.resume(background=False)  # and it goes on from there to the end
+    assert run.state == 'finished' and loss_steps(run.history) == list(range(1, 41))
+
+def test_error_in_the_training_thread_is_kept_and_reraised(tmp_path):
+    run = tiny_run(tmp_path, steps=5); run._build()
+    def boom(*a, **k): raise RuntimeError('boom at step')
+    run.trainer.training_step = boom
+    run.start(background=True)
+    with pytest.raises(RuntimeError, match='boom at step'): run.wait(60)
+    assert run.state == 'failed' and 'RuntimeError' in repr(run)
+
+def test_unknown_setting_and_wrong_data_kind(tmp_path):
+    with pytest.raises(FtnbError, match=r"'learnig_rate' \(did you mean 'learning_rate'\?\)"): tiny_run(tmp_path, learnig_rate=1e-3)
+    from ftnb.samples import preference_pairs
+    with pytest.raises(FtnbError, match='Preference pairs go to dpo'): sft(tiny_model(), preference_pairs(n=4))
+    with pytest.raises(FtnbError, match='resume: no complete checkpoint'): tiny_run(tmp_path).start(resume=True, background=False)
+
+def _script(*args, **kw):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+def test_sigkill_mid_run_then_resume_has_no_gap_or_repeat(tmp_path):
+    d = tmp_path/'run'
+    p = _script(d, '--slow', 0.4)
+    deadline = time.time() + 300
+    while not (d/'checkpoint-4').exists():
+        assert p.poll() is None and time.time() < deadline, p.stdout.read() if p.poll() is not None else 'timeout'
+        time.sleep(0.05)
+    time.sleep(0.5); p.send_signal(signal.SIGKILL); p.wait()
+    before = [json.loads(l)['step'] for l in (d/'metrics.jsonl').read_text().splitlines()]
+    assert last_checkpoint(d).name in ('checkpoint-4', 'checkpoint-6') and max(before) < 10
+    q = _script(d, '--resume'); out = q.communicate(timeout=300)[0]
+    assert 'STATE finished 10' in out, out[-2000:]
+    steps = [json.loads(l)['step'] for l in (d/'metrics.jsonl').read_text().splitlines() if 'loss' in json.loads(l)]
+    assert steps == list(range(1, 11))
+    state = json.loads((d/'checkpoint-10'/'trainer_state.json').read_text())
+    assert [h['step'] for h in state['log_history'] if 'loss' in h] == list(range(1, 11))
+
+def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    d = tmp_path/'run'
+    p = _script(d, '--die-in-save', 4); p.communicate(timeout=300)
+    assert p.returncode == -9
+    assert not (d/'checkpoint-4').exists() and last_checkpoint(d).name == 'checkpoint-2'
+    assert (d/'.staging'/'checkpoint-4').exists()  # the half-written one, where resume never looks
+    q = _script(d, '--resume'); out = q.communicate(timeout=300)[0]
+    assert 'STATE finished 10' in out, out[-2000:]
+    assert not (d/'.staging').exists()
+
+# ---- settings and estimates ----
+
+def test_train_settings_follow_the_hardware():
+    cpu = train_settings(Hardware('cpu'), 100)
+    assert cpu['use_cpu'] and not cpu['bf16'] and cpu['activation_checkpointing'] is False and cpu['per_device_train_batch_size'] == 8
+    assert cpu['logging_steps'] == 1 and cpu['save_steps'] == 20 and cpu['save_total_limit'] == 2
+    t4 = train_settings(Hardware('cuda', 'T4', (7, 5), 16.), 1000, batch_size=32, act_gb=1.0)
+    assert t4['fp16'] and t4['per_device_train_batch_size'] == 8 and t4['gradient_accumulation_steps'] == 4
+    assert t4['activation_checkpointing'] is False
+    tight = train_settings(Hardware('cuda', 'small', (8, 6), 4.), 100, batch_size=8, act_gb=5.0)
+    assert tight['bf16'] and tight['per_device_train_batch_size'] == 1 and tight['activation_checkpointing'] is True
+    assert tight['gradient_accumulation_steps'] == 8
+
+def test_memory_estimate_components():
+    m = tiny_model().model
+    e = memory_estimate(m, 8, 128)
+    assert set(e) >= {'weights', 'gradients', 'optimizer (AdamW)', 'activations', 'logits', 'total'}
+    assert abs(e['total'] - sum(v for k, v in e.items() if k != 'total')) < 1e-9
+    lora = memory_estimate(m, 8, 128, trainable=1000)
+    assert lora['optimizer (AdamW)'] < e['optimizer (AdamW)'] / 100
+    assert memory_estimate(m, 8, 128, checkpointing=True)['activations'] < e['activations']
+    assert 'reference model' in memory_estimate(m, 8, 128, reference=True)
+
+def test_max_length_from_the_data():
+    assert choose_max_length([40, 50, 60]) == 64
+    assert choose_max_length([100] * 99 + [1000]) == 128
