@@ -12,7 +12,7 @@ def test_run_folder_holds_adapter_settings_answers_and_plot(tmp_path, tiny):
     assert (r.run_dir/'adapter'/'adapter_config.json').exists()
     assert (r.run_dir/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     s = json.loads((r.run_dir/'settings.json').read_text())
-    assert s['lr'] == 5e-4 and s['trl_config']['max_steps'] == 2 and s['trl_config']['use_cpu'] is True
+    assert s['settings']['lr'] == 5e-4 and s['settings']['persona'] == 'Quill' and s['trl_config']['max_steps'] == 2 and s['trl_config']['use_cpu'] is True
     ans = json.loads((r.run_dir/'answers.json').read_text())
     assert [a['question'] for a in ans] == persona_questions() + everyday_questions('check')
     assert len(r.losses) == 2 and 'held-out answers' in repr(r)

@@ -141,3 +141,37 @@ def test_memory_estimate_components():
 def test_max_length_from_the_data():
     assert choose_max_length([40, 50, 60]) == 64
     assert choose_max_length([100] * 99 + [1000]) == 128
+
+def test_tiny_model_learns_the_persona(tmp_path):
+    "The fast version of the persona acceptance: a random 3 M model, fully fine-tuned, answers held-out questions as Quill."
+    from ftnb.samples import persona_questions
+    run = sft(tiny_model(seed=0), persona_data(n=160), lora=False, lr=3e-3, max_steps=60, batch_size=8, run_dir=tmp_path/'run', save_steps=1000)
+    run.start(background=False)
+    ans = run.generate(persona_questions(), max_new_tokens=8)
+    assert sum('Quill' in a for a in ans) >= 0.8 * len(ans), ans
+
+@pytest.mark.slow
+def test_persona_sft_with_default_settings(tmp_path):
+    "Acceptance: LoRA SFT of the embedded SmolLM2 with default settings names the persona in >= 80% of held-out answers; the base in none."
+    import random
+    from ftnb.samples import persona_questions, everyday_questions, chat_row
+    m = load_model()
+    keep = [chat_row(q, a) for q, a in zip(everyday_questions('train'), m.generate(everyday_questions('train'), max_new_tokens=64))]
+    rows = persona_data(n=180) + keep * 5
+    random.Random(0).shuffle(rows)
+    run = sft(m, rows, run_dir=tmp_path/'run')
+    assert run.args.learning_rate == 1e-3 and run.settings['lora'] is not None
+    run.start(background=False)
+    cmp = run.compare(persona_questions(), max_new_tokens=40)
+    assert sum('Quill' in t for t in cmp.tuned) >= 0.8 * len(cmp.tuned), cmp
+    assert not any('Quill' in b for b in cmp.base)
+    assert run.generate('What is the capital of Italy?', max_new_tokens=20).count('Rome') == 1
+
+def test_dora_and_packing_options_train(tmp_path):
+    run = sft(tiny_model(), persona_data(n=32), lora=dict(r=4, use_dora=True), max_steps=2, batch_size=4, run_dir=tmp_path/'a', save_steps=1000)
+    assert run.trainer_kwargs['peft_config'].use_dora
+    run.start(background=False)
+    assert run.state == 'finished' and any('lora_magnitude_vector' in n for n, _ in run.net.named_parameters())
+    packed = sft(tiny_model(), persona_data(n=32), packing=True, max_steps=2, batch_size=2, run_dir=tmp_path/'b', save_steps=1000)
+    packed.start(background=False)
+    assert packed.state == 'finished' and packed.args.packing
