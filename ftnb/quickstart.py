@@ -102,7 +102,7 @@ def quickstart(name:str='Quill', # the persona's name
     say("Asking the base model first (held-out questions, and everyday questions it should still answer)...")
     base = m.generate(questions, max_new_tokens=max_new_tokens)
     keep_qs = everyday_questions('train')
-    keep = [chat_row(q, a) for q, a in zip(keep_qs, m.generate(keep_qs, max_new_tokens=64))]
+    keep = [chat_row(q, a) for q, a in zip(keep_qs, m.generate(keep_qs, max_new_tokens=64)) if a.strip()]
     rows = persona_data(name, maker, n=180, seed=seed) + keep * 5
     random.Random(seed).shuffle(rows)
     with _quiet_prep():
