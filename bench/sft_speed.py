@@ -67,12 +67,19 @@ def main():
     data = load_data(DATA)
     res = dict(steps=a.steps, repeats=a.repeats, overhead=[], defaults=[])
     for i in range(a.repeats):  # interleaved: each pair runs back to back, alternating which goes first
-        f = ftnb_run(data, a.steps, save_steps=a.steps // 2)
-        r = raw_same(f[3], a.steps)
+        if i % 2 == 0:
+            f = ftnb_run(data, a.steps, save_steps=a.steps // 2); r = raw_same(f[3], a.steps)
+        else:
+            tmpl = ftnb_run(data, 1, save_steps=a.steps // 2)[3]  # only to build the same config and data
+            import dataclasses
+            tmpl.args = dataclasses.replace(tmpl.args, max_steps=a.steps)
+            r = raw_same(tmpl, a.steps); f = ftnb_run(data, a.steps, save_steps=a.steps // 2)
         res['overhead'].append(dict(ftnb=f[0], raw=r[0], ratio=f[0] / r[0]))
         print(f"overhead {i}: ftnb {f[0]:.1f} tok/s, raw TRL same settings {r[0]:.1f} tok/s, ratio {f[0]/r[0]:.3f}", flush=True)
-        d = raw_defaults(data.rows, a.steps)
-        fd = ftnb_run(data, a.steps, save_steps=a.steps // 2)
+        if i % 2 == 0:
+            d = raw_defaults(data.rows, a.steps); fd = ftnb_run(data, a.steps, save_steps=a.steps // 2)
+        else:
+            fd = ftnb_run(data, a.steps, save_steps=a.steps // 2); d = raw_defaults(data.rows, a.steps)
         res['defaults'].append(dict(ftnb=fd[0], trl=d[0], ratio=fd[0] / d[0]))
         print(f"defaults {i}: ftnb defaults {fd[0]:.1f} tok/s, TRL defaults {d[0]:.1f} tok/s, ratio {fd[0]/d[0]:.3f}", flush=True)
     for k in ('overhead', 'defaults'): res[f'{k}_median_ratio'] = statistics.median(x['ratio'] for x in res[k])
