@@ -288,12 +288,14 @@ def _train(self:Run, ckpt):
         self._ready_to_generate()
         self.peak_gb = peak_memory_gb(self.hardware.device)
         self._set('stopped' if self._stop.is_set() else 'finished')
+    except KeyboardInterrupt:  # a second Ctrl-C: interrupted mid-step; the last checkpoint stays the safe point
+        self._ready_to_generate()
+        self._set('stopped')
     except BaseException as e:
         self.error = e
         try: self._ready_to_generate()
         except Exception: pass
         self._set('failed')
-        if isinstance(e, KeyboardInterrupt): self.error = None; self.state = 'stopped'
 
 @patch
 def _ready_to_generate(self:Run):

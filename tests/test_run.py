@@ -175,3 +175,23 @@ def test_dora_and_packing_options_train(tmp_path):
     packed = sft(tiny_model(), persona_data(n=32), packing=True, max_steps=2, batch_size=2, run_dir=tmp_path/'b', save_steps=1000)
     packed.start(background=False)
     assert packed.state == 'finished' and packed.args.packing
+
+def test_ctrl_c_in_the_foreground_stops_gracefully(tmp_path):
+    "Colab's stop button and Ctrl-C send SIGINT: the first one stops after the step, with a checkpoint."
+    run = tiny_run(tmp_path, steps=200)
+    def interrupt(run, record):
+        if record['step'] == 3: os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.02)
+    run.on('log', interrupt)
+    run.start(background=False)
+    assert run.state == 'stopped' and 3 <= run.step <= 4 and last_checkpoint(run.run_dir).name == f'checkpoint-{run.step}'
+    assert isinstance(run.generate('Hi', max_new_tokens=2), str)
+
+def test_a_hard_interrupt_leaves_a_stopped_usable_run(tmp_path):
+    run = tiny_run(tmp_path, steps=50)
+    def hard(run, record):
+        if record['step'] == 2: raise KeyboardInterrupt
+    run.on('log', hard)
+    run.start(background=False)
+    assert run.state == 'stopped' and run.error is None
+    assert isinstance(run.generate('Hi', max_new_tokens=2), str)
