@@ -5,10 +5,12 @@
    metrics.jsonl, atomic checkpoints). Target: median ratio >= 0.98.
 2. Defaults: `sft(model, data)` with ftnb's defaults against `SFTTrainer` with TRL's defaults (only what a
    CPU needs to run at all: bf16=False, use_cpu=True). Ratio of non-pad tokens/s. Target >= 1.3.
+3. Checkpointing: ftnb's defaults against the same with activation checkpointing on (TRL's default), to
+   show what that one decision is worth on this hardware.
 
 Tokens are counted by transformers (`include_num_input_tokens_seen='non_padding'`), time from the first
 to the last step (model loading and data preparation excluded). Usage:
-    python bench/sft_speed.py [--steps 8] [--repeats 3] [--out bench/results.json]
+    python bench/sft_speed.py [--steps 8] [--repeats 3] [--which overhead,defaults,checkpointing] [--out bench/results.json]
 """
 import argparse, json, statistics, time, sys, os, tempfile, warnings
 from pathlib import Path
@@ -61,30 +63,42 @@ def raw_defaults(rows, steps):
 
 def main():
     p = argparse.ArgumentParser(); p.add_argument('--steps', type=int, default=8); p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--which', default='overhead,defaults,checkpointing', help='comma-separated comparisons to run')
     p.add_argument('--out', default=str(Path(__file__).parent/'results.json')); a = p.parse_args()
+    which = a.which.split(',')
     if not DATA.exists(): sys.exit(f"needs {DATA}")
     from ftnb.data import load_data
     data = load_data(DATA)
-    res = dict(steps=a.steps, repeats=a.repeats, overhead=[], defaults=[])
+    res = dict(steps=a.steps, repeats=a.repeats, overhead=[], defaults=[], checkpointing=[])
     for i in range(a.repeats):  # interleaved: each pair runs back to back, alternating which goes first
-        if i % 2 == 0:
-            f = ftnb_run(data, a.steps, save_steps=a.steps // 2); r = raw_same(f[3], a.steps)
-        else:
-            tmpl = ftnb_run(data, 1, save_steps=a.steps // 2)[3]  # only to build the same config and data
-            import dataclasses
-            tmpl.args = dataclasses.replace(tmpl.args, max_steps=a.steps)
-            r = raw_same(tmpl, a.steps); f = ftnb_run(data, a.steps, save_steps=a.steps // 2)
-        res['overhead'].append(dict(ftnb=f[0], raw=r[0], ratio=f[0] / r[0]))
-        print(f"overhead {i}: ftnb {f[0]:.1f} tok/s, raw TRL same settings {r[0]:.1f} tok/s, ratio {f[0]/r[0]:.3f}", flush=True)
-        if i % 2 == 0:
-            d = raw_defaults(data.rows, a.steps); fd = ftnb_run(data, a.steps, save_steps=a.steps // 2)
-        else:
-            fd = ftnb_run(data, a.steps, save_steps=a.steps // 2); d = raw_defaults(data.rows, a.steps)
-        res['defaults'].append(dict(ftnb=fd[0], trl=d[0], ratio=fd[0] / d[0]))
-        print(f"defaults {i}: ftnb defaults {fd[0]:.1f} tok/s, TRL defaults {d[0]:.1f} tok/s, ratio {fd[0]/d[0]:.3f}", flush=True)
-    for k in ('overhead', 'defaults'): res[f'{k}_median_ratio'] = statistics.median(x['ratio'] for x in res[k])
-    print(f"median ratio, ftnb / raw TRL with the same settings: {res['overhead_median_ratio']:.3f} (target >= 0.98)")
-    print(f"median ratio, ftnb defaults / TRL defaults (non-pad tokens/s): {res['defaults_median_ratio']:.3f} (target >= 1.3)")
-    Path(a.out).write_text(json.dumps(res, indent=2))
+        if 'checkpointing' in which:
+            runs = [ftnb_run(data, a.steps, save_steps=a.steps // 2, activation_checkpointing=c) for c in ((False, True) if i % 2 == 0 else (True, False))]
+            off, on = (runs[0][0], runs[1][0]) if i % 2 == 0 else (runs[1][0], runs[0][0])
+            res['checkpointing'].append(dict(off=off, on=on, ratio=off / on))
+            print(f"checkpointing {i}: off {off:.1f} tok/s, on {on:.1f} tok/s, ratio {off/on:.3f}", flush=True)
+        if 'overhead' in which:
+            if i % 2 == 0:
+                f = ftnb_run(data, a.steps, save_steps=a.steps // 2); r = raw_same(f[3], a.steps)
+            else:
+                import dataclasses
+                tmpl = ftnb_run(data, 1, save_steps=a.steps // 2)[3]  # only to build the same config and data
+                tmpl.args = dataclasses.replace(tmpl.args, max_steps=a.steps)
+                r = raw_same(tmpl, a.steps); f = ftnb_run(data, a.steps, save_steps=a.steps // 2)
+            res['overhead'].append(dict(ftnb=f[0], raw=r[0], ratio=f[0] / r[0]))
+            print(f"overhead {i}: ftnb {f[0]:.1f} tok/s, raw TRL same settings {r[0]:.1f} tok/s, ratio {f[0]/r[0]:.3f}", flush=True)
+        if 'defaults' in which:
+            if i % 2 == 0:
+                d = raw_defaults(data.rows, a.steps); fd = ftnb_run(data, a.steps, save_steps=a.steps // 2)
+            else:
+                fd = ftnb_run(data, a.steps, save_steps=a.steps // 2); d = raw_defaults(data.rows, a.steps)
+            res['defaults'].append(dict(ftnb=fd[0], trl=d[0], ratio=fd[0] / d[0]))
+            print(f"defaults {i}: ftnb defaults {fd[0]:.1f} tok/s, TRL defaults {d[0]:.1f} tok/s, ratio {fd[0]/d[0]:.3f}", flush=True)
+    for k in ('overhead', 'defaults', 'checkpointing'):
+        if res[k]: res[f'{k}_median_ratio'] = statistics.median(x['ratio'] for x in res[k])
+    if res['overhead']: print(f"median ratio, ftnb / raw TRL with the same settings: {res['overhead_median_ratio']:.3f} (target >= 0.98)")
+    if res['defaults']: print(f"median ratio, ftnb defaults / TRL defaults (non-pad tokens/s): {res['defaults_median_ratio']:.3f} (target >= 1.3)")
+    if res['checkpointing']: print(f"median ratio, checkpointing off / on: {res['checkpointing_median_ratio']:.3f}")
+    out = Path(a.out); old = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps(old | {k: v for k, v in res.items() if v}, indent=2))
 
 if __name__ == '__main__': main()
