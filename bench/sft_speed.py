@@ -35,11 +35,11 @@ def ftnb_run(data, steps, **kw):
     from ftnb.models import load_model
     from ftnb.sft import sft
     run = sft(load_model(), data, max_steps=steps, run_dir=tempfile.mkdtemp(), include_num_input_tokens_seen='non_padding', **kw)
-    run._build(); run._viewed = True
+    run._build()
     from ftnb.views import ConsoleView
-    ConsoleView(run, file=open(os.devnull, 'w'))  # the console view is part of what ftnb runs
+    ConsoleView(run, file=open(os.devnull, 'w'))  # the console view is part of what ftnb runs, drawn to nowhere
     c = Clock(); run.trainer.add_callback(c)
-    run.start(background=False)
+    run.start(background=False, quiet=True)
     return c.tokens / c.seconds, c.tokens, c.seconds, run
 
 def raw_same(run_template, steps):

@@ -12,7 +12,6 @@ __all__ = ['info', 'main']
 
 # %% ../nbs/04_cli.ipynb #1e14f1fd
 def _parser():
-    from ftnb.quickstart import quickstart
     p = argparse.ArgumentParser(prog='ftnb', description='Fine-tune language models from a notebook (and, for a first look, from here).')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     q = sub.add_parser('quickstart', help='teach the embedded SmolLM2-135M-Instruct a new name with LoRA SFT (offline, a few minutes on a CPU)')

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #3a117ca2
 from __future__ import annotations
 import os, sys, platform
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['FtnbError', 'Hardware', 'detect_hardware', 'environment', 'set_seed', 'cache_dir']

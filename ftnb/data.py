@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_data.ipynb #36fd6949
 from __future__ import annotations
-import json, gzip, re, math, random, csv, io
+import json, gzip, re, math, random, csv
 from pathlib import Path
 from collections import Counter
 from .core import FtnbError
@@ -532,13 +532,21 @@ def show(self:Data, tokenizer, # the tokenizer (with its chat template) training
 SFT_KINDS = ('conversation', 'prompt_completion', 'text')
 
 @patch
+def _encodings(self:Data, tokenizer) -> list[list[dict]]:
+    "`encode` of every row, kept for this tokenizer and template, so `stats` then `tokenize` (as `sft` does) encode once."
+    key = (id(tokenizer), tokenizer.chat_template, tokenizer.eos_token)
+    if getattr(self, '_enc_key', None) != key:
+        self._enc, self._enc_key = [encode(tokenizer, self.kind, r) for r in self.rows], key
+    return self._enc
+
+@patch
 def tokenize(self:Data, tokenizer, max_length:int|None=None):
     "A `datasets.Dataset` of `input_ids` and `assistant_masks` (truncated at `max_length`) for SFT."
     from datasets import Dataset
     if self.kind not in SFT_KINDS: raise FtnbError(f"tokenize is for SFT data ({', '.join(SFT_KINDS)}); this data is {self.kind}")
     rows, empty = [], []
-    for i, r in enumerate(self.rows):
-        e = encode(tokenizer, self.kind, r)[0]
+    for i, es in enumerate(self._encodings(tokenizer)):
+        e = es[0]
         ids, mask = e['input_ids'][:max_length], e['mask'][:max_length]
         if not any(mask):
             first = e['mask'].index(1) if any(e['mask']) else None
@@ -602,8 +610,7 @@ def _messages_of(kind, r):
 def stats(self:Data, tokenizer, max_length:int|None=None) -> Stats:
     "Token lengths (the longer side of a pair), trained tokens, truncation at `max_length`, roles, turns and duplicates."
     lengths, trained, roles, turns, seen, dups = [], 0, Counter(), Counter(), set(), 0
-    for r in self.rows:
-        es = encode(tokenizer, self.kind, r)
+    for r, es in zip(self.rows, self._encodings(tokenizer)):
         lengths.append(max(len(e['input_ids']) for e in es)); trained += sum(sum(e['mask']) for e in es)
         ms = _messages_of(self.kind, r)
         roles.update(m['role'] for m in ms)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_devtools.ipynb #22116510
 from __future__ import annotations
-import json, re
+import json
 from pathlib import Path
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #dcb3641c
 from __future__ import annotations
-import os, re, json, shutil, hashlib, difflib, importlib.util, tempfile
+import os, re, shutil, hashlib, difflib, importlib.util, tempfile
 from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir
 

@@ -6,10 +6,9 @@
 from __future__ import annotations
 import json, time, random
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from .core import FtnbError, detect_hardware, set_seed
-from .models import Model, load_model, generate, lora_config
+from .core import detect_hardware, set_seed
+from .models import Model, load_model
 from .samples import persona_data, persona_questions, everyday_questions, chat_row
 
 # %% auto #0
@@ -108,9 +107,8 @@ def quickstart(name:str='Quill', # the persona's name
     with _quiet_prep():
         run = sft(m, rows, lr=lr, max_steps=steps, batch_size=batch_size, seed=seed, run_dir=new_run_dir('quickstart', out), logging_steps=1)
     run.settings |= dict(persona=name, maker=maker, rows_persona=len(rows) - len(keep) * 5, rows_everyday=len(keep) * 5)
-    if quiet: run._viewed = True  # no console view
     say(f"Training: {len(rows)} rows ({len(rows)-len(keep)*5} persona, {len(keep)*5} everyday), LoRA r=16, {steps} steps of {batch_size}")
-    with _quiet_prep(bars=False): run.start(background=False)
+    with _quiet_prep(bars=False): run.start(background=False, quiet=quiet)
     tuned = run.generate(questions, max_new_tokens=max_new_tokens)
     run.save()
     loss_plot(run.history, run.run_dir/'loss.png', title=f"Persona SFT of {m.name}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_run.ipynb #6a195bce
 from __future__ import annotations
-import os, json, time, shutil, signal, threading, warnings, dataclasses, math
+import os, json, time, shutil, signal, threading, warnings, math
 from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware
@@ -232,9 +232,10 @@ def save_settings(self:Run):
 # %% ../nbs/08_run.ipynb #fc520466
 @patch
 def start(self:Run, background:bool|None=None, # train in a thread; default: yes in Jupyter, no elsewhere (and in Colab)
-          resume:bool|str=False): # continue from the newest checkpoint (True) or from a given checkpoint folder
+          resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
+          quiet:bool=False): # attach no view (the metrics log is still written)
     "Train. Returns at once in the background, or when training ends in the foreground."
-    if not getattr(self, '_viewed', False):
+    if not quiet and not getattr(self, '_viewed', False):
         from ftnb.views import ConsoleView
         ConsoleView(self); self._viewed = True
     with self._lock:
@@ -300,10 +301,8 @@ def _train(self:Run, ckpt):
 @patch
 def _ready_to_generate(self:Run):
     "Eval mode, KV cache on: after training TRL leaves train mode and the cache off, and generation would be garbage."
-    m = self.net
-    m.eval()
-    for c in {id(x): x for x in [getattr(m, 'config', None), getattr(getattr(m, 'base_model', None), 'config', None)] if x is not None}.values():
-        c.use_cache = True
+    self.net.eval()
+    self.net.config.use_cache = True  # a peft model's config is its base model's
 
 @patch
 def stop(self:Run, wait:bool=False, # block until the run has stopped
@@ -340,7 +339,10 @@ def compare(self:Run, prompts, **kwargs):
         with self.net.disable_adapter(): base = _generate(self.net, self.tokenizer, ps, **kwargs)
     else:
         from ftnb.models import load_model
-        base = load_model(self.model.name).generate(ps, **kwargs)
+        try: base = load_model(self.model.name).generate(ps, **kwargs)
+        except FtnbError as e:
+            raise FtnbError(f"compare: after full fine-tuning the base model is loaded again from {self.model.name!r}, "
+                            f"which failed ({e}). Compare against a base Model yourself: base.generate(prompts).") from None
     return Comparison(ps, base, tuned)
 
 class Comparison:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_views.ipynb #0e982706
 from __future__ import annotations
-import sys, time
+import sys
 
 # %% auto #0
 __all__ = ['ConsoleView']

@@ -54,7 +54,8 @@ def test_lora_adapter_saves_merges_and_reloads(tmp_path):
     assert load_model(str(merged)).generate(['Who are you?'], max_new_tokens=6) == now
     cmp = run.compare(['Who are you?'], max_new_tokens=6)
     assert cmp.tuned == now and len(cmp.base) == 1 and 'base' in cmp._repr_html_()
-    with run.net.disable_adapter(): pass  # the run kept its adapter after merging a copy
+    assert run.generate(['Who are you?'], max_new_tokens=6) == now  # merging worked on a copy: the run still has its adapter
+    assert any('lora_A' in n for n, _ in run.net.named_parameters())
 
 def test_stop_from_another_thread_within_a_step(tmp_path):
     run = tiny_run(tmp_path, steps=40)
@@ -84,6 +85,8 @@ def test_unknown_setting_and_wrong_data_kind(tmp_path):
     from ftnb.samples import preference_pairs
     with pytest.raises(FtnbError, match='Preference pairs go to dpo'): sft(tiny_model(), preference_pairs(n=4))
     with pytest.raises(FtnbError, match='resume: no complete checkpoint'): tiny_run(tmp_path).start(resume=True, background=False)
+    full = tiny_run(tmp_path, steps=1); full.start(background=False, quiet=True)
+    with pytest.raises(FtnbError, match="compare: after full fine-tuning the base model is loaded again from 'tiny'"): full.compare('Hi')
 
 def _script(*args, **kw):
     return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
