@@ -348,7 +348,7 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
               on_error:str='raise', # 'raise': stop at the first bad row; 'drop': skip bad rows and report them
               split:str|None=None, # split of a DatasetDict or Hub data set (default 'train')
               name:str|None=None, # configuration of a Hub data set
-              system:str|None=None, # a system message for conversations that have none
+              system:str|None=None, # a system message for conversations and chat prompts that have none
               quiet:bool=False # do not print the report of dropped rows
              ) -> Data:
     "Read `source`, detect its format, convert every row to TRL's standard form and validate it."
@@ -364,7 +364,10 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
         try:
             if not isinstance(r, dict): raise _Bad('(row)', f"is not a record (a dict of fields) but a {type(r).__name__}", r)
             if system is not None and kind == 'conversation': r = {**r, 'system': r.get('system') or system}
-            out.append(conv(r))
+            c = conv(r)
+            if system and isinstance(c.get('prompt'), list) and c['prompt'][0]['role'] != 'system':
+                c['prompt'] = [dict(role='system', content=system)] + c['prompt']
+            out.append(c)
         except _Bad as e:
             msg = e.describe() if e.field != '(row)' else f"{e.problem}: {_short(e.value)}"
             if on_error == 'raise':

@@ -246,8 +246,9 @@ def lora_config(r:int=16, # rank of the adapters
                 alpha:int=32, # scale: updates are multiplied by alpha/r
                 dropout:float=0.05, # dropout on the adapter input
                 target_modules='all-linear', # which layers get adapters
+                task_type:str='CAUSAL_LM', # 'SEQ_CLS' for a reward model (its score head is then trained in full)
                 **kwargs # other `peft.LoraConfig` fields (`use_dora=True`, ...)
                ):
-    "A `peft.LoraConfig` for causal-LM fine-tuning."
+    "A `peft.LoraConfig` for causal-LM fine-tuning (or a reward model's)."
     from peft import LoraConfig
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type='CAUSAL_LM', **kwargs)
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type=task_type, **kwargs)

@@ -5,13 +5,14 @@
 # %% ../nbs/10_sft.ipynb #1a8a8418
 from __future__ import annotations
 import math, dataclasses, difflib
+from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed
 from .models import Model, load_model, lora_config
 from .data import Data, load_data, check_chat_template, SFT_KINDS
-from .run import Run, train_settings, memory_estimate, new_run_dir
+from .run import Run, train_settings, memory_estimate, new_run_dir, _is_peft
 
 # %% auto #0
-__all__ = ['choose_max_length', 'default_lr', 'sft']
+__all__ = ['choose_max_length', 'default_lr', 'as_model', 'prepare', 'recipe', 'sft']
 
 # %% ../nbs/10_sft.ipynb #49fcc96c
 def choose_max_length(lengths:list[int], limit:int=4096) -> int:
@@ -41,8 +42,69 @@ def _lora_trainable(model, cfg) -> int:
     return sum(cfg.r * (m.in_features + m.out_features) for n, m in model.named_modules()
                if isinstance(m, nn.Linear) and not n.endswith('lm_head'))
 
+# %% ../nbs/10_sft.ipynb #a0fa61b5
+@patch
+def policy(self:Run) -> Model:
+    "This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run keeps its own)."
+    import copy
+    if self.state in ('ready', 'running', 'stopping'):
+        raise FtnbError(f"This {self.method} run is {self.state}; train it (run.start()) and let it finish or stop before building on it.")
+    net = self.net
+    if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
+        raise FtnbError("Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the merged "
+                        "model (run.save(merged=True)) and load that folder with load_model(..., quantize=4) instead.")
+    net = copy.deepcopy(net)
+    if _is_peft(net): net = net.merge_and_unload()
+    net.requires_grad_(True); net.train()
+    return Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
+
+def as_model(model) -> Model:
+    "A `Model` to train: a `Model` as it is, a trained `Run`'s `policy()`, or a name/folder/.gguf for `load_model`."
+    if isinstance(model, Model): return model
+    if isinstance(model, Run): return model.policy()
+    return load_model(model)
+
+# %% ../nbs/10_sft.ipynb #5d295c89
+def _limit(m:Model) -> int: return getattr(m.model.config, 'max_position_embeddings', 4096) or 4096
+
+def prepare(method:str, model, data, kinds:tuple, eval=None, seed:int=42, hint:str='') -> tuple[Model, Data, Data|None]:
+    "The model, the training data and the eval data of a recipe, checked: the data must be one of `kinds`."
+    if data is None: raise FtnbError(f"{method} needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
+    d = data if isinstance(data, Data) else load_data(data)
+    if d.kind not in kinds: raise FtnbError(f"{method} trains on {', '.join(kinds)} data; this data is {d.kind} (detected {d.detected}). {hint}".strip())
+    set_seed(seed)
+    m = as_model(model)
+    check_chat_template(m.tokenizer)
+    if isinstance(eval, Data): return m, d, eval
+    if eval: return m, *d.split(eval, seed=seed)
+    return m, d, None
+
+# %% ../nbs/10_sft.ipynb #ed473d7e
+def recipe(method:str, cfg_cls, trainer_cls, # e.g. 'dpo', `trl.DPOConfig`, `trl.DPOTrainer`
+           m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
+           lr=None, max_steps=None, epochs=1, batch_size=8, seq=512, lora=True, seed=42, run_dir=None, # the recipe's common arguments
+           config:dict|None=None, settings:dict|None=None, overrides:dict|None=None, # method fields, extra settings to record, the user's TRL fields
+           reference:bool=False, trainer_kwargs:dict|None=None) -> Run:
+    "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
+    overrides = overrides or {}
+    _check_overrides(cfg_cls, overrides)
+    hw = detect_hardware()
+    steps = max_steps or max(1, math.ceil(epochs * len(d) / batch_size))
+    peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
+    est = memory_estimate(m.model, batch_size, seq, hw.dtype, trainable=_lora_trainable(m.model, peft), reference=reference and peft is None)
+    s = train_settings(hw, steps, batch_size, act_gb=est['activations'] / batch_size, has_eval=ev is not None)
+    s |= dict(learning_rate=lr or default_lr(m.n_params, peft is not None), lr_scheduler_type='cosine',
+              warmup_steps=max(1, steps // 30), seed=seed)
+    s |= (config or {}) | overrides
+    out = run_dir or new_run_dir(method)
+    args = cfg_cls(output_dir=str(out), **s)
+    rec = dict(lr=args.learning_rate, max_steps=steps, batch_size=batch_size, lora=peft.to_dict() if peft else None,
+               rows=len(d), eval_rows=len(ev) if ev is not None else 0, data=repr(d).splitlines()[0]) | (settings or {})
+    return Run(method, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
+               run_dir=out, hardware=hw, estimate=est, settings=rec)
+
 # %% ../nbs/10_sft.ipynb #34865171
-def sft(model:Model|str='smollm2-135m-instruct', # a `Model`, or a name/folder/.gguf for `load_model`
+def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` to continue from, or a name/folder/.gguf for `load_model`
         data=None, # a `Data`, or anything `load_data` reads
         lr:float|None=None, # peak learning rate; default from `default_lr`
         max_steps:int|None=None, # optimizer steps; default: `epochs` passes over the data
@@ -57,37 +119,16 @@ def sft(model:Model|str='smollm2-135m-instruct', # a `Model`, or a name/folder/.
         **overrides): # any other `trl.SFTConfig` field
     "Supervised fine-tuning of `model` on `data`; returns a ready `Run` (call `.start()`)."
     from trl import SFTConfig, SFTTrainer
-    _check_overrides(SFTConfig, overrides)
     if loss not in ('answers', 'all'): raise FtnbError(f"loss must be 'answers' or 'all', got {loss!r}")
-    if data is None: raise FtnbError("sft needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
-    set_seed(seed)
-    m = model if isinstance(model, Model) else load_model(model)
-    d = data if isinstance(data, Data) else load_data(data)
-    if d.kind not in SFT_KINDS: raise FtnbError(f"sft trains on {', '.join(SFT_KINDS)} data; this data is {d.kind} (detected {d.detected}). "
-                                                 "Preference pairs go to dpo()/orpo(), prompts to grpo().")
-    check_chat_template(m.tokenizer)
-    ev = None
-    if isinstance(eval, Data): ev = eval
-    elif eval: d, ev = d.split(eval, seed=seed)
+    m, d, ev = prepare('sft', model, data, SFT_KINDS, eval, seed, "Preference pairs go to dpo()/orpo(), prompts to grpo().")
     st = d.stats(m.tokenizer)
-    limit = getattr(m.model.config, 'max_position_embeddings', 4096) or 4096
-    max_length = max_length or choose_max_length(st.lengths, limit)
-    hw = detect_hardware()
-    steps = max_steps or max(1, math.ceil(epochs * len(d) / batch_size))
-    peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
+    max_length = max_length or choose_max_length(st.lengths, _limit(m))
     answers_only = loss == 'answers' and d.kind != 'text'
     train_ds = d.tokenize(m.tokenizer, max_length) if answers_only else d.dataset
     eval_ds = (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.dataset) if ev is not None else None
-    seq = min(max_length, st.quantile(0.95))
-    est = memory_estimate(m.model, batch_size, seq, hw.dtype, trainable=_lora_trainable(m.model, peft))
-    s = train_settings(hw, steps, batch_size, act_gb=est['activations'] / batch_size, has_eval=ev is not None)
-    s |= dict(learning_rate=lr or default_lr(m.n_params, peft is not None), lr_scheduler_type='cosine', warmup_steps=max(1, steps // 30),
-              max_length=max_length, seed=seed, packing=packing, completion_only_loss=None if loss == 'answers' else False)
-    s |= overrides
-    out = run_dir or new_run_dir('sft')
-    args = SFTConfig(output_dir=str(out), **s)
-    settings = dict(lr=args.learning_rate, max_steps=steps, batch_size=batch_size, max_length=max_length, loss=loss,
-                    lora=peft.to_dict() if peft else None, rows=len(d), eval_rows=len(ev) if ev is not None else 0,
-                    data=repr(d).splitlines()[0], truncated_rows=sum(l > max_length for l in st.lengths))
-    return Run('sft', m, SFTTrainer, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft), run_dir=out,
-               hardware=hw, estimate=est, settings=settings)
+    return recipe('sft', SFTConfig, SFTTrainer, m, d, ev, train_ds, eval_ds, lr=lr, max_steps=max_steps, epochs=epochs,
+                  batch_size=batch_size, seq=min(max_length, st.quantile(0.95)), lora=lora, seed=seed, run_dir=run_dir,
+                  config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
+                  settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)),
+                  overrides=overrides)
+

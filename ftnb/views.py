@@ -5,9 +5,11 @@
 # %% ../nbs/09_views.ipynb #0e982706
 from __future__ import annotations
 import sys
+from fastcore.basics import patch
+from .run import Run
 
 # %% auto #0
-__all__ = ['ConsoleView']
+__all__ = ['METRICS', 'ConsoleView', 'history_plot']
 
 # %% ../nbs/09_views.ipynb #9dba9937
 def _fmt(k, v):
@@ -39,3 +41,35 @@ class ConsoleView:
         self.n += 1
         if shown and ('eval_loss' in record or self.n % self.every == 0 or record['step'] == run.max_steps):
             self.bar.write(f"step {record['step']:>5}/{run.max_steps}  " + '  '.join(_fmt(k, v) for k, v in shown.items()), file=self.file)
+
+# %% ../nbs/09_views.ipynb #959b18f5
+METRICS = dict(sft=('loss', 'mean_token_accuracy'),
+               dpo=('loss', 'rewards/margins', 'rewards/accuracies'),
+               kto=('loss', 'rewards/margins', 'kl'),
+               orpo=('loss', 'rewards/margins', 'log_odds_ratio'),
+               reward=('loss', 'accuracy', 'margin'),
+               grpo=('reward', 'reward_std', 'kl', 'completions/mean_length'))
+
+def history_plot(history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
+                 keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
+                 title:str=''):
+    "A matplotlib Figure with one panel per metric by step (no pyplot state, safe from threads)."
+    from matplotlib.figure import Figure
+    keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in history)] or list(keys[:1])
+    fig = Figure(figsize=(3.4 * len(keys), 3), dpi=100, layout='constrained')
+    axs = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, k in zip(axs, keys):
+        for name, style in ((k, dict(marker='.', ms=3, label='train')), (f"eval_{k}", dict(marker='o', ls='--', label='eval'))):
+            pts = [(h['step'], h[name]) for h in history if name in h]
+            if pts: ax.plot(*zip(*pts), **style)
+        ax.set(xlabel='step', title=k); ax.grid(alpha=.3)
+        if any(f"eval_{k}" in h for h in history): ax.legend(fontsize=8)
+    if title: fig.suptitle(title)
+    return fig
+
+# %% ../nbs/09_views.ipynb #5788e4de
+@patch
+def plot(self:Run, keys=None, # metrics to draw; default the method's `METRICS`
+         title:str|None=None):
+    "Charts of this run's metrics by step."
+    return history_plot(self.history, keys or METRICS.get(self.method, ('loss',)), self.method.upper() if title is None else title)
