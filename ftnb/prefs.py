@@ -40,7 +40,7 @@ def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
         lr:float|None=None, # peak learning rate; default a tenth of SFT's
         max_steps:int|None=None, epochs:float=1, # optimizer steps, or passes over the data
         batch_size:int=8, # pairs per optimizer step
-        max_length:int|None=None, # longest prompt+answer in tokens; longer ones keep their end (the answer)
+        max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
         lora:bool|dict=True, # LoRA (reference = adapter disabled); a dict of options; False for full fine-tuning
         eval:float|int|Data|None=None, # held-out pairs: a fraction, a number, or a `Data`
         precompute_ref:bool=False, # compute reference log-probs once before training
@@ -51,7 +51,7 @@ def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
     from trl import DPOConfig, DPOTrainer
     return _pref_run('dpo', DPOConfig, DPOTrainer, model, data, ('preference',), "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
                      lr, max_steps, epochs, batch_size, max_length, lora, eval, seed, run_dir, overrides=overrides,
-                     config=dict(beta=beta, loss_type=[loss_type], truncation_mode='keep_end', precompute_ref_log_probs=precompute_ref))
+                     config=dict(beta=beta, loss_type=[loss_type], precompute_ref_log_probs=precompute_ref))
 
 # %% ../nbs/11_prefs.ipynb #141b5dab
 def _unpaired(d:Data, seed:int=0) -> Data:
@@ -113,7 +113,7 @@ class PreferenceScore:
 # %% ../nbs/11_prefs.ipynb #ae477137
 def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the adapter switched off) or a Model (its own reference)
                         data, # preference pairs
-                        max_length:int=512, # longer sequences keep their last tokens, as DPO's keep_end does
+                        max_length:int=512, # longer sequences are cut, as DPO cuts them
                         beta:float|None=None, # scale of the implicit reward; default the run's beta, else 0.1
                         batch_size:int=8, label:str='') -> PreferenceScore:
     "How often `model` prefers the chosen answer: implicit reward accuracy (against the reference) and likelihood accuracy."
@@ -124,7 +124,7 @@ def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the ada
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
     seqs = []
     for r in d.rows:
-        for e in encode(tok, 'preference', r): seqs.append(dict(input_ids=e['input_ids'][-max_length:], mask=e['mask'][-max_length:]))
+        for e in encode(tok, 'preference', r): seqs.append(dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]))
     was = net.training; net.eval()
     try:
         pol = [x for i in range(0, len(seqs), batch_size) for x in _seq_logps(net, seqs[i:i+batch_size], tok.pad_token_id)]

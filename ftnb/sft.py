@@ -47,13 +47,16 @@ def _lora_trainable(model, cfg) -> int:
 def policy(self:Run) -> Model:
     "This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run keeps its own)."
     import copy
-    if self.state in ('ready', 'running', 'stopping'):
-        raise FtnbError(f"This {self.method} run is {self.state}; train it (run.start()) and let it finish or stop before building on it.")
+    if self.state in ('running', 'stopping'): self.wait()  # a run started in the background: build on it once it ends
+    if self.state == 'ready': raise FtnbError(f"This {self.method} run has not trained yet; start it (run.start()) before building on it.")
+    if self.state == 'failed': raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
     net = self.net
     if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
         raise FtnbError("Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the merged "
                         "model (run.save(merged=True)) and load that folder with load_model(..., quantize=4) instead.")
     net = copy.deepcopy(net)
+    for mod in net.modules():  # accelerate wraps `forward` in a closure over the *original* model; a copy must not keep it
+        mod.__dict__.pop('forward', None)
     if _is_peft(net): net = net.merge_and_unload()
     net.requires_grad_(True); net.train()
     return Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
