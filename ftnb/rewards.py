@@ -48,7 +48,7 @@ def exact_match(completions:list, # the completions (strings, or chat completion
     return out
 
 # %% ../nbs/12_rewards.ipynb #2990b892
-def format_reward(pattern:str=r'The answer is -?[\d,.]+\.?\s*$', # a regular expression the completion should match
+def format_reward(pattern:str=r'[Tt]he answer is:?\s*\$?-?\d', # a regular expression the completion should contain
                   name:str='format', # the name metrics are logged under
                   weight:float=1.): # the reward for a match (0 otherwise)
     "A reward function: `weight` where `re.search(pattern, completion)` matches, else 0."

@@ -16,7 +16,7 @@ def _fmt(k, v):
     if not isinstance(v, float): return f"{k} {v}"
     return f"{k} {v:.2e}" if (k.endswith('learning_rate') or (v and abs(v) < 1e-3)) else f"{k} {v:.4g}"
 
-_SHOW = ('loss', 'eval_loss', 'learning_rate', 'grad_norm', 'rewards/margins', 'rewards/accuracies', 'reward', 'kl')
+_SHOW = ('learning_rate', 'grad_norm')  # after the method's own metrics (`METRICS`, below)
 
 class ConsoleView:
     "A tqdm progress bar with ETA for a Run, and a metrics line every `every` logs."
@@ -36,7 +36,8 @@ class ConsoleView:
     def on_log(self, run, record):
         if self.bar is None: return
         self.bar.update(max(0, record['step'] - self.bar.n))
-        shown = {k: record[k] for k in _SHOW if k in record}
+        keys = dict.fromkeys(('loss', 'eval_loss', *METRICS.get(run.method, ()), *_SHOW))  # the method's metrics first
+        shown = {k: record[k] for k in keys if k in record}
         if 'loss' in shown: self.bar.set_postfix(loss=f"{shown['loss']:.3f}", refresh=False)
         self.n += 1
         if shown and ('eval_loss' in record or self.n % self.every == 0 or record['step'] == run.max_steps):
@@ -59,11 +60,17 @@ def history_plot(history:list[dict], # a run's history (`Run.history` or `traine
     fig = Figure(figsize=(3.4 * len(keys), 3), dpi=100, layout='constrained')
     axs = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, k in zip(axs, keys):
-        for name, style in ((k, dict(marker='.', ms=3, label='train')), (f"eval_{k}", dict(marker='o', ls='--', label='eval'))):
-            pts = [(h['step'], h[name]) for h in history if name in h]
-            if pts: ax.plot(*zip(*pts), **style)
+        pts = [(h['step'], h[k]) for h in history if k in h]
+        if len(pts) >= 12:  # noisy per-step values: faint, with a running mean over a tenth of the run on top
+            ax.plot(*zip(*pts), marker='.', ms=2, alpha=.35, color='C0')
+            w = max(3, len(pts) // 10)
+            ax.plot([s for s, _ in pts[w-1:]], [sum(v for _, v in pts[i-w+1:i+1]) / w for i in range(w-1, len(pts))],
+                    color='C0', label=f'train (mean of {w})')
+        elif pts: ax.plot(*zip(*pts), marker='.', ms=3, label='train')
+        ev = [(h['step'], h[f"eval_{k}"]) for h in history if f"eval_{k}" in h]
+        if ev: ax.plot(*zip(*ev), marker='o', ls='--', color='C1', label='eval')
         ax.set(xlabel='step', title=k); ax.grid(alpha=.3)
-        if any(f"eval_{k}" in h for h in history): ax.legend(fontsize=8)
+        if ev or len(pts) >= 12: ax.legend(fontsize=8)
     if title: fig.suptitle(title)
     return fig
 

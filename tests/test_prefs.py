@@ -127,3 +127,12 @@ def test_rejection_sampling_keeps_the_best_and_pairs_feed_dpo(tmp_path):
     assert pairs.kind == 'preference' and len(pairs) == summ['pairs'] > 0
     r = dpo(tiny_model(), pairs, max_steps=1, batch_size=2, run_dir=tmp_path).start(quiet=True)
     assert r.state == 'finished'
+
+
+def test_sft_then_grpo_starts_from_the_sft_model(tmp_path):
+    s = sft(tiny_model(), persona_data(n=16), max_steps=2, lr=1e-2, run_dir=tmp_path/'sft').start(quiet=True)
+    sft_logits = _logits(s.net, s.tokenizer)
+    g = grpo(s, arithmetic_data(4), rewards=length_penalty(5), num_generations=2, max_completion_length=8, max_steps=1,
+             run_dir=tmp_path/'grpo').start(quiet=True)
+    assert g.state == 'finished' and 'sft run' in g.model.source
+    with g.net.disable_adapter(): assert torch.allclose(_logits(g.net, g.tokenizer), sft_logits, atol=1e-5)
