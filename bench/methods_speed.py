@@ -10,7 +10,7 @@ ftnb's, so their ratio is what ftnb adds (callbacks, events, metrics file, atomi
 
 Usage: python bench/methods_speed.py [--steps 4] [--out bench/methods.json] [--only dpo,grpo]
 """
-import argparse, json, os, sys, tempfile, time, warnings, dataclasses
+import argparse, json, os, tempfile, time, warnings, dataclasses
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')
 warnings.filterwarnings('ignore')
@@ -33,7 +33,6 @@ def timed_run(run):
 def timed_raw(run):
     "The same trainer class, config, data and arguments as `run`, without ftnb's Run around it."
     from ftnb.models import load_model
-    from peft import get_peft_model
     extra = dict(generation_batch_size=None) if hasattr(run.args, 'steps_per_generation') else {}  # GRPO derives one from the other
     args = dataclasses.replace(run.args, output_dir=tempfile.mkdtemp(), **extra)
     kw = dict(run.trainer_kwargs)

@@ -16,6 +16,15 @@ from .rewards import exact_match, model_reward
 __all__ = ['grpo']
 
 # %% ../nbs/13_grpo.ipynb #adbafc72
+def _name(f) -> str: return getattr(f, '__name__', type(f).__name__)
+
+def _as_rewards(rewards, weights=None) -> tuple[list, list]:
+    "Reward functions from a function, a `reward_model` run, a Model with a score head, or a list of them; and their weights."
+    funcs = [_as_reward(f) for f in (rewards if isinstance(rewards, (list, tuple)) else [rewards])]
+    weights = list(weights or [1.] * len(funcs))
+    if len(weights) != len(funcs): raise FtnbError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards")
+    return funcs, weights
+
 def _as_reward(f):
     "A reward function from a function, a `reward_model` Run, or a Model with a score head."
     if isinstance(f, Run):
@@ -31,8 +40,10 @@ def _check_rewards(funcs:list, d:Data):
     cols = {k: [v] for k, v in row.items() if k != 'prompt'}
     comp = [[dict(role='assistant', content='')]] if isinstance(row['prompt'], list) else ['']
     for f in funcs:
-        name = getattr(f, '__name__', type(f).__name__)
-        need = [p.name for p in inspect.signature(f).parameters.values()
+        name = _name(f)
+        try: params = inspect.signature(f).parameters.values()
+        except (TypeError, ValueError): params = []  # no signature to read (a builtin): the trial call below still checks it
+        need = [p.name for p in params
                 if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ('prompts', 'completions', 'completion_ids')]
         if miss := [c for c in need if c not in cols]:
             raise FtnbError(f"Reward {name!r} needs the data column(s) {miss}, which this data does not have (columns: {list(row)}). "
@@ -58,21 +69,20 @@ def grpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Ru
          **overrides): # any other `trl.GRPOConfig` field
     "Group relative policy optimisation: sample answers to prompts, score them with `rewards`, reinforce the better ones; returns a ready `Run`."
     from trl import GRPOConfig, GRPOTrainer
-    from ftnb.prefs import _pref_lr
     m, d, ev = prepare('grpo', model, data, ('prompt_only', 'conversation', 'preference', 'prompt_completion'), eval, seed,
                        "GRPO needs prompts.")
     d, ev = d.to_prompts(), (ev.to_prompts() if ev is not None else None)
-    funcs = [_as_reward(f) for f in (rewards if isinstance(rewards, (list, tuple)) else [rewards])]
+    funcs, reward_weights = _as_rewards(rewards, reward_weights)
     _check_rewards(funcs, d)
     per_step = num_generations * prompts_per_step
     st = d.stats(m.tokenizer)
     run = recipe('grpo', GRPOConfig, GRPOTrainer, m, d, ev, d.dataset, ev.dataset if ev is not None else None,
-                 lr=lr or _pref_lr(m, lora), max_steps=max_steps or max(1, round(epochs * len(d) / prompts_per_step)),
+                 lr=lr, max_steps=max_steps or max(1, round(epochs * len(d) / prompts_per_step)),
                  batch_size=per_step, seq=st.quantile(.95) + max_completion_length, lora=lora, seed=seed, run_dir=run_dir,
                  overrides=overrides, reference=beta > 0, trainer_kwargs=dict(reward_funcs=funcs),
                  config=dict(num_generations=num_generations, max_completion_length=max_completion_length, temperature=temperature,
                              beta=beta, reward_weights=reward_weights, train_sampling_strategy='random', logging_steps=1,
                              **({'num_generations_eval': num_generations} if ev is not None else {})),
-                 settings=dict(rewards=[getattr(f, '__name__', type(f).__name__) for f in funcs], num_generations=num_generations,
+                 settings=dict(rewards=[_name(f) for f in funcs], num_generations=num_generations,
                                prompts_per_step=prompts_per_step, max_completion_length=max_completion_length, beta=beta, temperature=temperature))
     return run

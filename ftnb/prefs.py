@@ -4,10 +4,10 @@
 
 # %% ../nbs/11_prefs.ipynb #e2d78f0f
 from __future__ import annotations
-import math, os
+import os
 from .core import FtnbError
 from .models import Model
-from .data import Data, encode
+from .data import Data
 from .run import Run, _is_peft
 from .sft import prepare, recipe, choose_max_length, _limit
 
@@ -15,10 +15,6 @@ from .sft import prepare, recipe, choose_max_length, _limit
 __all__ = ['dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
 
 # %% ../nbs/11_prefs.ipynb #0a6e2602
-def _pref_lr(m:Model, lora) -> float:
-    from ftnb.sft import default_lr
-    return default_lr(m.n_params, lora is not False) / 10
-
 def _pref_run(method, cfg_cls, trainer_cls, model, data, kinds, hint, lr, max_steps, epochs, batch_size, max_length, lora,
               eval, seed, run_dir, config, overrides, convert=None, reference=True):
     "The shared body of dpo/kto/orpo."
@@ -27,7 +23,7 @@ def _pref_run(method, cfg_cls, trainer_cls, model, data, kinds, hint, lr, max_st
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, _limit(m))
     return recipe(method, cfg_cls, trainer_cls, m, d, ev, d.dataset, ev.dataset if ev is not None else None,
-                  lr=lr or _pref_lr(m, lora), max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+                  lr=lr, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                   seq=2 * min(max_length, st.quantile(.95)), lora=lora, seed=seed, run_dir=run_dir, reference=reference,
                   config=dict(max_length=max_length, train_sampling_strategy='random') | config, overrides=overrides,  # length grouping needs input_ids
                   settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)) |
@@ -122,14 +118,13 @@ def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the ada
     if d.kind != 'preference': raise FtnbError(f"preference_accuracy needs preference pairs; this data is {d.kind}")
     net, tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
-    seqs = []
-    for r in d.rows:
-        for e in encode(tok, 'preference', r): seqs.append(dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]))
+    seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d._encodings(tok) for e in es]
+    logps = lambda: [x for i in range(0, len(seqs), batch_size) for x in _seq_logps(net, seqs[i:i+batch_size], tok.pad_token_id)]
     was = net.training; net.eval()
     try:
-        pol = [x for i in range(0, len(seqs), batch_size) for x in _seq_logps(net, seqs[i:i+batch_size], tok.pad_token_id)]
+        pol = logps()
         if _is_peft(net):
-            with net.disable_adapter(): ref = [x for i in range(0, len(seqs), batch_size) for x in _seq_logps(net, seqs[i:i+batch_size], tok.pad_token_id)]
+            with net.disable_adapter(): ref = logps()
         else: ref = pol
     finally: net.train(was)
     imp = [beta * ((pol[i] - ref[i]) - (pol[i+1] - ref[i+1])) for i in range(0, len(seqs), 2)]

@@ -14,8 +14,6 @@ from .run import Run
 __all__ = ['Samples', 'rejection_sample']
 
 # %% ../nbs/14_sampling.ipynb #d3b33d16
-def _name(f) -> str: return getattr(f, '__name__', type(f).__name__)
-
 class Samples:
     "N scored answers per prompt, with what to keep for SFT (`best`) or DPO (`pairs`)."
     def __init__(self, rows:list[dict], answers:list[list[str]], scores:dict[str, list[list[float]]], weights:list[float]):
@@ -90,14 +88,12 @@ def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to
                      seed:int=0, progress:bool=True) -> Samples:
     "Sample `n` answers per prompt and score them with `rewards`: the best answers for SFT, best-vs-worst pairs for DPO."
     from tqdm.auto import tqdm
-    from ftnb.grpo import _as_reward, _check_rewards
+    from ftnb.grpo import _as_rewards, _check_rewards, _name
     from ftnb.rewards import exact_match
     d = data if isinstance(data, Data) else load_data(data) if data is not None else None
     if d is None: raise FtnbError("rejection_sample needs prompts: question/answer rows, prompt-only rows, conversations or pairs")
     d = d.to_prompts()
-    funcs = [_as_reward(f) for f in (rewards if isinstance(rewards, (list, tuple)) else [rewards or exact_match])]
-    weights = list(reward_weights or [1.] * len(funcs))
-    if len(weights) != len(funcs): raise FtnbError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards")
+    funcs, weights = _as_rewards(rewards or exact_match, reward_weights)
     _check_rewards(funcs, d)
     gen = model.generate if isinstance(model, (Model, Run)) else load_model(model).generate
     set_seed(seed)
@@ -110,11 +106,11 @@ def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to
         answers += [out[k*n:(k+1)*n] for k in range(len(ps))]
         bar.update(len(ps) * n)
     bar.close()
+    cols = {k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'}  # TRL's layout: one entry per answer
+    ps = [r['prompt'] for r in d.rows for _ in range(n)]
+    comps = [[dict(role='assistant', content=a)] if isinstance(p, list) else a for p, a in zip(ps, [a for aa in answers for a in aa])]
     scores = {}
     for f in funcs:
-        cols = {k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'}
-        ps = [r['prompt'] for r in d.rows for _ in range(n)]
-        comps = [[dict(role='assistant', content=a)] if isinstance(p, list) else a for p, a in zip(ps, [a for aa in answers for a in aa])]
         flat = f(prompts=ps, completions=comps, completion_ids=[[] for _ in ps], **cols)
         scores[_name(f)] = [list(flat[k*n:(k+1)*n]) for k in range(len(d))]
     return Samples(d.rows, answers, scores, weights)

@@ -22,10 +22,10 @@ def choose_max_length(lengths:list[int], limit:int=4096) -> int:
     return min(limit, 64 * math.ceil(n / 64))
 
 # %% ../nbs/10_sft.ipynb #87fdd805
-def default_lr(n_params:int, lora:bool) -> float:
-    "Peak learning rate ftnb uses when none is given: LoRA 1e-3 below 1 B parameters, else 2e-4; full fine-tuning 2e-5 (1e-5 from 1 B)."
-    if lora: return 1e-3 if n_params < 1e9 else 2e-4
-    return 2e-5 if n_params < 1e9 else 1e-5
+def default_lr(n_params:int, lora:bool, method:str='sft') -> float:
+    "Peak learning rate ftnb uses when none is given: LoRA 1e-3 below 1 B parameters, else 2e-4; full fine-tuning 2e-5 (1e-5 from 1 B); a tenth of that for DPO, KTO, ORPO and GRPO."
+    lr = (1e-3 if n_params < 1e9 else 2e-4) if lora else (2e-5 if n_params < 1e9 else 1e-5)
+    return lr / 10 if method in ('dpo', 'kto', 'orpo', 'grpo') else lr
 
 # %% ../nbs/10_sft.ipynb #1eef0e13
 def _check_overrides(cfg_cls, kw:dict):
@@ -96,7 +96,7 @@ def recipe(method:str, cfg_cls, trainer_cls, # e.g. 'dpo', `trl.DPOConfig`, `trl
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
     est = memory_estimate(m.model, batch_size, seq, hw.dtype, trainable=_lora_trainable(m.model, peft), reference=reference and peft is None)
     s = train_settings(hw, steps, batch_size, act_gb=est['activations'] / batch_size, has_eval=ev is not None)
-    s |= dict(learning_rate=lr or default_lr(m.n_params, peft is not None), lr_scheduler_type='cosine',
+    s |= dict(learning_rate=lr or default_lr(m.n_params, peft is not None, method), lr_scheduler_type='cosine',
               warmup_steps=max(1, steps // 30), seed=seed)
     s |= (config or {}) | overrides
     out = run_dir or new_run_dir(method)

@@ -23,6 +23,7 @@ class ConsoleView:
     def __init__(self, run, every:int|None=None, file=None):
         self.run, self.bar, self.file, self.n = run, None, file or sys.stderr, 0
         self.every = every or max(1, (run.max_steps or 100) // (10 * max(1, run.args.logging_steps)))
+        self.keys = tuple(dict.fromkeys(('loss', 'eval_loss', *METRICS.get(run.method, ()), *_SHOW)))  # the method's metrics first
         run.events.on('state', self.on_state); run.events.on('log', self.on_log); run.events.on('eval', self.on_log)
 
     def on_state(self, run, state):
@@ -36,8 +37,7 @@ class ConsoleView:
     def on_log(self, run, record):
         if self.bar is None: return
         self.bar.update(max(0, record['step'] - self.bar.n))
-        keys = dict.fromkeys(('loss', 'eval_loss', *METRICS.get(run.method, ()), *_SHOW))  # the method's metrics first
-        shown = {k: record[k] for k in keys if k in record}
+        shown = {k: record[k] for k in self.keys if k in record}
         if 'loss' in shown: self.bar.set_postfix(loss=f"{shown['loss']:.3f}", refresh=False)
         self.n += 1
         if shown and ('eval_loss' in record or self.n % self.every == 0 or record['step'] == run.max_steps):
