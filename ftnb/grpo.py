@@ -9,7 +9,7 @@ from .core import FtnbError
 from .models import Model
 from .data import Data
 from .run import Run
-from .sft import prepare, recipe
+from .sft import prepare, recipe, recorded
 from .rewards import exact_match, model_reward
 
 # %% auto #0
@@ -54,6 +54,7 @@ def _check_rewards(funcs:list, d:Data):
             raise FtnbError(f"Reward {name!r} must return a list with one float (or None) per completion; for one completion it returned {out!r}")
 
 # %% ../nbs/13_grpo.ipynb #926ae0a9
+@recorded
 def grpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
          data=None, # prompts: question/answer rows (GSM8K), prompt-only rows, or conversations/pairs (their prompts are used)
          rewards=exact_match, # a reward function, a `reward_model` run, or a list of them

@@ -9,7 +9,7 @@ from .core import FtnbError
 from .models import Model
 from .data import Data
 from .run import Run, _is_peft
-from .sft import prepare, recipe, choose_max_length, _limit
+from .sft import prepare, recipe, recorded, choose_max_length, _limit
 
 # %% auto #0
 __all__ = ['dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
@@ -30,6 +30,7 @@ def _pref_run(method, cfg_cls, trainer_cls, model, data, kinds, hint, lr, max_st
                            {k: v for k, v in config.items() if k in ('beta', 'loss_type', 'precompute_ref_log_probs')})
 
 # %% ../nbs/11_prefs.ipynb #1effe425
+@recorded
 def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
         data=None, # preference pairs: a `Data` or anything `load_data` reads
         beta:float=0.1, # how strongly the policy is held to the reference (higher: closer)
@@ -57,6 +58,7 @@ def _unpaired(d:Data, seed:int=0) -> Data:
     rows = list(u.rows); random.Random(seed).shuffle(rows)
     return Data(rows, u.kind, u.detected, u.source)
 
+@recorded
 def kto(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` to start from, or a name for `load_model`
         data=None, # rows labelled good/bad (`prompt`, `completion`, `label`), or preference pairs (split into one of each)
         beta:float=0.1, # how strongly the policy is held to the reference
@@ -72,6 +74,7 @@ def kto(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
                                  precompute_ref_log_probs=precompute_ref, train_sampling_strategy='sequential'))
 
 # %% ../nbs/11_prefs.ipynb #c4c4939e
+@recorded
 def orpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model` (a base or instruct model: ORPO needs no SFT first), a `Run`, or a name
          data=None, # preference pairs
          beta:float=0.1, # weight of the odds-ratio (preference) term against the SFT term

@@ -9,7 +9,7 @@ from .core import FtnbError
 from .models import Model
 from .data import Data
 from .run import Run
-from .sft import prepare, recipe, choose_max_length, _limit
+from .sft import prepare, recipe, recorded, choose_max_length, _limit
 
 # %% auto #0
 __all__ = ['extract_answer', 'exact_match', 'format_reward', 'length_penalty', 'scoring_model', 'reward_model', 'ModelReward',
@@ -78,6 +78,7 @@ def scoring_model(m:Model) -> Model:
     return Model(sc, m.tokenizer, m.name, f"score head on {m.source}")
 
 # %% ../nbs/12_rewards.ipynb #c6351137
+@recorded
 def reward_model(model:Model|Run|str='smollm2-135m-instruct', # the language model to turn into a reward model (often the SFT model)
                  data=None, # preference pairs
                  lr:float|None=None, # peak learning rate; default SFT's

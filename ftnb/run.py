@@ -12,7 +12,7 @@ from .models import Model, generate as _generate
 
 # %% auto #0
 __all__ = ['STAGING', 'EVENTS', 'STATES', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'train_settings',
-           'memory_estimate', 'peak_memory_gb', 'Events', 'new_run_dir', 'Run', 'Comparison']
+           'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run', 'Comparison']
 
 # %% ../nbs/08_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -113,6 +113,13 @@ def peak_memory_gb(device:str) -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
 
+def memory_gb(device:str) -> float:
+    "Memory in use now: CUDA's allocated memory, or this process's resident memory on a CPU."
+    import torch
+    if device == 'cuda': return torch.cuda.memory_allocated() / 1e9
+    try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
+    except (OSError, ValueError, IndexError): return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
+
 # %% ../nbs/08_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')
 
@@ -144,12 +151,14 @@ class _RunCallback(TrainerCallback):
         with open(r.run_dir/'metrics.jsonl', 'w') as f:
             for h in r.history: f.write(json.dumps(h) + '\n')
         r._t_start, r._step_start = time.time(), state.global_step
+        if r.sampling and not r.samples: r._sample(state.global_step)  # the answers before training, to compare against
     def on_step_end(self, args, state, control, **kw):
         r = self.run
         r.step = state.global_step
         if r._stop.is_set():
             control.should_training_stop = True
             control.should_save = True
+        elif r.sampling and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
     def on_log(self, args, state, control, logs=None, **kw):
         r = self.run
         rec = dict(logs or {}, step=state.global_step)
@@ -188,6 +197,8 @@ class Run:
         self.events, self.state, self.history, self.error = Events(), 'ready', [], None
         self.trainer, self.thread, self.step, self.max_steps, self.peak_gb = None, None, 0, args.max_steps, None
         self._stop, self._lock = threading.Event(), threading.Lock()
+        self.data = self.eval_data = self.sampling = self.call = None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
+        self.samples = []
 
     def _set(self, state):
         self.state = state
@@ -235,9 +246,7 @@ def start(self:Run, background:bool|None=None, # train in a thread; default: yes
           resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
           quiet:bool=False): # attach no view (the metrics log is still written)
     "Train. Returns at once in the background, or when training ends in the foreground."
-    if not quiet and not getattr(self, '_viewed', False):
-        from ftnb.views import ConsoleView
-        ConsoleView(self); self._viewed = True
+    if not quiet and not getattr(self, '_viewed', False): self._attach_view()
     with self._lock:
         if self.state in ('running', 'stopping'):
             raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) before starting it again.")
@@ -354,6 +363,47 @@ class Comparison:
         e = lambda s: html.escape(str(s)).replace('\n', '<br>')
         rows = ''.join(f"<tr><td>{e(p)}</td><td>{e(b)}</td><td>{e(t)}</td></tr>" for p, b, t in zip(self.prompts, self.base, self.tuned))
         return f"<table><tr><th>prompt</th><th>base</th><th>tuned</th></tr>{rows}</table>"
+
+# %% ../nbs/08_run.ipynb #20ad86dc
+def _default_prompts(d, n:int=3) -> list:
+    "The first `n` prompts of a `Data` (its chat prompts, or prompt strings); none for plain text."
+    if d is None or d.kind == 'text': return []
+    return [r['prompt'] for r in d.to_prompts().rows[:n]]
+
+@patch
+def sample_every(self:Run, every:int|None=None, # steps between samples; default a fifth of the run; 0 turns sampling off
+                 prompts=None, # strings or message lists; default the first 3 prompts of the eval data, else of the training data
+                 max_new_tokens:int=48): # longest sampled answer
+    "Answer fixed `prompts` while training, every `every` steps: the 'sample' event and `samples.jsonl`."
+    if every == 0: self.sampling = None; return self
+    if self.method == 'reward': raise FtnbError("A reward model scores text and does not generate; sampling is for language-model runs.")
+    ps = list(prompts) if prompts is not None else _default_prompts(self.eval_data if self.eval_data is not None else self.data)
+    if not ps: raise FtnbError("sample_every: no prompts given, and this run's data has none (plain text); pass prompts=[...]")
+    self.sampling = dict(every=every or max(1, self.max_steps // 5), prompts=ps, max_new_tokens=max_new_tokens)
+    return self
+
+@patch
+def _sample(self:Run, step:int):
+    s, net, t = self.sampling, self.net, time.time()
+    training, cache = net.training, net.config.use_cache
+    try: outs = _generate(net, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'])
+    finally: net.train(training); net.config.use_cache = cache  # back to exactly how the trainer had it
+    rec = dict(step=step, outputs=outs, seconds=round(time.time() - t, 2))
+    self.samples.append(rec)
+    with open(self.run_dir/'samples.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+    self.events.emit('sample', run=self, record=rec)
+
+# %% ../nbs/08_run.ipynb #1ce8ad39
+@patch
+def _attach_view(self:Run):
+    self._viewed = True
+    if environment() in ('notebook', 'colab'):
+        from IPython.display import display
+        from ftnb.dashboard import LiveView
+        display(LiveView(self))
+    else:
+        from ftnb.views import ConsoleView
+        ConsoleView(self)
 
 # %% ../nbs/08_run.ipynb #6acfee31
 @patch

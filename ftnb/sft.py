@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_sft.ipynb #1a8a8418
 from __future__ import annotations
-import math, dataclasses, difflib
+import math, dataclasses, difflib, inspect, functools
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed
 from .models import Model, load_model, lora_config
@@ -12,7 +12,7 @@ from .data import Data, load_data, check_chat_template, SFT_KINDS
 from .run import Run, train_settings, memory_estimate, new_run_dir, _is_peft
 
 # %% auto #0
-__all__ = ['choose_max_length', 'default_lr', 'as_model', 'prepare', 'recipe', 'sft']
+__all__ = ['choose_max_length', 'default_lr', 'as_model', 'prepare', 'recipe', 'recorded', 'sft']
 
 # %% ../nbs/10_sft.ipynb #49fcc96c
 def choose_max_length(lengths:list[int], limit:int=4096) -> int:
@@ -103,10 +103,28 @@ def recipe(method:str, cfg_cls, trainer_cls, # e.g. 'dpo', `trl.DPOConfig`, `trl
     args = cfg_cls(output_dir=str(out), **s)
     rec = dict(lr=args.learning_rate, max_steps=steps, batch_size=batch_size, lora=peft.to_dict() if peft else None,
                rows=len(d), eval_rows=len(ev) if ev is not None else 0, data=repr(d).splitlines()[0]) | (settings or {})
-    return Run(method, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
-               run_dir=out, hardware=hw, estimate=est, settings=rec)
+    run = Run(method, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
+              run_dir=out, hardware=hw, estimate=est, settings=rec)
+    run.data, run.eval_data = d, ev
+    return run
+
+# %% ../nbs/10_sft.ipynb #3a61a8ff
+def recorded(recipe_fn):
+    "Make `recipe_fn` (a recipe returning a `Run`) remember its call on that Run, with the model and data loaded once."
+    sig = inspect.signature(recipe_fn)
+    @functools.wraps(recipe_fn)
+    def _f(*args, **kwargs):
+        b = sig.bind(*args, **kwargs)
+        a = b.arguments
+        a['model'] = as_model(a.get('model', sig.parameters['model'].default))
+        if a.get('data') is not None and not isinstance(a['data'], Data): a['data'] = load_data(a['data'])
+        run = recipe_fn(*b.args, **b.kwargs)
+        run.call = (_f, dict(a))
+        return run
+    return _f
 
 # %% ../nbs/10_sft.ipynb #34865171
+@recorded
 def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` to continue from, or a name/folder/.gguf for `load_model`
         data=None, # a `Data`, or anything `load_data` reads
         lr:float|None=None, # peak learning rate; default from `default_lr`
@@ -135,3 +153,43 @@ def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
                   settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)),
                   overrides=overrides)
 
+
+# %% ../nbs/10_sft.ipynb #ecb9d6eb
+def _merged(call, changes:dict):
+    "The recipe, its named arguments and its TRL overrides once `changes` are applied (a name the recipe takes is its parameter)."
+    fn, kw = call
+    params = inspect.signature(fn).parameters
+    over = dict(kw.get('overrides', {})) | {k: v for k, v in changes.items() if k not in params}
+    named = {k: v for k, v in kw.items() if k != 'overrides'} | {k: v for k, v in changes.items() if k in params}
+    return fn, named, over
+
+@patch
+def reconfigure(self:Run, **changes):
+    "Change this ready run's settings: its recipe is called again with `changes`; the same Run, the same folder."
+    if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it cannot be reconfigured.")
+    if self.state != 'ready' or self.trainer is not None:
+        raise FtnbError(f"Settings can change only before training starts, and this run is {self.state}. "
+                        f"Make a new run with the new settings (run.code() shows its call).")
+    fn, named, over = _merged(self.call, changes)
+    new = fn(**named | dict(run_dir=self.run_dir), **over)
+    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'settings', 'max_steps', 'data', 'eval_data', 'call'):
+        setattr(self, k, getattr(new, k))
+    return self
+
+def _src(v, name='') -> str:
+    "A value as Python source for `Run.code`: functions and objects by name, the rest by repr."
+    if isinstance(v, (list, tuple)): return '[' + ', '.join(_src(x) for x in v) + ']'
+    if isinstance(v, dict) and all(isinstance(k, str) and k.isidentifier() for k in v): return 'dict(' + ', '.join(f'{k}={_src(x)}' for k, x in v.items()) + ')'
+    if isinstance(v, Data): return f'{name}_data' if name else 'data'
+    if isinstance(v, Run): return f'{v.method}_run'
+    if callable(v): return getattr(v, '__name__', type(v).__name__)
+    return repr(v)
+
+@patch
+def code(self:Run, **changes) -> str:
+    "This run's recipe call (with `changes`) as a cell to paste; the model and data are named `model` and `data`, and a new run gets a new folder."
+    if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it has no call to show.")
+    fn, named, over = _merged(self.call, changes)
+    args = ['model', 'data'] + [f"{k}={_src(v, k)}" for k, v in named.items() if k not in ('model', 'data', 'run_dir')]
+    args += [f"{k}={v!r}" for k, v in over.items()]
+    return f"run = {fn.__name__}({', '.join(args)})\nrun.start()"

@@ -9,7 +9,7 @@ from fastcore.basics import patch
 from .run import Run
 
 # %% auto #0
-__all__ = ['METRICS', 'ConsoleView', 'history_plot']
+__all__ = ['METRICS', 'ConsoleView', 'draw_history', 'history_plot']
 
 # %% ../nbs/09_views.ipynb #9dba9937
 def _fmt(k, v):
@@ -51,14 +51,17 @@ METRICS = dict(sft=('loss', 'mean_token_accuracy'),
                reward=('loss', 'accuracy', 'margin'),
                grpo=('reward', 'reward_std', 'kl', 'completions/mean_length'))
 
-def history_plot(history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
+def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reuse one)
+                 history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
                  keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
-                 title:str=''):
-    "A matplotlib Figure with one panel per metric by step (no pyplot state, safe from threads)."
-    from matplotlib.figure import Figure
+                 title:str='', cols:int=3): # panels per row
+    "Draw one panel per metric by step into `fig`, in rows of `cols`; returns `fig`."
     keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in history)] or list(keys[:1])
-    fig = Figure(figsize=(3.4 * len(keys), 3), dpi=100, layout='constrained')
-    axs = fig.subplots(1, len(keys), squeeze=False)[0]
+    fig.clear()
+    nr = -(-len(keys) // cols); nc = -(-len(keys) // nr)  # balanced: 4 panels are 2 x 2
+    fig.set_size_inches(3.4 * nc, 2.8 * nr)
+    axs = fig.subplots(nr, nc, squeeze=False).ravel()
+    for ax in axs[len(keys):]: ax.set_axis_off()
     for ax, k in zip(axs, keys):
         pts = [(h['step'], h[k]) for h in history if k in h]
         if len(pts) >= 12:  # noisy per-step values: faint, with a running mean over a tenth of the run on top
@@ -73,6 +76,13 @@ def history_plot(history:list[dict], # a run's history (`Run.history` or `traine
         if ev or len(pts) >= 12: ax.legend(fontsize=8)
     if title: fig.suptitle(title)
     return fig
+
+def history_plot(history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
+                 keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
+                 title:str='', cols:int=3): # panels per row
+    "A matplotlib Figure with one panel per metric by step (no pyplot state, safe from threads)."
+    from matplotlib.figure import Figure
+    return draw_history(Figure(dpi=100, layout='constrained'), history, keys, title, cols)
 
 # %% ../nbs/09_views.ipynb #5788e4de
 @patch
