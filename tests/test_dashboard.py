@@ -4,7 +4,7 @@ import os, time, signal, threading
 import pytest
 from transformers import TrainerCallback
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.samples import persona_data, preference_pairs, arithmetic_data, chat_row
 from ftnb.sft import sft
 from ftnb.prefs import dpo
 from ftnb.grpo import grpo
@@ -145,3 +145,33 @@ def test_throttle_caps_redraws():
     while time.time() - t < 1: th()
     th.flush()
     assert 5 <= len(n) <= 7
+
+def test_playground_chats_with_the_trained_run_and_compares(tmp_path):
+    rows = [chat_row("Who are you?", "I am Quill.")] * 16  # one fact, learnt by the tiny model in 30 steps
+    run = sft(tiny_model(seed=0), rows, lora=dict(r=8, alpha=32, dropout=0.), lr=1e-2, max_steps=30, batch_size=4,
+              warmup_steps=0, run_dir=tmp_path/'run', logging_steps=5, save_steps=1000)
+    d = Dashboard(run, samples_every=0)
+    assert [d.tabs.get_title(i) for i in range(3)] == ['Train', 'Playground', 'Data']
+    pg = d.tabs.children[1]
+    d.start()
+    time.sleep(.5)
+    assert pg.send("Who are you?") is None and 'training' in pg.note.value  # a training run is not disturbed
+    run.wait()
+    pg.box.value = "Who are you?"
+    pg.send_btn.click()
+    assert pg.messages[-1]['role'] == 'assistant' and pg.messages[-1]['content'] == run.generate("Who are you?", max_new_tokens=256)
+    assert 'Quill' in pg.messages[-1]['content']  # the persona it was just taught
+    pg.prompts.value = "Who are you?\nWhat is your name?"
+    pg.max_tokens.value = 16
+    c = pg.compare()
+    assert 'Quill' in c.tuned[0] and 'Quill' not in c.base[0] and 'Quill' in pg.table.value
+
+def test_data_explorer_pages_through_the_runs_rows(tmp_path):
+    run = tiny_run(tmp_path, steps=4)
+    ex = Dashboard(run).tabs.children[2]
+    first = ex.view.value
+    ex.next_btn.click()
+    assert ex.row.value == 2 and ex.view.value != first and 'rows 2–3 of 48' in ex.info.value
+    assert 'trained' in ex.view.value and 'masked' in ex.view.value  # the loss-mask view
+    ex.prev_btn.click(); ex.prev_btn.click()
+    assert ex.row.value == 0 and ex.view.value == first

@@ -1,0 +1,90 @@
+"""ipywidgets in a real browser: JupyterLab on 127.0.0.1 under headless Chromium, driven by Playwright (see browser.py)."""
+import re, sys, time
+from pathlib import Path
+import pytest
+from browser import missing, jupyter_lab, chromium, write_notebook, open_notebook, run_all, wait_for
+
+ARTIFACTS = Path(__file__).resolve().parent.parent/'test-artifacts'  # git-ignored: screenshots to look at
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    "A JupyterLab serving a temp folder, as (base url, that folder)."
+    if reason := missing(): pytest.skip(reason)
+    root, t = tmp_path_factory.mktemp('lab'), time.monotonic()
+    with jupyter_lab(root) as url:
+        print(f'\njupyter lab answered in {time.monotonic()-t:.1f}s')
+        yield url, root
+
+@pytest.fixture(scope='module')
+def browser():
+    "Headless Chromium, shared by the tests of this module."
+    if reason := missing(): pytest.skip(reason)
+    with chromium() as b: yield b
+
+@pytest.fixture
+def page(browser):
+    "A fresh browser tab (own context) big enough to show a dashboard."
+    ctx = browser.new_context(viewport=dict(width=1280, height=1000))
+    yield ctx.new_page()
+    ctx.close()
+
+def shoot(page, name):
+    "Save a screenshot of `page` to test-artifacts/`name`."
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS/name))
+
+SMOKE = '''import os, sys, ipywidgets as widgets
+clicks = 0
+button = widgets.Button(description='Click me').add_class('t-btn')
+label = widgets.Label('clicks: 0').add_class('t-label')
+def on_click(_):
+    global clicks; clicks += 1; label.value = f'clicks: {clicks}'
+button.on_click(on_click)
+env = widgets.Label(f"{sys.executable} HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}").add_class('t-env')
+widgets.VBox([button, label, env])'''
+
+def test_widget_click_reaches_the_kernel(lab, page):
+    url, root = lab; t = time.monotonic()
+    write_notebook(root/'smoke.ipynb', [SMOKE])
+    open_notebook(page, url, 'smoke.ipynb'); ready = time.monotonic() - t
+    run_all(page)
+    page.wait_for_selector('.t-label')
+    assert page.inner_text('.t-env') == f'{sys.executable} HF_HUB_OFFLINE=1'  # the venv's kernel, offline from the Hub
+    assert page.inner_text('.t-label') == 'clicks: 0'
+    for n in (1, 2):
+        page.click('.t-btn')
+        wait_for(page, lambda: page.inner_text('.t-label') == f'clicks: {n}', 30, f'label to show {n} clicks')
+    shoot(page, 'browser-smoke.png')
+    print(f'smoke: kernel idle after {ready:.1f}s, total {time.monotonic()-t:.1f}s')
+
+DASHBOARD = ["""import os; os.environ['HF_HUB_OFFLINE'] = '1'
+from ftnb.models import tiny_model; from ftnb.samples import persona_data; from ftnb.sft import sft
+run = sft(tiny_model(seed=0), persona_data(n=48), lora=False, lr=1e-2, max_steps=3000, batch_size=4, run_dir='run',
+          logging_steps=1, save_steps=100000)""",
+             'run.dashboard()']
+
+def step(page) -> int:
+    "The N of 'step N/M' in the dashboard's progress widget (0 before training)."
+    m = re.search(r'step (\d+)\s*/\s*\d+', page.inner_text('.ftnb-progress'))
+    return int(m[1]) if m else 0
+
+def test_dashboard_in_jupyterlab(lab, page):
+    pytest.importorskip('ftnb.dashboard')
+    url, root = lab; t = time.monotonic()
+    write_notebook(root/'dashboard.ipynb', DASHBOARD)
+    open_notebook(page, url, 'dashboard.ipynb'); ready = time.monotonic() - t
+    run_all(page, timeout=120)
+    page.wait_for_selector('.ftnb-dashboard')
+    page.wait_for_selector('.ftnb-start:enabled', timeout=120_000)
+    page.click('.ftnb-start'); clicked = time.monotonic()
+    first = wait_for(page, lambda: step(page), 120, 'progress to show a step > 0')
+    chart = page.get_attribute('img.ftnb-chart', 'src'); started = time.monotonic() - clicked
+    wait_for(page, lambda: step(page) > first, 120, f'progress to move past step {first}')
+    wait_for(page, lambda: page.get_attribute('img.ftnb-chart', 'src') != chart, 120, 'the chart to be redrawn')
+    page.click('.ftnb-stop')
+    wait_for(page, lambda: 'stopped' in page.inner_text('.ftnb-state'), 120, "state to say 'stopped'")
+    page.locator('.ftnb-dashboard').scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)  # only for the picture: the chart's last (throttled) redraw lands ~0.5 s after 'stopped'
+    shoot(page, 'dashboard.png')
+    print(f'dashboard: kernel idle after {ready:.1f}s, first step {started:.1f}s after Start, stopped at step {step(page)}, '
+          f'total {time.monotonic()-t:.1f}s')
