@@ -405,6 +405,22 @@ def _attach_view(self:Run):
         from ftnb.views import ConsoleView
         ConsoleView(self)
 
+# %% ../nbs/08_run.ipynb #946e11d8
+@patch
+def dashboard(self:Run, mode:str|None=None, # 'background' (Jupyter's default) or 'foreground' (Colab's)
+              samples_every:int|None=None): # steps between sample answers; default a fifth of the run, 0 for none
+    "This run's notebook dashboard (`ftnb.dashboard.Dashboard`), made once and then reused."
+    if getattr(self, '_dashboard', None) is None:
+        from ftnb.dashboard import Dashboard
+        self._dashboard = Dashboard(self, mode, samples_every)
+    return self._dashboard
+
+@patch
+def _ipython_display_(self:Run):
+    from IPython.display import display
+    if environment() in ('notebook', 'colab'): display(self.dashboard())
+    else: display({'text/plain': repr(self)}, raw=True)
+
 # %% ../nbs/08_run.ipynb #6acfee31
 @patch
 def save(self:Run, path=None, # destination folder; default `<run folder>/adapter` or `<run folder>/merged`

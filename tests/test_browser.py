@@ -83,6 +83,8 @@ def test_dashboard_in_jupyterlab(lab, page):
     wait_for(page, lambda: page.get_attribute('img.ftnb-chart', 'src') != chart, 120, 'the chart to be redrawn')
     page.click('.ftnb-stop')
     wait_for(page, lambda: 'stopped' in page.inner_text('.ftnb-state'), 120, "state to say 'stopped'")
+    page.wait_for_selector('.ftnb-resume:enabled', timeout=30_000)  # a checkpoint was written at the stop
+    assert page.is_disabled('.ftnb-stop') and page.is_disabled('.ftnb-start')
     page.locator('.ftnb-dashboard').scroll_into_view_if_needed()
     page.wait_for_timeout(1500)  # only for the picture: the chart's last (throttled) redraw lands ~0.5 s after 'stopped'
     shoot(page, 'dashboard.png')
