@@ -56,6 +56,7 @@ def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reus
                  keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
                  title:str='', cols:int=3): # panels per row
     "Draw one panel per metric by step into `fig`, in rows of `cols`; returns `fig`."
+    from matplotlib.ticker import MaxNLocator
     keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in history)] or list(keys[:1])
     fig.clear()
     nr = -(-len(keys) // cols); nc = -(-len(keys) // nr)  # balanced: 4 panels are 2 x 2
@@ -66,7 +67,7 @@ def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reus
     for ax in axs[len(keys):]: ax.set_axis_off()
     for ax, k in zip(axs, keys):
         pts = [(h['step'], h[k]) for h in history if k in h]
-        if len(pts) >= 12:  # noisy per-step values: faint, with a running mean over a tenth of the run on top
+        if len(pts) >= 12 and k != 'learning_rate':  # noisy per-step values: faint, with a running mean over a tenth of the run on top
             ax.plot(*zip(*pts), marker='.', ms=2, alpha=.35, color='C0')
             w = max(3, len(pts) // 10)
             ax.plot([s for s, _ in pts[w-1:]], [sum(v for _, v in pts[i-w+1:i+1]) / w for i in range(w-1, len(pts))],
@@ -75,7 +76,8 @@ def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reus
         ev = [(h['step'], h[f"eval_{k}"]) for h in history if f"eval_{k}" in h]
         if ev: ax.plot(*zip(*ev), marker='o', ls='--', color='C1', label='eval')
         ax.set(xlabel='step', title=k); ax.grid(alpha=.3)
-        if ev or len(pts) >= 12: ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        if ev or (len(pts) >= 12 and k != 'learning_rate'): ax.legend(fontsize=8)
     if title: fig.suptitle(title)
     return fig
 

@@ -90,3 +90,22 @@ def test_dashboard_in_jupyterlab(lab, page):
     shoot(page, 'dashboard.png')
     print(f'dashboard: kernel idle after {ready:.1f}s, first step {started:.1f}s after Start, stopped at step {step(page)}, '
           f'total {time.monotonic()-t:.1f}s')
+
+FINISHING = [DASHBOARD[0].replace('max_steps=3000', 'max_steps=12'), 'run.dashboard(samples_every=6)']
+
+def test_a_finished_run_leaves_its_summary_in_the_notebook(lab, page):
+    "The live area becomes the summary, and the cell's output keeps it as HTML for where widgets do not run."
+    pytest.importorskip('ftnb.dashboard')
+    url, root = lab
+    write_notebook(root/'finish.ipynb', FINISHING)
+    open_notebook(page, url, 'finish.ipynb'); run_all(page)
+    page.wait_for_selector('.ftnb-start:enabled', timeout=120_000)
+    page.click('.ftnb-start')
+    page.wait_for_selector('.ftnb-summary', timeout=120_000)
+    assert 'SFT finished' in page.inner_text('.ftnb-summary') and page.locator('.ftnb-start').count() == 0  # settings gone
+    saved = lambda: page.evaluate("() => jupyterapp.shell.currentWidget.content.model.toJSON().cells[1].outputs"
+                                  ".map(o => (o.data || {})['text/html'] || '').join('')")
+    html = wait_for(page, lambda: 'ftnb-summary' in saved() and saved(), 30, 'the cell output to hold the summary')
+    assert 'data:image/png;base64' in html and 'step 12' in html
+    page.locator('.ftnb-dashboard').scroll_into_view_if_needed()
+    shoot(page, 'dashboard-finished.png')
