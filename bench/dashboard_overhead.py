@@ -6,7 +6,9 @@ hits both alike. Each run trains in a background thread, as it does in Jupyter; 
 progress from that thread as it would in a notebook (widget messages go to no front end here, which is the only
 difference). The optional third condition adds sample answers every few steps, which cost generation time by design.
 
-Seconds per step are timed from the end of step 1 to the end of the last step.
+Seconds per step are timed from the end of step 1 to the end of the last step. Runs differ by several percent from
+one another on this machine whatever is attached, so the script also times what the dashboard does in the training
+thread (its listeners of log and sample events) within each run: that share has no run-to-run noise.
 
 Usage: python bench/dashboard_overhead.py [--steps 10] [--repeats 3] [--samples] [--out bench/dashboard.json]
 """
@@ -29,6 +31,11 @@ def one(cond:str, steps:int) -> dict:
     from ftnb.dashboard import Dashboard
     run = sft(load_model(), persona_data(n=96), max_steps=steps, run_dir=tempfile.mkdtemp(), logging_steps=1, save_strategy='no')
     run._build(); c = Clock(); run.trainer.add_callback(c)
+    spent, emit = [0.], run.events.emit
+    def timed(event, **payload):  # time inside the views' listeners of log and sample events, in the training thread
+        t = time.perf_counter(); emit(event, **payload)
+        if event in ('log', 'eval', 'sample') and getattr(c, 't0', None): spent[0] += time.perf_counter() - t
+    run.events.emit = timed
     d = None
     if cond == 'none': run.start(background=True, quiet=True)
     else:
@@ -36,7 +43,7 @@ def one(cond:str, steps:int) -> dict:
         d.start()
     run.wait()
     return dict(condition=cond, s_per_step=c.per_step, draws=d.live.draws if d else 0, samples=len(run.samples),
-                sample_seconds=sum(s['seconds'] for s in run.samples))
+                sample_seconds=sum(s['seconds'] for s in run.samples), listener_share=spent[0] / (c.per_step * (steps - 1)))
 
 def main():
     ap = argparse.ArgumentParser()
@@ -49,15 +56,18 @@ def main():
     for i in range(a.repeats):
         for c in (conds if i % 2 == 0 else conds[::-1]):
             r = one(c, a.steps); runs.append(r)
-            print(f"{c:<18} {r['s_per_step']:.3f} s/step  draws {r['draws']}  samples {r['samples']} ({r['sample_seconds']:.1f} s)", flush=True)
+            print(f"{c:<18} {r['s_per_step']:.3f} s/step  draws {r['draws']}  samples {r['samples']} ({r['sample_seconds']:.1f} s)"
+                  f"  in listeners {100 * r['listener_share']:.2f}%", flush=True)
     mean = {c: statistics.mean(r['s_per_step'] for r in runs if r['condition'] == c) for c in conds}
     res = dict(steps=a.steps, repeats=a.repeats, runs=runs, mean_s_per_step=mean,
                overhead=mean['dashboard'] / mean['none'] - 1,
                pairwise=[b['s_per_step'] / n['s_per_step'] - 1 for n, b in zip([r for r in runs if r['condition'] == 'none'],
                                                                             [r for r in runs if r['condition'] == 'dashboard'])])
+    res['listener_share'] = statistics.mean(r['listener_share'] for r in runs if r['condition'] == 'dashboard')
     if a.samples: res['overhead_with_samples'] = mean['dashboard+samples'] / mean['none'] - 1
     json.dump(res, open(a.out, 'w'), indent=1)
-    print(f"dashboard overhead: {100 * res['overhead']:+.1f}% (pairs: {', '.join(f'{100 * p:+.1f}%' for p in res['pairwise'])})")
+    print(f"dashboard overhead: {100 * res['overhead']:+.1f}% (pairs: {', '.join(f'{100 * p:+.1f}%' for p in res['pairwise'])}); "
+          f"time in the dashboard's listeners: {100 * res['listener_share']:.2f}% of training")
     if a.samples: print(f"with samples every {max(1, a.steps // 3)} steps: {100 * res['overhead_with_samples']:+.1f}%")
 
 if __name__ == '__main__': main()

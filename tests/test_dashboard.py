@@ -175,3 +175,18 @@ def test_data_explorer_pages_through_the_runs_rows(tmp_path):
     assert 'trained' in ex.view.value and 'masked' in ex.view.value  # the loss-mask view
     ex.prev_btn.click(); ex.prev_btn.click()
     assert ex.row.value == 0 and ex.view.value == first
+
+def test_views_are_chosen_by_where_the_run_is(tmp_path, monkeypatch):
+    import ftnb.run
+    from ftnb.views import ConsoleView
+    run = tiny_run(tmp_path/'console', steps=2)
+    run.start(background=False)
+    assert any(isinstance(getattr(f, '__self__', None), ConsoleView) for f in run.events._ls['log'])
+    monkeypatch.setattr(ftnb.run, 'environment', lambda: 'notebook')
+    run = tiny_run(tmp_path/'notebook', steps=2)
+    run.start(background=False)
+    views = [f.__self__ for f in run.events._ls['log'] if hasattr(f, '__self__')]
+    assert len(views) == 1 and isinstance(views[0], LiveView) and 'ftnb-summary' in views[0].children[0].value
+    run._ipython_display_()  # a run shown in a notebook cell is its dashboard, made once
+    assert isinstance(run._dashboard, Dashboard) and run.dashboard() is run._dashboard
+    assert 'SFT finished' in run.dashboard()._static()  # the HTML a saved notebook keeps where widgets do not run
