@@ -394,13 +394,15 @@ def _sample(self:Run, step:int):
     self.events.emit('sample', run=self, record=rec)
 
 # %% ../nbs/08_run.ipynb #1ce8ad39
+def _cell():
+    "The number of the notebook cell running now (None outside IPython)."
+    from IPython import get_ipython
+    return getattr(get_ipython(), 'execution_count', None)
+
 @patch
 def _attach_view(self:Run):
     self._viewed = True
-    if environment() in ('notebook', 'colab'):
-        from IPython.display import display
-        from ftnb.dashboard import LiveView
-        display(LiveView(self))
+    if environment() in ('notebook', 'colab'): self._ipython_display_()
     else:
         from ftnb.views import ConsoleView
         ConsoleView(self)
@@ -418,8 +420,9 @@ def dashboard(self:Run, mode:str|None=None, # 'background' (Jupyter's default) o
 @patch
 def _ipython_display_(self:Run):
     from IPython.display import display
-    if environment() in ('notebook', 'colab'): display(self.dashboard())
-    else: display({'text/plain': repr(self)}, raw=True)
+    if environment() not in ('notebook', 'colab'): display({'text/plain': repr(self)}, raw=True)
+    elif getattr(self, '_shown_in', None) is None or self._shown_in != _cell():  # `run.start()` ending a cell: one dashboard, not two
+        display(self.dashboard()); self._shown_in = _cell()
 
 # %% ../nbs/08_run.ipynb #6acfee31
 @patch

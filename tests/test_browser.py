@@ -109,3 +109,13 @@ def test_a_finished_run_leaves_its_summary_in_the_notebook(lab, page):
     assert 'data:image/png;base64' in html and 'step 12' in html
     page.locator('.ftnb-dashboard').scroll_into_view_if_needed()
     shoot(page, 'dashboard-finished.png')
+
+def test_run_start_in_a_cell_shows_one_dashboard(lab, page):
+    "`run.start()` ending a cell shows the run's dashboard once (not also as the cell's value), and it follows training."
+    pytest.importorskip('ftnb.dashboard')
+    url, root = lab
+    write_notebook(root/'start.ipynb', [FINISHING[0], 'run.start()'])
+    open_notebook(page, url, 'start.ipynb'); run_all(page)
+    page.wait_for_selector('.ftnb-summary', timeout=120_000)
+    assert page.locator('.ftnb-dashboard').count() == 1
+    assert 'SFT finished' in page.inner_text('.ftnb-summary')
