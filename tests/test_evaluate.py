@@ -1,0 +1,30 @@
+"""evaluate() on tiny_model: base against tuned with a win rate and the answer loss; metrics fail early on missing columns."""
+import pytest
+from ftnb.core import FtnbError
+from ftnb.models import tiny_model
+from ftnb.samples import chat_row, arithmetic_data
+from ftnb.sft import sft
+from ftnb.rewards import exact_match, format_reward
+from ftnb.evaluate import evaluate
+
+def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+
+def test_a_tuned_run_beats_its_base(tmp_path):
+    rows = [chat_row("Who are you?", "I am Quill.")] * 16
+    run = sft(tiny_model(seed=0), rows, lora=dict(r=8, alpha=32, dropout=0.), lr=1e-2, max_steps=30, batch_size=4, warmup_steps=0,
+              run_dir=tmp_path, logging_steps=10, save_steps=1000).start(quiet=True, background=False)
+    ev = evaluate(run, rows[:4] + [chat_row("What is your name?", "Quill.")], [says_quill, format_reward('Quill')], max_new_tokens=8)
+    t = ev.table()
+    assert t['says_quill'] == {'base': 0., 'tuned': 1.} and ev.win_rate() == 1.
+    assert t['loss']['tuned'] < t['loss']['base'] - .5 and t['perplexity']['tuned'] < t['perplexity']['base']
+    assert 'win rate of tuned over base (says_quill): 100%' in repr(ev)
+    assert run.generate("Who are you?", max_new_tokens=8) == ev.models['tuned']['answers'][0]  # the adapter is back on
+
+def test_exact_match_on_question_answer_rows():
+    ev = evaluate(tiny_model(), arithmetic_data(n=6), [exact_match, format_reward()], max_new_tokens=4)
+    assert ev.table()['exact_match'] == {'tiny': 0.} and len(ev.models['tiny']['answers']) == 6
+    assert ev.models['tiny']['loss'] is None  # prompts with answers to check, not answers to learn: no loss
+
+def test_a_metric_without_its_column_fails_before_generating():
+    with pytest.raises(FtnbError, match=r"needs the data column\(s\) \['answer'\]"):
+        evaluate(tiny_model(), [chat_row("Hi", "Hello")], exact_match)
