@@ -15,14 +15,8 @@ Usage: python bench/dashboard_overhead.py [--steps 10] [--repeats 3] [--samples]
 import argparse, json, os, tempfile, time, statistics, warnings
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 warnings.filterwarnings('ignore')
-from transformers import TrainerCallback
+from methods_speed import Clock  # seconds per step after the first; this folder is on the path when run as a script
 
-class Clock(TrainerCallback):
-    "Seconds per step after the first (warm-up) step."
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 1: self.t0 = time.perf_counter()
-    def on_train_end(self, args, state, control, **kw):
-        self.per_step = (time.perf_counter() - self.t0) / max(1, state.global_step - 1)
 
 def one(cond:str, steps:int) -> dict:
     from ftnb.models import load_model

@@ -171,7 +171,8 @@ def summary_html(run, fig=None) -> str:
         fig = draw_history(fig or Figure(dpi=72, layout='constrained'), run.history, chart_keys(run.method))
         img = f"<img src='data:image/png;base64,{_b64(png(fig))}' style='max-width:100%'>"
     last = {}
-    for h in run.history: last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in (*chart_keys(run.method), 'eval_loss')}
+    keys = (*chart_keys(run.method), 'eval_loss')
+    for h in run.history: last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in keys}
     table = ''.join(f"<tr><td style='text-align:left'>{_esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in last.items())
     return (f"<div class='ftnb-summary'>{head}<br>{img}<br><table style='font-size:12px'>{table}</table>"
             f"{samples_table(run)}{error_html(run)}</div>")
@@ -397,10 +398,10 @@ class Dashboard(_Shown, widgets.VBox):
         bt = lambda d, cls, icon, style='': _w(widgets.Button(description=d, icon=icon, button_style=style, layout=widgets.Layout(width='110px')), cls)
         self.start_btn, self.stop_btn = bt('Start', 'ftnb-start', 'play', 'success'), bt('Stop', 'ftnb-stop', 'stop', 'danger')
         self.resume_btn, self.code_btn = bt('Resume', 'ftnb-resume', 'repeat'), _w(widgets.ToggleButton(description='Show code', icon='code'), 'ftnb-code-toggle')
-        can_sample = run.method != 'reward' and (run.sampling is not None or run.data is not None and run.data.kind != 'text')
+        self._can_sample = run.method != 'reward' and (run.sampling is not None or run.data is not None and run.data.kind != 'text')
         every = samples_every if samples_every is not None else (run.sampling['every'] if run.sampling else max(1, (run.max_steps or 5) // 5))
-        self.every = widgets.BoundedIntText(value=every if can_sample else 0, min=0, max=10**7, description='samples every',
-                                            disabled=not can_sample, style={'description_width': '100px'}, layout=widgets.Layout(width='190px'))
+        self.every = widgets.BoundedIntText(value=every if self._can_sample else 0, min=0, max=10**7, description='samples every',
+                                            disabled=not self._can_sample, style={'description_width': '100px'}, layout=widgets.Layout(width='190px'))
         self.reason = _w(widgets.HTML(), 'ftnb-reason')
         self.code = _w(widgets.HTML(), 'ftnb-code')
         run.on('state', self._on_state)  # before the live view's: buttons follow at once, then the (slower) chart
@@ -418,11 +419,15 @@ class Dashboard(_Shown, widgets.VBox):
         self._on_state(run, run.state)
 
 # %% ../nbs/16_dashboard.ipynb #b16efe24
+def _fresh(run) -> bool:
+    "Settings can still change: the run has not trained (ready, or failed before its trainer existed)."
+    return run.state in ('ready', 'failed') and run.trainer is None
+
 @patch
 def _on_state(self:Dashboard, run, state):
-    fresh = state == 'ready' or (state == 'failed' and run.trainer is None)
+    fresh = _fresh(run)
     self.panel.lock(not fresh)
-    self.every.disabled = not fresh or self.every.disabled and self.every.value == 0
+    self.every.disabled = not fresh or not self._can_sample
     self.stop_btn.disabled = state != 'running'
     self.resume_btn.disabled = state not in ('ready', 'stopped', 'failed') or last_checkpoint(run.run_dir) is None
     self._validated(self.panel.problems() if fresh else {})
@@ -432,8 +437,7 @@ def _on_state(self:Dashboard, run, state):
 
 @patch
 def _validated(self:Dashboard, bad:dict):
-    fresh = self.run.state == 'ready' or (self.run.state == 'failed' and self.run.trainer is None)
-    self.start_btn.disabled = bool(bad) or not fresh or self._busy.locked()
+    self.start_btn.disabled = bool(bad) or not _fresh(self.run) or self._busy.locked()
     why = '; '.join(bad.values())
     self.start_btn.tooltip = why
     self.reason.value = f"<span style='color:#c62828'>Start is disabled: {_esc(why)}</span>" if bad else ''
@@ -441,7 +445,7 @@ def _validated(self:Dashboard, bad:dict):
 
 @patch
 def _show_code(self:Dashboard):
-    self.code.value = f"<pre style='font-size:12px'>{_esc(self.run.code(**self.panel.changes()) if self.code_btn.value else '')}</pre>" if self.code_btn.value else ''
+    self.code.value = f"<pre style='font-size:12px'>{_esc(self.run.code(**self.panel.changes()))}</pre>" if self.code_btn.value else ''
 
 # %% ../nbs/16_dashboard.ipynb #296b9305
 @patch
@@ -449,16 +453,18 @@ def start(self:Dashboard, _=None):
     "Apply the panel's settings and start training (what the Start button does)."
     if not self._busy.acquire(blocking=False): return
     try:
-        if self.run.state not in ('ready', 'failed') or self.start_btn.disabled: return
+        if not _fresh(self.run) or self.start_btn.disabled: return
         self.start_btn.disabled = True
         ch = self.panel.changes()
-        if ch or self.run.state == 'failed': self.run.reconfigure(**ch)
-        self.run.sample_every(self.every.value) if self.every.value else self.run.sample_every(0)
+        if ch or self.run.state == 'failed': self.run.reconfigure(**ch)  # a failed run is built again from its recipe
+        self.run.sample_every(self.every.value)
         self.run.start(background=self.mode == 'background')
     except Exception as e:
         self.reason.value = f"<span style='color:#c62828'><b>{_esc(type(e).__name__)}</b>: {_esc(e, 1500)}</span>"
-        if self.run.state in ('ready', 'failed'): self.start_btn.disabled = False
-    finally: self._busy.release()
+        if _fresh(self.run): self.start_btn.disabled = False
+    finally:
+        self._busy.release()
+        self._validated(self.panel.problems() if _fresh(self.run) else {})  # a state change during the click saw the lock held
 
 @patch
 def stop(self:Dashboard, _=None):

@@ -101,7 +101,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
         source._ready_to_generate()
         pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
     else: pairs = [(source.name, source.model, nullcontext())]
-    tok, res = (source.tokenizer if isinstance(source, Run) else source.tokenizer), {}
+    tok, res = source.tokenizer, {}
     for name, net, ctx in pairs:
         with ctx:
             ans = _answers(net, tok, prompts, name, max_new_tokens, batch_size, system=system)

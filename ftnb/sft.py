@@ -167,7 +167,7 @@ def _merged(call, changes:dict):
 def reconfigure(self:Run, **changes):
     "Change this ready run's settings: its recipe is called again with `changes`; the same Run, the same folder."
     if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it cannot be reconfigured.")
-    if self.state != 'ready' or self.trainer is not None:
+    if self.state not in ('ready', 'failed') or self.trainer is not None:  # failed before its trainer existed: settings can still change
         raise FtnbError(f"Settings can change only before training starts, and this run is {self.state}. "
                         f"Make a new run with the new settings (run.code() shows its call).")
     fn, named, over = _merged(self.call, changes)

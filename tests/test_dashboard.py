@@ -190,3 +190,13 @@ def test_views_are_chosen_by_where_the_run_is(tmp_path, monkeypatch):
     run._ipython_display_()  # a run shown in a notebook cell is its dashboard, made once
     assert isinstance(run._dashboard, Dashboard) and run.dashboard() is run._dashboard
     assert 'SFT finished' in run.dashboard()._static()  # the HTML a saved notebook keeps where widgets do not run
+
+def test_a_run_that_failed_before_training_can_start_again(tmp_path):
+    run = tiny_run(tmp_path, steps=3)
+    run.trainer_kwargs['no_such_argument'] = 1  # the trainer cannot be built
+    d = Dashboard(run, samples_every=0)
+    d.start(); run.thread.join(60)
+    assert run.state == 'failed' and run.trainer is None and 'no_such_argument' in d.live.error.value
+    assert not d.start_btn.disabled and not d.panel.fields()[0].disabled  # settings may still change
+    d.start(); run.wait()  # built again from its recipe, without the bad argument
+    assert run.state == 'finished' and run.step == 3
