@@ -65,7 +65,7 @@ def samples_table(run, cols:int=3) -> str:
     head = ''.join(f"<th style='text-align:left;white-space:nowrap'>step {s['step']}</th>" for s in ss)
     rows = ''.join(f"<tr><td {td}><i>{_esc(_prompt_text(p), 80)}</i></td>"
                    + ''.join(f"<td {td}>{_esc(s['outputs'][i], 240) or '<i>(empty)</i>'}</td>" for s in ss) + "</tr>"
-                   for i, p in enumerate(run.sampling['prompts'] if run.sampling else []))
+                   for i, p in enumerate(ss[0].get('prompts') or (run.sampling or {}).get('prompts', [])))
     return f"<table style='font-size:12px'><tr><th style='text-align:left'>prompt</th>{head}</tr>{rows}</table>"
 
 def error_html(run) -> str:

@@ -4,7 +4,8 @@
 
 # %% ../nbs/17_evaluate.ipynb #2cb195be
 from __future__ import annotations
-import math, statistics
+import math, statistics, json
+from pathlib import Path
 from contextlib import nullcontext
 from .core import FtnbError
 from .models import Model, generate
@@ -45,6 +46,12 @@ class Evaluation:
     "Metrics of one model (or of a base and a tuned model) on some data, with the answers they gave."
     def __init__(self, prompts, columns, models:dict, label:str=''):
         self.prompts, self.columns, self.models, self.label = prompts, columns, models, label  # models: name -> dict(answers, scores, loss)
+    def save(self, path):
+        "Write this evaluation (every answer and score) as JSON."
+        Path(path).write_text(json.dumps(dict(prompts=self.prompts, columns=self.columns, models=self.models, label=self.label), default=str))
+        return path
+    @classmethod
+    def load(cls, path): return cls(**json.loads(Path(path).read_text()))
     def mean(self, model:str, metric:str) -> float: return statistics.mean(self.models[model]['scores'][metric])
     @property
     def metrics(self) -> list: return list(next(iter(self.models.values()))['scores'])
@@ -107,4 +114,6 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
             ans = _answers(net, tok, prompts, name, max_new_tokens, batch_size, system=system)
             lo = answer_loss(net, tok, d, batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
         res[name] = dict(answers=ans, scores=_score(funcs, prompts, ans, columns), loss=lo)
-    return Evaluation(prompts, columns, res, d.source)
+    ev = Evaluation(prompts, columns, res, d.source)
+    if isinstance(source, Run): ev.save(source.run_dir/'evaluation.json')  # the run's report and `runs()` show it
+    return ev

@@ -10,9 +10,10 @@ from pathlib import Path
 from .core import detect_hardware, set_seed
 from .models import Model, load_model
 from .samples import persona_data, persona_questions, everyday_questions, chat_row
+from .views import history_plot
 
 # %% auto #0
-__all__ = ['loss_plot', 'QuickstartResult', 'quickstart']
+__all__ = ['QuickstartResult', 'quickstart']
 
 # %% ../nbs/03_quickstart.ipynb #0c45a98e
 import warnings
@@ -30,20 +31,6 @@ def _quiet_prep(bars=True):
             yield
     finally:
         if bars and was: datasets.enable_progress_bars()
-
-# %% ../nbs/03_quickstart.ipynb #d8b11fbe
-def loss_plot(history:list[dict], # `trainer.state.log_history`
-              path=None, # where to save a PNG; nothing saved when None
-              title:str='Training loss'):
-    "A matplotlib Figure of the training loss by step (no pyplot state, safe from threads)."
-    from matplotlib.figure import Figure
-    pts = [(h['step'], h['loss']) for h in history if 'loss' in h]
-    fig = Figure(figsize=(6, 3.2), dpi=110, layout='constrained')
-    ax = fig.subplots()
-    if pts: ax.plot(*zip(*pts), marker='o', ms=3)
-    ax.set(xlabel='step', ylabel='loss', title=title); ax.grid(alpha=.3)
-    if path is not None: fig.savefig(path)
-    return fig
 
 # %% ../nbs/03_quickstart.ipynb #d194b7ac
 @dataclass
@@ -111,7 +98,7 @@ def quickstart(name:str='Quill', # the persona's name
     with _quiet_prep(bars=False): run.start(background=False, quiet=quiet)
     tuned = run.generate(questions, max_new_tokens=max_new_tokens)
     run.save()
-    loss_plot(run.history, run.run_dir/'loss.png', title=f"Persona SFT of {m.name}")
+    history_plot(run.history, title=f"Persona SFT of {m.name}").savefig(run.run_dir/'loss.png')
     run.save_settings()
     res = QuickstartResult(run.run_dir, name, questions, base, tuned, run.history, time.time()-t0)
     (run.run_dir/'answers.json').write_text(json.dumps([dict(question=q, base=b, tuned=t) for q, b, t in zip(questions, base, tuned)], indent=2))

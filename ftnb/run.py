@@ -12,7 +12,8 @@ from .models import Model, generate as _generate
 
 # %% auto #0
 __all__ = ['STAGING', 'EVENTS', 'STATES', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'train_settings',
-           'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run', 'Comparison']
+           'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run', 'final_metrics',
+           'Comparison']
 
 # %% ../nbs/08_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -151,6 +152,7 @@ class _RunCallback(TrainerCallback):
         with open(r.run_dir/'metrics.jsonl', 'w') as f:
             for h in r.history: f.write(json.dumps(h) + '\n')
         r._t_start, r._step_start = time.time(), state.global_step
+        r._session, r.started = r._t_start, r.started or datetime.now().isoformat(timespec='seconds')
         if r.sampling and not r.samples: r._sample(state.global_step)  # the answers before training, to compare against
     def on_step_end(self, args, state, control, **kw):
         r = self.run
@@ -166,6 +168,7 @@ class _RunCallback(TrainerCallback):
         with open(r.run_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
         r.events.emit('eval' if any(k.startswith('eval_') for k in rec) else 'log', run=r, record=rec)
     def on_save(self, args, state, control, **kw):
+        self.run._write_summary()  # a killed kernel leaves the duration and metrics up to its last checkpoint
         self.run.events.emit('checkpoint', run=self.run, path=self.run.run_dir/f"checkpoint-{state.global_step}")
 
 # %% ../nbs/08_run.ipynb #53a53839
@@ -198,10 +201,13 @@ class Run:
         self.trainer, self.thread, self.step, self.max_steps, self.peak_gb = None, None, 0, args.max_steps, None
         self._stop, self._lock = threading.Event(), threading.Lock()
         self.data = self.eval_data = self.sampling = self.call = None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
-        self.samples = []
+        self.samples, self.seconds, self.started, self._session = [], 0., None, None  # training time over all sessions
 
     def _set(self, state):
+        if state in ('stopped', 'finished', 'failed') and self._session is not None:
+            self.seconds += time.time() - self._session; self._session = None
         self.state = state
+        if state != 'stopping': self._write_summary()
         self.events.emit('state', run=self, state=state)
 
     def on(self, event:str, fn):
@@ -229,16 +235,35 @@ def _build(self:Run):
     from transformers.trainer_callback import ProgressCallback, PrinterCallback
     for cb in (ProgressCallback, PrinterCallback): self.trainer.remove_callback(cb)  # views draw progress
     self.trainer.add_callback(_RunCallback(self))
-    self.save_settings()
+    self.save_settings(); self._write_summary()
     return self.trainer
 
 @patch
 def save_settings(self:Run):
     "Write the method, model, settings and the full TRL config to `settings.json` in the run folder."
     self.run_dir.mkdir(parents=True, exist_ok=True)
-    d = dict(method=self.method, model=self.model.name, model_source=self.model.source, hardware=repr(self.hardware),
-             settings=self.settings, estimate_gb=self.estimate, trl_config=self.args.to_dict())
+    d = dict(method=self.method, model=self.model.name, model_source=self.model.source, base_run=getattr(self.model, 'run_dir', None),
+             hardware=repr(self.hardware), settings=self.settings, estimate_gb=self.estimate,
+             code=self.code() if self.call else None, classes=[f"{c.__module__}.{c.__name__}" for c in (type(self.args), self.trainer_cls)],
+             trl_config=self.args.to_dict())
     (self.run_dir/'settings.json').write_text(json.dumps(d, indent=2, default=str))
+
+def final_metrics(history:list[dict]) -> dict:
+    "The last logged value of every metric in a run's history."
+    out = {}
+    for h in history: out |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k not in ('step', 'epoch')}
+    return out
+
+@patch
+def _write_summary(self:Run):
+    "Write `summary.json`: state, step, training time, peak memory and the final metrics (what `ftnb.history.runs` lists)."
+    if not self.run_dir.exists(): return  # a run that never started has nothing to summarise
+    secs = self.seconds + (time.time() - self._session if self._session is not None else 0)
+    d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
+             peak_gb=self.peak_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
+             pid=os.getpid(), final=final_metrics(self.history))
+    tmp = self.run_dir/'summary.json.tmp'
+    tmp.write_text(json.dumps(d, indent=2, default=str)); os.replace(tmp, self.run_dir/'summary.json')
 
 # %% ../nbs/08_run.ipynb #fc520466
 @patch
@@ -246,6 +271,7 @@ def start(self:Run, background:bool|None=None, # train in a thread; default: yes
           resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
           quiet:bool=False): # attach no view (the metrics log is still written)
     "Train. Returns at once in the background, or when training ends in the foreground."
+    if getattr(self, '_no_train', None): raise FtnbError(self._no_train)  # loaded from its folder (`ftnb.history.load_run`)
     if not quiet and not getattr(self, '_viewed', False): self._attach_view()
     with self._lock:
         if self.state in ('running', 'stopping'):
@@ -388,7 +414,7 @@ def _sample(self:Run, step:int):
     training, cache = net.training, net.config.use_cache
     try: outs = _generate(net, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'])
     finally: net.train(training); net.config.use_cache = cache  # back to exactly how the trainer had it
-    rec = dict(step=step, outputs=outs, seconds=round(time.time() - t, 2))
+    rec = dict(step=step, prompts=s['prompts'], outputs=outs, seconds=round(time.time() - t, 2))  # prompts too: the folder alone tells the story
     self.samples.append(rec)
     with open(self.run_dir/'samples.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
     self.events.emit('sample', run=self, record=rec)
@@ -416,6 +442,14 @@ def dashboard(self:Run, mode:str|None=None, # 'background' (Jupyter's default) o
         from ftnb.dashboard import Dashboard
         self._dashboard = Dashboard(self, mode, samples_every)
     return self._dashboard
+
+@patch
+def report(self:Run, path=None, # where to write; default `report.html` in the run folder
+           prompts=None, # also ask base and tuned these questions now
+           **gen) -> Path:
+    "Write this run's report (`ftnb.report.report`): one self-contained HTML page with settings, curves, samples and evaluation."
+    from ftnb.report import report
+    return report(self, path, prompts, **gen)
 
 @patch
 def _ipython_display_(self:Run):

@@ -12,7 +12,7 @@ from .data import Data, load_data, check_chat_template, SFT_KINDS
 from .run import Run, train_settings, memory_estimate, new_run_dir, _is_peft
 
 # %% auto #0
-__all__ = ['choose_max_length', 'default_lr', 'as_model', 'prepare', 'recipe', 'recorded', 'sft']
+__all__ = ['choose_max_length', 'default_lr', 'check_report_to', 'as_model', 'prepare', 'recipe', 'recorded', 'sft']
 
 # %% ../nbs/10_sft.ipynb #49fcc96c
 def choose_max_length(lengths:list[int], limit:int=4096) -> int:
@@ -34,6 +34,21 @@ def _check_overrides(cfg_cls, kw:dict):
     if bad:
         hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, names, 1)[0]!r}?)" if difflib.get_close_matches(k, names, 1) else repr(k) for k in bad]
         raise FtnbError(f"Unknown {cfg_cls.__name__} setting(s): {', '.join(hints)}")
+
+_PIP = dict(azure_ml='azureml-core', comet_ml='comet-ml', flyte='flytekit', kubeflow='kubeflow', neptune='neptune')
+
+def check_report_to(report_to):
+    "Fail now, saying what to install, when a `report_to` integration (tensorboard, trackio, wandb, ...) is not installed."
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    for name in ([report_to] if isinstance(report_to, str) else list(report_to or [])):
+        if name in ('none', 'all'): continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise FtnbError(f"report_to={name!r} is not an integration transformers knows; it knows {', '.join(INTEGRATION_TO_CALLBACK)}")
+        try: INTEGRATION_TO_CALLBACK[name]()  # each callback checks on creation that its package is importable
+        except (RuntimeError, ImportError) as e:
+            raise FtnbError(f"report_to={name!r} needs the {name} package, which this kernel cannot import: pip install "
+                            f"{_PIP.get(name, name)} (ftnb does not depend on it). Or leave report_to out: the run folder keeps "
+                            f"metrics.jsonl and ftnb.history.runs() charts it. ({e})") from None
 
 def _lora_trainable(model, cfg) -> int:
     "Parameters LoRA adds to every targeted linear layer (all but the output head)."
@@ -59,7 +74,9 @@ def policy(self:Run) -> Model:
         mod.__dict__.pop('forward', None)
     if _is_peft(net): net = net.merge_and_unload()
     net.requires_grad_(True); net.train()
-    return Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
+    m = Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
+    m.run_dir = str(self.run_dir)  # recorded by the next run (`base_run` in its settings), so `load_run` can rebuild the chain
+    return m
 
 def as_model(model) -> Model:
     "A `Model` to train: a `Model` as it is, a trained `Run`'s `policy()`, or a name/folder/.gguf for `load_model`."
@@ -101,6 +118,7 @@ def recipe(method:str, cfg_cls, trainer_cls, # e.g. 'dpo', `trl.DPOConfig`, `trl
     s |= (config or {}) | overrides
     out = run_dir or new_run_dir(method)
     args = cfg_cls(output_dir=str(out), **s)
+    check_report_to(args.report_to)
     rec = dict(lr=args.learning_rate, max_steps=steps, batch_size=batch_size, lora=peft.to_dict() if peft else None,
                rows=len(d), eval_rows=len(ev) if ev is not None else 0, data=repr(d).splitlines()[0]) | (settings or {})
     run = Run(method, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),

@@ -51,40 +51,52 @@ METRICS = dict(sft=('loss', 'mean_token_accuracy'),
                reward=('loss', 'accuracy', 'margin'),
                grpo=('reward', 'reward_std', 'kl', 'completions/mean_length'))
 
+def _mean(pts, w):
+    "Running mean over `w` points of (step, value) pairs."
+    return [s for s, _ in pts[w-1:]], [sum(v for _, v in pts[i-w+1:i+1]) / w for i in range(w-1, len(pts))]
+
 def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reuse one)
-                 history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
+                 history:list[dict]|dict, # a run's history (`Run.history`, `trainer.state.log_history`), or {label: history} to overlay runs
                  keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
                  title:str='', cols:int=3): # panels per row
-    "Draw one panel per metric by step into `fig`, in rows of `cols`; returns `fig`."
+    "Draw one panel per metric by step into `fig`, in rows of `cols`, one colour per run; returns `fig`."
     from matplotlib.ticker import MaxNLocator
-    keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in history)] or list(keys[:1])
+    runs = history if isinstance(history, dict) else {'': history}
+    hs = [h for v in runs.values() for h in v]
+    keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in hs)] or list(keys[:1])
     fig.clear()
     nr = -(-len(keys) // cols); nc = -(-len(keys) // nr)  # balanced: 4 panels are 2 x 2
-    fig.set_size_inches(3.4 * nc, 2.8 * nr)
+    fig.set_size_inches(3.4 * nc, 2.8 * nr + (.3 * len(runs) if len(runs) > 1 else 0))
     axs = fig.subplots(nr, nc, squeeze=False).ravel()
     if fig.get_layout_engine() is None:  # fixed margins: a live view redraws often, and constrained layout costs half the time
         fig.subplots_adjust(left=.7 / (3.4 * nc), right=.98, top=1 - .35 / (2.8 * nr), bottom=.5 / (2.8 * nr), wspace=.35, hspace=.65)
     for ax in axs[len(keys):]: ax.set_axis_off()
     for ax, k in zip(axs, keys):
-        pts = [(h['step'], h[k]) for h in history if k in h]
-        if len(pts) >= 12 and k != 'learning_rate':  # noisy per-step values: faint, with a running mean over a tenth of the run on top
-            ax.plot(*zip(*pts), marker='.', ms=2, alpha=.35, color='C0')
-            w = max(3, len(pts) // 10)
-            ax.plot([s for s, _ in pts[w-1:]], [sum(v for _, v in pts[i-w+1:i+1]) / w for i in range(w-1, len(pts))],
-                    color='C0', label=f'train (mean of {w})')
-        elif pts: ax.plot(*zip(*pts), marker='.', ms=3, label='train')
-        ev = [(h['step'], h[f"eval_{k}"]) for h in history if f"eval_{k}" in h]
-        if ev: ax.plot(*zip(*ev), marker='o', ls='--', color='C1', label='eval')
+        busy = False  # a single run's panel needs a legend only beside a mean or an eval line
+        for i, (label, hist) in enumerate(runs.items()):
+            c, lab = f'C{2 * i if len(runs) > 1 else 0}', (f'{label} ' if label else '')  # one colour per run (skipping eval's orange)
+            pts = [(h['step'], h[k]) for h in hist if k in h]
+            if len(pts) >= 12 and k != 'learning_rate':  # noisy per-step values: faint, with a running mean over a tenth of the run on top
+                w, busy = max(3, len(pts) // 10), True
+                ax.plot(*zip(*pts), marker='.', ms=2, alpha=.3, color=c)
+                ax.plot(*_mean(pts, w), color=c, label=f'{lab}train (mean of {w})' if len(runs) == 1 else label)
+            elif pts: ax.plot(*zip(*pts), marker='.', ms=3, color=c, label=f'{lab}train' if len(runs) == 1 else label)
+            ev = [(h['step'], h[f"eval_{k}"]) for h in hist if f"eval_{k}" in h]
+            busy |= bool(ev)
+            if ev: ax.plot(*zip(*ev), marker='o', ls='--', color='C1' if len(runs) == 1 else c, label=f'{lab}eval')
         ax.set(xlabel='step', title=k); ax.grid(alpha=.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        if ev or (len(pts) >= 12 and k != 'learning_rate'): ax.legend(fontsize=8)
+        if len(runs) == 1 and busy: ax.legend(fontsize=8)
+    if len(runs) > 1:  # one legend for all panels: the runs
+        hl = {l: h for ax in axs for h, l in zip(*ax.get_legend_handles_labels())}
+        fig.legend(list(hl.values()), list(hl.keys()), loc='outside lower center', ncols=min(3, len(hl)), fontsize=8)
     if title: fig.suptitle(title)
     return fig
 
-def history_plot(history:list[dict], # a run's history (`Run.history` or `trainer.state.log_history`)
+def history_plot(history:list[dict]|dict, # a run's history, or {label: history} to overlay several runs
                  keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
                  title:str='', cols:int=3): # panels per row
-    "A matplotlib Figure with one panel per metric by step (no pyplot state, safe from threads)."
+    "A matplotlib Figure with one panel per metric by step, one colour per run (no pyplot state, safe from threads)."
     from matplotlib.figure import Figure
     return draw_history(Figure(dpi=100, layout='constrained'), history, keys, title, cols)
 

@@ -2,7 +2,8 @@
 import json, subprocess, sys, os
 from pathlib import Path
 import pytest
-from ftnb.quickstart import quickstart, loss_plot
+from ftnb.quickstart import quickstart
+from ftnb.views import history_plot
 from ftnb.samples import persona_questions, persona_data, everyday_questions
 
 def test_run_folder_holds_adapter_settings_answers_and_plot(tmp_path, tiny):
@@ -25,7 +26,7 @@ def test_adapter_reloads_onto_its_base(tmp_path, tiny):
     assert generate(back, tiny.tokenizer, r.questions[:3], max_new_tokens=5) == r.tuned[:3]
 
 def test_loss_plot_without_losses_still_draws():
-    fig = loss_plot([{'step': 1, 'eval_loss': 2.0}])
+    fig = history_plot([{'step': 1, 'eval_loss': 2.0}])
     assert fig.axes[0].get_xlabel() == 'step'
 
 def test_persona_rows_carry_the_name_and_no_held_out_question():
