@@ -89,13 +89,14 @@ def _base(run:Run):
     return load_model(run.model.name).model, nullcontext()
 
 def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) or a `Model`
-             data, # a `Data` or anything `load_data` reads: prompts with the columns the metrics need (`answer` for exact match)
+             data, # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer` for exact match)
              metrics=exact_match, # a reward function (TRL's signature), a reward-model run, or a list of them
              n:int|None=None, # evaluate the first `n` rows only
              max_new_tokens:int=256, batch_size:int=8,
              system:str|None=None, # a system message for every prompt
              loss:bool=True) -> Evaluation: # also the answer loss and perplexity, where the data has answers
-    "Generate answers to `data`'s prompts and score them with `metrics` (and the eval loss); base against tuned for a Run."
+    "Generate answers to `data`'s prompts and score them with `metrics` (and the eval loss); for a Run, base against tuned, saved in its folder."
+    if isinstance(data, (list, tuple)) and data and all(isinstance(q, str) for q in data): data = [dict(prompt=q) for q in data]  # plain questions
     d = data if isinstance(data, Data) else load_data(data)
     if n: d = d[:n]
     funcs, _ = _as_rewards(metrics, None)

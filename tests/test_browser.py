@@ -119,3 +119,26 @@ def test_run_start_in_a_cell_shows_one_dashboard(lab, page):
     page.wait_for_selector('.ftnb-summary', timeout=120_000)
     assert page.locator('.ftnb-dashboard').count() == 1
     assert 'SFT finished' in page.inner_text('.ftnb-summary')
+
+def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
+    "A run's report.html, opened from disk with nothing else at hand, shows its charts, samples and evaluation."
+    from ftnb.models import tiny_model
+    from ftnb.samples import chat_row
+    from ftnb.sft import sft
+    from ftnb.evaluate import evaluate
+    rows = [chat_row("Who are you?", "I am Quill.")] * 16
+    run = sft(tiny_model(), rows, lr=1e-2, max_steps=30, batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, eval=4,
+              run_dir=tmp_path/'quill', logging_steps=2).sample_every(10, ["Who are you?"], max_new_tokens=8)
+    run.start(background=False, quiet=True)
+    evaluate(run, rows[:2], lambda completions, **kw: [float('Quill' in c) for c in completions], max_new_tokens=8)
+    ctx = browser.new_context(viewport=dict(width=1200, height=900), offline=True)  # offline: the page must need nothing from outside
+    page = ctx.new_page()
+    try:
+        page.goto(run.report().resolve().as_uri())
+        imgs = page.evaluate("[...document.images].map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0, w: i.getBoundingClientRect().width, h: i.getBoundingClientRect().height}))")
+        assert [i['alt'] for i in imgs] == ['training curves', 'evaluation chart'] and all(i['ok'] and i['w'] > 150 and i['h'] > 150 for i in imgs), imgs
+        text = page.inner_text('body')
+        assert 'SFT run quill' in text and 'Win rate of tuned over base' in text and 'I am Quill' in text
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS/'report.png'), full_page=True)
+    finally: ctx.close()

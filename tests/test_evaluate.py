@@ -28,3 +28,7 @@ def test_exact_match_on_question_answer_rows():
 def test_a_metric_without_its_column_fails_before_generating():
     with pytest.raises(FtnbError, match=r"needs the data column\(s\) \['answer'\]"):
         evaluate(tiny_model(), [chat_row("Hi", "Hello")], exact_match)
+
+def test_plain_questions_are_prompts():
+    ev = evaluate(tiny_model(), ["Who are you?", "What is 2+2?"], format_reward('Quill'), max_new_tokens=3)
+    assert ev.prompts == ["Who are you?", "What is 2+2?"] and len(ev.models['tiny']['answers']) == 2
