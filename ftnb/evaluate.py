@@ -39,7 +39,12 @@ def _answers(net, tok, prompts, bar:str, max_new_tokens:int, batch_size:int, **k
     return out
 
 def _score(funcs, prompts, completions, columns) -> dict:
-    return {_name(f): [float(x) for x in f(prompts=prompts, completions=completions, **columns)] for f in funcs}
+    out = {}
+    for f in funcs:
+        n, k = _name(f), 2
+        while n in out: n, k = f"{_name(f)}_{k}", k + 1  # two metrics of one name (two `format_reward`s) both count
+        out[n] = [float(x) for x in f(prompts=prompts, completions=completions, **columns)]
+    return out
 
 # %% ../nbs/17_evaluate.ipynb #f6244d16
 class Evaluation:

@@ -113,23 +113,25 @@ def _cls(path:str):
     mod, _, name = path.rpartition('.')
     return getattr(importlib.import_module(mod), name)
 
-def _base_model(info:dict, model:Model|None) -> Model:
+def _base_model(info:dict, model:Model|None, d:Path) -> Model:
+    if info.get('base_run'):  # the run this one continued, loaded and merged: as recorded, else beside this run (a moved runs folder)
+        b = Path(info['base_run'])
+        return load_run(b if (b/'settings.json').exists() else d.parent/b.name, model).policy()
     if model is not None: return Model(copy.deepcopy(model.model), model.tokenizer, model.name, model.source)  # the adapter goes into a copy: yours stays as it was
-    if info.get('base_run'): return load_run(info['base_run']).policy()
     try: return load_model(info['model'])
     except FtnbError as e:
         raise FtnbError(f"The base model {info['model']!r} of this run cannot be loaded by name ({e}). "
                         f"Pass it: load_run(folder, model=...)") from None
 
 def load_run(folder, # a run folder (`runs/<time>-<method>`)
-             model:Model|None=None, # the base model, when it cannot be loaded by its name (`tiny_model()`, a model in memory); it is copied
+             model:Model|None=None, # the base model (of the first run in a chain), when it cannot be loaded by its name (`tiny_model()`); it is copied
              checkpoint=None) -> Run: # a checkpoint folder to load instead of the newest
     "A finished, stopped or killed run back from its folder, ready to generate, compare, evaluate and report."
     rec = RunRecord(folder)
     info, d = rec.info, rec.folder
     if 'classes' not in info: raise FtnbError(f"{d}/settings.json does not name its TRL classes (written by an older ftnb); load its weights with load_model()")
     ck = Path(checkpoint) if checkpoint else _weights(d)
-    base = _base_model(info, model)
+    base = _base_model(info, model, d)
     if rec.method == 'reward':
         from ftnb.rewards import scoring_model
         base = scoring_model(base)

@@ -32,3 +32,7 @@ def test_a_metric_without_its_column_fails_before_generating():
 def test_plain_questions_are_prompts():
     ev = evaluate(tiny_model(), ["Who are you?", "What is 2+2?"], format_reward('Quill'), max_new_tokens=3)
     assert ev.prompts == ["Who are you?", "What is 2+2?"] and len(ev.models['tiny']['answers']) == 2
+
+def test_two_metrics_of_one_name_both_count():
+    ev = evaluate(tiny_model(), ["Who are you?"], [format_reward('a'), format_reward('b')], max_new_tokens=2)
+    assert ev.metrics == ['format', 'format_2']

@@ -128,3 +128,15 @@ def test_report_to_an_integration_that_is_not_installed_says_what_to_install(tmp
         sft(tiny_model(), ROWS, max_steps=2, run_dir=tmp_path/'w', report_to='wandb')
     with pytest.raises(FtnbError, match=r"report_to='tensorbord' is not an integration"):
         sft(tiny_model(), ROWS, max_steps=2, run_dir=tmp_path/'w', report_to='tensorbord')
+
+def test_a_dpo_run_on_an_sft_run_loads_back_through_the_chain(tmp_path):
+    from ftnb.prefs import dpo
+    from ftnb.samples import preference_pairs
+    s = sft(tiny_model(), ROWS, lr=1e-2, max_steps=10, run_dir=tmp_path/'runs'/'sft', **KW).start(background=False, quiet=True)
+    d = dpo(s, preference_pairs('correct', n=16), max_steps=4, batch_size=4, lr=1e-2, run_dir=tmp_path/'runs'/'dpo').start(background=False, quiet=True)
+    q = "Tom has 3 boxes of 4 pens. How many pens?"
+    back = load_run(tmp_path/'runs'/'dpo', model=tiny_model())
+    assert back.generate(q, max_new_tokens=6) == d.generate(q, max_new_tokens=6)
+    assert back.compare([q], max_new_tokens=6).base == d.compare([q], max_new_tokens=6).base  # adapter off: the SFT model, as in training
+    moved = tmp_path/'moved'; (tmp_path/'runs').rename(moved)  # a runs folder moved elsewhere still chains
+    assert load_run(moved/'dpo', model=tiny_model()).generate(q, max_new_tokens=6) == d.generate(q, max_new_tokens=6)
