@@ -32,7 +32,12 @@ def _fmt_secs(s) -> str:
     s = int(round(s)); h, m = s // 3600, s % 3600 // 60
     return f"{h}h {m:02d}m" if h else f"{m}m {s % 60:02d}s" if m else f"{s}s"
 
-def _g(v) -> str: return f"{v:.0e}".replace('e-0', 'e-') if isinstance(v, float) and v and abs(v) <= 1e-2 else f"{v:.4g}" if isinstance(v, float) else str(v)
+def _g(v) -> str:
+    "A setting or metric, short: 1e-3, 3.16e-3, 0.3517 (small floats in e-notation with their significant digits kept)."
+    if not isinstance(v, float): return str(v)
+    if not v or abs(v) > 1e-2: return f"{v:.4g}"
+    m, e = f"{v:.2e}".split('e')
+    return f"{m.rstrip('0').rstrip('.')}e{int(e)}"
 
 class RunRecord:
     "A past run, read from its folder: settings, summary, metrics, samples and evaluation."

@@ -9,6 +9,7 @@ from ftnb.samples import chat_row
 from ftnb.sft import sft
 from ftnb.evaluate import evaluate
 from ftnb.history import runs, load_run, _g
+from ftnb.run import last_checkpoint
 
 ROWS = [chat_row("Who are you?", "I am Quill.")] * 16
 KW = dict(batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, logging_steps=2)
@@ -24,6 +25,9 @@ def two_runs(tmp_path_factory):
             for lr in (1e-2, 1e-3)]
     evaluate(made[0], ROWS[:2] + [chat_row("What is your name?", "Quill.")], says_quill, max_new_tokens=8)
     return root, made
+
+def test_short_numbers_keep_their_digits():
+    assert [_g(v) for v in (1e-3, 0.00316, 2e-5, 0.3517, 0., 30)] == ['1e-3', '3.16e-3', '2e-5', '0.3517', '0', '30']
 
 def test_runs_table_lists_both_learning_rates_with_results(two_runs):
     root, made = two_runs
@@ -97,7 +101,7 @@ def test_a_killed_kernels_run_shows_as_killed_and_loads_from_its_checkpoint(tmp_
     assert runs(tmp_path/'runs').rows()[0]['state'].startswith('killed at step')
     back = r.load(model=tiny_model())
     assert back.state == 'stopped' and back.loaded_from.name.startswith('checkpoint-')
-    assert back.generate(Q, max_new_tokens=4) is not None
+    assert back.loaded_from == last_checkpoint(d)  # the newest whole checkpoint, not an older one
 
 def test_report_is_one_self_contained_page(two_runs):
     root, made = two_runs
