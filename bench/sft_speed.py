@@ -72,7 +72,8 @@ def main():
     res = dict(steps=a.steps, repeats=a.repeats, overhead=[], defaults=[], checkpointing=[])
     for i in range(a.repeats):  # interleaved: each pair runs back to back, alternating which goes first
         if 'checkpointing' in which:
-            runs = [ftnb_run(data, a.steps, save_steps=a.steps // 2, activation_checkpointing=c) for c in ((False, True) if i % 2 == 0 else (True, False))]
+            from ftnb.run import CHECKPOINTING
+            runs = [ftnb_run(data, a.steps, save_steps=a.steps // 2, **{CHECKPOINTING: c}) for c in ((False, True) if i % 2 == 0 else (True, False))]
             off, on = (runs[0][0], runs[1][0]) if i % 2 == 0 else (runs[1][0], runs[0][0])
             res['checkpointing'].append(dict(off=off, on=on, ratio=off / on))
             print(f"checkpointing {i}: off {off:.1f} tok/s, on {on:.1f} tok/s, ratio {off/on:.3f}", flush=True)

@@ -8,7 +8,8 @@ import os, sys, platform
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['FtnbError', 'Hardware', 'detect_hardware', 'environment', 'set_seed', 'cache_dir']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'FtnbError', 'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render',
+           'set_seed', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -31,6 +32,7 @@ class Hardware:
     count: int = 1                    # number of devices of this kind
     cpus: int = 1                     # CPU cores available to this process
     dtype: str = field(default='')    # 'bfloat16', 'float16' or 'float32'; chosen from the above when empty
+    free_gb: float = 0.               # memory free on the device when detected (GB; 0: unknown), after what is loaded already
 
     def __post_init__(self):
         if self.device not in ('cuda', 'mps', 'cpu'):
@@ -60,7 +62,9 @@ class Hardware:
         n = f"{self.count} x " if self.count > 1 else ''
         if self.device == 'cpu': cap = f", {self.cpus} cores"
         mem = f"{self.memory_gb:.0f} GB" if self.memory_gb else 'unknown memory'
-        return f"{n}{self.device.upper()} {self.name}{cap}, {mem}", f"train in {self.dtype}" + (" (use_cpu)" if self.use_cpu else "")
+        if self.free_gb and self.device == 'cuda': mem += f" ({self.free_gb:.1f} GB free)"
+        one = " on one GPU (one process trains on one device)" if self.device == 'cuda' and self.count > 1 else ''
+        return f"{n}{self.device.upper()} {self.name}{cap}, {mem}", f"train in {self.dtype}" + (" (use_cpu)" if self.use_cpu else one)
 
     def __repr__(self): return "Hardware: " + " → ".join(self._summary())
     def _repr_markdown_(self):
@@ -87,23 +91,53 @@ def detect_hardware() -> Hardware:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
+        try: free = torch.cuda.mem_get_info(0)[0] / 1e9  # what is left once the weights already loaded (and other processes) are counted
+        except Exception: free = 0.  # an old driver, or a fake device in tests
         return Hardware('cuda', p.name, tuple(torch.cuda.get_device_capability(0)), p.total_memory/1e9,
-                        torch.cuda.device_count(), cpus)
+                        torch.cuda.device_count(), cpus, free_gb=free)
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
         return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus)
     return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus)
 
 # %% ../nbs/00_core.ipynb #01fdb72e
+def _shell():
+    "The running IPython shell, or None."
+    ip = sys.modules.get('IPython')
+    return ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
+
 def environment() -> str:
     "Where this code runs: 'colab', 'notebook' (Jupyter, VS Code, ...), 'ipython' (terminal) or 'console'."
     if 'google.colab' in sys.modules: return 'colab'
-    ip = sys.modules.get('IPython')
-    shell = ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
+    shell = _shell()
     if shell is None: return 'console'
     name = type(shell).__name__
     if name == 'ZMQInteractiveShell': return 'notebook'
     if name == 'TerminalInteractiveShell': return 'ipython'
     return 'console'
+
+# %% ../nbs/00_core.ipynb #63afd34c
+VSCODE_BROKEN_IPYWIDGETS = frozenset({'8.1.9'})  # ipywidgets releases VS Code notebooks draw nothing of (vscode-jupyter#17504)
+
+def in_vscode() -> bool:
+    "Whether VS Code runs this kernel: `VSCODE_PID` in the environment, or `__vsc_ipynb_file__` in the notebook's namespace."
+    return 'VSCODE_PID' in os.environ or '__vsc_ipynb_file__' in (getattr(_shell(), 'user_ns', None) or {})
+
+def _ipywidgets_version():
+    "The installed ipywidgets' version (a `packaging` Version), or None if it does not import."
+    try: import ipywidgets
+    except ImportError: return None
+    from packaging.version import Version, InvalidVersion
+    try: return Version(ipywidgets.__version__)
+    except InvalidVersion: return None
+
+def widgets_render(env:str|None=None) -> bool: # an `environment()` value; default: find it now
+    "Whether this front end draws ipywidgets (a run's dashboard); `$FTNB_WIDGETS` (0 or 1) overrides the guess in a notebook."
+    from packaging.version import Version
+    if (env or environment()) not in ('notebook', 'colab'): return False  # a terminal draws no widgets
+    flag, v = os.environ.get('FTNB_WIDGETS', '').strip().lower(), _ipywidgets_version()
+    if flag in ('0', 'false', 'no', 'off') or v is None: return False
+    if flag in ('1', 'true', 'yes', 'on'): return True
+    return not (in_vscode() and v in {Version(b) for b in VSCODE_BROKEN_IPYWIDGETS})
 
 # %% ../nbs/00_core.ipynb #9c60e78a
 def set_seed(seed:int=42, # the seed for `random`, NumPy and torch

@@ -80,7 +80,7 @@ def grpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Ru
     run = recipe('grpo', GRPOConfig, GRPOTrainer, m, d, ev, d.dataset, ev.dataset if ev is not None else None,
                  lr=lr, max_steps=max_steps or max(1, round(epochs * len(d) / prompts_per_step)),
                  batch_size=per_step, seq=st.quantile(.95) + max_completion_length, lora=lora, seed=seed, run_dir=run_dir,
-                 overrides=overrides, reference=beta > 0, trainer_kwargs=dict(reward_funcs=funcs),
+                 overrides=overrides, reference=beta > 0, trainer_kwargs=dict(reward_funcs=funcs), eval_multiple=num_generations,
                  config=dict(num_generations=num_generations, max_completion_length=max_completion_length, temperature=temperature,
                              beta=beta, reward_weights=reward_weights, train_sampling_strategy='random', logging_steps=1,
                              **({'num_generations_eval': num_generations} if ev is not None else {})),

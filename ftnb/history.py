@@ -7,8 +7,8 @@ from __future__ import annotations
 import os, json, copy, importlib, dataclasses, warnings
 from datetime import datetime
 from pathlib import Path
-from .core import FtnbError
-from .models import Model, load_model
+from .core import FtnbError, detect_hardware
+from .models import Model, load_model, copy_model
 from .run import Run, last_checkpoint, final_metrics
 from .views import METRICS, history_plot
 
@@ -122,7 +122,7 @@ def _base_model(info:dict, model:Model|None, d:Path) -> Model:
     if info.get('base_run'):  # the run this one continued, loaded and merged: as recorded, else beside this run (a moved runs folder)
         b = Path(info['base_run'])
         return load_run(b if (b/'settings.json').exists() else d.parent/b.name, model).policy()
-    if model is not None: return Model(copy.deepcopy(model.model), model.tokenizer, model.name, model.source)  # the adapter goes into a copy: yours stays as it was
+    if model is not None: return Model(copy_model(model.model), model.tokenizer, model.name, model.source)  # the adapter goes into a copy: yours stays as it was
     try: return load_model(info['model'])
     except FtnbError as e:
         raise FtnbError(f"The base model {info['model']!r} of this run cannot be loaded by name ({e}). "
@@ -151,7 +151,8 @@ def load_run(folder, # a run folder (`runs/<time>-<method>`)
     fields = {f.name for f in dataclasses.fields(cfg_cls) if f.init}
     with warnings.catch_warnings():  # deprecated fields come back as they were saved: no need to warn twice
         warnings.simplefilter('ignore')
-        args = cfg_cls(**{k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir'}, output_dir=str(d))
+        saved = {k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir'}
+        args = cfg_cls(**saved | detect_hardware().trainer_args, output_dir=str(d))  # precision and device of this machine: a GPU run loads on a CPU
     run = Run(rec.method, Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}"), trainer_cls, args, None,
               settings=rec.settings, estimate=info.get('estimate_gb'), run_dir=d)
     s = rec.summary

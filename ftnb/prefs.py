@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 from .core import FtnbError
-from .models import Model
+from .models import Model, copy_model
 from .data import Data
 from .run import Run, _is_peft
 from .sft import prepare, recipe, recorded, choose_max_length, _limit
@@ -16,15 +16,19 @@ __all__ = ['dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
 
 # %% ../nbs/11_prefs.ipynb #0a6e2602
 def _pref_run(method, cfg_cls, trainer_cls, model, data, kinds, hint, lr, max_steps, epochs, batch_size, max_length, lora,
-              eval, seed, run_dir, config, overrides, convert=None, reference=True):
+              eval, seed, run_dir, config, overrides, convert=None, reference=True, min_batch=1):
     "The shared body of dpo/kto/orpo."
     m, d, ev = prepare(method, model, data, kinds, eval, seed, hint)
+    ref = None
+    if lora is False and reference and not config.get('precompute_ref_log_probs'):
+        ref = copy_model(m.model, frozen=True)  # else TRL loads one from config._name_or_path: the original base, not this (SFT) model
     if convert: d, ev = convert(d), (convert(ev) if ev is not None else None)
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, _limit(m))
     return recipe(method, cfg_cls, trainer_cls, m, d, ev, d.dataset, ev.dataset if ev is not None else None,
                   lr=lr, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                   seq=2 * min(max_length, st.quantile(.95)), lora=lora, seed=seed, run_dir=run_dir, reference=reference,
+                  trainer_kwargs=dict(ref_model=ref) if ref is not None else None, min_batch=min_batch,
                   config=dict(max_length=max_length, train_sampling_strategy='random') | config, overrides=overrides,  # length grouping needs input_ids
                   settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)) |
                            {k: v for k, v in config.items() if k in ('beta', 'loss_type', 'precompute_ref_log_probs')})
@@ -68,8 +72,9 @@ def kto(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
         **overrides): # any other `trl.KTOConfig` field
     "Kahneman-Tversky optimisation on answers labelled good or bad; returns a ready `Run`."
     from trl import KTOConfig, KTOTrainer
+    if batch_size < 2: raise FtnbError(f"kto needs batch_size of at least 2, got {batch_size}: its KL term pairs each answer with another one of the same device batch.")
     return _pref_run('kto', KTOConfig, KTOTrainer, model, data, ('unpaired_preference', 'preference'), '',
-                     lr, max_steps, epochs, batch_size, max_length, lora, eval, seed, run_dir, overrides=overrides, convert=lambda d: _unpaired(d, seed),
+                     lr, max_steps, epochs, batch_size, max_length, lora, eval, seed, run_dir, overrides=overrides, convert=lambda d: _unpaired(d, seed), min_batch=2,
                      config=dict(beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
                                  precompute_ref_log_probs=precompute_ref, train_sampling_strategy='sequential'))
 
@@ -119,6 +124,8 @@ def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the ada
     from ftnb.data import load_data
     d = data if isinstance(data, Data) else load_data(data)
     if d.kind != 'preference': raise FtnbError(f"preference_accuracy needs preference pairs; this data is {d.kind}")
+    if isinstance(model, Run) and model.state in ('running', 'stopping'):  # eval mode here would change the training in its thread
+        raise FtnbError("The run is training; stop it or wait for it (run.wait()) before measuring its preference accuracy.")
     net, tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
     seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d._encodings(tok) for e in es]

@@ -66,16 +66,32 @@ def length_penalty(max_chars:int=400, # completions up to this long are not pena
     return f
 
 # %% ../nbs/12_rewards.ipynb #67f2ca8a
+def _quantized(net) -> bool: return getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
+
 def scoring_model(m:Model) -> Model:
     "A copy of causal LM `m` with a one-number score head instead of its vocabulary head (a reward model before training)."
     from transformers import AutoModelForSequenceClassification
     net = m.model.get_base_model() if hasattr(m.model, 'get_base_model') else m.model
+    if _quantized(net): return _quantized_scorer(m, net)
     cfg = copy.deepcopy(net.config); cfg.num_labels = 1; cfg.pad_token_id = m.tokenizer.pad_token_id
     sc = AutoModelForSequenceClassification.from_config(cfg, dtype=net.dtype).to(net.device)
     missing, _ = sc.load_state_dict(net.state_dict(), strict=False)
     if any(not k.startswith('score') for k in missing):
         raise FtnbError(f"Could not copy {m.name}'s weights into a reward model: missing {[k for k in missing if not k.startswith('score')][:3]}")
     return Model(sc, m.tokenizer, m.name, f"score head on {m.source}")
+
+def _quantized_scorer(m:Model, net) -> Model:
+    "A 4/8-bit model's packed weights do not fit an unquantized scorer: load the scorer quantized the same way, from the same source."
+    from transformers import AutoModelForSequenceClassification
+    src, qc = getattr(net.config, '_name_or_path', ''), getattr(net.config, 'quantization_config', None)
+    if not src or m.model is not net:
+        raise FtnbError(f"reward_model on the quantized (QLoRA) model {m.name!r} needs to load it again with a score head, quantized the same way, "
+                        "and " + ("it has LoRA adapters on it, which that would drop: save the merged model and load that folder with quantize=4."
+                                  if m.model is not net else "this model does not say where it was loaded from. Load it with load_model(name, quantize=4)."))
+    try: sc = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, quantization_config=qc, device_map={'': net.device},
+                                                                 dtype=net.dtype, pad_token_id=m.tokenizer.pad_token_id)
+    except OSError as e: raise FtnbError(f"reward_model: could not load {src!r} again with a score head, quantized ({e}).") from e
+    return Model(sc, m.tokenizer, m.name, f"score head on {m.source}, {'4' if net.is_loaded_in_4bit else '8'}-bit")
 
 # %% ../nbs/12_rewards.ipynb #c6351137
 @recorded

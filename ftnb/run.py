@@ -8,12 +8,12 @@ import os, json, time, shutil, signal, threading, warnings, math
 from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware
-from .models import Model, generate as _generate
+from .models import Model, generate as _generate, count_params
 
 # %% auto #0
-__all__ = ['STAGING', 'EVENTS', 'STATES', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'train_settings',
-           'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run', 'final_metrics',
-           'Comparison']
+__all__ = ['STAGING', 'CHECKPOINTING', 'EVENTS', 'STATES', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint',
+           'train_settings', 'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run',
+           'one_device', 'fp32_trainables', 'final_metrics', 'Comparison']
 
 # %% ../nbs/08_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -65,21 +65,44 @@ def last_checkpoint(run_dir) -> Path|None:
 # %% ../nbs/08_run.ipynb #1c4b37a3
 def _interval(total:int, n:int, lo:int=1) -> int: return max(lo, total // n) if total > 0 else lo
 
+def _checkpointing_field() -> str:
+    import dataclasses
+    from transformers import TrainingArguments
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return 'activation_checkpointing' if 'activation_checkpointing' in names else 'gradient_checkpointing'
+
+CHECKPOINTING = _checkpointing_field()
+
+def _row_sizes(batch_size:int, min_batch:int=1) -> list[int]:
+    "Rows per device step to try, largest first: the divisors of `batch_size` (so the effective batch stays exact) from `min_batch` up."
+    return [d for d in range(batch_size, 0, -1) if batch_size % d == 0 and d >= min(min_batch, batch_size)]
+
+def _fit(hw:Hardware, batch_size:int, memory, min_batch:int) -> tuple[int, bool]:
+    "Rows per device step and whether to checkpoint, for the memory free on the GPU."
+    def fits(per, ckpt):
+        e = memory(per, ckpt)
+        if hw.free_gb: return e['total'] - e['weights'] <= .9 * hw.free_gb  # the weights are loaded already: free memory is net of them
+        return e['total'] <= .9 * hw.memory_gb
+    sizes = _row_sizes(batch_size, min_batch)
+    for ckpt in (False, True):  # small device batches waste a GPU: below 4 rows, checkpointing comes first
+        for per in sizes if ckpt else [s for s in sizes if s >= min(4, batch_size)]:
+            if fits(per, ckpt): return per, ckpt
+    return sizes[-1], True  # nothing fits: the smallest step; training will say if memory runs out
+
 def train_settings(hw:Hardware, # the hardware to train on
                    max_steps:int, # optimizer steps planned
                    batch_size:int=8, # target effective batch (rows per optimizer step)
-                   act_gb:float=0., # estimated activation memory of one row at full batch (GB), for GPU decisions
-                   has_eval:bool=False) -> dict:
+                   memory=None, # `memory(rows, checkpointing)` -> a `memory_estimate`, for GPU decisions
+                   has_eval:bool=False, # an eval set is given
+                   min_batch:int=1, # the method's fewest rows on a device (KTO: 2)
+                   eval_multiple:int=1) -> dict: # eval batches hold a multiple of this many rows (GRPO: num_generations)
     "TRL config fields chosen for this hardware and run length."
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
              save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
     per, ckpt = batch_size, False
-    if hw.device == 'cuda' and act_gb:
-        free = hw.memory_gb * 0.5
-        while per > 1 and per * act_gb > free: per //= 2
-        ckpt = per * act_gb > free
-    s |= dict(per_device_train_batch_size=per, gradient_accumulation_steps=math.ceil(batch_size / per), activation_checkpointing=ckpt)
-    if has_eval: s |= dict(eval_strategy='steps', eval_steps=_interval(max_steps, 10), per_device_eval_batch_size=per)
+    if hw.device == 'cuda' and memory is not None: per, ckpt = _fit(hw, batch_size, memory, min_batch)
+    s |= {'per_device_train_batch_size': per, 'gradient_accumulation_steps': batch_size // per, CHECKPOINTING: ckpt}
+    if has_eval: s |= dict(eval_strategy='steps', eval_steps=_interval(max_steps, 10), per_device_eval_batch_size=-(-per // eval_multiple) * eval_multiple)
     return s
 
 # %% ../nbs/08_run.ipynb #d4b6affa
@@ -94,13 +117,15 @@ def memory_estimate(model, # the model (before or after peft wraps it)
                     quant_bits:int|None=None) -> dict: # 4 for QLoRA base weights
     "Estimated training memory in GB by component."
     cfg = getattr(model, 'config', None)
-    n = sum(p.numel() for p in model.parameters())
-    t = trainable if trainable is not None else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n, t = count_params(model)  # 4-bit weights at their real size
+    t = trainable if trainable is not None else t
     if trainable is not None and trainable != n: n += trainable  # adapters come on top of the frozen weights
     b = _BYTES.get(dtype, 4)
     h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
+    I = getattr(cfg, 'intermediate_size', None) or 4 * h
     w = (n - t) * (quant_bits / 8 if quant_bits else b) + t * 4
-    act = batch * seq * h * L * (2 * b if checkpointing else 18 * b)
+    layer = 18 * h + 5 * I if t < n else 10 * h + 4 * I  # numbers a token keeps for backward in one layer, LoRA or full (measured)
+    act = batch * seq * b * (L * h + layer if checkpointing else L * layer)  # checkpointing keeps each layer's input, and recomputes one layer
     est = {'weights': w, 'gradients': t * 4, 'optimizer (AdamW)': t * 8, 'activations': act, 'logits': batch * seq * V * 4 * 2}
     if reference: est['reference model'] = n * b
     est = {k: v / 1e9 for k, v in est.items()}
@@ -224,16 +249,33 @@ class Run:
 # %% ../nbs/08_run.ipynb #1b4ef9a6
 from fastcore.basics import patch
 
+def one_device(args):
+    "`args` training on one GPU: with several visible to one process, the Trainer would wrap the model in `DataParallel` and multiply the batch."
+    if args.n_gpu > 1: args._n_gpu = 1  # as the Trainer itself does for a model split over GPUs; more GPUs mean more processes
+    return args
+
+def fp32_trainables(net, args) -> int:
+    "Make trainable half-precision parameters float32 (fp16's grad scaler cannot unscale half gradients; AdamW on half weights loses small updates); returns how many."
+    import torch
+    quantized = getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
+    n = 0
+    for p in net.parameters():
+        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16) and not (args.bf16 and quantized):  # bf16 QLoRA adapters: TRL's recipe
+            p.data = p.data.float(); n += 1
+    return n
+
 @patch
 def _build(self:Run):
     if self.trainer is not None: return self.trainer
     self.run_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
-        self.trainer = self.trainer_cls(model=self.model.model, args=self.args, train_dataset=self.train_dataset,
+        self.trainer = self.trainer_cls(model=self.model.model, args=one_device(self.args), train_dataset=self.train_dataset,
                                         eval_dataset=self.eval_dataset, processing_class=self.model.tokenizer, **self.trainer_kwargs)
+    fp32_trainables(self.trainer.model, self.args)  # after TRL, which makes QLoRA adapters bf16 (on a T4's fp16 that fails at the first step)
     from transformers.trainer_callback import ProgressCallback, PrinterCallback
-    for cb in (ProgressCallback, PrinterCallback): self.trainer.remove_callback(cb)  # views draw progress
+    from transformers.utils.notebook import NotebookProgressCallback  # what transformers picks inside a kernel
+    for cb in (ProgressCallback, PrinterCallback, NotebookProgressCallback): self.trainer.remove_callback(cb)  # views draw progress
     self.trainer.add_callback(_RunCallback(self))
     self.save_settings(); self._write_summary()
     return self.trainer
@@ -328,10 +370,28 @@ def _train(self:Run, ckpt):
         self._ready_to_generate()
         self._set('stopped')
     except BaseException as e:
-        self.error = e
+        self.error = _detached(e)
         try: self._ready_to_generate()
         except Exception: pass
         self._set('failed')
+    finally: self._release()
+
+def _detached(e:BaseException) -> BaseException:
+    "`e` without its traceback's frames (they hold the batch and its activations), the traceback kept as text in a note."
+    import traceback
+    tb = ''.join(traceback.format_exception(type(e), e, e.__traceback__))
+    x = e
+    while x is not None: x.__traceback__, x = None, x.__cause__ or x.__context__
+    if hasattr(e, 'add_note'): e.add_note(f"(raised in the training thread)\n{tb}")
+    return e
+
+@patch
+def _release(self:Run):
+    "Free what only training needed: the optimizer state and scheduler (a resume reloads them from the checkpoint), and cached GPU memory."
+    tr = self.trainer
+    if tr is None: return
+    tr.optimizer = tr.lr_scheduler = tr.callback_handler.optimizer = tr.callback_handler.lr_scheduler = None
+    tr.accelerator.free_memory()  # drops accelerate's references, collects garbage, empties the CUDA cache
 
 @patch
 def _ready_to_generate(self:Run):
@@ -444,6 +504,14 @@ def dashboard(self:Run, mode:str|None=None, # 'background' (Jupyter's default) o
     return self._dashboard
 
 @patch
+def html_view(self:Run):
+    "This run's live HTML view (`ftnb.views.HTMLView`), its stand-in for the dashboard where widgets do not render; made once."
+    if getattr(self, '_html_view', None) is None:
+        from ftnb.views import HTMLView
+        self._html_view = HTMLView(self)
+    return self._html_view
+
+@patch
 def report(self:Run, path=None, # where to write; default `report.html` in the run folder
            prompts=None, # also ask base and tuned these questions now
            **gen) -> Path:
@@ -454,9 +522,11 @@ def report(self:Run, path=None, # where to write; default `report.html` in the r
 @patch
 def _ipython_display_(self:Run):
     from IPython.display import display
-    if environment() not in ('notebook', 'colab'): display({'text/plain': repr(self)}, raw=True)
-    elif getattr(self, '_shown_in', None) is None or self._shown_in != _cell():  # `run.start()` ending a cell: one dashboard, not two
-        display(self.dashboard()); self._shown_in = _cell()
+    from ftnb.core import widgets_render
+    env = environment()
+    if env not in ('notebook', 'colab'): display({'text/plain': repr(self)}, raw=True)
+    elif getattr(self, '_shown_in', None) is None or self._shown_in != _cell():  # `run.start()` ending a cell: one view, not two
+        display(self.dashboard() if widgets_render(env) else self.html_view()); self._shown_in = _cell()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML
 
 # %% ../nbs/08_run.ipynb #6acfee31
 @patch
@@ -468,6 +538,9 @@ def save(self:Run, path=None, # destination folder; default `<run folder>/adapte
     path = Path(path or self.run_dir/('merged' if merged else ('adapter' if _is_peft(m) else 'model')))
     if merged and _is_peft(m): m = copy.deepcopy(m).merge_and_unload()
     m.save_pretrained(path); self.tokenizer.save_pretrained(path)
+    if m is not self.net:  # the merged copy is a whole model (on a GPU, GBs): free it now
+        from accelerate.utils import release_memory
+        del m; release_memory()
     return path
 
 # %% ../nbs/08_run.ipynb #cf671c86

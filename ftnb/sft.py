@@ -7,9 +7,9 @@ from __future__ import annotations
 import math, dataclasses, difflib, inspect, functools
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed
-from .models import Model, load_model, lora_config
+from .models import Model, load_model, lora_config, count_params, copy_model
 from .data import Data, load_data, check_chat_template, SFT_KINDS
-from .run import Run, train_settings, memory_estimate, new_run_dir, _is_peft
+from .run import Run, train_settings, memory_estimate, new_run_dir, _is_peft, CHECKPOINTING
 
 # %% auto #0
 __all__ = ['choose_max_length', 'default_lr', 'check_report_to', 'as_model', 'prepare', 'recipe', 'recorded', 'sft']
@@ -53,7 +53,7 @@ def check_report_to(report_to):
 def _lora_trainable(model, cfg) -> int:
     "Parameters LoRA adds to every targeted linear layer (all but the output head)."
     import torch.nn as nn
-    if cfg is None: return sum(p.numel() for p in model.parameters())
+    if cfg is None: return count_params(model)[0]
     return sum(cfg.r * (m.in_features + m.out_features) for n, m in model.named_modules()
                if isinstance(m, nn.Linear) and not n.endswith('lm_head'))
 
@@ -61,7 +61,6 @@ def _lora_trainable(model, cfg) -> int:
 @patch
 def policy(self:Run) -> Model:
     "This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run keeps its own)."
-    import copy
     if self.state in ('running', 'stopping'): self.wait()  # a run started in the background: build on it once it ends
     if self.state == 'ready': raise FtnbError(f"This {self.method} run has not trained yet; start it (run.start()) before building on it.")
     if self.state == 'failed': raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
@@ -69,10 +68,10 @@ def policy(self:Run) -> Model:
     if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
         raise FtnbError("Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the merged "
                         "model (run.save(merged=True)) and load that folder with load_model(..., quantize=4) instead.")
-    net = copy.deepcopy(net)
-    for mod in net.modules():  # accelerate wraps `forward` in a closure over the *original* model; a copy must not keep it
-        mod.__dict__.pop('forward', None)
-    if _is_peft(net): net = net.merge_and_unload()
+    net = copy_model(net)
+    if _is_peft(net):
+        from accelerate.utils import release_memory
+        net = net.merge_and_unload(); release_memory()  # the copy's adapter layers, at once (on a GPU they hold memory)
     net.requires_grad_(True); net.train()
     m = Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
     m.run_dir = str(self.run_dir)  # recorded by the next run (`base_run` in its settings), so `load_run` can rebuild the chain
@@ -104,15 +103,20 @@ def recipe(method:str, cfg_cls, trainer_cls, # e.g. 'dpo', `trl.DPOConfig`, `trl
            m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
            lr=None, max_steps=None, epochs=1, batch_size=8, seq=512, lora=True, seed=42, run_dir=None, # the recipe's common arguments
            config:dict|None=None, settings:dict|None=None, overrides:dict|None=None, # method fields, extra settings to record, the user's TRL fields
-           reference:bool=False, trainer_kwargs:dict|None=None) -> Run:
+           reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
+           min_batch:int=1, eval_multiple:int=1) -> Run: # the method's batch limits (see `train_settings`)
     "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
     overrides = overrides or {}
     _check_overrides(cfg_cls, overrides)
     hw = detect_hardware()
     steps = max_steps or max(1, math.ceil(epochs * len(d) / batch_size))
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
-    est = memory_estimate(m.model, batch_size, seq, hw.dtype, trainable=_lora_trainable(m.model, peft), reference=reference and peft is None)
-    s = train_settings(hw, steps, batch_size, act_gb=est['activations'] / batch_size, has_eval=ev is not None)
+    bits = 4 if getattr(m.model, 'is_loaded_in_4bit', False) else 8 if getattr(m.model, 'is_loaded_in_8bit', False) else None
+    memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft),
+                               reference=reference and peft is None, quant_bits=bits)
+    s = train_settings(hw, steps, batch_size, memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), has_eval=ev is not None,
+                       min_batch=min_batch, eval_multiple=eval_multiple)
+    est = memory(s['per_device_train_batch_size'], checkpointing=s[CHECKPOINTING])  # what the chosen settings need
     s |= dict(learning_rate=lr or default_lr(m.n_params, peft is not None, method), lr_scheduler_type='cosine',
               warmup_steps=max(1, steps // 30), seed=seed)
     s |= (config or {}) | overrides

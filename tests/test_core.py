@@ -7,7 +7,8 @@ from ftnb.core import Hardware, detect_hardware, environment, set_seed, cache_di
 def fake_cuda(cap, name='GPU', mem=16e9, count=1):
     props = MagicMock(total_memory=mem); props.name = name
     return [patch('torch.cuda.is_available', return_value=True), patch('torch.cuda.get_device_capability', return_value=cap),
-            patch('torch.cuda.get_device_properties', return_value=props), patch('torch.cuda.device_count', return_value=count)]
+            patch('torch.cuda.get_device_properties', return_value=props), patch('torch.cuda.device_count', return_value=count),
+            patch('torch.cuda.mem_get_info', return_value=(mem * .75, mem))]
 
 @pytest.mark.parametrize('cap,dtype,bf16,fp16', [((7, 0), 'float16', False, True), ((7, 5), 'float16', False, True),
                                                  ((8, 0), 'bfloat16', True, False), ((8, 9), 'bfloat16', True, False), ((9, 0), 'bfloat16', True, False)])
@@ -21,6 +22,7 @@ def test_cuda_capability_picks_precision(cap, dtype, bf16, fp16):
     assert hw.trainer_args == dict(bf16=bf16, fp16=fp16, use_cpu=False)
     assert hw.torch_dtype == getattr(torch, dtype)
     assert f'compute {cap[0]}.{cap[1]}' in repr(hw) and dtype in repr(hw)
+    assert hw.free_gb == 12. and '12.0 GB free' in repr(hw) and 'on one GPU' in repr(hw)  # two GPUs, one process
 
 def test_mps_trains_in_fp32():
     with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=True):

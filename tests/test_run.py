@@ -6,7 +6,7 @@ from ftnb.core import FtnbError, Hardware
 from ftnb.models import tiny_model, load_model
 from ftnb.samples import persona_data
 from ftnb.sft import sft, choose_max_length
-from ftnb.run import last_checkpoint, train_settings, memory_estimate
+from ftnb.run import last_checkpoint, train_settings, memory_estimate, CHECKPOINTING
 
 SCRIPT = Path(__file__).parent/'scripts'/'train_tiny.py'
 
@@ -27,7 +27,7 @@ def test_sft_trains_writes_its_folder_and_learns(tmp_path):
     assert [l['step'] for l in lines if 'loss' in l] == list(range(1, 16))
     s = json.loads((run.run_dir/'settings.json').read_text())
     assert s['method'] == 'sft' and s['trl_config']['max_steps'] == 15 and s['trl_config']['use_cpu'] and not s['trl_config']['bf16']
-    assert s['trl_config']['activation_checkpointing'] is False and s['settings']['loss'] == 'answers'
+    assert s['trl_config'][CHECKPOINTING] is False and s['settings']['loss'] == 'answers'
     assert run.peak_gb > 0 and 'measured peak' in run.estimate_table()
 
 def test_training_uses_answer_only_labels(tmp_path):
@@ -122,14 +122,17 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
 
 def test_train_settings_follow_the_hardware():
     cpu = train_settings(Hardware('cpu'), 100)
-    assert cpu['use_cpu'] and not cpu['bf16'] and cpu['activation_checkpointing'] is False and cpu['per_device_train_batch_size'] == 8
+    assert cpu['use_cpu'] and not cpu['bf16'] and cpu[CHECKPOINTING] is False and cpu['per_device_train_batch_size'] == 8
     assert cpu['logging_steps'] == 1 and cpu['save_steps'] == 20 and cpu['save_total_limit'] == 2
-    t4 = train_settings(Hardware('cuda', 'T4', (7, 5), 16.), 1000, batch_size=32, act_gb=1.0)
-    assert t4['fp16'] and t4['per_device_train_batch_size'] == 8 and t4['gradient_accumulation_steps'] == 4
-    assert t4['activation_checkpointing'] is False
-    tight = train_settings(Hardware('cuda', 'small', (8, 6), 4.), 100, batch_size=8, act_gb=5.0)
-    assert tight['bf16'] and tight['per_device_train_batch_size'] == 1 and tight['activation_checkpointing'] is True
-    assert tight['gradient_accumulation_steps'] == 8
+    def memory(act, logits, fixed=0.):  # an estimator: GB for `rows` per device step
+        return lambda rows, ckpt: (lambda a: {'weights': 1., 'activations': a, 'logits': logits * rows, 'total': 1. + fixed + a + logits * rows})(act * rows * (.1 if ckpt else 1))
+    t4 = train_settings(Hardware('cuda', 'T4', (7, 5), 16., free_gb=13.), 1000, batch_size=32, memory=memory(1.0, .2))
+    assert t4['fp16'] and t4['per_device_train_batch_size'] == 8 and t4['gradient_accumulation_steps'] == 4  # 8 x 1.2 GB fit in 11.7
+    assert t4[CHECKPOINTING] is False
+    tight = train_settings(Hardware('cuda', 'small', (8, 6), 4., free_gb=3.5), 100, batch_size=8, memory=memory(5.0, .1))
+    assert tight['bf16'] and tight['per_device_train_batch_size'] == 4 and tight[CHECKPOINTING] is True  # checkpointing before halving to 1
+    assert tight['gradient_accumulation_steps'] == 2
+    assert train_settings(Hardware('cuda', 'small', (8, 6), 4., free_gb=3.5), 100, batch_size=8, memory=memory(.1, .1, fixed=3.))['per_device_train_batch_size'] == 1
 
 def test_memory_estimate_components():
     m = tiny_model().model
