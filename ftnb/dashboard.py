@@ -4,78 +4,21 @@
 
 # %% ../nbs/16_dashboard.ipynb #87c50d85
 from __future__ import annotations
-import io, time, base64, dataclasses, enum, threading
+import time, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment
-from .run import Run, last_checkpoint, memory_gb
-from .views import METRICS, draw_history
-from .playground import Playground, DataExplorer, _esc
+from .run import Run, last_checkpoint
+from .views import draw_history, esc, fmt_time, state_html, chart_keys, png, png_uri, Throttle
+from .views import note_tokens, progress_line, metrics_table, samples_table, error_html
+from .playground import Playground, DataExplorer
 
 # %% auto #0
-__all__ = ['chart_keys', 'png', 'Throttle', 'samples_table', 'error_html', 'LiveView', 'summary_html', 'SettingsPanel',
-           'Dashboard']
-
-# %% ../nbs/16_dashboard.ipynb #0ecfeda7
-def chart_keys(method:str) -> tuple:
-    "The metrics a method's live chart shows: its own (`views.METRICS`), then learning rate and gradient norm."
-    return tuple(dict.fromkeys((*METRICS.get(method, ('loss',)), 'learning_rate', 'grad_norm')))
-
-def png(fig, dpi:int=72) -> bytes:
-    "A figure as PNG bytes."
-    b = io.BytesIO(); fig.savefig(b, format='png', dpi=dpi); return b.getvalue()
-
-def _b64(data:bytes) -> str: return base64.b64encode(data).decode()
-
-# %% ../nbs/16_dashboard.ipynb #749b6090
-class Throttle:
-    "Call `fn` when asked, at most `fps` times a second and for at most `share` of the time; `flush` runs a held request."
-    def __init__(self, fn, fps:float=5., share:float=.01):
-        self.fn, self.gap, self.share, self.last, self.cost, self.pending = fn, 1 / fps, share, 0., 0., False
-        self.lock = threading.Lock()
-    def __call__(self, force:bool=False):
-        with self.lock:
-            if not force and time.time() - self.last < max(self.gap, self.cost / self.share): self.pending = True; return False
-            t = time.time()
-            self.fn()
-            self.last, self.pending = time.time(), False
-            self.cost = self.last - t
-            return True
-    def flush(self): return self(force=True) if self.pending else False
+__all__ = ['LiveView', 'summary_html', 'SettingsPanel', 'Dashboard']
 
 # %% ../nbs/16_dashboard.ipynb #8674b1ba
-def _fmt_time(s:float) -> str:
-    s = int(s); return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-def _prompt_text(p) -> str:
-    "What a prompt asks: the string, or the last user message of a message list."
-    return p if isinstance(p, str) else next((m['content'] for m in reversed(p) if m.get('role') == 'user'), str(p))
-
-_STATE_COLOR = dict(ready='#555', running='#1a7f37', stopping='#b58100', stopped='#b58100', finished='#0b5cad', failed='#c62828')
-
 def _w(widget, cls:str):
     widget.add_class(cls); return widget
-
-# %% ../nbs/16_dashboard.ipynb #65fa05ee
-def samples_table(run, cols:int=3) -> str:
-    "The sample answers of a run as an HTML table: a row per prompt, a column per sampled step (the first and the latest `cols`-1)."
-    if not run.samples: return ''
-    ss = run.samples if len(run.samples) <= cols else [run.samples[0], *run.samples[-(cols - 1):]]
-    td = "style='text-align:left;vertical-align:top;max-width:320px;overflow-wrap:anywhere'"
-    head = ''.join(f"<th style='text-align:left;white-space:nowrap'>step {s['step']}</th>" for s in ss)
-    rows = ''.join(f"<tr><td {td}><i>{_esc(_prompt_text(p), 80)}</i></td>"
-                   + ''.join(f"<td {td}>{_esc(s['outputs'][i], 240) or '<i>(empty)</i>'}</td>" for s in ss) + "</tr>"
-                   for i, p in enumerate(ss[0].get('prompts') or (run.sampling or {}).get('prompts', [])))
-    return f"<table style='font-size:12px'><tr><th style='text-align:left'>prompt</th>{head}</tr>{rows}</table>"
-
-def error_html(run) -> str:
-    "The run's error, with what is safe to do next."
-    if run.error is None: return ''
-    ck = last_checkpoint(run.run_dir)
-    nxt = (f"The last checkpoint ({ck.name}) is whole: Resume continues from it." if ck else
-           "No checkpoint was written. Fix the cause, then start again (run.code() shows the call).")
-    return (f"<div style='color:#c62828;border-left:3px solid #c62828;padding:4px 8px'><b>{_esc(type(run.error).__name__)}</b>: "
-            f"{_esc(run.error, 1500)}<br><span style='color:#555'>{nxt}</span></div>")
 
 # %% ../nbs/16_dashboard.ipynb #cc3e4835
 def _bundle(widget, static:str) -> dict:
@@ -87,7 +30,7 @@ class _Shown:
     "Display as a widget plus static HTML (`_static`), and update that display when the run finishes."
     _handle = None
     def _static(self) -> str:
-        return summary_html(self.run) if self.run.state == 'finished' else f"<pre>{_esc(repr(self.run))}</pre>"
+        return summary_html(self.run) if self.run.state == 'finished' else f"<pre>{esc(repr(self.run))}</pre>"
     def _ipython_display_(self, **kwargs):
         from IPython.display import display
         self._handle = display(_bundle(self, self._static()), raw=True, display_id=True)
@@ -125,17 +68,7 @@ class LiveView(_Shown, widgets.VBox):
 def _progress(self:LiveView):
     r = self.run
     self.bar.max, self.bar.value = max(1, r.max_steps or 1), min(r.step, r.max_steps or r.step)
-    parts = [f"<b>step {r.step}/{r.max_steps}</b>"]
-    t0, s0 = getattr(r, '_t_start', None), getattr(r, '_step_start', 0)
-    if t0 and r.state in ('running', 'stopping'):
-        el = time.time() - t0; parts.append(f"elapsed {_fmt_time(el)}")
-        if r.step > s0: parts.append(f"ETA {_fmt_time(el / (r.step - s0) * max(0, r.max_steps - r.step))}")
-    if self._tokens and self._tokens[2] > self._tokens[0]:
-        t0, n0, t1, n1 = self._tokens; parts.append(f"{(n1 - n0) / (t1 - t0):,.0f} tok/s")
-    parts.append(f"{memory_gb(r.hardware.device):.1f} GB")
-    last = next((h for h in reversed(r.history) if 'loss' in h), None)
-    if last: parts.append(f"loss {last['loss']:.4g}")
-    self.progress.value = ' · '.join(parts)
+    self.progress.value = progress_line(r, self._tokens)
 
 @patch
 def _draw(self:LiveView):
@@ -145,9 +78,7 @@ def _draw(self:LiveView):
 
 @patch
 def on_log(self:LiveView, run, record):
-    if 'num_tokens' in record:
-        now = time.time()
-        self._tokens = (self._tokens[:2] if self._tokens else (now, record['num_tokens'])) + (now, record['num_tokens'])
+    self._tokens = note_tokens(self._tokens, record)
     self.tick(); self.redraw()
 
 @patch
@@ -156,7 +87,7 @@ def on_sample(self:LiveView, run, record): self.samples.value = samples_table(ru
 # %% ../nbs/16_dashboard.ipynb #46bc3908
 def _duration(run) -> str:
     t0 = getattr(run, '_t_start', None)
-    return f" in {_fmt_time(time.time() - t0)}" if t0 else ''
+    return f" in {fmt_time(time.time() - t0)}" if t0 else ''
 
 def summary_html(run, fig=None) -> str:
     "A finished (or stopped) run as compact HTML: a headline, its chart embedded, its last metrics and sample answers."
@@ -165,23 +96,18 @@ def summary_html(run, fig=None) -> str:
     head = f"<b>{run.method.upper()} {run.state}</b> at step {run.step}/{run.max_steps}{_duration(run)}"
     if losses: head += f" · loss {losses[0]:.3g} → {losses[-1]:.3g}"
     if run.peak_gb: head += f" · peak {run.peak_gb:.1f} GB"
-    head += f" · <code>{_esc(run.run_dir)}</code>"
+    head += f" · <code>{esc(run.run_dir)}</code>"
     img = ''
     if run.history:
         fig = draw_history(fig or Figure(dpi=72, layout='constrained'), run.history, chart_keys(run.method))
-        img = f"<img src='data:image/png;base64,{_b64(png(fig))}' style='max-width:100%'>"
-    last = {}
-    keys = (*chart_keys(run.method), 'eval_loss')
-    for h in run.history: last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in keys}
-    table = ''.join(f"<tr><td style='text-align:left'>{_esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in last.items())
-    return (f"<div class='ftnb-summary'>{head}<br>{img}<br><table style='font-size:12px'>{table}</table>"
+        img = f"<img src='{png_uri(fig)}' style='max-width:100%'>"
+    return (f"<div class='ftnb-summary'>{head}<br>{img}<br>{metrics_table(run)}"
             f"{samples_table(run)}{error_html(run)}</div>")
 
 # %% ../nbs/16_dashboard.ipynb #13b14a19
 @patch
 def on_state(self:LiveView, run, state):
-    color = _STATE_COLOR.get(state, '#555')
-    self.status.value = f"<b style='color:{color}'>{run.method.upper()} · {state}</b>"
+    self.status.value = state_html(run, state)
     self.error.value = error_html(run)
     if state in ('stopped', 'finished', 'failed'):
         self.redraw.flush(); self._progress()
@@ -410,7 +336,7 @@ class Dashboard(_Shown, widgets.VBox):
         self.code_btn.observe(lambda c: self._show_code(), 'value')
         hint = (widgets.HTML("<span style='color:#555'>Colab: training runs in this cell; the stop (interrupt) button stops it after the current step.</span>")
                 if self.mode == 'foreground' else widgets.HTML())
-        title = widgets.HTML(f"<b>{run.method.upper()}</b> · {_esc(run.model.name)} · {_esc(run.settings.get('data', ''), 120)} · <code>{_esc(run.run_dir)}</code>")
+        title = widgets.HTML(f"<b>{run.method.upper()}</b> · {esc(run.model.name)} · {esc(run.settings.get('data', ''), 120)} · <code>{esc(run.run_dir)}</code>")
         controls = widgets.HBox([self.start_btn, self.stop_btn, self.resume_btn, self.every, self.code_btn])
         self.train = widgets.VBox([self.panel, controls, self.reason, hint, self.code, self.live])
         self.tabs = _tabs(run, self.train)
@@ -440,12 +366,12 @@ def _validated(self:Dashboard, bad:dict):
     self.start_btn.disabled = bool(bad) or not _fresh(self.run) or self._busy.locked()
     why = '; '.join(bad.values())
     self.start_btn.tooltip = why
-    self.reason.value = f"<span style='color:#c62828'>Start is disabled: {_esc(why)}</span>" if bad else ''
+    self.reason.value = f"<span style='color:#c62828'>Start is disabled: {esc(why)}</span>" if bad else ''
     if self.code_btn.value: self._show_code()
 
 @patch
 def _show_code(self:Dashboard):
-    self.code.value = f"<pre style='font-size:12px'>{_esc(self.run.code(**self.panel.changes()))}</pre>" if self.code_btn.value else ''
+    self.code.value = f"<pre style='font-size:12px'>{esc(self.run.code(**self.panel.changes()))}</pre>" if self.code_btn.value else ''
 
 # %% ../nbs/16_dashboard.ipynb #296b9305
 @patch
@@ -460,7 +386,7 @@ def start(self:Dashboard, _=None):
         self.run.sample_every(self.every.value)
         self.run.start(background=self.mode == 'background')
     except Exception as e:
-        self.reason.value = f"<span style='color:#c62828'><b>{_esc(type(e).__name__)}</b>: {_esc(e, 1500)}</span>"
+        self.reason.value = f"<span style='color:#c62828'><b>{esc(type(e).__name__)}</b>: {esc(e, 1500)}</span>"
         if _fresh(self.run): self.start_btn.disabled = False
     finally:
         self._busy.release()
@@ -478,5 +404,5 @@ def resume(self:Dashboard, _=None):
     try:
         self.resume_btn.disabled = True
         self.run.resume(background=self.mode == 'background')
-    except Exception as e: self.reason.value = f"<span style='color:#c62828'>{_esc(e, 1500)}</span>"
+    except Exception as e: self.reason.value = f"<span style='color:#c62828'>{esc(e, 1500)}</span>"
     finally: self._busy.release()

@@ -4,29 +4,25 @@
 
 # %% ../nbs/15_playground.ipynb #37727a71
 from __future__ import annotations
-import html, time
+import time
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError
 from .models import Model, stream
 from .data import Data
 from .run import Run
+from .views import esc
 
 # %% auto #0
 __all__ = ['chat_html', 'Playground', 'DataExplorer']
 
 # %% ../nbs/15_playground.ipynb #180316a2
-def _esc(s, n:int|None=None) -> str:
-    "`s` as HTML text (line breaks kept), shortened to `n` characters."
-    s = str(s); s = s if n is None or len(s) <= n else s[:n - 1] + '…'
-    return html.escape(s).replace('\n', '<br>')
-
 _BUBBLE = dict(user="background:#e8f0fe;margin-left:15%", assistant="background:#f1f3f4;margin-right:15%", system="color:#666;font-style:italic")
 
 def chat_html(messages:list[dict]) -> str:
     "A conversation as HTML, one bubble per message."
     return ''.join(f"<div style='{_BUBBLE.get(m['role'], '')};padding:6px 10px;border-radius:8px;margin:4px 0'>"
-                   f"<b>{m['role']}</b><br>{_esc(m['content'])}</div>" for m in messages)
+                   f"<b>{m['role']}</b><br>{esc(m['content'])}</div>" for m in messages)
 
 def _net(source):
     "The network and tokenizer to generate with; a training run is refused."
@@ -73,7 +69,7 @@ def send(self:Playground, message=None):
     text = (message if isinstance(message, str) else self.box.value).strip()
     if not text: return None
     try: net, tok = _net(self.source)
-    except FtnbError as e: self.note.value = f"<span style='color:#c62828'>{_esc(e)}</span>"; return None
+    except FtnbError as e: self.note.value = f"<span style='color:#c62828'>{esc(e)}</span>"; return None
     self.note.value, self.box.value = '', ''
     self.messages.append(dict(role='user', content=text))
     conv = ([dict(role='system', content=self.system.value)] if self.system.value.strip() else []) + self.messages
@@ -99,7 +95,7 @@ def compare(self:Playground, prompts=None):
     ps = prompts if isinstance(prompts, list) else [p for p in self.prompts.value.splitlines() if p.strip()]
     if not ps or not isinstance(self.source, Run): return None
     try: c = self.source.compare(ps, max_new_tokens=self.max_tokens.value)
-    except FtnbError as e: self.table.value = f"<span style='color:#c62828'>{_esc(e)}</span>"; return None
+    except FtnbError as e: self.table.value = f"<span style='color:#c62828'>{esc(e)}</span>"; return None
     self.table.value = c._repr_html_()
     return c
 

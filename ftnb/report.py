@@ -11,9 +11,7 @@ from types import SimpleNamespace
 from .core import FtnbError
 from .run import Run
 from .history import RunRecord, _g, _fmt_secs
-from .dashboard import chart_keys, png, _b64, samples_table, _prompt_text
-from .playground import _esc
-from .views import history_plot
+from .views import history_plot, chart_keys, png_uri, samples_table, prompt_text, esc
 
 # %% auto #0
 __all__ = ['eval_plot', 'report_html', 'report']
@@ -27,10 +25,10 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top} 
 .card b{display:block;font-size:18px} .card span{color:#666;font-size:12px} img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px} details{margin:6px 0} .bad{color:#c62828}"""
 
-def _img(fig, alt:str) -> str: return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{_b64(png(fig, dpi=100))}'>"
+def _img(fig, alt:str) -> str: return f"<img alt='{html.escape(alt)}' src='{png_uri(fig, dpi=100)}'>"
 
 def _table(rows:list[list], head:list|None=None) -> str:
-    h = '<tr>' + ''.join(f"<th>{_esc(c)}</th>" for c in head) + '</tr>' if head else ''
+    h = '<tr>' + ''.join(f"<th>{esc(c)}</th>" for c in head) + '</tr>' if head else ''
     return '<table>' + h + ''.join('<tr>' + ''.join(f"<td>{c}</td>" for c in r) + '</tr>' for r in rows) + '</table>'
 
 def eval_plot(ev, title:str='Evaluation'):
@@ -51,11 +49,11 @@ def eval_plot(ev, title:str='Evaluation'):
 # %% ../nbs/19_report.ipynb #24cbe602
 def _evaluation_html(ev, examples:int=5) -> str:
     t, ks = ev.table(), list(ev.models)
-    rows = [[_esc(m)] + [f"{v[k]:.4g}" if k in v else '' for k in ks] for m, v in t.items()]
+    rows = [[esc(m)] + [f"{v[k]:.4g}" if k in v else '' for k in ks] for m, v in t.items()]
     out = _table(rows, ['metric', *ks])
-    if {'base', 'tuned'} <= set(ks): out += f"<p>Win rate of tuned over base ({_esc(ev.metrics[0])}): <b>{ev.win_rate():.0%}</b> (ties count half)</p>"
+    if {'base', 'tuned'} <= set(ks): out += f"<p>Win rate of tuned over base ({esc(ev.metrics[0])}): <b>{ev.win_rate():.0%}</b> (ties count half)</p>"
     out += _img(eval_plot(ev, f"Evaluation on {len(ev.prompts)} rows"), 'evaluation chart')
-    ex = [[f"<i>{_esc(_prompt_text(p), 200)}</i>"] + [_esc(ev.models[k]['answers'][i], 300) + '<br><span class="sub">'
+    ex = [[f"<i>{esc(prompt_text(p), 200)}</i>"] + [esc(ev.models[k]['answers'][i], 300) + '<br><span class="sub">'
            + ', '.join(f"{m} {ev.models[k]['scores'][m][i]:.3g}" for m in ev.metrics) + '</span>' for k in ks]
           for i, p in enumerate(ev.prompts[:examples])]
     return out + f"<details open><summary>The first {len(ex)} of {len(ev.prompts)} rows</summary>" + _table(ex, ['prompt', *ks]) + '</details>'
@@ -65,11 +63,11 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
     "The run as one self-contained HTML page."
     info, s, summ = rec.info, rec.settings, rec.summary
     title = f"{rec.method.upper()} run {rec.name}"
-    sub = [f"model <b>{_esc(rec.model)}</b>", f"data {_esc(rec.data)}",
+    sub = [f"model <b>{esc(rec.model)}</b>", f"data {esc(rec.data)}",
            f"<b>{rec.state}</b> at step {summ.get('step', '?')}/{summ.get('max_steps', s.get('max_steps', '?'))}",
-           f"training time {_fmt_secs(summ.get('seconds')) or '?'}", f"started {rec.started.replace('T', ' ')}", _esc(info.get('hardware', ''))]
-    if info.get('base_run'): sub.insert(1, f"continues run <code>{_esc(info['base_run'])}</code>")
-    err = f"<p class='bad'>{_esc(summ['error'])}</p>" if summ.get('error') else ''
+           f"training time {_fmt_secs(summ.get('seconds')) or '?'}", f"started {rec.started.replace('T', ' ')}", esc(info.get('hardware', ''))]
+    if info.get('base_run'): sub.insert(1, f"continues run <code>{esc(info['base_run'])}</code>")
+    err = f"<p class='bad'>{esc(summ['error'])}</p>" if summ.get('error') else ''
     losses = [h['loss'] for h in rec.history if 'loss' in h]
     cards = ([(f"{losses[0]:.3g} → {losses[-1]:.3g}", 'training loss, first → last')] if losses else [])
     cards += [(_g(v), k) for k, v in rec.key_metrics().items() if k != 'loss']
@@ -77,26 +75,26 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
     if ev is not None and {'base', 'tuned'} <= set(ev.models):
         m = ev.metrics[0]; cards.append((f"{ev.mean('base', m):.2g} → {ev.mean('tuned', m):.2g}", f"{m}, base → tuned"))
     if summ.get('peak_gb'): cards.append((f"{summ['peak_gb']:.2f} GB", 'peak memory'))
-    body = [f"<h1>{_esc(title)}</h1><div class='sub'>{' · '.join(sub)}</div>{err}",
-            "<div class='cards'>" + ''.join(f"<div class='card'><b>{v}</b><span>{_esc(k)}</span></div>" for v, k in cards) + "</div>"]
+    body = [f"<h1>{esc(title)}</h1><div class='sub'>{' · '.join(sub)}</div>{err}",
+            "<div class='cards'>" + ''.join(f"<div class='card'><b>{v}</b><span>{esc(k)}</span></div>" for v, k in cards) + "</div>"]
     body.append("<h2>Training curves</h2>" + (_img(history_plot(rec.history, chart_keys(rec.method), cols=4), 'training curves')
                                                if rec.history else "<p>No metrics were logged.</p>"))
     body.append("<h2>Sample answers during training</h2>" + (samples_table(SimpleNamespace(samples=rec.samples, sampling=None), cols=4)
                 or "<p>No samples were recorded (<code>run.sample_every(...)</code> or the dashboard record them).</p>"))
     if comparison is not None:
-        body.append("<h2>Base and tuned answers</h2>" + _table([[f"<i>{_esc(_prompt_text(p))}</i>", _esc(b), _esc(t)] for p, b, t in
+        body.append("<h2>Base and tuned answers</h2>" + _table([[f"<i>{esc(prompt_text(p))}</i>", esc(b), esc(t)] for p, b, t in
                     zip(comparison.prompts, comparison.base, comparison.tuned)], ['prompt', 'base', 'tuned']))
     body.append("<h2>Evaluation</h2>" + (_evaluation_html(ev) if ev is not None else "<p>Not evaluated yet: <code>evaluate(run, data, metrics)</code> adds it here.</p>"))
     ks = rec.key_settings()
-    body.append("<h2>Settings</h2>" + _table([[_esc(k), _esc(_g(v))] for k, v in (ks | {k: v for k, v in s.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}).items()], ['setting', 'value'])
-                + (f"<p>The call that made it:</p><pre>{_esc(info['code'])}</pre>" if info.get('code') else '')
-                + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} fields)</summary><pre>{_esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>")
+    body.append("<h2>Settings</h2>" + _table([[esc(k), esc(_g(v))] for k, v in (ks | {k: v for k, v in s.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}).items()], ['setting', 'value'])
+                + (f"<p>The call that made it:</p><pre>{esc(info['code'])}</pre>" if info.get('code') else '')
+                + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} fields)</summary><pre>{esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>")
     est = info.get('estimate_gb') or {}
-    if est: body.append("<h2>Memory</h2>" + _table([[_esc(k), f"{v:.2f} GB"] for k, v in est.items()]
+    if est: body.append("<h2>Memory</h2>" + _table([[esc(k), f"{v:.2f} GB"] for k, v in est.items()]
                         + ([['measured peak', f"{summ['peak_gb']:.2f} GB"]] if summ.get('peak_gb') else []), ['estimate', 'GB']))
     from ftnb import __version__
-    body.append(f"<p class='sub'>Made by ftnb {__version__} on {datetime.now():%Y-%m-%d %H:%M} from <code>{_esc(rec.folder)}</code>.</p>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{_CSS}</style></head>"
+    body.append(f"<p class='sub'>Made by ftnb {__version__} on {datetime.now():%Y-%m-%d %H:%M} from <code>{esc(rec.folder)}</code>.</p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(body)}</body></html>")
 
 # %% ../nbs/19_report.ipynb #204771f5

@@ -120,6 +120,28 @@ def test_run_start_in_a_cell_shows_one_dashboard(lab, page):
     assert page.locator('.ftnb-dashboard').count() == 1
     assert 'SFT finished' in page.inner_text('.ftnb-summary')
 
+NO_WIDGETS = ["import os; os.environ['FTNB_WIDGETS'] = '0'\n" + FINISHING[0].replace('max_steps=12', 'max_steps=40'), 'run.start()']
+
+def html_step(page) -> int:
+    "The N of 'step N/M' in the run's HTML view (0 before training)."
+    m = re.search(r'step (\d+)\s*/\s*\d+', page.inner_text('.ftnb-html-view'))
+    return int(m[1]) if m else 0
+
+def test_without_widgets_a_run_is_html_updated_in_place_from_its_thread(lab, page):
+    "Where widgets do not render (FTNB_WIDGETS=0 here, as VS Code with ipywidgets 8.1.9), the cell's one HTML output follows training."
+    pytest.importorskip('ftnb.views')
+    url, root = lab
+    write_notebook(root/'html.ipynb', NO_WIDGETS)
+    open_notebook(page, url, 'html.ipynb'); run_all(page)  # `run.start()` returns at once: training goes on in a thread
+    page.wait_for_selector('.ftnb-html-view', timeout=120_000)
+    first = wait_for(page, lambda: html_step(page), 120, 'the HTML view to show a step > 0')
+    wait_for(page, lambda: html_step(page) > first, 120, f'the HTML view to move past step {first}')
+    wait_for(page, lambda: 'finished' in page.inner_text('.ftnb-html-view'), 180, "the HTML view to say 'finished'")
+    assert page.locator('.ftnb-html-view').count() == 1 and page.locator('.ftnb-dashboard').count() == 0
+    assert html_step(page) == 40 and page.locator('.ftnb-html-view img[src^="data:image/png;base64,"]').count() == 1
+    page.locator('.ftnb-html-view').scroll_into_view_if_needed()
+    shoot(page, 'html-view.png')
+
 def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     "A run's report.html, opened from disk with nothing else at hand, shows its charts, samples and evaluation."
     from ftnb.models import tiny_model

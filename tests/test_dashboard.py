@@ -183,6 +183,7 @@ def test_views_are_chosen_by_where_the_run_is(tmp_path, monkeypatch):
     run.start(background=False)
     assert any(isinstance(getattr(f, '__self__', None), ConsoleView) for f in run.events._ls['log'])
     monkeypatch.setattr(ftnb.run, 'environment', lambda: 'notebook')
+    for k in ('VSCODE_PID', 'FTNB_WIDGETS'): monkeypatch.delenv(k, raising=False)  # a notebook that draws widgets (`ftnb.core.widgets_render`)
     run = tiny_run(tmp_path/'notebook', steps=2)
     run.start(background=False)
     views = [f.__self__ for f in run.events._ls['log'] if hasattr(f, '__self__')]
