@@ -55,6 +55,9 @@ def convert_gguf(path,  # a `.gguf` file
         model.hf_quantizer = None  # the weights are de-quantized floats now; only the flag remained
         if hasattr(model.config, 'quantization_config'): del model.config.quantization_config
         model.config.name_or_path = f.stem
+        for k in ('bos', 'eos', 'pad'):  # the file's own token ids: transformers 5.9 reads SmolLM2's eos as <|im_start|> and no pad
+            i = getattr(model.config, f'{k}_token_id', None)
+            if isinstance(i, int): setattr(tok, f'{k}_token', tok.convert_ids_to_tokens(i))
         model.save_pretrained(tmp); with_pad_token(tok).save_pretrained(tmp)
         if dest.exists() and not _complete(dest): shutil.rmtree(dest)  # left by an older, interrupted version
         try: os.replace(tmp, dest)

