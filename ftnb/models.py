@@ -27,9 +27,11 @@ def embedded_gguf() -> Path:
     return f
 
 # %% ../nbs/01_models.ipynb #7806d0ed
+_CONVERSION = 2  # raised when convert_gguf's output changes, so older conversions are made again (2: special tokens from the file's ids)
+
 def _gguf_key(f:Path) -> str:
     st = f.stat()
-    h = hashlib.sha1(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:10]
+    h = hashlib.sha1(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}|{_CONVERSION}".encode()).hexdigest()[:10]
     return f"{f.stem}-{h}"
 
 def _complete(d:Path) -> bool: return (d/'config.json').exists() and (d/'model.safetensors').exists() and (d/'tokenizer_config.json').exists()
