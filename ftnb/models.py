@@ -60,7 +60,7 @@ def convert_gguf(path,  # a `.gguf` file
         for k in ('bos', 'eos', 'pad'):  # the file's own token ids: transformers 5.9 reads SmolLM2's eos as <|im_start|> and no pad
             i = getattr(model.config, f'{k}_token_id', None)
             if isinstance(i, int): setattr(tok, f'{k}_token', tok.convert_ids_to_tokens(i))
-        model.save_pretrained(tmp); with_pad_token(tok).save_pretrained(tmp)
+        model.save_pretrained(tmp); tok.save_pretrained(tmp)
         if dest.exists() and not _complete(dest): shutil.rmtree(dest)  # left by an older, interrupted version
         try: os.replace(tmp, dest)
         except OSError:  # another process finished first: keep its folder
