@@ -255,8 +255,8 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
     if quantize:
         kwargs['quantization_config'] = quantization_config(quantize, hw)
         kwargs.setdefault('device_map', {'': 0})
-    dtype = dtype or hw.dtype  # a T4 gets float16 weights (half the memory; LoRA adapters are made float32 when training)
     target = device or hw.device
+    dtype = dtype or (hw.dtype if target.startswith('cuda') else 'float32')  # a T4 gets float16 weights (LoRA adapters train in float32); device='cpu' float32
     if target.startswith('cuda'): kwargs.setdefault('device_map', {'': 0 if target == 'cuda' else target})  # straight to the GPU, not through CPU RAM
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
