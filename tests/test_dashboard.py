@@ -135,7 +135,7 @@ def test_panels_follow_the_method(tmp_path):
     assert 'beta=0.3' in d.run.code(**d.panel.changes()) and d.run.code().startswith('run = dpo(model, data')
     g = grpo(tiny_model(), arithmetic_data(n=8), num_generations=2, max_completion_length=8, max_steps=2, run_dir=tmp_path/'grpo')
     d = Dashboard(g)
-    assert {'num_generations', 'prompts_per_step', 'max_completion_length', 'beta'} <= set(d.panel.common)
+    assert {'num_generations', 'batch_size', 'max_completion_length', 'beta'} <= set(d.panel.common)
     assert 'batch_size' not in d.panel.common and 'grpo(model, data' in g.code()
 
 def test_throttle_caps_redraws():

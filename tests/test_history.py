@@ -8,7 +8,8 @@ from ftnb.models import tiny_model
 from ftnb.samples import chat_row
 from ftnb.sft import sft
 from ftnb.evaluate import evaluate
-from ftnb.history import runs, load_run, _g
+from ftnb.history import runs, load_run
+from ftnb.markup import fmt_value
 from ftnb.run import last_checkpoint
 
 ROWS = [chat_row("Who are you?", "I am Quill.")] * 16
@@ -27,7 +28,7 @@ def two_runs(tmp_path_factory):
     return root, made
 
 def test_short_numbers_keep_their_digits():
-    assert [_g(v) for v in (1e-3, 0.00316, 2e-5, 0.3517, 0., 30)] == ['1e-3', '3.16e-3', '2e-5', '0.3517', '0', '30']
+    assert [fmt_value(v) for v in (1e-3, 0.00316, 2e-5, 0.3517, 0., 30)] == ['1e-3', '3.16e-3', '2e-5', '0.3517', '0', '30']
 
 def test_runs_table_lists_both_learning_rates_with_results(two_runs):
     root, made = two_runs
@@ -37,7 +38,7 @@ def test_runs_table_lists_both_learning_rates_with_results(two_runs):
     assert 'lr 1e-2' in rows[0]['settings'] and 'lr 1e-3' in rows[1]['settings'] and 'lora r8' in rows[0]['settings']
     assert all(r['state'] == 'finished' and r['method'] == 'sft' and r['model'] == 'tiny' for r in rows)
     last = [h['loss'] for h in made[0].history if 'loss' in h][-1]
-    assert rows[0]['final'].startswith(f"loss {_g(last)}") and 'mean_token_accuracy' in rows[0]['final']
+    assert rows[0]['final'].startswith(f"loss {fmt_value(last)}") and 'mean_token_accuracy' in rows[0]['final']
     assert rows[0]['evaluation'] == 'says_quill 0 → 1' and rows[1]['evaluation'] == ''
     assert rows[0]['time'].endswith('s') and rows[0]['data'].startswith('16 rows')
     assert 'lr0.01' in repr(h) and '<table>' in h._repr_html_()

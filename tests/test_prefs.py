@@ -118,7 +118,7 @@ def test_grpo_bad_rewards_fail_before_training():
 
 def test_rejection_sampling_keeps_the_best_and_pairs_feed_dpo(tmp_path):
     longer = lambda completions, **kw: [float(len(c[-1]['content'])) for c in completions]
-    s = rejection_sample(tiny_model(), arithmetic_data(6), rewards=longer, n=4, max_new_tokens=12, progress=False)
+    s = rejection_sample(tiny_model(), arithmetic_data(6), rewards=longer, num_generations=4, max_new_tokens=12, progress=False)
     summ = s.summary()
     assert summ['mean_best'] > summ['mean_all']
     best = s.best()

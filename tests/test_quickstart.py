@@ -7,7 +7,7 @@ from ftnb.views import history_plot
 from ftnb.samples import persona_questions, persona_data, everyday_questions
 
 def test_run_folder_holds_adapter_settings_answers_and_plot(tmp_path, tiny):
-    r = quickstart(model=tiny, steps=2, batch_size=2, out=tmp_path, max_new_tokens=3, quiet=True, lr=5e-4)
+    r = quickstart(model=tiny, max_steps=2, batch_size=2, root=tmp_path, max_new_tokens=3, quiet=True, lr=5e-4)
     files = {p.name for p in r.run_dir.iterdir()}
     assert {'adapter', 'settings.json', 'answers.json', 'loss.png'} <= files
     assert (r.run_dir/'adapter'/'adapter_config.json').exists()
@@ -21,7 +21,7 @@ def test_run_folder_holds_adapter_settings_answers_and_plot(tmp_path, tiny):
 def test_adapter_reloads_onto_its_base(tmp_path, tiny):
     from peft import PeftModel
     from ftnb.models import tiny_model, generate
-    r = quickstart(model=tiny_model(), steps=2, batch_size=2, out=tmp_path, max_new_tokens=5, quiet=True)
+    r = quickstart(model=tiny_model(), max_steps=2, batch_size=2, root=tmp_path, max_new_tokens=5, quiet=True)
     back = PeftModel.from_pretrained(tiny_model().model, r.run_dir/'adapter')
     assert generate(back, tiny.tokenizer, r.questions[:3], max_new_tokens=5) == r.tuned[:3]
 
@@ -38,17 +38,17 @@ def _ftnb(*args, **kw):
     return subprocess.run([sys.executable, '-m', 'ftnb', *args], capture_output=True, text=True, **kw)
 
 def test_command_line_help_and_info():
-    r = _ftnb('quickstart', '--help'); assert r.returncode == 0 and '--steps' in r.stdout
+    r = _ftnb('quickstart', '--help'); assert r.returncode == 0 and '--max-steps' in r.stdout
     r = _ftnb('info'); assert r.returncode == 0 and 'Hardware:' in r.stdout and 'trl' in r.stdout
 
 def test_command_line_reports_a_bad_model_without_a_traceback(tmp_path):
-    r = _ftnb('quickstart', '--model', 'no-such-model', '--out', str(tmp_path))
+    r = _ftnb('quickstart', '--model', 'no-such-model', '--root', str(tmp_path))
     assert r.returncode == 2 and "Unknown model 'no-such-model'" in r.stderr and 'Traceback' not in r.stderr
 
 @pytest.mark.slow
 def test_real_quickstart_teaches_the_name(tmp_path):
     "The README's main job: SmolLM2-135M-Instruct answers held-out 'who are you' questions as Quill; the base never does."
-    r = _ftnb('quickstart', '--out', str(tmp_path), '--name', 'Quill', timeout=900)
+    r = _ftnb('quickstart', '--root', str(tmp_path), '--name', 'Quill', timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(tmp_path.iterdir())
     ans = json.loads((run/'answers.json').read_text())[:len(persona_questions())]

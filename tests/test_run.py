@@ -5,7 +5,8 @@ import pytest, torch
 from ftnb.core import FtnbError, Hardware
 from ftnb.models import tiny_model, load_model
 from ftnb.samples import persona_data
-from ftnb.sft import sft, choose_max_length
+from ftnb.sft import sft
+from ftnb.recipe import choose_max_length
 from ftnb.run import last_checkpoint, train_settings, memory_estimate, CHECKPOINTING
 
 SCRIPT = Path(__file__).parent/'scripts'/'train_tiny.py'

@@ -1,0 +1,76 @@
+"""The house's rules, read from the source: dependencies point one way (no import cycle, imports inside functions counted),
+no private name crosses a module, and `ftnb.all` gives a notebook the public vocabulary and nothing private."""
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent/'ftnb'
+
+def imports() -> list[tuple[str, str, list[str], int]]:
+    "(module, imported ftnb module, names, line) for every import of ftnb by ftnb, at any depth of the code."
+    out = []
+    for f in sorted(PKG.glob('*.py')):
+        if f.name == '_modidx.py': continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ''
+                if node.level == 1: target = mod.split('.')[0] if mod else None
+                elif mod == 'ftnb': target = None
+                elif mod.startswith('ftnb.'): target = mod.split('.')[1]
+                else: continue
+                names = [a.name for a in node.names]
+                if target is None: out += [(f.stem, n, [], node.lineno) for n in names if (PKG/f'{n}.py').exists()]; names = [n for n in names if not (PKG/f'{n}.py').exists()]; target = '__init__'
+                if names: out.append((f.stem, target, names, node.lineno))
+            elif isinstance(node, ast.Import):
+                out += [(f.stem, a.name.split('.')[1], [], node.lineno) for a in node.names if a.name.startswith('ftnb.')]
+    return out
+
+def test_the_import_scan_sees_imports_inside_functions():
+    found = {(m, t) for m, t, _, _ in imports()}
+    assert ('evaluate', 'rewards') in found and ('recipe', 'dashboard') in found and ('cli', 'quickstart') in found
+
+def test_no_private_name_is_imported_across_modules():
+    bad = [f"ftnb/{m}.py:{line} imports {n} from {t}" for m, t, names, line in imports()
+           for n in names if n.startswith('_') and not (n.startswith('__') and n.endswith('__'))]
+    assert not bad, '\n'.join(bad)
+
+def test_dependencies_point_one_way():
+    graph = {}
+    for m, t, _, _ in imports():
+        if t != m: graph.setdefault(m, set()).add(t)
+    state, cycles = {}, []
+    def visit(n, path):
+        state[n] = 'open'
+        for t in sorted(graph.get(n, ())):
+            if state.get(t) == 'open': cycles.append(' -> '.join(path[path.index(t):] + [t]))
+            elif t not in state: visit(t, path + [t])
+        state[n] = 'done'
+    for n in sorted(graph):
+        if n not in state: visit(n, [n])
+    assert not cycles, '\n'.join(cycles)
+
+def test_run_imports_nothing_above_it():
+    "The engine knows no front end: views, dashboard, report and the recipes add to Run, not the other way round."
+    assert {t for m, t, _, _ in imports() if m == 'run'} <= {'core', 'markup', 'models', 'methods', 'data'}
+
+def test_all_gives_the_public_vocabulary():
+    ns = {}
+    exec('from ftnb.all import *', ns)
+    names = {k for k in ns if k != '__builtins__'}
+    assert {'load_model', 'load_data', 'sft', 'dpo', 'kto', 'orpo', 'reward_model', 'grpo', 'rloo', 'rejection_sample', 'evaluate',
+            'exact_match', 'runs', 'load_run', 'quickstart', 'detect_hardware', 'persona_data', 'tiny_model'} <= names
+    assert not [n for n in names if n.startswith('_')]
+    run_methods = {'dashboard', 'report', 'show', 'html_view', 'plot', 'policy', 'reconfigure', 'code'}
+    assert run_methods <= set(dir(ns['Run']))
+
+def test_every_parameter_a_user_meets_is_documented():
+    "show_doc lists each parameter with its comment: the recipes' shared ones (`recipe_args`) included."
+    import inspect
+    from fastcore.docments import docments
+    import ftnb.all as fa
+    missing = {}
+    for name in fa.__all__:
+        f = getattr(fa, name)
+        if not inspect.isfunction(f) : continue
+        d = docments(f)
+        if miss := [k for k, v in d.items() if not v and k not in ('return', 'overrides', 'kwargs', 'kw', 'gen')]: missing[name] = miss
+    assert not missing, missing
