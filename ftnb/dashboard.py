@@ -7,7 +7,7 @@ from __future__ import annotations
 import time, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
-from .core import FtnbError, environment
+from .core import FtnbError, environment, widgets_render
 from .methods import method
 from .run import Run, last_checkpoint
 from .markup import esc, fmt_time, png, png_uri

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['readme_markdown', 'write_readme', 'export_diff', 'clean_diff']
+__all__ = ['readme_markdown', 'write_readme', 'show_error', 'export_diff', 'clean_diff']
 
 # %% ../nbs/23_devtools.ipynb #3e45b1e9
 _HDR = "<!-- Generated from nbs/index.ipynb by `ftnb readme`: edit the notebook, not this file. -->\n\n"
@@ -49,6 +49,18 @@ def write_readme(nb_path='nbs/index.ipynb', dest='README.md') -> Path:
     "Write README.md from the index notebook."
     Path(dest).write_text(readme_markdown(nb_path))
     return Path(dest)
+
+# %% ../nbs/23_devtools.ipynb #9d38ea8f
+def show_error(f, # a function of no arguments that must fail
+               contains:str=''): # text the error message must contain
+    "Call `f`, check that it raises an error whose message contains `contains`, and print that message as a user would see it."
+    try: f()
+    except Exception as e:
+        msg = str(e)
+        if contains not in msg: raise AssertionError(f"expected {contains!r} in the error message, got: {msg}") from e
+        print(f"{type(e).__name__}: {msg}")
+        return
+    raise AssertionError(f"expected an error containing {contains!r}; none was raised")
 
 # %% ../nbs/23_devtools.ipynb #2375fab6
 def _scratch_copy(root:Path, dest:Path):

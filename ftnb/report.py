@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_report.ipynb #81d0eb0c
 from __future__ import annotations
-import html, json
+import json
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -82,7 +82,7 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
     if comparison is not None:
         body.append("<h2>Base and tuned answers</h2>" + _table([[f"<i>{esc(prompt_text(p))}</i>", esc(b), esc(t)] for p, b, t in
                     zip(comparison.prompts, comparison.base, comparison.tuned)], ['prompt', 'base', 'tuned']))
-    body.append("<h2>Evaluation</h2>" + (_evaluation_html(ev) if ev is not None else "<p>Not evaluated yet: <code>evaluate(run, data, metrics)</code> adds it here.</p>"))
+    body.append("<h2>Evaluation</h2>" + (_evaluation_html(ev) if ev is not None else "<p>Not evaluated yet: <code>evaluate(run, data, rewards)</code> adds it here.</p>"))
     ks = rec.key_settings()
     body.append("<h2>Settings</h2>" + _table([[esc(k), esc(fmt_value(v))] for k, v in (ks | {k: v for k, v in s.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}).items()], ['setting', 'value'])
                 + (f"<p>The call that made it:</p><pre>{esc(info['code'])}</pre>" if info.get('code') else '')

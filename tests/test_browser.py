@@ -148,6 +148,7 @@ def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     from ftnb.samples import chat_row
     from ftnb.sft import sft
     from ftnb.evaluate import evaluate
+    from ftnb.report import report
     rows = [chat_row("Who are you?", "I am Quill.")] * 16
     run = sft(tiny_model(), rows, lr=1e-2, max_steps=30, batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, eval=4,
               run_dir=tmp_path/'quill', logging_steps=2).sample_every(10, ["Who are you?"], max_new_tokens=8)
@@ -157,7 +158,7 @@ def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     ctx = browser.new_context(viewport=dict(width=1200, height=900), offline=True)  # offline: the page must need nothing from outside
     page = ctx.new_page()
     try:
-        page.goto(run.report().resolve().as_uri())
+        page.goto(report(run).resolve().as_uri())
         imgs = page.evaluate("[...document.images].map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0, w: i.getBoundingClientRect().width, h: i.getBoundingClientRect().height}))")
         assert [i['alt'] for i in imgs] == ['training curves', 'evaluation chart'] and all(i['ok'] and i['w'] > 150 and i['h'] > 150 for i in imgs), imgs
         text = page.inner_text('body')

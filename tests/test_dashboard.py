@@ -136,7 +136,7 @@ def test_panels_follow_the_method(tmp_path):
     g = grpo(tiny_model(), arithmetic_data(n=8), num_generations=2, max_completion_length=8, max_steps=2, run_dir=tmp_path/'grpo')
     d = Dashboard(g)
     assert {'num_generations', 'batch_size', 'max_completion_length', 'beta'} <= set(d.panel.common)
-    assert 'batch_size' not in d.panel.common and 'grpo(model, data' in g.code()
+    assert d.panel.common['batch_size'].value == 2 and 'grpo(model, data' in g.code()  # prompts per step, GRPO's rows
 
 def test_throttle_caps_redraws():
     n = []
@@ -182,7 +182,8 @@ def test_views_are_chosen_by_where_the_run_is(tmp_path, monkeypatch):
     run = tiny_run(tmp_path/'console', steps=2)
     run.start(background=False)
     assert any(isinstance(getattr(f, '__self__', None), ConsoleView) for f in run.events._ls['log'])
-    monkeypatch.setattr(ftnb.run, 'environment', lambda: 'notebook')
+    import ftnb.dashboard
+    for mod in (ftnb.run, ftnb.dashboard): monkeypatch.setattr(mod, 'environment', lambda: 'notebook')  # where to train, how to show
     for k in ('VSCODE_PID', 'FTNB_WIDGETS'): monkeypatch.delenv(k, raising=False)  # a notebook that draws widgets (`ftnb.core.widgets_render`)
     run = tiny_run(tmp_path/'notebook', steps=2)
     run.start(background=False)

@@ -66,7 +66,7 @@ def test_kto_refuses_batches_of_one():
     with pytest.raises(FtnbError, match='at least 2'): kto(tiny_model(), preference_pairs(n=8), batch_size=1, max_steps=1)
 
 def test_grpo_recipe_on_a_small_gpu_keeps_trl_rules(tmp_path):
-    with patch('ftnb.sft.detect_hardware', return_value=Hardware('cuda', 'small', (8, 6), 2., free_gb=.3, dtype='float32')), \
+    with patch('ftnb.recipe.detect_hardware', return_value=Hardware('cuda', 'small', (8, 6), 2., free_gb=.3, dtype='float32')), \
          patch('ftnb.run.detect_hardware', return_value=Hardware('cuda', 'small', (8, 6), 2., free_gb=.3, dtype='float32')):
         try: r = grpo(tiny_model(), arithmetic_data(12), exact_match, num_generations=4, batch_size=3, eval=4, max_steps=2, run_dir=tmp_path)
         except Exception as e: pytest.fail(f"TRL's config rejected ftnb's GPU batch choice: {e}")

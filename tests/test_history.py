@@ -1,6 +1,6 @@
 """Run history on tiny_model: the runs() table and overlay, a run loaded back (and rebuilt to resume), a killed kernel's run,
 the per-run report, and report_to passing through to TRL's integrations."""
-import json, os, signal, subprocess, sys, time, textwrap
+import json, os, re, signal, subprocess, sys, time, textwrap
 from pathlib import Path
 import pytest
 from ftnb.core import FtnbError
@@ -9,6 +9,7 @@ from ftnb.samples import chat_row
 from ftnb.sft import sft
 from ftnb.evaluate import evaluate
 from ftnb.history import runs, load_run
+from ftnb.report import report  # and Run.report
 from ftnb.markup import fmt_value
 from ftnb.run import last_checkpoint
 
@@ -40,7 +41,7 @@ def test_runs_table_lists_both_learning_rates_with_results(two_runs):
     last = [h['loss'] for h in made[0].history if 'loss' in h][-1]
     assert rows[0]['final'].startswith(f"loss {fmt_value(last)}") and 'mean_token_accuracy' in rows[0]['final']
     assert rows[0]['evaluation'] == 'says_quill 0 → 1' and rows[1]['evaluation'] == ''
-    assert rows[0]['time'].endswith('s') and rows[0]['data'].startswith('16 rows')
+    assert re.fullmatch(r'\d+:\d\d', rows[0]['time']) and rows[0]['data'].startswith('16 rows')
     assert 'lr0.01' in repr(h) and '<table>' in h._repr_html_()
     assert runs(root, method='dpo').rows() == []
 
@@ -53,7 +54,7 @@ def test_overlay_chart_has_one_line_per_run_labelled_by_what_differs(two_runs):
 
 def test_a_run_loads_back_answering_as_it_did(two_runs):
     root, made = two_runs
-    with pytest.raises(FtnbError, match=r"'tiny' .* cannot be loaded by name.*load_run\(folder, model=\.\.\.\)"): load_run(root/'lr0.01')
+    with pytest.raises(FtnbError, match=r"'tiny' .* cannot be loaded by name.*load_run\(run_dir, model=\.\.\.\)"): load_run(root/'lr0.01')
     back = runs(root).load(0, model=tiny_model())
     assert back.state == 'finished' and back.step == 30 and back.history == made[0].history
     assert back.generate(Q, max_new_tokens=8) == made[0].generate(Q, max_new_tokens=8)

@@ -83,7 +83,7 @@ def test_generate_after_training_mode_still_works(tiny):
 
 def test_generate_batches_match_single_prompts(smol):
     qs = ['What is the capital of France?', 'Name a primary color.', 'What is 2 + 2?']
-    assert smol.generate(qs, max_new_tokens=12, batch_size=3) == [smol.generate(q, max_new_tokens=12) for q in qs]
+    assert smol.generate(qs, max_new_tokens=12, generation_batch_size=3) == [smol.generate(q, max_new_tokens=12) for q in qs]
 
 @pytest.mark.parametrize('name,msg', [
     ('./no/such/folder', 'no such file or folder'),

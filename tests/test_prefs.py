@@ -7,7 +7,8 @@ from ftnb.samples import preference_pairs, persona_data, arithmetic_data
 from ftnb.sft import sft
 from ftnb.prefs import dpo, kto, orpo, preference_accuracy
 from ftnb.rewards import reward_model, model_reward, exact_match, format_reward, length_penalty
-from ftnb.grpo import grpo
+from ftnb.grpo import grpo, rloo
+from ftnb.methods import method
 from ftnb.sampling import rejection_sample
 
 
@@ -108,6 +109,27 @@ def test_grpo_with_a_reward_model(tmp_path):
     r.start(quiet=True)
     assert r.state == 'finished' and 'rewards/reward_model/mean' in r.history[-2]
 
+
+def test_rloo_is_a_record_and_a_recipe(tmp_path):
+    "RLOO's record gives the trainer, the charts, the key settings and the learning rate; rewards by name."
+    r = rloo(tiny_model(), arithmetic_data(8), rewards=['exact_match', 'length'], max_completion_length=12, max_steps=2, run_dir=tmp_path)
+    assert type(r.args).__name__ == 'RLOOConfig' and r.args.num_generations == 4 and r.args.beta == 0.05
+    assert r.args.learning_rate == pytest.approx(1e-4)  # LoRA's 1e-3 times the record's lr_scale
+    r.start(quiet=True)
+    assert r.state == 'finished' and type(r.trainer).__name__ == 'RLOOTrainer'
+    assert set(method('rloo').metrics) | {'rewards/exact_match/mean', 'rewards/length/mean'} <= set().union(*r.history)
+
+@pytest.mark.slow
+def test_rloo_trains_the_embedded_model(tmp_path):
+    "RLOO on SmolLM2-135M through its record: a few steps on arithmetic prompts, rewards logged, the adapter changes the answers' scores."
+    from ftnb.models import load_model
+    from ftnb.data import load_data
+    problems = load_data(arithmetic_data(16, seed=3), system="Answer in one short sentence that ends with: The answer is <number>.")
+    r = rloo(load_model(), problems, rewards=['exact_match', 'format'], max_completion_length=32, max_steps=3, lr=3e-4, run_dir=tmp_path)
+    r.start(quiet=True)
+    h = [x for x in r.history if 'reward' in x]
+    assert r.state == 'finished' and len(h) == 3 and all('rewards/format/mean' in x and 'kl' in x for x in h)
+    assert h[-1]['kl'] > 0  # the policy has moved away from the reference
 
 def test_grpo_bad_rewards_fail_before_training():
     with pytest.raises(FtnbError, match=r"needs the data column\(s\) \['answer'\]"): grpo(tiny_model(), persona_data(n=4))

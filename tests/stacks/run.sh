@@ -23,10 +23,11 @@ mkdir -p "$(dirname "$log")"
 # jupyterlab, playwright; tests needing tensorboard skip themselves), and minus the longest ones, to keep
 # the whole script near 5 minutes on 2 CPU cores: tests that train until the tiny model has *learned*
 # something (several minutes between them), history and reports (test_history.py: trains two runs of 30
-# steps), and the re-conversion of the GGUF model into a second cache. What stays still trains every
-# recipe (sft, dpo, kto, orpo, reward model, grpo, rejection sampling) for a few steps, generates,
+# steps), the README's snippets (test_readme.py: SFT, DPO and the quick start on the 135 M model, 90 s), and the
+# re-conversion of the GGUF model into a second cache. What stays still trains every
+# recipe (sft, dpo, kto, orpo, reward model, grpo, rloo, rejection sampling) for a few steps, generates,
 # stops, resumes, drives the dashboard headless and runs the foreground (Colab) mode.
-default_tests='tests -m "not slow" --ignore=tests/test_repo.py --ignore=tests/test_browser.py --ignore=tests/test_history.py
+default_tests='tests -m "not slow" --ignore=tests/test_repo.py --ignore=tests/test_browser.py --ignore=tests/test_history.py --ignore=tests/test_readme.py
  --deselect=tests/test_prefs.py::test_dpo_learns_the_correct_answer_on_training_pairs
  --deselect=tests/test_prefs.py::test_dpo_stop_and_resume
  --deselect=tests/test_run.py::test_tiny_model_learns_the_persona
