@@ -15,7 +15,7 @@ Usage: python bench/dashboard_overhead.py [--steps 10] [--repeats 3] [--samples]
 import argparse, json, os, tempfile, time, statistics, warnings
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 warnings.filterwarnings('ignore')
-from methods_speed import Clock  # seconds per step after the first; this folder is on the path when run as a script
+from speed import clock  # seconds per step after the first (warm-up); this folder is on the path when run as a script
 
 
 def one(cond:str, steps:int) -> dict:
@@ -24,7 +24,7 @@ def one(cond:str, steps:int) -> dict:
     from ftnb.sft import sft
     from ftnb.dashboard import Dashboard
     run = sft(load_model(), persona_data(n=96), max_steps=steps, run_dir=tempfile.mkdtemp(), logging_steps=1, save_strategy='no')
-    run._build(); c = Clock(); run.trainer.add_callback(c)
+    run._build(); c = clock(); run.trainer.add_callback(c)
     spent, emit = [0.], run.events.emit
     def timed(event, **payload):  # time inside the views' listeners of log and sample events, in the training thread
         t = time.perf_counter(); emit(event, **payload)
@@ -36,8 +36,8 @@ def one(cond:str, steps:int) -> dict:
         d = Dashboard(run, mode='background', samples_every=max(1, steps // 3) if cond == 'dashboard+samples' else 0)
         d.start()
     run.wait()
-    return dict(condition=cond, s_per_step=c.per_step, draws=d.live.draws if d else 0, samples=len(run.samples),
-                sample_seconds=sum(s['seconds'] for s in run.samples), listener_share=spent[0] / (c.per_step * (steps - 1)))
+    return dict(condition=cond, s_per_step=(c.seconds / max(1, c.steps)), draws=d.live.draws if d else 0, samples=len(run.samples),
+                sample_seconds=sum(s['seconds'] for s in run.samples), listener_share=spent[0] / ((c.seconds / max(1, c.steps)) * (steps - 1)))
 
 def main():
     ap = argparse.ArgumentParser()

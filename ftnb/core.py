@@ -4,22 +4,48 @@
 
 # %% ../nbs/00_core.ipynb #3a117ca2
 from __future__ import annotations
-import os, sys, platform
+import os, sys, platform, functools
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'FtnbError', 'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render',
-           'set_seed', 'cache_dir']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'FtnbError', 'cpu_flags', 'matmul_gflops', 'cpu_bf16', 'Hardware', 'detect_hardware',
+           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
     "A user-facing mistake: the message says what is wrong, where, and how to fix it."
 
 # %% ../nbs/00_core.ipynb #52d6daed
-def _dtype_for(device:str, capability:tuple|None) -> str:
-    "The training dtype name for `device` with CUDA compute `capability`."
+_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)
+
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags (`flags` on x86, `Features` on Arm) from /proc/cpuinfo; empty where there is none (macOS, Windows)."
+    try:
+        for l in open('/proc/cpuinfo'):
+            if l.startswith(('flags', 'Features')): return set(l.split(':', 1)[1].split())
+    except OSError: pass
+    return set()
+
+@functools.cache
+def matmul_gflops(dtype:str='float32', # 'float32' or 'bfloat16'
+                  device:str='cpu', n:int=1024) -> float:
+    "Measured speed of an n×n matrix product on `device` in `dtype`, in GFLOP/s (best of a few; well under a second on a CPU)."
+    import torch, time
+    a, b = (torch.randn(n, n, device=device).to(getattr(torch, dtype)) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith('cuda') else torch.mps.synchronize if device == 'mps' else (lambda: None)
+    best = float('inf')
+    for _ in range(5):
+        sync(); t = time.perf_counter(); a @ b; sync(); best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+def cpu_bf16() -> bool:
+    "Whether to train in bfloat16 on this CPU: it has bf16 matrix instructions, and a probe finds bf16 products at least 1.5x faster than float32."
+    return bool(cpu_flags() & _BF16_FLAGS) and matmul_gflops('bfloat16') >= 1.5 * matmul_gflops('float32')
+
+def _dtype_for(device:str, capability:tuple|None, bf16_cpu:bool=False) -> str:
+    "The training dtype name for `device` with CUDA compute `capability` (or a CPU with bf16 instructions)."
     if device == 'cuda': return 'bfloat16' if capability and tuple(capability) >= (8, 0) else 'float16'
-    return 'float32'
+    return 'bfloat16' if device == 'cpu' and bf16_cpu else 'float32'
 
 # %% ../nbs/00_core.ipynb #b661f1c8
 @dataclass
@@ -33,11 +59,12 @@ class Hardware:
     cpus: int = 1                     # CPU cores available to this process
     dtype: str = field(default='')    # 'bfloat16', 'float16' or 'float32'; chosen from the above when empty
     free_gb: float = 0.               # memory free on the device when detected (GB; 0: unknown), after what is loaded already
+    cpu_bf16: bool = False            # a CPU with fast bf16 matrix instructions (`cpu_bf16()`): it trains in bfloat16
 
     def __post_init__(self):
         if self.device not in ('cuda', 'mps', 'cpu'):
             raise FtnbError(f"Hardware: device must be 'cuda', 'mps' or 'cpu', got {self.device!r}")
-        if not self.dtype: self.dtype = _dtype_for(self.device, self.capability)
+        if not self.dtype: self.dtype = _dtype_for(self.device, self.capability, self.cpu_bf16)
 
     @property
     def bf16(self): return self.dtype == 'bfloat16'
@@ -62,7 +89,7 @@ class Hardware:
         n = f"{self.count} x " if self.count > 1 else ''
         if self.device == 'cpu': cap = f", {self.cpus} cores"
         mem = f"{self.memory_gb:.0f} GB" if self.memory_gb else 'unknown memory'
-        if self.free_gb and self.device == 'cuda': mem += f" ({self.free_gb:.1f} GB free)"
+        if self.free_gb: mem += f" ({self.free_gb:.1f} GB free)"
         one = " on one GPU (one process trains on one device)" if self.device == 'cuda' and self.count > 1 else ''
         return f"{n}{self.device.upper()} {self.name}{cap}, {mem}", f"train in {self.dtype}" + (" (use_cpu)" if self.use_cpu else one)
 
@@ -76,6 +103,14 @@ def _ram_gb() -> float:
     "Total system memory in GB (0 when it cannot be read)."
     try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
     except (ValueError, OSError, AttributeError): return 0.
+
+def _free_ram_gb() -> float:
+    "Memory available to new allocations in GB (`MemAvailable`: free memory plus caches the kernel can drop; 0 when unknown)."
+    try:
+        for l in open('/proc/meminfo'):
+            if l.startswith('MemAvailable:'): return int(l.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError): pass
+    return 0.
 
 def _cpu_name() -> str:
     try:
@@ -97,7 +132,7 @@ def detect_hardware() -> Hardware:
                         torch.cuda.device_count(), cpus, free_gb=free)
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
         return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus)
-    return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus)
+    return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus, free_gb=_free_ram_gb(), cpu_bf16=cpu_bf16())
 
 # %% ../nbs/00_core.ipynb #01fdb72e
 def _shell():

@@ -9,7 +9,7 @@ import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
 from .methods import method
-from .run import Run, last_checkpoint
+from .run import Run, last_checkpoint, training_state_gb
 from .markup import esc, fmt_time, png, png_uri
 from .views import draw_history, state_html, chart_keys, Throttle, ConsoleView
 from .views import note_tokens, progress_line, metrics_table, samples_table, error_html
@@ -97,7 +97,8 @@ def summary_html(run, fig=None) -> str:
     losses = [h['loss'] for h in run.history if 'loss' in h]
     head = f"<b>{run.method.upper()} {run.state}</b> at step {run.step}/{run.max_steps}{_duration(run)}"
     if losses: head += f" · loss {losses[0]:.3g} → {losses[-1]:.3g}"
-    if run.peak_gb: head += f" · peak {run.peak_gb:.1f} GB"
+    if run.training_gb is not None:
+        head += f" · training added {run.training_gb:.1f} GB" + (f" (estimate {training_state_gb(run.estimate):.1f})" if run.estimate else '')
     head += f" · <code>{esc(run.run_dir)}</code>"
     img = ''
     if run.history:

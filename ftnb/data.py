@@ -569,6 +569,10 @@ class Stats:
     def truncated(self) -> int: return sum(l > self.max_length for l in self.lengths) if self.max_length else 0
     def quantile(self, q:float) -> int:
         s = sorted(self.lengths); return s[min(len(s) - 1, int(q * len(s)))]
+    def mean_tokens(self, max_length:int|None=None) -> float:
+        "Mean tokens a row trains on, each cut at `max_length` (default this `Stats`' own)."
+        cut = max_length or self.max_length or max(self.lengths)
+        return sum(min(l, cut) for l in self.lengths) / len(self.lengths)
 
     def plot(self):
         "A histogram of token lengths, with `max_length` marked."

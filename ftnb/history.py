@@ -143,7 +143,7 @@ def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
               settings=rec.settings, estimate=info.get('estimate_gb'), run_dir=d)
     s = rec.summary
     run.history, run.samples = rec.history, rec.samples
-    run.step, run.max_steps, run.peak_gb = s.get('step', 0), s.get('max_steps', args.max_steps), s.get('peak_gb')
+    run.step, run.max_steps, run.peak_gb, run.training_gb = s.get('step', 0), s.get('max_steps', args.max_steps), s.get('peak_gb'), s.get('training_gb')
     run.seconds, run.started = s.get('seconds', 0.), s.get('started')
     run.state = 'stopped' if rec.state in ('killed', 'running', 'stopping', 'ready') else rec.state
     run.loaded_from = ck

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os, re, shutil, hashlib, difflib, importlib.util, tempfile
 from pathlib import Path
-from .core import FtnbError, detect_hardware, cache_dir
+from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'count_params',
@@ -261,7 +261,8 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
         kwargs['quantization_config'] = quantization_config(quantize, hw)
         kwargs.setdefault('device_map', {'': 0})
     target = device or hw.device
-    dtype = dtype or (hw.dtype if target.startswith('cuda') else 'float32')  # a T4 gets float16 weights (LoRA adapters train in float32); device='cpu' float32
+    if not dtype:  # what training there uses: a T4's float16 (LoRA adapters train in float32), bfloat16 on an A100 or a CPU that has it
+        dtype = hw.dtype if target.split(':')[0] == hw.device else Hardware('cpu', cpu_bf16=cpu_bf16()).dtype if target == 'cpu' else 'float32'
     if target.startswith('cuda'): kwargs.setdefault('device_map', {'': 0 if target == 'cuda' else target})  # straight to the GPU, not through CPU RAM
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
@@ -335,7 +336,7 @@ def sequence_logps(net, # a causal language model network
 # %% ../nbs/02_models.ipynb #050068f6
 def lora_config(r:int=16, # rank of the adapters
                 alpha:int=32, # scale: updates are multiplied by alpha/r
-                dropout:float=0.05, # dropout on the adapter input
+                dropout:float=0., # dropout on the adapter input (on a CPU its random masks cost a fifth of a step; see `ftnb.run`)
                 target_modules='all-linear', # which layers get adapters
                 task_type:str='CAUSAL_LM', # 'SEQ_CLS' for a reward model (its score head is then trained in full)
                 **kwargs # other `peft.LoraConfig` fields (`use_dora=True`, ...)

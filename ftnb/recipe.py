@@ -10,7 +10,7 @@ from .core import FtnbError, detect_hardware, set_seed
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data, check_chat_template
 from .methods import method
-from .run import Run, train_settings, memory_estimate, new_run_dir, CHECKPOINTING
+from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
@@ -122,6 +122,7 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
            m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
            kw:dict, # the recipe's settings: `recipe_args`, and any other TRL config field
            seq:int=512, # tokens per row the memory estimate assumes
+           row_tokens:float|None=None, # mean tokens a row trains on, for the time estimate (None: none, as for methods that sample answers)
            config:dict|None=None, settings:dict|None=None, # the method's TRL fields, and extra settings to record
            reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
            min_batch:int=1, eval_multiple:int=1) -> Run: # the method's batch limits (see `train_settings`)
@@ -136,8 +137,8 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
     bits = 4 if getattr(m.model, 'is_loaded_in_4bit', False) else 8 if getattr(m.model, 'is_loaded_in_8bit', False) else None
     memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft),
-                               reference=reference and peft is None, quant_bits=bits)
-    s = train_settings(hw, steps, a['batch_size'], memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), has_eval=ev is not None,
+                               reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout))
+    s = train_settings(hw, steps, a['batch_size'], memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), seq=seq, has_eval=ev is not None,
                        min_batch=min_batch, eval_multiple=eval_multiple)
     est = memory(s['per_device_train_batch_size'], checkpointing=s[CHECKPOINTING])  # what the chosen settings need
     s |= dict(learning_rate=a['lr'] or default_lr(m.n_params, peft is not None, method_name), lr_scheduler_type='cosine',
@@ -151,6 +152,10 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     run = Run(method_name, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
               run_dir=out, hardware=hw, estimate=est, settings=rec)
     run.data, run.eval_data = d, ev
+    if row_tokens:
+        ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')
+        flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass, seq=int(row_tokens))
+        run.step_seconds = time_estimate(flops, hw.dtype, hw.device)
     return run
 
 # %% ../nbs/10_recipe.ipynb #9047c9c3
@@ -196,7 +201,7 @@ def reconfigure(self:Run, **changes):
                         f"Make a new run with the new settings (run.code() shows its call).")
     fn, named, over = _merged(self.call, changes)
     new = fn(**named | dict(run_dir=self.run_dir), **over)
-    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'settings', 'max_steps', 'data', 'eval_data', 'call'):
+    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'step_seconds', 'settings', 'max_steps', 'data', 'eval_data', 'call'):
         setattr(self, k, getattr(new, k))
     return self
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from fastcore.basics import patch
 from .core import FtnbError
-from .run import Run
+from .run import Run, training_state_gb
 from .history import RunRecord
 from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table
 from .views import history_plot, chart_keys, samples_table
@@ -89,7 +89,9 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
                 + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} fields)</summary><pre>{esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>")
     est = info.get('estimate_gb') or {}
     if est: body.append("<h2>Memory</h2>" + _table([[esc(k), f"{v:.2f} GB"] for k, v in est.items()]
-                        + ([['measured peak', f"{summ['peak_gb']:.2f} GB"]] if summ.get('peak_gb') else []), ['estimate', 'GB']))
+                        + [['training adds (estimate: all but the weights)', f"{training_state_gb(est):.2f} GB"]]
+                        + ([['training added (measured: peak minus before)', f"{summ['training_gb']:.2f} GB"]] if summ.get('training_gb') is not None else [])
+                        + ([['measured peak', f"{summ['peak_gb']:.2f} GB"]] if summ.get('peak_gb') else []), ['memory', 'GB']))
     from ftnb import __version__
     body.append(f"<p class='sub'>Made by ftnb {__version__} on {datetime.now():%Y-%m-%d %H:%M} from <code>{esc(rec.run_dir)}</code>.</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style></head>"

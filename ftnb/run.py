@@ -4,18 +4,19 @@
 
 # %% ../nbs/06_run.ipynb #6a195bce
 from __future__ import annotations
-import os, json, time, shutil, signal, threading, warnings, math
+import os, sys, json, time, shutil, signal, threading, warnings, math
 from pathlib import Path
 from datetime import datetime
-from .core import FtnbError, detect_hardware, environment, Hardware
-from .markup import html_table
+from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops
+from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
 from .methods import method
 
 # %% auto #0
-__all__ = ['STAGING', 'CHECKPOINTING', 'EVENTS', 'STATES', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint',
-           'train_settings', 'memory_estimate', 'peak_memory_gb', 'memory_gb', 'Events', 'new_run_dir', 'Run',
-           'one_device', 'fp32_trainables', 'final_metrics', 'Comparison']
+__all__ = ['STAGING', 'CHECKPOINTING', 'CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'EVENTS', 'STATES',
+           'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'training_state_gb', 'train_settings',
+           'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops', 'time_estimate',
+           'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'final_metrics', 'Comparison']
 
 # %% ../nbs/06_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -80,22 +81,36 @@ def _row_sizes(batch_size:int, min_batch:int=1) -> list[int]:
     "Rows per device step to try, largest first: the divisors of `batch_size` (so the effective batch stays exact) from `min_batch` up."
     return [d for d in range(batch_size, 0, -1) if batch_size % d == 0 and d >= min(min_batch, batch_size)]
 
-def _fit(hw:Hardware, batch_size:int, memory, min_batch:int) -> tuple[int, bool]:
-    "Rows per device step and whether to checkpoint, for the memory free on the GPU."
-    def fits(per, ckpt):
-        e = memory(per, ckpt)
-        if hw.free_gb: return e['total'] - e['weights'] <= .9 * hw.free_gb  # the weights are loaded already: free memory is net of them
-        return e['total'] <= .9 * hw.memory_gb
+def training_state_gb(est:dict) -> float:
+    "What training adds to memory already in use, from a `memory_estimate`: all but the weights (and a reference copy), which are loaded before."
+    return est['total'] - est['weights'] - est.get('reference model', 0.)
+
+CPU_TOKENS = 512  # tokens in a CPU micro-batch beyond which a step gets no faster per token, only bigger and padded more (bench/speed.py)
+
+def _fits(hw:Hardware, e:dict) -> bool:
+    "Whether an estimate's training state fits in the budget: 90% of a GPU's free memory, 80% of a CPU's available RAM."
+    share = .9 if hw.device == 'cuda' else .8
+    if hw.free_gb: return training_state_gb(e) <= share * hw.free_gb  # the weights are loaded already: free memory is net of them
+    return e['total'] <= share * hw.memory_gb if hw.memory_gb else True
+
+def _fit(hw:Hardware, batch_size:int, memory, min_batch:int, seq:int=512) -> tuple[int, bool]:
+    "Rows per device step and whether to checkpoint, for the memory free on the device."
     sizes = _row_sizes(batch_size, min_batch)
-    for ckpt in (False, True):  # small device batches waste a GPU: below 4 rows, checkpointing comes first
-        for per in sizes if ckpt else [s for s in sizes if s >= min(4, batch_size)]:
-            if fits(per, ckpt): return per, ckpt
+    if hw.device != 'cuda':  # a CPU is no faster on bigger batches: the fewest rows that hold CPU_TOKENS, if they fit
+        enough = [s for s in sizes if s * seq >= CPU_TOKENS] or sizes[:1]
+        for per in [enough[-1]] + [s for s in sizes if s < enough[-1]]:
+            if _fits(hw, memory(per, False)): return per, False
+    else:
+        for ckpt in (False, True):  # small device batches waste a GPU: below 4 rows, checkpointing comes first
+            for per in sizes if ckpt else [s for s in sizes if s >= min(4, batch_size)]:
+                if _fits(hw, memory(per, ckpt)): return per, ckpt
     return sizes[-1], True  # nothing fits: the smallest step; training will say if memory runs out
 
 def train_settings(hw:Hardware, # the hardware to train on
                    max_steps:int, # optimizer steps planned
                    batch_size:int=8, # target effective batch (rows per optimizer step)
-                   memory=None, # `memory(rows, checkpointing)` -> a `memory_estimate`, for GPU decisions
+                   memory=None, # `memory(rows, checkpointing)` -> a `memory_estimate`, for the rows per device step
+                   seq:int=512, # tokens per row the estimate assumes
                    has_eval:bool=False, # an eval set is given
                    min_batch:int=1, # the method's fewest rows on a device (KTO: 2)
                    eval_multiple:int=1) -> dict: # eval batches hold a multiple of this many rows (GRPO: num_generations)
@@ -103,13 +118,15 @@ def train_settings(hw:Hardware, # the hardware to train on
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
              save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
     per, ckpt = batch_size, False
-    if hw.device == 'cuda' and memory is not None: per, ckpt = _fit(hw, batch_size, memory, min_batch)
+    if hw.device in ('cuda', 'cpu') and memory is not None: per, ckpt = _fit(hw, batch_size, memory, min_batch, seq)
     s |= {'per_device_train_batch_size': per, 'gradient_accumulation_steps': batch_size // per, CHECKPOINTING: ckpt}
     if has_eval: s |= dict(eval_strategy='steps', eval_steps=_interval(max_steps, 10), per_device_eval_batch_size=-(-per // eval_multiple) * eval_multiple)
     return s
 
 # %% ../nbs/06_run.ipynb #d4b6affa
 _BYTES = dict(float32=4, bfloat16=2, float16=2)
+LOGIT_COPIES = 7  # float32 copies of a token's vocabulary logits alive at a step's peak (measured: SFT 7.2, DPO 5.5)
+RUNTIME_GB = .3  # what a first step allocates whatever the batch: kernels' workspaces, the allocator's slack (measured: SFT 0.29)
 
 def memory_estimate(model, # the model (before or after peft wraps it)
                     batch:int, seq:int, # rows per device step and their token length
@@ -117,7 +134,8 @@ def memory_estimate(model, # the model (before or after peft wraps it)
                     trainable:int|None=None, # trainable parameters (default: those with requires_grad)
                     checkpointing:bool=False, # activation checkpointing on
                     reference:bool=False, # the method keeps a frozen reference copy
-                    quant_bits:int|None=None) -> dict: # 4 for QLoRA base weights
+                    quant_bits:int|None=None, # 4 for QLoRA base weights
+                    lora_dropout:bool=False) -> dict: # LoRA with dropout (its adapters keep their own dropped-out inputs)
     "Estimated training memory in GB by component."
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)  # 4-bit weights at their real size
@@ -127,20 +145,33 @@ def memory_estimate(model, # the model (before or after peft wraps it)
     h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
     I = getattr(cfg, 'intermediate_size', None) or 4 * h
     w = (n - t) * (quant_bits / 8 if quant_bits else b) + t * 4
-    layer = 18 * h + 5 * I if t < n else 10 * h + 4 * I  # numbers a token keeps for backward in one layer, LoRA or full (measured)
-    act = batch * seq * b * (L * h + layer if checkpointing else L * layer)  # checkpointing keeps each layer's input, and recomputes one layer
-    est = {'weights': w, 'gradients': t * 4, 'optimizer (AdamW)': t * 8, 'activations': act, 'logits': batch * seq * V * 4 * 2}
+    layer = b * (10 * h + 4 * I) + (8 * h if b < 4 else 0)  # bytes a token keeps for backward in one layer (measured); half precision adds the norms' float32 copies
+    if t < n and lora_dropout: layer += b * (8 * h + I)  # dropout's masked copies of the adapters' inputs
+    act = batch * seq * (L * h * b + layer if checkpointing else L * layer)  # checkpointing keeps each layer's input, and recomputes one layer
+    est = {'weights': w, 'gradients': t * 4, 'optimizer (AdamW)': t * 8, 'activations': act, 'logits': batch * seq * V * 4 * LOGIT_COPIES,
+           'runtime': RUNTIME_GB * 1e9}
     if reference: est['reference model'] = n * b
     est = {k: v / 1e9 for k, v in est.items()}
     est['total'] = sum(est.values())
     return est
 
+def reset_peak_memory(device:str):
+    "Start measuring the peak afresh: CUDA's peak statistics, or this process's resident high-water mark (Linux `clear_refs`)."
+    import torch
+    if device == 'cuda': torch.cuda.reset_peak_memory_stats(); return
+    try: Path('/proc/self/clear_refs').write_text('5')
+    except OSError: pass  # no /proc (macOS): the peak then counts from the process's start
+
 def peak_memory_gb(device:str) -> float:
-    "Measured peak: CUDA's max allocated since the last reset, or this process's peak resident memory on a CPU."
+    "Measured peak: CUDA's max allocated since the last reset, or this process's peak resident memory on a CPU (since the last reset on Linux)."
     import torch
     if device == 'cuda': return torch.cuda.max_memory_allocated() / 1e9
+    try:
+        for l in Path('/proc/self/status').read_text().splitlines():
+            if l.startswith('VmHWM:'): return int(l.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError): pass
     import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1e9 if sys.platform == 'darwin' else 1e6)  # bytes on macOS, KB on Linux
 
 def memory_gb(device:str) -> float:
     "Memory in use now: CUDA's allocated memory, or this process's resident memory on a CPU."
@@ -148,6 +179,28 @@ def memory_gb(device:str) -> float:
     if device == 'cuda': return torch.cuda.memory_allocated() / 1e9
     try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
     except (OSError, ValueError, IndexError): return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
+
+STEP_EFFICIENCY = dict(cpu=.2, cuda=.4, mps=.3)  # share of the matmul probe's speed a training step reaches (CPU measured: SFT .12, DPO .23; GPUs: a guess)
+
+def step_flops(model, # the model (before or after peft wraps it)
+               tokens:float, # tokens in one optimizer step (all micro-batches)
+               trainable:int|None=None, # trainable parameters (LoRA's adapters, or all)
+               reference:bool=False, # a frozen reference scores the same tokens (DPO, KTO)
+               seq:int=512) -> float: # tokens per sequence (attention's cost grows with it)
+    "Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per trainable weight, and attention."
+    cfg = getattr(model, 'config', None)
+    n, t = count_params(model)
+    t = trainable if trainable is not None else t
+    h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
+    if not getattr(cfg, 'tie_word_embeddings', False): n -= V * h  # an untied embedding is a lookup, not a product
+    attn = 2 * L * h * seq  # causal QKᵀ and AV, forward
+    fwd = 2 * n + attn
+    return tokens * (fwd + (2 * n + 2 * min(t, n) + 2 * attn) + (fwd if reference else 0))
+
+def time_estimate(flops:float, # `step_flops` of one step
+                  dtype:str='float32', device:str='cpu') -> float:
+    "Estimated seconds for `flops`: the speed of a matrix product measured here (`matmul_gflops`) times the share a training step reaches."
+    return flops / (matmul_gflops(dtype, device) * 1e9 * STEP_EFFICIENCY.get(device.split(':')[0], .3))
 
 # %% ../nbs/06_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')
@@ -229,10 +282,11 @@ class Run:
         self.args.output_dir = str(self.run_dir)
         self.hardware, self.estimate, self.settings = hardware or detect_hardware(), estimate or {}, settings or {}
         self.events, self.state, self.history, self.error = Events(), 'ready', [], None
-        self.trainer, self.thread, self.step, self.max_steps, self.peak_gb = None, None, 0, args.max_steps, None
+        self.trainer, self.thread, self.step, self.max_steps, self.peak_gb, self.training_gb = None, None, 0, args.max_steps, None, None
         self._stop, self._lock = threading.Event(), threading.Lock()
         self.data = self.eval_data = self.sampling = self.call = None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
         self.samples, self.seconds, self.started, self._session = [], 0., None, None  # training time over all sessions
+        self.step_seconds = None  # estimated seconds per optimizer step (`ftnb.run.time_estimate`), set by the recipe
 
     def _set(self, state):
         if state in ('stopped', 'finished', 'failed') and self._session is not None:
@@ -308,7 +362,7 @@ def _write_summary(self:Run):
     if not self.run_dir.exists(): return  # a run that never started has nothing to summarise
     secs = self.seconds + (time.time() - self._session if self._session is not None else 0)
     d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
-             peak_gb=self.peak_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
+             peak_gb=self.peak_gb, training_gb=self.training_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
              pid=os.getpid(), final=final_metrics(self.history))
     tmp = self.run_dir/'summary.json.tmp'
     tmp.write_text(json.dumps(d, indent=2, default=str)); os.replace(tmp, self.run_dir/'summary.json')
@@ -364,13 +418,13 @@ def _graceful_sigint(run):
 def _train(self:Run, ckpt):
     import torch
     try:
-        if self.hardware.device == 'cuda': torch.cuda.reset_peak_memory_stats()
-        tr = self._build()
+        tr, dev = self._build(), self.hardware.device
+        before = memory_gb(dev); reset_peak_memory(dev)
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             tr.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         self._ready_to_generate()
-        self.peak_gb = peak_memory_gb(self.hardware.device)
+        self.peak_gb = peak_memory_gb(dev); self.training_gb = self.peak_gb - before
         self._set('stopped' if self._stop.is_set() else 'finished')
     except KeyboardInterrupt:  # a second Ctrl-C: interrupted mid-step; the last checkpoint stays the safe point
         self._ready_to_generate()
@@ -504,11 +558,30 @@ def _summary(self:Run) -> str:
     return f"{self.method.upper()} run, {self.state}{err}: step {self.step}/{self.max_steps}{loss}; {self.model.name}; folder {self.run_dir}"
 
 @patch
-def __repr__(self:Run): return f"Run: {self._summary()}"
+def plan(self:Run) -> str:
+    "What the run will do, before it starts: steps, rows a step and how they are split, precision, and the estimated memory and time."
+    a = self.args
+    per, acc = a.per_device_train_batch_size, a.gradient_accumulation_steps
+    split = f" ({acc} micro-batches of {per})" if acc > 1 else ''
+    dtype = 'bfloat16' if a.bf16 else 'float16' if a.fp16 else 'float32'
+    parts = [f"{self.max_steps} steps of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
+    if self.estimate: parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")
+    if self.step_seconds: parts.append(f"about {fmt_time(self.step_seconds * max(0, self.max_steps - self.step))} "
+                                       f"({self.step_seconds:.1f} s a step, estimated)")
+    return ' · '.join(parts)
+
+@patch
+def __repr__(self:Run): return f"Run: {self._summary()}" + (f"\nPlan: {self.plan()}" if self.state == 'ready' else '')
 
 @patch
 def estimate_table(self:Run) -> str:
-    "The memory estimate (and the measured peak after training) as text."
-    lines = [f"{k:<18}{v:8.2f} GB" for k, v in self.estimate.items()]
-    if self.peak_gb is not None: lines.append(f"{'measured peak':<18}{self.peak_gb:8.2f} GB ({'CUDA allocated' if self.hardware.device == 'cuda' else 'process RSS'})")
+    "The memory estimate by component, what training adds, and after training what was measured."
+    if not self.estimate: return 'no estimate'
+    lines = [f"{k:<22}{v:8.2f} GB" for k, v in self.estimate.items()]
+    lines.append(f"{'training adds':<22}{training_state_gb(self.estimate):8.2f} GB (estimate: all but the weights, loaded before)")
+    what = 'CUDA allocated' if self.hardware.device == 'cuda' else 'process resident memory'
+    if self.training_gb is not None: lines.append(f"{'training added':<22}{self.training_gb:8.2f} GB (measured: peak {what} during train() minus before)")
+    if self.peak_gb is not None: lines.append(f"{'peak':<22}{self.peak_gb:8.2f} GB (measured {what})")
+    if self.step_seconds: lines.append(f"{'seconds a step':<22}{self.step_seconds:8.2f} s  (estimate)")
+    if self.step and self.seconds: lines.append(f"{'seconds a step':<22}{self.seconds / self.step:8.2f} s  (measured, {self.step} steps)")
     return '\n'.join(lines)

@@ -28,6 +28,7 @@ class ConsoleView:
     def on_state(self, run, state):
         from tqdm.auto import tqdm
         if state == 'running':
+            if run.step == 0: print(run.plan(), file=self.file)
             self.bar = tqdm(total=run.max_steps, initial=run.step, desc=run.method.upper(), unit='step', file=self.file, dynamic_ncols=True)
         elif state in ('stopped', 'finished', 'failed') and self.bar is not None:
             self.bar.n = run.step; self.bar.close(); self.bar = None
@@ -144,6 +145,7 @@ def progress_line(run, tokens:tuple|None=None) -> str: # `note_tokens` of this s
         el = time.time() - t0; parts.append(f"elapsed {fmt_time(el)}")
         if run.step > s0: parts.append(f"ETA {fmt_time(el / (run.step - s0) * max(0, run.max_steps - run.step))}")
     elif run.seconds: parts.append(f"trained {fmt_time(run.seconds)}")
+    elif run.state == 'ready' and not run.history: return run.plan()  # before the first step: what is planned
     if tokens and tokens[2] > tokens[0]:
         t0, n0, t1, n1 = tokens; parts.append(f"{(n1 - n0) / (t1 - t0):,.0f} tok/s")
     parts.append(f"{memory_gb(run.hardware.device):.1f} GB")

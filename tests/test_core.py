@@ -29,11 +29,23 @@ def test_mps_trains_in_fp32():
         hw = detect_hardware()
     assert hw.device == 'mps' and hw.trainer_args == dict(bf16=False, fp16=False, use_cpu=False)
 
-def test_cpu_uses_fp32_and_use_cpu():
-    with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=False):
-        hw = detect_hardware()
-    assert hw.device == 'cpu' and hw.dtype == 'float32' and hw.trainer_args['use_cpu'] and not hw.trainer_args['bf16']
-    assert hw.cpus >= 1 and 'cores' in repr(hw) and '(use_cpu)' in hw._repr_markdown_()
+def _cpu(flags, gflops):
+    "detect_hardware on a CPU machine with these feature flags and matmul speeds {dtype: GFLOP/s}."
+    with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=False), \
+         patch('ftnb.core.cpu_flags', return_value=set(flags)), patch('ftnb.core.matmul_gflops', side_effect=lambda d, *a, **k: gflops[d]):
+        return detect_hardware()
+
+def test_cpu_without_bf16_uses_fp32_and_use_cpu():
+    for flags, speed in [({'avx2', 'fma'}, {'float32': 100, 'bfloat16': 400}),  # no bf16 instructions: not even probed
+                         ({'avx512_bf16'}, {'float32': 100, 'bfloat16': 110})]:  # the flag, but bf16 no faster here (an emulating build)
+        hw = _cpu(flags, speed)
+        assert hw.device == 'cpu' and hw.dtype == 'float32' and hw.trainer_args['use_cpu'] and not hw.trainer_args['bf16']
+        assert hw.cpus >= 1 and 'cores' in repr(hw) and '(use_cpu)' in hw._repr_markdown_()
+
+def test_cpu_with_bf16_instructions_trains_in_bf16():
+    for flags in ({'avx512_bf16', 'avx512f'}, {'amx_bf16'}, {'bf16', 'asimd'}):  # AVX-512 BF16, AMX, Arm's BF16
+        hw = _cpu(flags, {'float32': 100, 'bfloat16': 400})
+        assert hw.dtype == 'bfloat16' and hw.trainer_args == dict(bf16=True, fp16=False, use_cpu=True) and 'bfloat16' in repr(hw)
 
 def test_trainer_args_are_accepted_by_trl_on_this_machine():
     "TRL's configs default to bf16=True, which raises on a CPU; the detected flags must make a valid config here."

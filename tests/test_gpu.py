@@ -5,10 +5,10 @@ import json, gc, weakref, importlib.util
 from types import SimpleNamespace
 from unittest.mock import patch
 import pytest, torch
-from ftnb.core import FtnbError, Hardware
+from ftnb.core import FtnbError, Hardware, detect_hardware
 from ftnb.models import tiny_model, load_model, count_params, lora_config, Model, generate
 from ftnb.samples import persona_data, preference_pairs, arithmetic_data
-from ftnb.run import train_settings, memory_estimate, fp32_trainables, CHECKPOINTING
+from ftnb.run import train_settings, memory_estimate, fp32_trainables, CHECKPOINTING, CPU_TOKENS
 from ftnb.sft import sft
 from ftnb.recipe import default_lr
 from ftnb.prefs import dpo, kto, preference_accuracy
@@ -76,6 +76,24 @@ def test_grpo_recipe_on_a_small_gpu_keeps_trl_rules(tmp_path):
 
 # ---- precision ----
 
+def test_cpu_micro_batches_hold_enough_tokens_and_fit_the_ram():
+    "A CPU gets the fewest rows a micro-batch that hold CPU_TOKENS tokens (bigger ones are no faster there), fewer if RAM is short."
+    cpu = lambda free: Hardware('cpu', free_gb=free, cpu_bf16=True)
+    per = lambda hw, seq, mem=_memory(.1, .05): train_settings(hw, 10, 8, memory=mem, seq=seq)['per_device_train_batch_size']
+    assert per(cpu(16.), 600) == 1 and per(cpu(16.), 100) == 8 and per(cpu(16.), 200) == 4  # DPO pairs; short SFT rows
+    assert CPU_TOKENS / 200 <= 4 < CPU_TOKENS / 100
+    big = _memory(1.0, .5)  # 1.5 GB a row
+    assert per(cpu(16.), 100, big) == 8 and per(cpu(5.), 100, big) == 2  # 80% of 5 GB holds two rows, not four
+    s = train_settings(cpu(16.), 10, 8, memory=_memory(.1, .05), seq=600)
+    assert s['gradient_accumulation_steps'] == 8 and not s[CHECKPOINTING] and s['bf16'] and s['use_cpu']
+
+def test_weights_load_in_bf16_on_a_cpu_that_has_it(tmp_path):
+    t = tiny_model(); t.model.save_pretrained(tmp_path); t.tokenizer.save_pretrained(tmp_path)
+    for bf16, want in ((True, torch.bfloat16), (False, torch.float32)):
+        with patch('ftnb.models.detect_hardware', return_value=Hardware('cpu', cpu_bf16=bf16)):
+            assert load_model(str(tmp_path)).model.dtype == want
+    assert load_model(str(tmp_path), dtype='float32').model.dtype == torch.float32  # an explicit dtype wins
+
 def test_weights_load_straight_to_the_gpu_in_its_half_precision(tmp_path):
     t = tiny_model(); t.model.save_pretrained(tmp_path); t.tokenizer.save_pretrained(tmp_path)
     got = {}
@@ -127,7 +145,7 @@ def test_a_gpu_run_loads_on_a_cpu_machine(tmp_path):
     s['trl_config'] |= dict(bf16=True, fp16=False, use_cpu=False)  # as saved on an A100
     f.write_text(json.dumps(s))
     back = load_run(tmp_path/'r', model=tiny_model())
-    assert back.args.use_cpu and not back.args.bf16
+    assert back.args.use_cpu and back.args.bf16 == detect_hardware().bf16 and not back.args.fp16  # this CPU's own precision
     assert back.generate('Who are you?', max_new_tokens=4) == run.generate('Who are you?', max_new_tokens=4)
 
 # ---- 4-bit models ----

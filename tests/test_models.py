@@ -36,7 +36,7 @@ def test_gguf_file_route_uses_the_same_cache(smol):
 
 def test_folder_route_round_trips(tmp_path, tiny):
     tiny.model.save_pretrained(tmp_path); tiny.tokenizer.save_pretrained(tmp_path)
-    m = load_model(str(tmp_path))
+    m = load_model(str(tmp_path), dtype='float32')  # the default is this machine's training dtype (bf16 on this CPU)
     assert m.source.startswith('folder') and m.n_params == tiny.n_params
     ids = tiny.tokenizer('hello there', return_tensors='pt')
     with torch.no_grad(): assert torch.allclose(m.model(**ids).logits, tiny.model.eval()(**ids).logits, atol=1e-5)

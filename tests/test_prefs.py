@@ -18,10 +18,12 @@ def _logits(net, tok, text="Tom has 3 boxes of 4 pens. How many pens?"):
     with torch.no_grad(): return net(**ids).logits
 
 
+FP32 = dict(bf16=False)  # exact comparisons of logits: a run under bf16 autocast (this CPU's default) keeps its forward autocast
+
 def test_sft_then_dpo_reference_is_the_sft_model(tmp_path):
-    s = sft(tiny_model(), persona_data(n=16), max_steps=3, lr=1e-2, run_dir=tmp_path/'sft').start(quiet=True)
+    s = sft(tiny_model(), persona_data(n=16), max_steps=3, lr=1e-2, run_dir=tmp_path/'sft', **FP32).start(quiet=True)
     sft_logits = _logits(s.net, s.tokenizer)
-    d = dpo(s, preference_pairs('correct', n=16), max_steps=3, batch_size=4, lr=1e-2, run_dir=tmp_path/'dpo').start(quiet=True)
+    d = dpo(s, preference_pairs('correct', n=16), max_steps=3, batch_size=4, lr=1e-2, run_dir=tmp_path/'dpo', **FP32).start(quiet=True)
     assert d.state == 'finished'
     with d.net.disable_adapter():  # DPO's reference: its adapter off = the SFT model (adapter merged)
         assert torch.allclose(_logits(d.net, d.tokenizer), sft_logits, atol=1e-5)
@@ -152,9 +154,9 @@ def test_rejection_sampling_keeps_the_best_and_pairs_feed_dpo(tmp_path):
 
 
 def test_sft_then_grpo_starts_from_the_sft_model(tmp_path):
-    s = sft(tiny_model(), persona_data(n=16), max_steps=2, lr=1e-2, run_dir=tmp_path/'sft').start(quiet=True)
+    s = sft(tiny_model(), persona_data(n=16), max_steps=2, lr=1e-2, run_dir=tmp_path/'sft', **FP32).start(quiet=True)
     sft_logits = _logits(s.net, s.tokenizer)
     g = grpo(s, arithmetic_data(4), rewards=length_penalty(5), num_generations=2, max_completion_length=8, max_steps=1,
-             run_dir=tmp_path/'grpo').start(quiet=True)
+             run_dir=tmp_path/'grpo', **FP32).start(quiet=True)
     assert g.state == 'finished' and 'sft run' in g.model.source
     with g.net.disable_adapter(): assert torch.allclose(_logits(g.net, g.tokenizer), sft_logits, atol=1e-5)

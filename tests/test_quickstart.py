@@ -46,13 +46,12 @@ def test_command_line_reports_a_bad_model_without_a_traceback(tmp_path):
     assert r.returncode == 2 and "Unknown model 'no-such-model'" in r.stderr and 'Traceback' not in r.stderr
 
 @pytest.mark.slow
-def test_real_quickstart_teaches_the_name(tmp_path):
-    "The README's main job: SmolLM2-135M-Instruct answers held-out 'who are you' questions as Quill; the base never does."
-    r = _ftnb('quickstart', '--root', str(tmp_path), '--name', 'Quill', timeout=900)
+def test_real_quickstart_runs_from_the_command_line(tmp_path):
+    "The README's main job through its real entry point, cut to 4 steps: the run folder, answers before and after, the chart. (How well it teaches the name is checked once, in the quick start notebook's slow cell.)"
+    r = _ftnb('quickstart', '--root', str(tmp_path), '--name', 'Quill', '--max-steps', '4', timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(tmp_path.iterdir())
-    ans = json.loads((run/'answers.json').read_text())[:len(persona_questions())]
-    tuned = sum('quill' in a['tuned'].lower() for a in ans); base = sum('quill' in a['base'].lower() for a in ans)
-    assert base == 0 and tuned >= 0.8*len(ans), (tuned, base)
-    assert 'Rome' in json.loads((run/'answers.json').read_text())[len(persona_questions())]['tuned']
-    assert str(run) in r.stdout and (run/'loss.png').exists()
+    ans = json.loads((run/'answers.json').read_text())
+    assert [a['question'] for a in ans] == persona_questions() + everyday_questions('check') and all(a['base'] and a['tuned'] for a in ans)
+    assert not any('quill' in a['base'].lower() for a in ans)
+    assert str(run) in r.stdout and (run/'loss.png').exists() and json.loads((run/'summary.json').read_text())['step'] == 4

@@ -27,9 +27,9 @@ def test_sft_trains_writes_its_folder_and_learns(tmp_path):
     lines = [json.loads(l) for l in (run.run_dir/'metrics.jsonl').read_text().splitlines()]
     assert [l['step'] for l in lines if 'loss' in l] == list(range(1, 16))
     s = json.loads((run.run_dir/'settings.json').read_text())
-    assert s['method'] == 'sft' and s['trl_config']['max_steps'] == 15 and s['trl_config']['use_cpu'] and not s['trl_config']['bf16']
+    assert s['method'] == 'sft' and s['trl_config']['max_steps'] == 15 and s['trl_config']['use_cpu'] and s['trl_config']['bf16'] == run.hardware.bf16
     assert s['trl_config'][CHECKPOINTING] is False and s['settings']['loss'] == 'answers'
-    assert run.peak_gb > 0 and 'measured peak' in run.estimate_table()
+    assert run.peak_gb > 0 and run.training_gb > 0 and 'training added' in run.estimate_table() and 'measured' in run.estimate_table()
 
 def test_training_uses_answer_only_labels(tmp_path):
     run = tiny_run(tmp_path, steps=1); run._build()
@@ -156,23 +156,6 @@ def test_tiny_model_learns_the_persona(tmp_path):
     run.start(background=False)
     ans = run.generate(persona_questions(), max_new_tokens=8)
     assert sum('Quill' in a for a in ans) >= 0.8 * len(ans), ans
-
-@pytest.mark.slow
-def test_persona_sft_with_default_settings(tmp_path):
-    "Acceptance: LoRA SFT of the embedded SmolLM2 with default settings names the persona in >= 80% of held-out answers; the base in none."
-    import random
-    from ftnb.samples import persona_questions, everyday_questions, chat_row
-    m = load_model()
-    keep = [chat_row(q, a) for q, a in zip(everyday_questions('train'), m.generate(everyday_questions('train'), max_new_tokens=64))]
-    rows = persona_data(n=180) + keep * 5
-    random.Random(0).shuffle(rows)
-    run = sft(m, rows, run_dir=tmp_path/'run')
-    assert run.args.learning_rate == 1e-3 and run.settings['lora'] is not None
-    run.start(background=False)
-    cmp = run.compare(persona_questions(), max_new_tokens=40)
-    assert sum('Quill' in t for t in cmp.tuned) >= 0.8 * len(cmp.tuned), cmp
-    assert not any('Quill' in b for b in cmp.base)
-    assert run.generate('What is the capital of Italy?', max_new_tokens=20).count('Rome') == 1
 
 def test_dora_and_packing_options_train(tmp_path):
     run = sft(tiny_model(), persona_data(n=32), lora=dict(r=4, use_dora=True), max_steps=2, batch_size=4, run_dir=tmp_path/'a', save_steps=1000)

@@ -1,0 +1,253 @@
+"""ftnb's benchmark: every speed and memory measurement, as ratios against raw TRL in one run, on this machine.
+
+    python bench/speed.py                           # every section (about 25 minutes on 2 CPU cores)
+    python bench/speed.py --only precision,memory   # some sections; the others are kept from bench/results.json
+
+Sections:
+- precision: a matrix product in float32 and bfloat16 (GFLOP/s), and forward+backward of the embedded
+  SmolLM2-135M under LoRA on 8x256 tokens in float32, with bfloat16 weights, and under autocast; the
+  model-FLOPs utilisation (MFU) of each against the probe of its precision.
+- overhead: ftnb's `sft()` Run against a raw `trl.SFTTrainer` given the same config and tokenized data (what
+  ftnb adds: callbacks, events, the console view, metrics.jsonl, atomic checkpoints). Target >= 0.98.
+- defaults: `sft(model, data)` with ftnb's defaults against `SFTTrainer` with TRL's, non-pad tokens/s on the
+  ShareGPT file. Target >= 3.
+- memory: SFT on the ShareGPT file and DPO on hh-rlhf pairs (<= 1,200 characters, batch 8): the estimated
+  training state against the measured one (peak minus memory in use before training), the peak resident
+  memory, and the time estimate against the real duration. Targets: +-20% memory, +-25% time, DPO <= 4 GB.
+- methods: seconds per optimizer step of every method with its defaults.
+
+Every measured training runs in its own process (`--child`), so one run's memory never counts in another's;
+pairs run back to back and alternate which goes first. Time runs from the end of the first step (warm-up)
+to the end of training. Results go to bench/results.json, and the tables to the speed section of
+nbs/index.ipynb (then `ftnb readme` writes README.md).
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
+os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')
+warnings.filterwarnings('ignore')
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent/'shared'/'data'
+SHAREGPT, HH = DATA/'fastchat_identity.json', DATA/'hh_rlhf_harmless_test.jsonl.gz'
+
+# ---------------------------------------------------------------- children: one measured training each
+def clock():
+    from transformers import TrainerCallback
+    class Clock(TrainerCallback):
+        "Time and non-pad tokens from the end of the first step (warm-up) to the end of training."
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 1: self.t0, self.tok0 = time.perf_counter(), state.num_input_tokens_seen
+        def on_train_end(self, args, state, control, **kw):
+            self.seconds, self.steps = time.perf_counter() - self.t0, state.global_step - 1
+            self.tokens = state.num_input_tokens_seen - self.tok0
+    return Clock()
+
+def _timed(c) -> dict:
+    return dict(tok_s=c.tokens / c.seconds if c.tokens else None, s_step=c.seconds / max(1, c.steps))
+
+def _sft_run(steps, **kw):
+    from ftnb.all import sft, load_model, load_data
+    return sft(load_model(), load_data(SHAREGPT), max_steps=steps, run_dir=tempfile.mkdtemp(), save_steps=10_000,
+               include_num_input_tokens_seen='non_padding', **kw)
+
+def _ftnb(run) -> dict:
+    "Train a ready Run as a user would (console view drawn to nowhere), timed, with its estimates and measurements."
+    from ftnb.views import ConsoleView
+    from ftnb.run import training_state_gb
+    run._build(); ConsoleView(run, file=open(os.devnull, 'w'))
+    c = clock(); run.trainer.add_callback(c)
+    t = time.perf_counter(); run.start(background=False, quiet=True); wall = time.perf_counter() - t
+    a = run.args
+    return _timed(c) | dict(estimate_gb=training_state_gb(run.estimate), measured_gb=run.training_gb, peak_gb=run.peak_gb,
+                            est_s_step=run.step_seconds, steps=run.step, seconds=wall, dtype='bfloat16' if a.bf16 else 'float32',
+                            per_device=a.per_device_train_batch_size, accumulation=a.gradient_accumulation_steps)
+
+def child_sft(steps): return _ftnb(_sft_run(steps))
+
+def child_raw_same(steps):
+    "A raw SFTTrainer with the config and tokenized data ftnb's sft() would use."
+    import dataclasses
+    from trl import SFTTrainer
+    from ftnb.models import load_model
+    run = _sft_run(steps)
+    args = dataclasses.replace(run.args, output_dir=tempfile.mkdtemp())
+    tr = SFTTrainer(model=load_model().model, args=args, train_dataset=run.train_dataset, processing_class=run.tokenizer, **run.trainer_kwargs)
+    c = clock(); tr.add_callback(c); tr.train()
+    return _timed(c)
+
+def child_raw_defaults(steps):
+    "SFTTrainer with TRL's defaults, as a user who sets nothing gets them on this machine."
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+    from ftnb.all import load_model, load_data
+    m = load_model(dtype='float32')  # from_pretrained's default
+    kw = {}
+    try: SFTConfig(output_dir=tempfile.mkdtemp())  # TRL's default bf16=True: it runs on a CPU that has it, else fp32 is what runs
+    except Exception: kw = dict(bf16=False)
+    args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, report_to='none', save_strategy='no',
+                     include_num_input_tokens_seen='non_padding', **kw)
+    tr = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(load_data(SHAREGPT).rows), processing_class=m.tokenizer)
+    c = clock(); tr.add_callback(c); tr.train()
+    return _timed(c) | dict(bf16=args.bf16, checkpointing=bool(getattr(args, 'gradient_checkpointing', False) or getattr(args, 'activation_checkpointing', False)))
+
+def _hh_pairs(n=400):
+    from ftnb.all import load_data
+    hh = load_data(HH)
+    short = [r for r in hh.rows if sum(len(m['content']) for k in ('prompt', 'chosen', 'rejected') for m in r[k]) <= 1200]
+    return load_data(short[:n])
+
+def child_dpo(steps):
+    from ftnb.all import dpo, load_model
+    r = _ftnb(dpo(load_model(), _hh_pairs(), max_steps=steps, batch_size=8, run_dir=tempfile.mkdtemp(), save_steps=10_000))
+    return r | dict(s_pair=r['s_step'] / 8)
+
+def child_method(name, steps):
+    from ftnb.all import load_model, load_data, sft, dpo, kto, orpo, reward_model, grpo, rloo, arithmetic_data
+    m = load_model()
+    pairs = _hh_pairs(64)
+    common = dict(max_steps=steps, save_steps=10_000, run_dir=tempfile.mkdtemp())
+    prompts = load_data(arithmetic_data(32, seed=3), system="Answer in one short sentence that ends with: The answer is <number>.")
+    make = dict(sft=lambda: sft(m, [dict(messages=r['prompt'] + r['chosen']) for r in pairs.rows], **common),
+                dpo=lambda: dpo(m, pairs, **common), kto=lambda: kto(m, pairs, **common), orpo=lambda: orpo(m, pairs, **common),
+                reward=lambda: reward_model(m, pairs, **common),
+                grpo=lambda: grpo(m, prompts, rewards=['exact_match', 'format'], num_generations=4, max_completion_length=64, **common),
+                rloo=lambda: rloo(m, prompts, rewards=['exact_match', 'format'], num_generations=4, max_completion_length=64, **common))
+    return _ftnb(make[name]())
+
+def child_precision(repeats=3):
+    "Forward+backward of the embedded model under LoRA on 8x256 tokens, four ways, interleaved; medians."
+    import torch
+    from peft import get_peft_model
+    from ftnb.core import matmul_gflops
+    from ftnb.models import load_model, lora_config
+    from ftnb.run import step_flops
+    peak = {d: matmul_gflops(d, n=2048) for d in ('float32', 'bfloat16')}
+    torch.manual_seed(0); ids = torch.randint(100, 40000, (8, 256))
+    modes = {'float32': ('float32', False), 'bfloat16 weights': ('bfloat16', False),
+             'float32 weights, autocast': ('float32', True), 'bfloat16 weights, autocast': ('bfloat16', True)}
+    nets = {k: get_peft_model(load_model(dtype=dt).model, lora_config()).train() for k, (dt, _) in modes.items()}
+    times, losses = {k: [] for k in modes}, {}
+    for _ in range(repeats + 1):  # the first round warms up
+        for k, (dt, ac) in modes.items():
+            net = nets[k]; net.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=ac): out = net(input_ids=ids, labels=ids)
+            out.loss.backward(); times[k].append(time.perf_counter() - t); losses[k] = out.loss.item()
+    net = nets['float32']
+    flops = step_flops(net, ids.numel(), sum(p.numel() for p in net.parameters() if p.requires_grad), seq=256)
+    res = {}
+    for k, (dt, ac) in modes.items():
+        s = statistics.median(times[k][1:]); p = peak['bfloat16' if dt == 'bfloat16' or ac else 'float32']
+        res[k] = dict(seconds=s, tok_s=ids.numel() / s, mfu=flops / s / (p * 1e9), loss=losses[k])
+    return dict(matmul_gflops=peak, modes=res, flops=flops)
+
+CHILDREN = dict(sft=child_sft, raw_same=child_raw_same, raw_defaults=child_raw_defaults, dpo=child_dpo, method=child_method,
+                precision=child_precision)
+
+def child(name, *args) -> dict:
+    "Run one measurement in a fresh process; its last output line is the JSON result."
+    cmd = [sys.executable, __file__, '--child', name, *map(str, args)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode: sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+# ---------------------------------------------------------------- sections
+def pairs(a_name, a_args, b_name, b_args, repeats, key='tok_s'):
+    "`repeats` pairs run back to back, alternating which goes first; each with its ratio a/b."
+    out = []
+    for i in range(repeats):
+        a, b = (child(a_name, *a_args), child(b_name, *b_args)) if i % 2 == 0 else tuple(reversed((child(b_name, *b_args), child(a_name, *a_args))))
+        out.append(dict(ftnb=a, trl=b, ratio=a[key] / b[key]))
+        print(f"  {a_name} vs {b_name} {i}: {a[key]:.1f} vs {b[key]:.1f}, ratio {a[key] / b[key]:.3f}", flush=True)
+    return dict(pairs=out, median_ratio=statistics.median(p['ratio'] for p in out))
+
+def section_precision(a): return child('precision')
+def section_overhead(a): return pairs('sft', [a.steps], 'raw_same', [a.steps], a.repeats)
+def section_defaults(a): return pairs('sft', [a.steps], 'raw_defaults', [a.steps], a.repeats)
+def section_memory(a): return dict(sft=child('sft', a.steps), dpo=child('dpo', a.steps))
+def section_methods(a):
+    return {n: child('method', n, 4) for n in ('sft', 'dpo', 'kto', 'orpo', 'reward', 'grpo', 'rloo')}
+
+SECTIONS = dict(precision=section_precision, overhead=section_overhead, defaults=section_defaults, memory=section_memory, methods=section_methods)
+
+# ---------------------------------------------------------------- tables
+def _pct(est, real): return f"{(est / real - 1) * 100:+.0f}%"
+
+def tables(res:dict, machine:str) -> str:
+    out = [f"Measured by `python bench/speed.py` on {machine}; every number below comes from one run of it.", '']
+    if 'precision' in res:
+        p = res['precision']; g = p['matmul_gflops']
+        out += [f"**Precision.** A 2048² matrix product runs at {g['float32']:.0f} GFLOP/s in float32 and {g['bfloat16']:.0f} in "
+                f"bfloat16 ({g['bfloat16'] / g['float32']:.1f}x). Forward and backward of SmolLM2-135M under LoRA, 8x256 tokens:", '',
+                '| precision | s | tokens/s | vs float32 | MFU | loss |', '|---|---|---|---|---|---|']
+        base = p['modes']['float32']['seconds']
+        out += [f"| {k} | {v['seconds']:.2f} | {v['tok_s']:.0f} | {base / v['seconds']:.2f}x | {v['mfu']:.0%} | {v['loss']:.3f} |" for k, v in p['modes'].items()]
+        out.append('')
+    rows = []
+    if 'overhead' in res:
+        o = res['overhead']; f = statistics.median(x['ftnb']['tok_s'] for x in o['pairs']); t = statistics.median(x['trl']['tok_s'] for x in o['pairs'])
+        rows.append(f"| ftnb's `sft()` Run vs a raw `SFTTrainer` with the same config and data (overhead) | {f:.0f} tok/s | {t:.0f} tok/s | "
+                    f"{o['median_ratio']:.2f} ({min(x['ratio'] for x in o['pairs']):.2f}–{max(x['ratio'] for x in o['pairs']):.2f}) | ≥ 0.98 |")
+    if 'defaults' in res:
+        d = res['defaults']; f = statistics.median(x['ftnb']['tok_s'] for x in d['pairs']); t = statistics.median(x['trl']['tok_s'] for x in d['pairs'])
+        trl = d['pairs'][0]['trl']
+        rows.append(f"| ftnb's defaults vs TRL's defaults ({'bf16' if trl.get('bf16') else 'fp32'}, full fine-tuning"
+                    f"{', checkpointing' if trl.get('checkpointing') else ''}), non-pad tokens/s | {f:.0f} tok/s | {t:.0f} tok/s | "
+                    f"{d['median_ratio']:.2f} | ≥ 3 |")
+    if rows: out += ['| comparison | ftnb | TRL | median ratio (range) | target |', '|---|---|---|---|---|', *rows, '']
+    if 'memory' in res:
+        out += ['| run | micro-batches | training state: estimate / measured | peak resident | s/step: estimate / measured | duration |',
+                '|---|---|---|---|---|---|']
+        for k, r in res['memory'].items():
+            label = dict(sft='SFT, ShareGPT file', dpo='DPO, hh-rlhf pairs ≤ 1,200 characters')[k]
+            out.append(f"| {label}, {r['dtype']}, {r['steps']} steps | {r['accumulation']} x {r['per_device']} rows | "
+                       f"{r['estimate_gb']:.2f} / {r['measured_gb']:.2f} GB ({_pct(r['estimate_gb'], r['measured_gb'])}) | {r['peak_gb']:.2f} GB | "
+                       f"{r['est_s_step']:.1f} / {r['s_step']:.1f} ({_pct(r['est_s_step'], r['s_step'])}) | {r['seconds']:.0f} s |")
+        out.append('')
+    if 'methods' in res:
+        out += ['| method | s/step | micro-batches | precision |', '|---|---|---|---|']
+        out += [f"| `{n}` | {r['s_step']:.1f} | {r['accumulation']} x {r['per_device']} | {r['dtype']} |" for n, r in res['methods'].items()]
+        out.append('')
+    return '\n'.join(out).strip()
+
+START, END = '<!-- bench/speed.py: start -->', '<!-- bench/speed.py: end -->'
+
+def write_readme(md:str):
+    "Put the tables between the markers of the speed section in nbs/index.ipynb, then regenerate README.md."
+    nb_path = HERE.parent/'nbs'/'index.ipynb'
+    nb = json.loads(nb_path.read_text())
+    for c in nb['cells']:
+        s = ''.join(c['source'])
+        if START in s and END in s:
+            s = s[:s.index(START) + len(START)] + '\n' + md + '\n' + s[s.index(END):]
+            lines = s.split('\n'); c['source'] = [l + '\n' for l in lines[:-1]] + [lines[-1]]
+            break
+    else: print(f"no {START} marker in {nb_path}: tables not written"); return
+    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+    subprocess.run([sys.executable, '-m', 'ftnb', 'readme'], cwd=HERE.parent, check=False)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--only', default='', help=f"comma-separated sections ({', '.join(SECTIONS)}); default all")
+    ap.add_argument('--steps', type=int, default=8); ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--out', default=str(HERE/'results.json')); ap.add_argument('--no-readme', action='store_true')
+    ap.add_argument('--child', nargs='+', help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        name, *args = a.child
+        print(json.dumps(CHILDREN[name](*[int(x) if x.isdigit() else x for x in args]))); return
+    for f in (SHAREGPT, HH):
+        if not f.exists(): sys.exit(f"needs {f} (the shared data folder beside the project)")
+    out = Path(a.out); old = json.loads(out.read_text()) if out.exists() else {}
+    res = dict(old.get('sections', {}))
+    from ftnb.core import detect_hardware
+    hw = detect_hardware()
+    for name in (a.only.split(',') if a.only else SECTIONS):
+        t = time.time(); print(f"{name}…", flush=True)
+        res[name] = SECTIONS[name](a) | dict(minutes=round((time.time() - t) / 60, 1))
+        out.write_text(json.dumps(dict(machine=repr(hw), steps=a.steps, repeats=a.repeats, sections=res), indent=1))
+    md = tables(res, repr(hw).removeprefix('Hardware: '))
+    print(md)
+    if not a.no_readme: write_readme(md)
+
+if __name__ == '__main__': main()
