@@ -131,7 +131,8 @@ def test_rloo_trains_the_embedded_model(tmp_path):
     r.start(quiet=True)
     h = [x for x in r.history if 'reward' in x]
     assert r.state == 'finished' and len(h) == 3 and all('rewards/format/mean' in x and 'kl' in x for x in h)
-    assert h[-1]['kl'] > 0  # the policy has moved away from the reference
+    moved = [p.abs().max().item() for n, p in r.net.named_parameters() if 'lora_B' in n]
+    assert moved and max(moved) > 0  # the policy has moved from the reference (LoRA's B starts at zero); bf16's KL estimate can be slightly negative
 
 def test_grpo_bad_rewards_fail_before_training():
     with pytest.raises(FtnbError, match=r"needs the data column\(s\) \['answer'\]"): grpo(tiny_model(), persona_data(n=4))
