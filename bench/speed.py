@@ -198,7 +198,7 @@ def tables(res:dict, machine:str) -> str:
     if 'memory' in res:
         out += ['| run | micro-batches | training state: estimate / measured | peak resident | s/step: estimate / measured | duration |',
                 '|---|---|---|---|---|---|']
-        for k, r in res['memory'].items():
+        for k, r in ((k, r) for k, r in res['memory'].items() if isinstance(r, dict)):
             label = dict(sft='SFT, ShareGPT file', dpo='DPO, hh-rlhf pairs ≤ 1,200 characters')[k]
             out.append(f"| {label}, {r['dtype']}, {r['steps']} steps | {r['accumulation']} x {r['per_device']} rows | "
                        f"{r['estimate_gb']:.2f} / {r['measured_gb']:.2f} GB ({_pct(r['estimate_gb'], r['measured_gb'])}) | {r['peak_gb']:.2f} GB | "
@@ -206,7 +206,7 @@ def tables(res:dict, machine:str) -> str:
         out.append('')
     if 'methods' in res:
         out += ['| method | s/step | micro-batches | precision |', '|---|---|---|---|']
-        out += [f"| `{n}` | {r['s_step']:.1f} | {r['accumulation']} x {r['per_device']} | {r['dtype']} |" for n, r in res['methods'].items()]
+        out += [f"| `{n}` | {r['s_step']:.1f} | {r['accumulation']} x {r['per_device']} | {r['dtype']} |" for n, r in res['methods'].items() if isinstance(r, dict)]
         out.append('')
     return '\n'.join(out).strip()
 

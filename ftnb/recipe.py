@@ -136,7 +136,8 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     lora = a['lora']
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
     bits = 4 if getattr(m.model, 'is_loaded_in_4bit', False) else 8 if getattr(m.model, 'is_loaded_in_8bit', False) else None
-    memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft),
+    ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')  # a reference scores every batch as training goes
+    memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft), reference_pass=ref_pass,
                                reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout))
     s = train_settings(hw, steps, a['batch_size'], memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), seq=seq, has_eval=ev is not None,
                        min_batch=min_batch, eval_multiple=eval_multiple)
@@ -153,7 +154,6 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
               run_dir=out, hardware=hw, estimate=est, settings=rec)
     run.data, run.eval_data = d, ev
     if row_tokens:
-        ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')
         flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass, seq=int(row_tokens))
         run.step_seconds = time_estimate(flops, hw.dtype, hw.device)
     return run

@@ -135,7 +135,8 @@ def memory_estimate(model, # the model (before or after peft wraps it)
                     checkpointing:bool=False, # activation checkpointing on
                     reference:bool=False, # the method keeps a frozen reference copy
                     quant_bits:int|None=None, # 4 for QLoRA base weights
-                    lora_dropout:bool=False) -> dict: # LoRA with dropout (its adapters keep their own dropped-out inputs)
+                    lora_dropout:bool=False, # LoRA with dropout (its adapters keep their own dropped-out inputs)
+                    reference_pass:bool=False) -> dict: # a reference model scores each batch as it trains (DPO, KTO without precomputed log-probs)
     "Estimated training memory in GB by component."
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)  # 4-bit weights at their real size
@@ -150,6 +151,7 @@ def memory_estimate(model, # the model (before or after peft wraps it)
     act = batch * seq * (L * h * b + layer if checkpointing else L * layer)  # checkpointing keeps each layer's input, and recomputes one layer
     est = {'weights': w, 'gradients': t * 4, 'optimizer (AdamW)': t * 8, 'activations': act, 'logits': batch * seq * V * 4 * LOGIT_COPIES,
            'runtime': RUNTIME_GB * 1e9}
+    if reference_pass: est['reference logits'] = est['logits']  # measured: DPO's training state holds a second set of logits
     if reference: est['reference model'] = n * b
     est = {k: v / 1e9 for k, v in est.items()}
     est['total'] = sum(est.values())
