@@ -174,7 +174,7 @@ SECTIONS = dict(precision=section_precision, overhead=section_overhead, defaults
 def _pct(est, real): return f"{(est / real - 1) * 100:+.0f}%"
 
 def tables(res:dict, machine:str) -> str:
-    out = [f"Measured by `python bench/speed.py` on {machine}; every number below comes from one run of it.", '']
+    out = [f"Measured by `python bench/speed.py` on {machine}. Each table comes from one run of its section (`--only` reruns a section alone); pairs inside a run alternate which goes first.", '']
     if 'precision' in res:
         p = res['precision']; g = p['matmul_gflops']
         out += [f"**Precision.** A 2048² matrix product runs at {g['float32']:.0f} GFLOP/s in float32 and {g['bfloat16']:.0f} in "
@@ -231,6 +231,7 @@ def main():
     ap.add_argument('--only', default='', help=f"comma-separated sections ({', '.join(SECTIONS)}); default all")
     ap.add_argument('--steps', type=int, default=8); ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--out', default=str(HERE/'results.json')); ap.add_argument('--no-readme', action='store_true')
+    ap.add_argument('--tables', action='store_true', help='only write the tables from --out, measuring nothing')
     ap.add_argument('--child', nargs='+', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -242,7 +243,7 @@ def main():
     res = dict(old.get('sections', {}))
     from ftnb.core import detect_hardware
     hw = detect_hardware()
-    for name in (a.only.split(',') if a.only else SECTIONS):
+    for name in ([] if a.tables else a.only.split(',') if a.only else SECTIONS):
         t = time.time(); print(f"{name}…", flush=True)
         res[name] = SECTIONS[name](a) | dict(minutes=round((time.time() - t) / 60, 1))
         out.write_text(json.dumps(dict(machine=repr(hw), steps=a.steps, repeats=a.repeats, sections=res), indent=1))
