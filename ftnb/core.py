@@ -18,13 +18,17 @@ class FtnbError(ValueError):
 # %% ../nbs/00_core.ipynb #52d6daed
 _BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)
 
-def cpu_flags() -> set[str]:
-    "The CPU's feature flags (`flags` on x86, `Features` on Arm) from /proc/cpuinfo; empty where there is none (macOS, Windows)."
+def _cpuinfo(*keys) -> str:
+    "The first /proc/cpuinfo value whose field starts with one of `keys` ('' where there is none: macOS, Windows)."
     try:
         for l in open('/proc/cpuinfo'):
-            if l.startswith(('flags', 'Features')): return set(l.split(':', 1)[1].split())
+            if l.startswith(keys): return l.split(':', 1)[1].strip()
     except OSError: pass
-    return set()
+    return ''
+
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags (`flags` on x86, `Features` on Arm); empty where /proc/cpuinfo is missing."
+    return set(_cpuinfo('flags', 'Features').split())
 
 @functools.cache
 def matmul_gflops(dtype:str='float32', # 'float32' or 'bfloat16'
@@ -113,11 +117,7 @@ def _free_ram_gb() -> float:
     return 0.
 
 def _cpu_name() -> str:
-    try:
-        for l in open('/proc/cpuinfo'):
-            if l.startswith('model name'): return l.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 # %% ../nbs/00_core.ipynb #a0132df4
 def detect_hardware() -> Hardware:

@@ -418,7 +418,6 @@ def _graceful_sigint(run):
 # %% ../nbs/06_run.ipynb #a3e2a8ed
 @patch
 def _train(self:Run, ckpt):
-    import torch
     try:
         tr, dev = self._build(), self.hardware.device
         before = memory_gb(dev); reset_peak_memory(dev)
