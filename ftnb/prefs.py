@@ -11,7 +11,7 @@ from .run import Run
 from .recipe import prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
-__all__ = ['dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
+__all__ = ['KTO_KL_ROWS', 'dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
 
 # %% ../nbs/12_prefs.ipynb #0a6e2602
 def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=None, reference=True, min_batch=1):
@@ -25,6 +25,7 @@ def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=No
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     return recipe(method_name, m, d, ev, d.dataset, ev.dataset if ev is not None else None, kw,
                   seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), reference=reference,
+                  sequences=2, scored=st.trained / max(1, 2 * sum(st.lengths)),
                   trainer_kwargs=dict(ref_model=ref) if ref is not None else None, min_batch=min_batch,
                   config=dict(max_length=max_length, train_sampling_strategy='random') | config,  # length grouping needs input_ids
                   settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)) |
@@ -44,6 +45,8 @@ def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
                      kw, max_length, config=dict(beta=beta, loss_type=[loss_type], precompute_ref_log_probs=precompute_ref))
 
 # %% ../nbs/12_prefs.ipynb #96942711
+KTO_KL_ROWS = 8  # fewest rows of a device batch KTO estimates its KL term from (or the whole batch, if smaller): fewer make the estimate noisy, and on a CPU each micro-batch pays its own KL pass
+
 def _unpaired(d:Data, seed:int=42) -> Data:
     "Unpaired rows in a shuffled fixed order (KTO reads them sequentially: its KL term pairs neighbours in a batch)."
     import random
@@ -62,7 +65,7 @@ def kto(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
         **kw): # `recipe_args` (batch_size at least 2), and any other `trl.KTOConfig` field
     "Kahneman-Tversky optimisation on answers labelled good or bad; returns a ready `Run`."
     if kw['batch_size'] < 2: raise FtnbError(f"kto needs batch_size of at least 2, got {kw['batch_size']}: its KL term pairs each answer with another one of the same device batch.")
-    return _pref_run('kto', model, data, '', kw, max_length, convert=lambda d: _unpaired(d, kw['seed']), min_batch=2,
+    return _pref_run('kto', model, data, '', kw, max_length, convert=lambda d: _unpaired(d, kw['seed']), min_batch=KTO_KL_ROWS,
                      config=dict(beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
                                  precompute_ref_log_probs=precompute_ref, train_sampling_strategy='sequential'))
 

@@ -123,6 +123,7 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
            kw:dict, # the recipe's settings: `recipe_args`, and any other TRL config field
            seq:int=512, # tokens per row the memory estimate assumes
            row_tokens:float|None=None, # mean tokens a row trains on, for the time estimate (None: none, as for methods that sample answers)
+           sequences:int=1, scored:float=1., # sequences a row holds (2 for a pair), and the share of tokens the LM head scores (answers)
            config:dict|None=None, settings:dict|None=None, # the method's TRL fields, and extra settings to record
            reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
            min_batch:int=1, eval_multiple:int=1) -> Run: # the method's batch limits (see `train_settings`)
@@ -154,7 +155,8 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
               run_dir=out, hardware=hw, estimate=est, settings=rec)
     run.data, run.eval_data = d, ev
     if row_tokens:
-        flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass, seq=int(row_tokens))
+        flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass,
+                           seq=int(row_tokens / sequences), scored=scored)
         run.step_seconds = time_estimate(flops, hw.dtype, hw.device)
     return run
 

@@ -153,7 +153,7 @@ def reward_model(model:Model|Run|str='smollm2-135m-instruct', # the language mod
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     if kw['lora'] is not False: kw = kw | dict(lora=(kw['lora'] if isinstance(kw['lora'], dict) else {}) | dict(task_type='SEQ_CLS'))
-    return recipe('reward', sm, d, ev, d.dataset, ev.dataset if ev is not None else None, kw, seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length),
+    return recipe('reward', sm, d, ev, d.dataset, ev.dataset if ev is not None else None, kw, seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), sequences=2, scored=0.,
                   config=dict(max_length=max_length, train_sampling_strategy='random'),
                   settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)))
 

@@ -14,9 +14,10 @@ from .methods import method
 
 # %% auto #0
 __all__ = ['STAGING', 'CHECKPOINTING', 'CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'EVENTS', 'STATES',
-           'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'training_state_gb', 'train_settings',
-           'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops', 'time_estimate',
-           'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'final_metrics', 'Comparison']
+           'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'score_answers_only', 'training_state_gb',
+           'train_settings', 'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops',
+           'time_estimate', 'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'final_metrics',
+           'Comparison']
 
 # %% ../nbs/06_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -66,6 +67,17 @@ def last_checkpoint(run_dir, # a run folder
     c = get_last_checkpoint(str(d))
     return Path(c) if c else None
 
+# %% ../nbs/06_run.ipynb #2269f9a1
+def score_answers_only():
+    "Make TRL's fused LM head score only labelled positions on a CPU as well, as it does on GPUs (once per process)."
+    try: import trl.trainer.utils as tu
+    except ImportError: return
+    gate = getattr(tu, '_use_triton', None)  # TRL's choice of compact scoring; absent before TRL's fused head
+    if gate is None or getattr(gate, 'ftnb', False): return
+    def compact(device): return device.type == 'cpu' or gate(device)
+    compact.ftnb, compact.__doc__ = True, gate.__doc__
+    tu._use_triton = compact
+
 # %% ../nbs/06_run.ipynb #1c4b37a3
 def _interval(total:int, n:int, lo:int=1) -> int: return max(lo, total // n) if total > 0 else lo
 
@@ -112,7 +124,7 @@ def train_settings(hw:Hardware, # the hardware to train on
                    memory=None, # `memory(rows, checkpointing)` -> a `memory_estimate`, for the rows per device step
                    seq:int=512, # tokens per row the estimate assumes
                    has_eval:bool=False, # an eval set is given
-                   min_batch:int=1, # the method's fewest rows on a device (KTO: 2)
+                   min_batch:int=1, # the method's fewest rows on a device (KTO: `KTO_KL_ROWS`)
                    eval_multiple:int=1) -> dict: # eval batches hold a multiple of this many rows (GRPO: num_generations)
     "TRL config fields chosen for this hardware and run length."
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
@@ -125,7 +137,7 @@ def train_settings(hw:Hardware, # the hardware to train on
 
 # %% ../nbs/06_run.ipynb #d4b6affa
 _BYTES = dict(float32=4, bfloat16=2, float16=2)
-LOGIT_COPIES = 7  # float32 copies of a token's vocabulary logits alive at a step's peak (measured: SFT 7.2, DPO 5.5)
+LOGIT_COPIES = 5  # float32 copies of a token's vocabulary logits alive at a step's peak (measured with answers-only scoring: SFT 3.9, DPO 6.0)
 RUNTIME_GB = .3  # what a first step allocates whatever the batch: kernels' workspaces, the allocator's slack (measured: SFT 0.29)
 
 def memory_estimate(model, # the model (before or after peft wraps it)
@@ -182,22 +194,25 @@ def memory_gb(device:str) -> float:
     try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
     except (OSError, ValueError, IndexError): return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
 
-STEP_EFFICIENCY = dict(cpu=.2, cuda=.4, mps=.3)  # share of the matmul probe's speed a training step reaches (CPU measured: SFT .12, DPO .23; GPUs: a guess)
+STEP_EFFICIENCY = dict(cpu=.2, cuda=.4, mps=.3)  # share of the matmul probe's speed a training step reaches (CPU measured: SFT .17, DPO .24; GPUs: a guess)
 
 def step_flops(model, # the model (before or after peft wraps it)
                tokens:float, # tokens in one optimizer step (all micro-batches)
                trainable:int|None=None, # trainable parameters (LoRA's adapters, or all)
                reference:bool=False, # a frozen reference scores the same tokens (DPO, KTO)
-               seq:int=512) -> float: # tokens per sequence (attention's cost grows with it)
-    "Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per trainable weight, and attention."
+               seq:int=512, # tokens per sequence (attention's cost grows with it)
+               scored:float=1.) -> float: # share of the tokens the LM head scores (TRL's fused head skips prompts and padding)
+    "Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per trainable weight, and attention; the LM head's share only on scored tokens."
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)
     t = trainable if trainable is not None else t
     h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
-    if not getattr(cfg, 'tie_word_embeddings', False): n -= V * h  # an untied embedding is a lookup, not a product
+    get_head = getattr(model, 'get_output_embeddings', None)
+    head = V * h if get_head is not None and get_head() is not None else 0  # a reward model's head is a score, not the vocabulary
+    body = n - V * h - (0 if getattr(cfg, 'tie_word_embeddings', False) else head)  # the embedding is a lookup, not a product
     attn = 2 * L * h * seq  # causal QKᵀ and AV, forward
-    fwd = 2 * n + attn
-    return tokens * (fwd + (2 * n + 2 * min(t, n) + 2 * attn) + (fwd if reference else 0))
+    fwd = 2 * body + 2 * head * scored + attn
+    return tokens * (fwd + (fwd - attn + 2 * min(t, n) + 2 * attn) + (fwd if reference else 0))
 
 def time_estimate(flops:float, # `step_flops` of one step
                   dtype:str='float32', device:str='cpu') -> float:
@@ -332,6 +347,7 @@ def _build(self:Run):
     self.run_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
+        score_answers_only()
         self.trainer = self.trainer_cls(model=self.model.model, args=one_device(self.args), train_dataset=self.train_dataset,
                                         eval_dataset=self.eval_dataset, processing_class=self.model.tokenizer, **self.trainer_kwargs)
     fp32_trainables(self.trainer.model, self.args)  # after TRL, which makes QLoRA adapters bf16 (on a T4's fp16 that fails at the first step)
@@ -563,7 +579,9 @@ def plan(self:Run) -> str:
     "What the run will do, before it starts: steps, rows a step and how they are split, precision, and the estimated memory and time."
     a = self.args
     per, acc = a.per_device_train_batch_size, a.gradient_accumulation_steps
-    split = f" ({acc} micro-batches of {per})" if acc > 1 else ''
+    why = (f'a CPU is no faster on more than {CPU_TOKENS} tokens at once' if self.hardware.device != 'cuda' else 'what fits in free memory')
+    split = f" ({acc} micro-batches of {per}: {why})" if acc > 1 else ''
+    if getattr(a, CHECKPOINTING, False): split += ', recomputing activations to fit'
     dtype = 'bfloat16' if a.bf16 else 'float16' if a.fp16 else 'float32'
     parts = [f"{self.max_steps} steps of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
     if self.estimate: parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")

@@ -62,6 +62,14 @@ def test_kto_splits_pairs_and_logs_rewards(tmp_path):
     assert r.state == 'finished' and any('kl' in h for h in r.history)
 
 
+def test_kto_estimates_its_kl_term_from_a_whole_device_batch(tmp_path):
+    "KTO's KL term pairs rows within a device batch: a CPU's small micro-batches would leave it one swapped pair."
+    r = kto(tiny_model(), preference_pairs(n=12), max_steps=1, batch_size=8, run_dir=tmp_path)
+    assert (r.args.per_device_train_batch_size, r.args.gradient_accumulation_steps) == (8, 1)
+    r2 = dpo(tiny_model(), preference_pairs(n=12), max_steps=1, batch_size=8, run_dir=tmp_path/'dpo')
+    assert r2.args.per_device_train_batch_size < 8  # the CPU rule: DPO's pairs come a few at a time
+
+
 def test_orpo_runs_without_reference(tmp_path):
     r = orpo(tiny_model(), preference_pairs(n=12), max_steps=2, batch_size=4, run_dir=tmp_path).start(quiet=True)
     assert r.state == 'finished' and any('log_odds_ratio' in h for h in r.history)
