@@ -69,6 +69,7 @@ def params_table(obj): # a function, method or class
         anno = '' if p.annotation is E else p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
         dflt = '' if p.default is E else f"`{_cell(repr(_plain(p.default)))}`"
         rows.append(f"| **{_cell(name)}** | {f'`{_cell(anno)}`' if anno else ''} | {dflt} | {_cell(d.get(name) or '')} |")
+    if not any(d.get(n) for n in sig.parameters) and not d.get('return'): return ''  # nothing the signature does not say
     if d.get('return'): rows.append(f"| **returns** | | | {_cell(d['return'])} |")
     return '| Parameter | Type | Default | Details |\n|---|---|---|---|\n' + '\n'.join(rows) if rows else ''
 
@@ -150,7 +151,7 @@ _LINK_ATTRS = re.compile(r'(\]\([^)\s]*\))\{[^}]*\}')  # [text](url){target="_bl
 _CALLOUT = re.compile(r'^:::+\s*\{\.callout-(\w+)[^}]*\}', re.M)  # ::: {.callout-note}
 _ADMONITIONS = ('note', 'tip', 'warning', 'important', 'caution')
 
-def quarto_to_myst(cell):
+def quarto_to_myst(cell): # a notebook cell, changed in place
     "Translate the Quarto-only syntax of `cell` to MyST: link attributes, callouts, and the `echo`, `output` and `include` options."
     if cell.cell_type == 'markdown':
         callout = lambda m: f":::{{{m[1] if m[1] in _ADMONITIONS else 'note'}}}"
@@ -176,7 +177,7 @@ class title_cell(Processor):
 
 # %% ../nbs/24_docs.ipynb #81fc35ac
 PROCS = [FrontmatterProc, populate_language, add_show_docs, add_data_docs, mv_exports, strip_ansi, hide_line, filter_stream_,
-         rm_header_dash, render_show_docs, quarto_to_myst, rm_export, clean_magics, hide_, strip_hidden_metadata, title_cell]
+         rm_header_dash, render_show_docs, quarto_to_myst, rm_export, clean_magics, hide_, strip_hidden_metadata, title_cell]  # in the order they run
 
 def process_notebook(path:Path, # the notebook
                      lib:str='ftnb'): # the package it exports to
@@ -192,9 +193,24 @@ def process_notebook(path:Path, # the notebook
 # %% ../nbs/24_docs.ipynb #e19bcc94
 _BACKTICKED = re.compile(r'(?<![`}\w])`([A-Za-z_]\w*(?:\.\w+)*)(\(\))?`(?!`)')
 _LONG_TICKS = re.compile(r'(``+.*?``+)')  # code spans that show backticks: left as they are
+_CODE = re.compile(r'(``+.*?``+|`[^`]*`)')  # any code span
 
-def symbol_targets(documented:list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    "How prose names each documented (module, name) (`sft`, `Run.start`, `ftnb.sft.sft`, `ftnb.sft`) to its role and full name."
+def _prose(md:str, f) -> str:
+    "`md` with `f` applied to each line of prose: fenced code, directives and indented code are left as they are."
+    lines, fence = md.split('\n'), None
+    for i, l in enumerate(lines):
+        s = l.lstrip()
+        if fence and s.startswith(fence): fence = None
+        elif not fence and s.startswith(('```', '~~~')): fence = s[:3]
+        elif not fence and not s.startswith(':::') and not l.startswith('    '): lines[i] = f(l)
+    return '\n'.join(lines)
+
+def _outside(spans:re.Pattern, f):
+    "`f` applied to the parts of a line that are not `spans`."
+    return lambda l: ''.join(p if j % 2 else f(p) for j, p in enumerate(spans.split(l)))
+
+def symbol_targets(documented:list[tuple[str, str]]): # (module, name) of each entry, ('ftnb.sft', '') for a module's page
+    "How prose names each documented symbol (`sft`, `Run.start`, `ftnb.sft.sft`) or module (`ftnb.sft`): the name to its role and full name."
     out, short = {}, {}
     for mod, name in documented:
         out[mod] = ('py:mod', mod)
@@ -210,26 +226,19 @@ def linkify(md:str, # Markdown
         if m[1] not in targets: return m[0]
         role, full = targets[m[1]]
         return f'{{{role}}}`{m[1]}{m[2] or ""} <{full}>`'
-    lines, fence = md.split('\n'), None
-    for i, l in enumerate(lines):
-        s = l.lstrip()
-        if fence and s.startswith(fence): fence = None
-        elif not fence and s.startswith(('```', '~~~')): fence = s[:3]
-        elif not fence and not s.startswith(':::') and not l.startswith('    '):
-            lines[i] = ''.join(p if j % 2 else _BACKTICKED.sub(sub, p) for j, p in enumerate(_LONG_TICKS.split(l)))
-    return '\n'.join(lines)
+    return _prose(md, _outside(_LONG_TICKS, lambda s: _BACKTICKED.sub(sub, s)))
 
 # %% ../nbs/24_docs.ipynb #f3970b1b
 _NB_LINK = re.compile(r'\]\(([^)\s:#]+\.ipynb)(#[^)\s]*)?\)')
 
-def _retarget(md:str, here:Path, nbs:Path, names:dict[Path, str]) -> str:
-    "`md`, from notebook `here`, with its links to notebooks sent to their pages (which have nbdev's names, not the notebooks')."
+def _retarget(md:str, here:Path, names:dict[Path, str]) -> str:
+    "`md`, of notebook `here`, with its links to notebooks sent to their pages (which have nbdev's names, not the notebooks')."
     import os
     def sub(m):
         nb = (here.parent/m[1]).resolve()
         if nb not in names: return m[0]
         return f"]({os.path.relpath(names[nb] + '.ipynb', Path(names[here]).parent)}{m[2] or ''})"
-    return _NB_LINK.sub(sub, md)
+    return _prose(md, _outside(_CODE, lambda s: _NB_LINK.sub(sub, s)))
 
 # %% ../nbs/24_docs.ipynb #7ccd3049
 CONF = """# Generated by ftnb.docs.build_docs from settings.ini: edit nbs/24_docs.ipynb, not this file.
@@ -262,7 +271,7 @@ def linkcode_resolve(domain, info):
     except Exception: return None
     rel = os.path.relpath(path, {root!r})
     return None if rel.startswith('..') else f"{git_url}/blob/{branch}/{{rel}}#L{{line}}"
-"""
+"""  # Sphinx's conf.py, its blanks filled from settings.ini
 
 _IMAGES = ('.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp')
 
@@ -280,7 +289,7 @@ def stage(nbs:Path, # the notebooks
     targets = symbol_targets([d for nb in pages.values() for d in nb.documented_])
     for nb in pages.values():
         for c in nb.cells:
-            if c.cell_type == 'markdown': c.source = linkify(_retarget(c.source, Path(nb.path_).resolve(), nbs, names), targets)
+            if c.cell_type == 'markdown': c.source = linkify(_retarget(c.source, Path(nb.path_).resolve(), names), targets)
     groups = {}
     for name in pages:
         if name != 'index': groups.setdefault(name.split('/')[0].title() if '/' in name else 'API', []).append(name)
@@ -289,6 +298,7 @@ def stage(nbs:Path, # the notebooks
         pages['index'] = new_nb([mk_cell(f"# {cfg.title}\n\n{cfg.description}", 'markdown')])
     pages['index'].cells += [mk_cell(_toctree(cap, ps), 'markdown') for cap, ps in groups.items()]
     for name, nb in pages.items():
+        nb.metadata.setdefault('language_info', {'name': 'python'})  # ftnb's notebooks are Python, saved with a kernel or not
         (src/name).parent.mkdir(parents=True, exist_ok=True)
         write_nb(nb, src/f'{name}.ipynb')
     for f in nbs.rglob('*'):
@@ -309,6 +319,7 @@ def build_docs(dest='_docs', # folder the site is written to (a site built befor
     from fastcore.xtras import working_directory
     from nbdev.config import get_config
     from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
     root = find_file_parents('settings.ini', nbs)
     if root is None: raise FtnbError(f"no settings.ini in {Path(nbs or '.').resolve()} or above it: run in the repository, or pass `nbs`")
     with working_directory(root): cfg = get_config()  # nbdev reads its settings from the working directory
@@ -319,7 +330,8 @@ def build_docs(dest='_docs', # folder the site is written to (a site built befor
         tmp = Path(tmp); (src := tmp/'src').mkdir()
         with working_directory(root): stage(nbs, src, cfg)
         warnings = StringIO()
-        Sphinx(src, src, tmp/'html', tmp/'doctrees', 'html', status=None, warning=warnings, freshenv=True).build()
+        with docutils_namespace():  # Sphinx's registrations undone after: a second build in this process starts clean
+            Sphinx(src, src, tmp/'html', tmp/'doctrees', 'html', status=None, warning=warnings, freshenv=True).build()
         if strict and warnings.getvalue().strip(): raise FtnbError('the docs build warned:\n' + warnings.getvalue())
         shutil.rmtree(tmp/'html'/'_sources', ignore_errors=True)  # empty: the notebooks are not copied (html_copy_source)
         shutil.rmtree(dest, ignore_errors=True)
