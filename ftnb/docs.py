@@ -133,7 +133,7 @@ def _resolve(ns:dict, name:str):
 class render_show_docs(Processor):
     "Replace each `show_doc(x)` cell by `x`'s entry, `x` looked up in the exported module: nothing of the notebook is run."
     def cell(self, cell):
-        if cell.cell_type != 'code' or not (name := _shown(cell.source)): return
+        if cell.cell_type != 'code' or 'hide' in cell.directives_ or not (name := _shown(cell.source)): return  # hide_ drops a hidden one
         import ftnb.all
         mod = self.nb.module_
         ns = vars(ftnb.all) | (vars(mod) if mod else {})
