@@ -25,3 +25,17 @@ def data_dir():
 def tiny():
     from ftnb.models import tiny_model
     return tiny_model()
+
+@pytest.fixture(scope='session')
+def docs_site(tmp_path_factory):
+    "The docs site built from nbs/ into a temp folder (`ftnb docs`), as (folder, Sphinx's warnings or '', seconds taken)."
+    import time
+    pytest.importorskip('sphinx', reason='the docs site needs the dev extras (sphinx, myst-nb, furo)')
+    from ftnb.core import FtnbError
+    from ftnb.docs import build_docs
+    dest, t = tmp_path_factory.mktemp('docs')/'_docs', time.monotonic()
+    try: build_docs(dest, ROOT/'nbs'); warned = ''
+    except FtnbError as e:
+        if 'the docs build warned' not in str(e): raise
+        warned = str(e); build_docs(dest, ROOT/'nbs', strict=False)  # the site anyway, for the other checks
+    return dest, warned, time.monotonic() - t

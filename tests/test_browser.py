@@ -166,3 +166,28 @@ def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS/'report.png'), full_page=True)
     finally: ctx.close()
+
+def test_docs_pages_in_chromium(browser, docs_site):
+    "The docs site from file://, offline: an API page with its sidebar, entries and chart, the home page (or a tutorial), and search."
+    site = docs_site[0]
+    first = next(iter(sorted(site.glob('tutorials/*.html'))), site/'index.html')
+    ctx = browser.new_context(viewport=dict(width=1400, height=1000), offline=True)  # offline: the site must need nothing from outside
+    page = ctx.new_page(); ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        for path, shot in [(site/'sft.html', 'docs-api.png'), (first, 'docs-home.png')]:
+            page.goto(path.as_uri())
+            broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert not broken, f'{path.name}: images that do not load: {broken}'
+            assert page.locator('.sidebar-tree a.reference').count() >= 20, f'{path.name}: no sidebar listing the pages'
+            page.screenshot(path=str(ARTIFACTS/shot))
+        page.goto((site/'sft.html').as_uri())
+        assert page.locator('dl.py.function dt#ftnb\\.sft\\.sft').is_visible(), 'no entry for sft'
+        imgs = page.evaluate("[...document.querySelectorAll('article img')].map(i => i.getBoundingClientRect().width)")
+        assert imgs and all(100 < w <= 900 for w in imgs), f'charts too small or wider than the text: {imgs}'
+        page.locator('dl.py.function').first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS/'docs-entry.png'))
+        page.goto((site/'search.html').as_uri() + '?q=load_data')
+        page.wait_for_selector('#search-results li', timeout=15_000)  # the index is a script, so search works from file://
+        assert 'load_data' in page.inner_text('#search-results')
+        page.screenshot(path=str(ARTIFACTS/'docs-search.png'))
+    finally: ctx.close()
