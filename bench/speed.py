@@ -7,8 +7,8 @@ Sections:
 - precision: a matrix product in float32 and bfloat16 (GFLOP/s), and forward+backward of the embedded
   SmolLM2-135M under LoRA on 8x256 tokens in float32, with bfloat16 weights, and under autocast; the
   model-FLOPs utilisation (MFU) of each against the probe of its precision.
-- overhead: ftnb's `sft()` Run against a raw `trl.SFTTrainer` given the same config and tokenized data (what
-  ftnb adds: callbacks, events, the console view, metrics.jsonl, atomic checkpoints). Target >= 0.98.
+- overhead: ftnb's `sft()` Run against a raw `trl.SFTTrainer` given the same config, tokenized data and answers-only
+  scoring (what ftnb adds: callbacks, events, the console view, metrics.jsonl, atomic checkpoints). Target >= 0.98.
 - defaults: `sft(model, data)` with ftnb's defaults against `SFTTrainer` with TRL's, non-pad tokens/s on the
   ShareGPT file. Target >= 3.
 - memory: SFT on the ShareGPT file and DPO on hh-rlhf pairs (<= 1,200 characters, batch 8): the estimated
@@ -65,11 +65,13 @@ def _ftnb(run) -> dict:
 def child_sft(steps): return _ftnb(_sft_run(steps))
 
 def child_raw_same(steps):
-    "A raw SFTTrainer with the config and tokenized data ftnb's sft() would use."
+    "A raw SFTTrainer with the config, tokenized data and LM-head scoring ftnb's sft() would use: what is left is ftnb's wrapper."
     import dataclasses
     from trl import SFTTrainer
     from ftnb.models import load_model
+    from ftnb.run import score_answers_only
     run = _sft_run(steps)
+    score_answers_only()
     args = dataclasses.replace(run.args, output_dir=tempfile.mkdtemp())
     tr = SFTTrainer(model=load_model().model, args=args, train_dataset=run.train_dataset, processing_class=run.tokenizer, **run.trainer_kwargs)
     c = clock(); tr.add_callback(c); tr.train()
@@ -134,11 +136,28 @@ def child_precision(repeats=3):
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=ac): out = net(input_ids=ids, labels=ids)
             out.loss.backward(); times[k].append(time.perf_counter() - t); losses[k] = out.loss.item()
     net = nets['float32']
-    flops = step_flops(net, ids.numel(), sum(p.numel() for p in net.parameters() if p.requires_grad), seq=256)
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    flops = step_flops(net, ids.numel(), trainable, seq=256)
     res = {}
     for k, (dt, ac) in modes.items():
         s = statistics.median(times[k][1:]); p = peak['bfloat16' if dt == 'bfloat16' or ac else 'float32']
         res[k] = dict(seconds=s, tok_s=ids.numel() / s, mfu=flops / s / (p * 1e9), loss=losses[k])
+    # TRL's fused LM head, as its trainers call it, on rows whose first half is prompt: every position scored, then answers only
+    import trl.trainer.utils as tu
+    from ftnb.run import score_answers_only
+    net = nets['bfloat16 weights, autocast']
+    tu.add_fused_lm_head(net.get_base_model(), outputs=('log_probs', 'entropy', 'is_top1'))
+    labels = ids.clone(); labels[:, :128] = -100
+    half = step_flops(net, ids.numel(), trainable, seq=256, scored=.5)
+    for k in ("TRL's head, every position", "TRL's head, answers only"):
+        if 'answers' in k: score_answers_only()
+        ts = []
+        for _ in range(repeats + 1):
+            net.zero_grad(set_to_none=True); t = time.perf_counter()
+            with torch.autocast('cpu', dtype=torch.bfloat16): out = net(input_ids=ids, labels=labels, fused_lm_head=True)
+            out.loss.backward(); ts.append(time.perf_counter() - t)
+        s = statistics.median(ts[1:])
+        res[k] = dict(seconds=s, tok_s=ids.numel() / s, mfu=half / s / (peak['bfloat16'] * 1e9), loss=out.loss.item())
     return dict(matmul_gflops=peak, modes=res, flops=flops)
 
 CHILDREN = dict(sft=child_sft, raw_same=child_raw_same, raw_defaults=child_raw_defaults, dpo=child_dpo, method=child_method,
@@ -182,6 +201,11 @@ def tables(res:dict, machine:str) -> str:
                 '| precision | s | tokens/s | vs float32 | MFU | loss |', '|---|---|---|---|---|---|']
         base = p['modes']['float32']['seconds']
         out += [f"| {k} | {v['seconds']:.2f} | {v['tok_s']:.0f} | {base / v['seconds']:.2f}x | {v['mfu']:.0%} | {v['loss']:.3f} |" for k, v in p['modes'].items()]
+        if any('head' in k for k in p['modes']):
+            out += ['', "The first rows take the loss from the full logits (transformers' own loss, every token a target). The rows on TRL's head "
+                    "run its fused LM head as TRL's trainers call it (bf16 weights, autocast), on rows whose first half is prompt: scoring "
+                    "every position is what TRL does on a CPU; scoring the answers only is what it does on GPUs, and what ftnb makes it do "
+                    "on a CPU (`score_answers_only`). Their MFU counts the vocabulary projection on the scored half only."]
         out.append('')
     rows = []
     if 'overhead' in res:
