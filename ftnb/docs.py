@@ -236,6 +236,7 @@ def _retarget(md:str, here:Path, names:dict[Path, str]) -> str:
     import os
     def sub(m):
         nb = (here.parent/m[1]).resolve()
+        if nb not in names: nb = (Path(os.path.commonpath(list(names))).parent/m[1]).resolve()  # the home page's links are the README's: from the repository's root
         if nb not in names: return m[0]
         return f"]({os.path.relpath(names[nb] + '.ipynb', Path(names[here]).parent)}{m[2] or ''})"
     return _prose(md, _outside(_CODE, lambda s: _NB_LINK.sub(sub, s)))
