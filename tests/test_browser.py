@@ -180,10 +180,11 @@ def test_docs_pages_in_chromium(browser, docs_site):
             assert not broken, f'{path.name}: images that do not load: {broken}'
             assert page.locator('.sidebar-tree a.reference').count() >= 20, f'{path.name}: no sidebar listing the pages'
             page.screenshot(path=str(ARTIFACTS/shot))
+        page.goto(first.as_uri())  # the first tutorial's charts (the loss curve)
+        imgs = page.evaluate("[...document.querySelectorAll('article img')].map(i => i.getBoundingClientRect().width)")
+        assert imgs and all(100 < w <= 900 for w in imgs), f'{first.name}: charts too small or wider than the text: {imgs}'
         page.goto((site/'sft.html').as_uri())
         assert page.locator('dl.py.function dt#ftnb\\.sft\\.sft').is_visible(), 'no entry for sft'
-        imgs = page.evaluate("[...document.querySelectorAll('article img')].map(i => i.getBoundingClientRect().width)")
-        assert imgs and all(100 < w <= 900 for w in imgs), f'charts too small or wider than the text: {imgs}'
         page.locator('dl.py.function').first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS/'docs-entry.png'))
         page.goto((site/'search.html').as_uri() + '?q=load_data')
