@@ -72,7 +72,8 @@ def test_search_index_and_examples_are_there(docs_site):
     assert 'ftnb.sft.sft' in (site/'searchindex.js').read_text(), 'sft is not in the search index'
     sft = (site/'sft.html').read_text()
     assert '<table' in sft and 'peak learning rate' in sft, "sft's page lacks its parameters table with their comments"
-    assert re.search(r'<img [^>]*src="_images/', sft), "sft's page lacks its saved chart"
+    first = (site/'tutorials'/'first_finetune.html').read_text()  # sft's real-model example, with its loss curve
+    assert re.search(r'<img [^>]*src="\.\./_images/', first), "the first tutorial's page lacks its saved chart"
     prose = lambda p: re.sub(r'<pre.*?</pre>|<code.*?</code>', '', p.read_text(), flags=re.S)  # examples may show the syntax
     leaks = [p.name for p in site.rglob('*.html') if re.search(r'\{target=|:::\{|\{py:(obj|mod)\}', prose(p))]
     assert not leaks, f"pages showing raw Quarto or MyST syntax: {leaks}"
@@ -80,16 +81,18 @@ def test_search_index_and_examples_are_there(docs_site):
 PNG = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==')
 
 def test_tutorials_come_first_with_their_images_and_links(tmp_path):
-    "A folder nbs/tutorials/ (none yet) becomes the sidebar's first section; its images show and its links reach the API pages."
+    "The folder nbs/tutorials/ becomes the sidebar's first section; its images show and its links reach the API pages."
     import nbformat
     nbs = tmp_path/'nbs'; (nbs/'tutorials'/'images').mkdir(parents=True)
     shutil.copy(ROOT/'settings.ini', tmp_path)
-    for nb in ('index.ipynb', '11_sft.ipynb'): shutil.copy(ROOT/'nbs'/nb, nbs)
+    shutil.copy(ROOT/'nbs'/'11_sft.ipynb', nbs)  # a module page; it links to tutorial 1, which links to the next: the tutorials come too
+    for nb in (ROOT/'nbs'/'tutorials').glob('*.ipynb'): shutil.copy(nb, nbs/'tutorials')
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# ftnb\n\n> A small site.')]), str(nbs/'index.ipynb'))
     (nbs/'tutorials'/'images'/'dot.png').write_bytes(PNG)
     cells = [nbformat.v4.new_markdown_cell('# Teach a name\n\n> A first tutorial.'),
              nbformat.v4.new_markdown_cell('See [the SFT page](../11_sft.ipynb) and `sft`.\n\n![a dot](images/dot.png)'),
              nbformat.v4.new_code_cell('1 + 1', outputs=[nbformat.v4.new_output('execute_result', {'text/plain': '2'}, execution_count=1)])]
-    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(nbs/'tutorials'/'01_teach_a_name.ipynb'))
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(nbs/'tutorials'/'99_teach_a_name.ipynb'))
     site = build_docs(tmp_path/'_docs', nbs)
     page = (site/'tutorials'/'teach_a_name.html').read_text()
     assert 'href="../sft.html"' in page and 'href="../sft.html#ftnb.sft.sft"' in page, 'the tutorial does not link to the SFT page and entry'
