@@ -70,10 +70,12 @@ def _scratch_copy(root:Path, dest:Path):
         (shutil.copytree if s.is_dir() else shutil.copy)(s, dest/p)
 
 def _in_dir(d, f):
+    "Run `f` in folder `d`, with nbdev reading its settings there (it caches the first it read, whatever the folder)."
     import os
-    old = os.getcwd(); os.chdir(d)
+    from nbdev.config import get_config
+    old = os.getcwd(); os.chdir(d); get_config.cache_clear()
     try: return f()
-    finally: os.chdir(old)
+    finally: os.chdir(old); get_config.cache_clear()
 
 # %% ../nbs/23_devtools.ipynb #c79b6974
 def _changed_by(root, action, folder:str, pattern:str) -> list[str]:

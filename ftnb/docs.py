@@ -323,7 +323,9 @@ def build_docs(dest='_docs', # folder the site is written to (a site built befor
     from sphinx.util.docutils import docutils_namespace
     root = find_file_parents('settings.ini', nbs)
     if root is None: raise FtnbError(f"no settings.ini in {Path(nbs or '.').resolve()} or above it: run in the repository, or pass `nbs`")
+    get_config.cache_clear()  # nbdev caches the first settings it read, whatever the folder; read this root's, and leave none behind
     with working_directory(root): cfg = get_config()  # nbdev reads its settings from the working directory
+    get_config.cache_clear()
     nbs, dest = Path(nbs or cfg.nbs_path).resolve(), Path(dest).resolve()
     if dest.exists() and any(dest.iterdir()) and not (dest/'.buildinfo').exists():
         raise FtnbError(f"{dest} holds files and no site built before: choose an empty or new folder")
