@@ -573,6 +573,12 @@ class Stats:
         "Mean tokens a row trains on, each cut at `max_length` (default this `Stats`' own)."
         cut = max_length or self.max_length or max(self.lengths)
         return sum(min(l, cut) for l in self.lengths) / len(self.lengths)
+    @property
+    def sequences(self) -> int: return 2 if self.kind == 'preference' else 1  # a pair trains on its chosen and its rejected answer
+    @property
+    def trained_share(self) -> float:
+        "Share of the tokens that are trained (the answers): what TRL's LM head scores. A pair counts as two of its longer side."
+        return self.trained / max(1, self.sequences * sum(self.lengths))
 
     def plot(self):
         "A histogram of token lengths, with `max_length` marked."
@@ -589,7 +595,7 @@ class Stats:
         n = len(self.lengths)
         out = [f"{n} rows; tokens per row: min {min(self.lengths)}, median {self.quantile(.5)}, 95% {self.quantile(.95)}, max {max(self.lengths)}"]
         if self.kind == 'prompt_only': out.append("prompts only: the answers are generated during training (GRPO)")
-        else: out.append(f"trained tokens: {self.trained} of {sum(self.lengths)} ({self.trained / max(1, sum(self.lengths)):.0%})")
+        else: out.append(f"trained tokens: {self.trained} of {self.sequences * sum(self.lengths)} ({self.trained_share:.0%})")
         if self.max_length: out.append(f"max_length={self.max_length} truncates {self.truncated} rows ({self.truncated / n:.1%})")
         if self.roles: out.append('messages by role: ' + ', '.join(f"{r} {c}" for r, c in self.roles.most_common()))
         if self.turns: out.append('user turns per row: ' + ', '.join(f"{t}: {c}" for t, c in sorted(self.turns.items())))

@@ -212,7 +212,7 @@ def step_flops(model, # the model (before or after peft wraps it)
     body = n - V * h - (0 if getattr(cfg, 'tie_word_embeddings', False) else head)  # the embedding is a lookup, not a product
     attn = 2 * L * h * seq  # causal QKᵀ and AV, forward
     fwd = 2 * body + 2 * head * scored + attn
-    return tokens * (fwd + (fwd - attn + 2 * min(t, n) + 2 * attn) + (fwd if reference else 0))
+    return tokens * (fwd + (fwd + attn + 2 * min(t, n)) + (fwd if reference else 0))  # backward: twice the attention, and the trainable weights' gradients
 
 def time_estimate(flops:float, # `step_flops` of one step
                   dtype:str='float32', device:str='cpu') -> float:
@@ -579,7 +579,7 @@ def plan(self:Run) -> str:
     "What the run will do, before it starts: steps, rows a step and how they are split, precision, and the estimated memory and time."
     a = self.args
     per, acc = a.per_device_train_batch_size, a.gradient_accumulation_steps
-    why = (f'a CPU is no faster on more than {CPU_TOKENS} tokens at once' if self.hardware.device != 'cuda' else 'what fits in free memory')
+    why = (f'a CPU is no faster on more than {CPU_TOKENS} tokens at once' if self.hardware.device == 'cpu' else 'what fits in free memory')
     split = f" ({acc} micro-batches of {per}: {why})" if acc > 1 else ''
     if getattr(a, CHECKPOINTING, False): split += ', recomputing activations to fit'
     dtype = 'bfloat16' if a.bf16 else 'float16' if a.fp16 else 'float32'

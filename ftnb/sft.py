@@ -29,6 +29,6 @@ def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
     train_ds = d.tokenize(m.tokenizer, max_length) if answers_only else d.dataset
     eval_ds = (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.dataset) if ev is not None else None
     return recipe('sft', m, d, ev, train_ds, eval_ds, kw, seq=min(max_length, st.quantile(0.95)), row_tokens=st.mean_tokens(max_length),
-                  scored=st.trained / max(1, sum(st.lengths)) if answers_only else 1.,
+                  scored=st.trained_share if answers_only else 1.,
                   config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
                   settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)))
