@@ -15,23 +15,6 @@ from .views import history_plot
 # %% auto #0
 __all__ = ['QuickstartResult', 'quickstart']
 
-# %% ../nbs/19_quickstart.ipynb #0c45a98e
-import warnings
-from contextlib import contextmanager
-
-@contextmanager
-def _quiet_prep(bars=True):
-    "Hide datasets' per-pass progress bars (tokenize, label, truncate: each under a second here) and TRL's deprecation noise."
-    import datasets
-    was = datasets.is_progress_bar_enabled()
-    if bars and was: datasets.disable_progress_bars()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
-            yield
-    finally:
-        if bars and was: datasets.enable_progress_bars()
-
 # %% ../nbs/19_quickstart.ipynb #d194b7ac
 @dataclass
 class QuickstartResult:
@@ -91,11 +74,10 @@ def quickstart(name:str='Quill', # the persona's name
     keep = [chat_row(q, a) for q, a in zip(keep_qs, m.generate(keep_qs, max_new_tokens=64)) if a.strip()]
     rows = persona_data(name, maker, n=180, seed=seed) + keep * 5
     random.Random(seed).shuffle(rows)
-    with _quiet_prep():
-        run = sft(m, rows, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, run_dir=new_run_dir('quickstart', root), logging_steps=1)
+    run = sft(m, rows, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, run_dir=new_run_dir('quickstart', root), logging_steps=1)
     run.settings |= dict(persona=name, maker=maker, rows_persona=len(rows) - len(keep) * 5, rows_everyday=len(keep) * 5)
     say(f"Training: {len(rows)} rows ({len(rows)-len(keep)*5} persona, {len(keep)*5} everyday), LoRA r=16, {max_steps} steps of {batch_size}")
-    with _quiet_prep(bars=False): run.start(background=False, quiet=quiet)
+    run.start(background=False, quiet=quiet)
     tuned = run.generate(questions, max_new_tokens=max_new_tokens)
     run.save()
     history_plot(run.history, title=f"Persona SFT of {m.name}").savefig(run.run_dir/'loss.png')

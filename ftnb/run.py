@@ -14,10 +14,10 @@ from .methods import method
 
 # %% auto #0
 __all__ = ['STAGING', 'CHECKPOINTING', 'CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'EVENTS', 'STATES',
-           'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'score_answers_only', 'training_state_gb',
-           'train_settings', 'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops',
-           'time_estimate', 'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'final_metrics',
-           'Comparison']
+           'QUIET_ROWS', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'score_answers_only',
+           'training_state_gb', 'train_settings', 'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb',
+           'step_flops', 'time_estimate', 'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'quiet_prep',
+           'final_metrics', 'Comparison']
 
 # %% ../nbs/06_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -341,12 +341,28 @@ def fp32_trainables(net, args) -> int:
             p.data = p.data.float(); n += 1
     return n
 
+from contextlib import contextmanager
+
+QUIET_ROWS = 20_000  # below this many rows each of TRL's data passes (tokenize, truncate, label) takes a few seconds: its bar is noise
+
+@contextmanager
+def quiet_prep(rows:int): # the training rows: bars stay on for data big enough that a pass takes a while
+    "Hide datasets' per-pass progress bars while TRL prepares small data, and TRL's deprecation warning about checkpointing."
+    import datasets
+    hide = rows < QUIET_ROWS and datasets.is_progress_bar_enabled()
+    if hide: datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
+            yield
+    finally:
+        if hide: datasets.enable_progress_bars()
+
 @patch
 def _build(self:Run):
     if self.trainer is not None: return self.trainer
     self.run_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
+    with quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0):
         score_answers_only()
         self.trainer = self.trainer_cls(model=self.model.model, args=one_device(self.args), train_dataset=self.train_dataset,
                                         eval_dataset=self.eval_dataset, processing_class=self.model.tokenizer, **self.trainer_kwargs)
@@ -417,8 +433,6 @@ def resume(self:Run, background:bool|None=None):
     return self.start(background=background, resume=True)
 
 # %% ../nbs/06_run.ipynb #02a2667c
-from contextlib import contextmanager
-
 @contextmanager
 def _graceful_sigint(run):
     "In the main thread, a first Ctrl-C asks the run to stop at the next step; a second one interrupts."
