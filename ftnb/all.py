@@ -8,6 +8,7 @@ __all__ = []
 # %% ../nbs/20_all.ipynb #7db5f6e8
 from .core import FtnbError, detect_hardware
 from .models import Model, load_model, tiny_model, lora_config
+from .formats import save_gguf, ollama_modelfile
 from .samples import chat_row, persona_data, persona_questions, everyday_questions, arithmetic_data, preference_pairs
 from .data import Data, load_data
 from .methods import METHODS
@@ -24,7 +25,8 @@ from .history import runs, load_run
 from .report import report
 from .quickstart import quickstart
 
-__all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 'lora_config', 'chat_row', 'persona_data',
+__all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 'lora_config', 'save_gguf',
+           'ollama_modelfile', 'chat_row', 'persona_data',
            'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'Data', 'load_data', 'METHODS', 'Run',
            'new_run_dir', 'last_checkpoint', 'history_plot', 'Dashboard', 'sft', 'dpo', 'kto', 'orpo',
            'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'reward_model', 'model_reward',

@@ -10,6 +10,7 @@ from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
+from .formats import FORMATS
 from .methods import method
 
 # %% auto #0
@@ -566,19 +567,26 @@ def _sample(self:Run, step:int):
     self.events.emit('sample', run=self, record=rec)
 
 # %% ../nbs/06_run.ipynb #6acfee31
+def _shared_system(data) -> str|None:
+    "The system message every conversation of `data` starts with, if they all share one."
+    rows = getattr(data, 'rows', None) or []
+    firsts = {(r['messages'][0]['content'] if r['messages'][0]['role'] == 'system' else None) if r.get('messages') else None for r in rows}
+    return firsts.pop() if len(firsts) == 1 else None
+
 @patch
-def save(self:Run, path=None, # destination folder; default `<run folder>/adapter` or `<run folder>/merged`
-         merged:bool=False): # fold LoRA into the weights and save a standalone model
-    "Save the adapter, or the merged model, with the tokenizer; returns the folder."
-    import copy
-    m = self.net
-    path = Path(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(m) else 'model')))
-    if merged and is_peft(m): m = copy.deepcopy(m).merge_and_unload()
-    m.save_pretrained(path); self.tokenizer.save_pretrained(path)
-    if m is not self.net:  # the merged copy is a whole model (on a GPU, GBs): free it now
-        from accelerate.utils import release_memory
-        del m; release_memory()
-    return path
+def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `merged` or `gguf`
+         merged:bool=False, # fold LoRA into the weights and save a standalone model (always for 'gguf')
+         format:str='hf', # 'hf' (a transformers folder) or 'gguf' (one file for llama.cpp and Ollama, with a Modelfile)
+         quantize:str|None=None, # GGUF type: 'f16' (default), 'q8_0', 'bf16' or 'f32'
+         system:str|None=None): # 'gguf': the Modelfile's system prompt; default the one the training data shared
+    "Save the adapter, the merged model, or a GGUF file with an Ollama Modelfile, with the tokenizer; returns the folder or file."
+    if self.state in ('running', 'stopping'):
+        raise FtnbError(f"This run is {self.state}: its weights change while it trains. Stop it (run.stop(wait=True)) or wait for it "
+                        "(run.wait()) before saving.")
+    if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
+    m = Model(self.net, self.tokenizer, f"{Path(str(self.model.name)).name}-{self.method}", f"{self.method} run {self.run_dir}")
+    if format == 'gguf': return m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else _shared_system(self.data))
+    return m.save(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(self.net) else 'model')), merged=merged, quantize=quantize)
 
 # %% ../nbs/06_run.ipynb #cf671c86
 @patch
