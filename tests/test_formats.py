@@ -38,12 +38,16 @@ def test_f16_answers_like_the_source_model(smol, exported):
     assert back.generate(PROMPTS, max_new_tokens=20) == smol.generate(PROMPTS, max_new_tokens=20)
 
 def test_q8_0_is_half_the_size_and_still_answers(exported):
+    "(ftnb's own `load_model` of the Q8_0 file, with its special tokens, is checked in nbs/02b_formats.ipynb.)"
+    import gguf
     d, files = exported
     f16, q8 = (files[q].stat().st_size for q in ('f16', 'q8_0'))
     assert 0.5 < q8 / f16 < 0.6, (f16, q8)  # 8.5 bits a weight against 16
-    m = load_model(str(files['q8_0']), dtype='float32')  # ftnb's own reader, through its GGUF conversion
-    assert (m.tokenizer.eos_token, m.tokenizer.pad_token, m.tokenizer.bos_token) == ('<|im_end|>', '<|im_end|>', '<|im_start|>')
-    assert 'Paris' in m.generate(PROMPTS[0], max_new_tokens=20)
+    r = gguf.GGUFReader(files['q8_0'])
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    assert types['blk.0.attn_q.weight'] == types['token_embd.weight'] == 'Q8_0' and types['blk.0.attn_norm.weight'] == 'F32'
+    assert [r.fields[f'tokenizer.ggml.{k}_token_id'].contents() for k in ('bos', 'eos', 'padding')] == [1, 2, 2]
+    assert 'Paris' in from_gguf(files['q8_0']).generate(PROMPTS[0], max_new_tokens=20)
 
 def test_modelfile_beside_the_file(exported, smol):
     d, files = exported
@@ -62,32 +66,39 @@ def test_a_template_that_is_not_chatml_is_left_to_ollama(tmp_path):
     assert 'TEMPLATE' not in text.replace('# No TEMPLATE', '') and 'not ChatML' in text
     assert re.findall(r'PARAMETER stop "(.*)"', text) == ['<|im_end|>']
 
+TEXT = " ".join(["Hello, who are you? I am a model."] * 8)  # 88 tokens: long enough for the rotary scaling to matter
+
 def tiny_net(kind:str, tok):
+    "A random tiny model of an architecture, with weights that make a misplaced bias, norm or rotary position show in the logits."
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
     kw = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    C, M, extra = dict(llama=(LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),
-                       mistral=(MistralConfig, MistralForCausalLM, dict(tie_word_embeddings=False, sliding_window=None)),
-                       qwen2=(Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=True)),
-                       qwen3=(Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=False, head_dim=128)))[kind]
+    llama3 = dict(rope_type='llama3', factor=8., low_freq_factor=1., high_freq_factor=4., original_max_position_embeddings=32, rope_theta=1e4)
+    C, M, extra = {'llama': (LlamaConfig, LlamaForCausalLM, dict(tie_word_embeddings=False)),
+                   'mistral': (MistralConfig, MistralForCausalLM, dict(tie_word_embeddings=False, sliding_window=None)),
+                   'qwen2': (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=True)),
+                   'qwen3': (Qwen3Config, Qwen3ForCausalLM, dict(tie_word_embeddings=False, head_dim=128)),
+                   'llama-linear-rope': (LlamaConfig, LlamaForCausalLM, dict(rope_parameters=dict(rope_type='linear', factor=4., rope_theta=1e4))),
+                   'llama-llama3-rope': (LlamaConfig, LlamaForCausalLM, dict(rope_parameters=llama3))}[kind]
     torch.manual_seed(0)
     net = M(C(**kw, **extra)).eval()
     with torch.no_grad():
-        for n, p in net.named_parameters():  # biases and norms away from their initial 0 and 1, so that a misplaced one shows
+        for n, p in net.named_parameters():  # biases and norms away from their initial 0 and 1; sharper attention, so positions matter
             if n.endswith('bias'): p.normal_(0, .5)
             elif 'norm' in n: p.normal_(1, .3)
+            elif 'proj' in n: p.mul_(4)
     return net
 
-@pytest.mark.parametrize('kind', ['llama', 'mistral', 'qwen2', 'qwen3'])
-def test_architectures_read_back_with_the_same_logits(kind, tmp_path):
-    "Random tiny models of each architecture (untied and tied embeddings, Qwen2's attention biases, Qwen3's q/k norms), in f32."
+@pytest.mark.parametrize('kind', ['qwen2', 'qwen3'])
+def test_architectures_read_back_with_the_same_logits(kind, tiny, tmp_path):
+    "Random tiny Qwen2 (tied embeddings, attention biases) and Qwen3 (q/k norms) in f32; Llama is the SmolLM2 tests', Mistral is written as Llama. All four run through llama.cpp in the slow test."
     from transformers import AutoModelForCausalLM
-    tok = tiny_model().tokenizer
+    tok = tiny.tokenizer
     net = tiny_net(kind, tok)
     f = save_gguf(net, tok, tmp_path/f'tiny-{kind}.gguf', 'f32', name=f'tiny-{kind}', progress=False)
     back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=f.name, dtype=torch.float32)
-    ids = tok("Hello, who are you? I am a model.", return_tensors='pt')['input_ids']
-    with torch.no_grad(): assert torch.allclose(net(ids).logits, back(ids).logits, atol=1e-5)
+    ids = tok(TEXT, return_tensors='pt')['input_ids']
+    with torch.no_grad(): assert torch.allclose(net(ids).logits, back(ids).logits, atol=1e-4)
 
 def test_a_lora_run_saves_merged(tmp_path):
     from ftnb.sft import sft
@@ -125,19 +136,20 @@ def llama_cpp():
     return llama_cpp
 
 @pytest.mark.slow
-@pytest.mark.parametrize('kind', ['llama', 'mistral', 'qwen2', 'qwen3'])
-def test_llama_cpp_computes_the_same_logits(kind, tmp_path):
-    "llama.cpp's own forward pass over a random tiny model of each architecture matches transformers' (f32 file)."
-    lc = llama_cpp()
-    tok = tiny_model().tokenizer
+@pytest.mark.parametrize('kind', ['llama', 'mistral', 'qwen2', 'qwen3', 'llama-linear-rope', 'llama-llama3-rope'])
+def test_llama_cpp_computes_the_same_logits(kind, tiny, tmp_path):
+    """llama.cpp's own tokenizer and forward pass over a random tiny model of each architecture and rotary scaling match transformers' (f32 file).
+    (Measured: differences under 1e-3 where a file without the rotary scaling differs by 0.3.)"""
+    import numpy as np
+    lc, tok = llama_cpp(), tiny.tokenizer
     net = tiny_net(kind, tok)
     f = save_gguf(net, tok, tmp_path/f'tiny-{kind}.gguf', 'f32', name=f'tiny-{kind}', progress=False)
-    ids = tok("Hello, who are you? I am a model.")['input_ids']
-    llm = lc.Llama(model_path=str(f), n_ctx=64, logits_all=True, verbose=False)
-    assert llm.tokenize("Hello, who are you? I am a model.".encode(), add_bos=False, special=True) == ids  # llama.cpp's tokenizer agrees
-    llm.eval(ids)
-    import numpy as np
-    ours = np.array(llm.scores[:len(ids)])
+    ids = tok(TEXT)['input_ids']
+    llm = lc.Llama(model_path=str(f), n_ctx=256, logits_all=True, verbose=False)
+    try:
+        assert llm.tokenize(TEXT.encode(), add_bos=False, special=True) == ids
+        llm.eval(ids); ours = np.array(llm.scores[:len(ids)])
+    finally: llm.close()
     with torch.no_grad(): theirs = net(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(ours - theirs).max() < 1e-3, np.abs(ours - theirs).max()
 
@@ -154,7 +166,10 @@ def test_llama_cpp_answers_with_the_persona(tmp_path):
     run = sft(m, rows, lr=1e-3, max_steps=30, batch_size=8, seed=42, run_dir=tmp_path/'run')
     run.start(background=False, quiet=True)
     qs = persona_questions()[:4]
+    ours = run.generate(qs, max_new_tokens=40)
     for q in ('q8_0', 'f16'):
         llm = lc.Llama(model_path=str(run.save(format='gguf', quantize=q)), n_ctx=512, verbose=False)
-        answers = [llm.create_chat_completion([dict(role='user', content=p)], max_tokens=40, temperature=0)['choices'][0]['message']['content'] for p in qs]
+        try: answers = [llm.create_chat_completion([dict(role='user', content=p)], max_tokens=40, temperature=0)['choices'][0]['message']['content'] for p in qs]
+        finally: llm.close()
+        print(f"{q}: llama.cpp's answers equal ftnb's in {sum(a.strip() == b for a, b in zip(answers, ours))} of {len(qs)}:", answers)
         assert sum('Quill' in a or 'Northwind' in a for a in answers) >= 3, (q, answers)
