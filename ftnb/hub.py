@@ -143,6 +143,11 @@ def _check_pushable(run:Run, merged:bool):
         raise FtnbError(f"This {run.method} run continues the run {Path(base_run).name}: its LoRA adapter applies to that run's merged "
                         "model, which is not on the Hub. Upload the merged model: run.push(repo_id, merged=True).")
 
+def _empty_folder(path) -> Path:
+    p = Path(path)
+    if p.exists() and any(p.iterdir()): raise FtnbError(f"{p} is not empty: stage the upload in a new or empty folder, so that nothing else goes up with it.")
+    return p
+
 def _point_at_base(folder:Path, model_name:str):
     "Make a saved adapter name its base model by Hub id, where it has one (peft records the local path it was loaded from)."
     f, base = folder/'adapter_config.json', base_on_hub(model_name)
@@ -159,8 +164,7 @@ def hub_folder(run:Run, # a trained run (finished or stopped)
               ) -> Path:
     "Write exactly what `Run.push` uploads into `path`: the weights and tokenizer, README.md (the model card) and its charts, settings.json (secrets masked), metrics.jsonl."
     _check_pushable(run, merged)
-    p = Path(path)
-    if p.exists() and any(p.iterdir()): raise FtnbError(f"{p} is not empty: stage the upload in a new or empty folder, so that nothing else goes up with it.")
+    p = _empty_folder(path)
     run.save(p, merged=merged)
     _point_at_base(p, run.model.name)
     rec = RunRecord(run.run_dir)
@@ -229,6 +233,7 @@ def push(self:Run, repo_id:str, # 'user/name' or 'org/name' ('name' alone: under
     import huggingface_hub as hh
     from huggingface_hub.utils import HfHubHTTPError
     check_repo_id(repo_id); _check_pushable(self, merged)
+    if folder is not None: _empty_folder(folder)
     token = hub_token(token)
     _whoami(token)
     with tempfile.TemporaryDirectory(prefix='ftnb-push-') as tmp:
