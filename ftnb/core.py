@@ -200,7 +200,8 @@ _VOCAB_TOKEN = re.compile(r'^(pad|eos|bos|unk|sep|cls|mask)_token$', re.I)  # to
 _SECRET_TEXT = re.compile(r'\b(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})')  # Hugging Face and OpenAI-style tokens
 _ASSIGNED = re.compile(r'''(?P<q>["']?)(?P<name>\w+)(?P=q)(?P<op>\s*[=:]\s*)(?P<v>["'])(?P<value>.*?)(?P=v)''')  # name='value', "name": "value"
 
-def secret_name(name:str) -> bool:
+def secret_name(name:str, # a field's name: a setting, a TRL config field, a keyword argument
+               ) -> bool:
     "Whether a field called `name` holds a secret: its name ends in token, key, secret or password (a vocabulary token like `pad_token` does not)."
     return bool(_SECRET_NAME.search(name)) and not _VOCAB_TOKEN.match(name)
 

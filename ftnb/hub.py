@@ -22,7 +22,8 @@ __all__ = ['HUB_IDS', 'base_on_hub', 'card_data', 'model_card', 'hub_folder', 'c
 # %% ../nbs/18a_hub.ipynb #146fab04
 HUB_IDS = {'smollm2-135m-instruct': ('HuggingFaceTB/SmolLM2-135M-Instruct', 'apache-2.0')}  # the models ftnb knows by alias: their Hub id and license
 
-def base_on_hub(name:str) -> str|None: # the model a run started from, as it records it: an alias, a Hub id or a folder
+def base_on_hub(name:str, # the model a run started from, as it records it: an alias, a Hub id or a folder
+               ) -> str|None:
     "The Hub id of a run's base model: an alias's, or the name itself when it has a Hub id's form and is no local path; else None."
     from huggingface_hub.utils import validate_repo_id, HFValidationError
     if name.lower() in HUB_IDS: return HUB_IDS[name.lower()][0]
@@ -174,7 +175,8 @@ def hub_folder(run:Run, # a trained run (finished or stopped)
     return p
 
 # %% ../nbs/18a_hub.ipynb #28f79a66
-def check_repo_id(repo_id:str) -> str: # 'user/name', 'org/name', or 'name' (under your account)
+def check_repo_id(repo_id:str, # 'user/name', 'org/name', or 'name' (under your account)
+                 ) -> str:
     "`repo_id` if the Hub would take it as a model repo id; a clear error now otherwise."
     from huggingface_hub.utils import validate_repo_id, HFValidationError
     try: validate_repo_id(repo_id)
@@ -187,7 +189,8 @@ def hub_offline() -> bool:
     from huggingface_hub import constants
     return constants.HF_HUB_OFFLINE or os.environ.get('HF_HUB_OFFLINE', '').upper() in constants.ENV_VARS_TRUE_VALUES
 
-def hub_token(token:str|None=None) -> str: # a Hugging Face token; default the login's
+def hub_token(token:str|None=None, # a Hugging Face token; default the login's
+             ) -> str:
     "The token to upload with; a clear error at once when the Hub is switched off or there is no token."
     import huggingface_hub as hh
     if hub_offline():
