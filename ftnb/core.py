@@ -8,8 +8,9 @@ import os, sys, platform, functools
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'FtnbError', 'cpu_flags', 'matmul_gflops', 'cpu_bf16', 'Hardware', 'detect_hardware',
-           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'cpu_flags', 'matmul_gflops', 'cpu_bf16', 'Hardware',
+           'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'secret_name',
+           'redact']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -189,3 +190,44 @@ def cache_dir(*parts) -> Path:
     "ftnb's cache folder (`$FTNB_CACHE`, default `~/.cache/ftnb`), or a sub-path of it."
     root = os.environ.get('FTNB_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ftnb'
     return Path(root).expanduser().joinpath(*parts)
+
+# %% ../nbs/00_core.ipynb #e11c1f43
+import re
+
+REDACTED = '<redacted>'
+_SECRET_NAME = re.compile(r'(^|_)(token|key|secret|password|credentials?)$', re.I)
+_VOCAB_TOKEN = re.compile(r'^(pad|eos|bos|unk|sep|cls|mask)_token$', re.I)  # tokens of a vocabulary, not credentials
+_SECRET_TEXT = re.compile(r'\b(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})')  # Hugging Face and OpenAI-style tokens
+_ASSIGNED = re.compile(r'''(?P<q>["']?)(?P<name>\w+)(?P=q)(?P<op>\s*[=:]\s*)(?P<v>["'])(?P<value>.*?)(?P=v)''')  # name='value', "name": "value"
+
+def secret_name(name:str, # a field's name: a setting, a TRL config field, a keyword argument
+               ) -> bool:
+    "Whether a field called `name` holds a secret: its name ends in token, key, secret or password (a vocabulary token like `pad_token` does not)."
+    return bool(_SECRET_NAME.search(name)) and not _VOCAB_TOKEN.match(name)
+
+# %% ../nbs/00_core.ipynb #baab93f3
+def _secret_values(x) -> set:
+    "The strings held in secret fields anywhere in `x`."
+    if isinstance(x, dict):
+        return set().union(*({v} if secret_name(str(k)) and isinstance(v, str) else _secret_values(v) for k, v in x.items()))
+    if isinstance(x, (list, tuple)): return set().union(*map(_secret_values, x))
+    return set()
+
+def _masked(v:str) -> bool: return not v or (v.startswith('<') and v.endswith('>'))  # empty, or masked already ('<HUB_TOKEN>')
+
+def _redact_text(s:str, known) -> str:
+    for v in known: s = s.replace(v, REDACTED)
+    s = _ASSIGNED.sub(lambda m: m[0] if not secret_name(m['name']) or _masked(m['value'])
+                      else f"{m['q']}{m['name']}{m['q']}{m['op']}{m['v']}{REDACTED}{m['v']}", s)
+    return _SECRET_TEXT.sub(REDACTED, s)
+
+def redact(x, # text, or JSON-like dicts and lists (a run's settings)
+           secrets=()): # values to mask wherever they appear (a token in use)
+    "`x` with every secret replaced by `REDACTED`: fields named like secrets (`secret_name`), `name='...'` in code, the values of both and of `secrets` anywhere, and token-shaped text."
+    known = sorted({v for v in (*secrets, *_secret_values(x)) if isinstance(v, str) and len(v) >= 8 and not _masked(v)}, key=len, reverse=True)
+    def walk(v, name=''):
+        if isinstance(v, dict): return {k: walk(y, str(k)) for k, y in v.items()}
+        if isinstance(v, (list, tuple)): return type(v)(walk(y) for y in v)
+        if isinstance(v, str): return REDACTED if secret_name(name) and not _masked(v) else _redact_text(v, known)
+        return v
+    return walk(x)

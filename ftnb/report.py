@@ -16,7 +16,7 @@ from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table
 from .views import history_plot, chart_keys, samples_table
 
 # %% auto #0
-__all__ = ['eval_plot', 'report_html', 'report']
+__all__ = ['eval_plot', 'report_settings', 'report_html', 'report']
 
 # %% ../nbs/18_report.ipynb #811701be
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:24px auto;padding:0 16px;color:#222}
@@ -56,6 +56,11 @@ def _evaluation_html(ev, examples:int=5) -> str:
           for i, p in enumerate(ev.prompts[:examples])]
     return out + f"<details open><summary>The first {len(ex)} of {len(ev.prompts)} rows</summary>" + _table(ex, ['prompt', *ks]) + '</details>'
 
+def report_settings(rec:RunRecord, # the run's folder, read
+                   ) -> dict:
+    "The settings a page about the run shows: the key ones (`RunRecord.key_settings`), then the rest ftnb recorded but the data."
+    return rec.key_settings() | {k: v for k, v in rec.settings.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}
+
 def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord`)
                 comparison=None) -> str: # a `Comparison` (base and tuned answers made now), optional
     "The run as one self-contained HTML page."
@@ -83,8 +88,7 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
         body.append("<h2>Base and tuned answers</h2>" + _table([[f"<i>{esc(prompt_text(p))}</i>", esc(b), esc(t)] for p, b, t in
                     zip(comparison.prompts, comparison.base, comparison.tuned)], ['prompt', 'base', 'tuned']))
     body.append("<h2>Evaluation</h2>" + (_evaluation_html(ev) if ev is not None else "<p>Not evaluated yet: <code>evaluate(run, data, rewards)</code> adds it here.</p>"))
-    ks = rec.key_settings()
-    body.append("<h2>Settings</h2>" + _table([[esc(k), esc(fmt_value(v))] for k, v in (ks | {k: v for k, v in s.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}).items()], ['setting', 'value'])
+    body.append("<h2>Settings</h2>" + _table([[esc(k), esc(fmt_value(v))] for k, v in report_settings(rec).items()], ['setting', 'value'])
                 + (f"<p>The call that made it:</p><pre>{esc(info['code'])}</pre>" if info.get('code') else '')
                 + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} fields)</summary><pre>{esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>")
     est = info.get('estimate_gb') or {}

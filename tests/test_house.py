@@ -59,7 +59,7 @@ def test_all_gives_the_public_vocabulary():
     assert {'load_model', 'load_data', 'sft', 'dpo', 'kto', 'orpo', 'reward_model', 'grpo', 'rloo', 'rejection_sample', 'evaluate',
             'exact_match', 'runs', 'load_run', 'quickstart', 'detect_hardware', 'persona_data', 'tiny_model'} <= names
     assert not [n for n in names if n.startswith('_')]
-    run_methods = {'dashboard', 'report', 'show', 'html_view', 'plot', 'policy', 'reconfigure', 'code'}
+    run_methods = {'dashboard', 'report', 'show', 'html_view', 'plot', 'policy', 'reconfigure', 'code', 'push'}
     assert run_methods <= set(dir(ns['Run']))
 
 def test_every_parameter_a_user_meets_is_documented():
