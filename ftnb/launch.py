@@ -205,9 +205,12 @@ def _job_env(cpu:bool, n:int) -> dict:
         env['ACCELERATE_USE_CPU'] = '1'
     return env
 
-def _tail(p:Path, n:int=25) -> str:
-    try: return '\n'.join(p.read_text(errors='replace').splitlines()[-n:])
+def _tail(p:Path, n:int=20) -> str:
+    "The end of a job's log before torchrun's own report of the failure (the processes' error comes first)."
+    try: lines = p.read_text(errors='replace').splitlines()
     except OSError: return '(no log)'
+    cut = next((i for i, l in enumerate(lines) if 'torch/distributed/elastic' in l and 'failed' in l), len(lines))
+    return '\n'.join(lines[:cut][-n:])
 
 # %% ../nbs/18b_launch.ipynb #d9e8c2b0
 def _new_lines(p:Path, pos:int) -> tuple[list, int, bool]:
