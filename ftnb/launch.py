@@ -198,7 +198,8 @@ def _job_env(cpu:bool, n:int) -> dict:
     import ftnb
     env = dict(os.environ)
     here = str(Path(ftnb.__file__).resolve().parent.parent)
-    env['PYTHONPATH'] = os.pathsep.join([here] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    if Path(here).name not in ('site-packages', 'dist-packages'):  # a source checkout: the job imports this ftnb, not another one installed
+        env['PYTHONPATH'] = os.pathsep.join([here] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     if cpu:
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // n))
         env.setdefault('GLOO_SOCKET_IFNAME', 'lo0' if sys.platform == 'darwin' else 'lo')
