@@ -6,7 +6,8 @@ from accelerate.commands.config.config_args import load_config_from_file
 import ftnb.launch
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.samples import persona_data, preference_pairs
+from ftnb.prefs import dpo
 from ftnb.data import load_data
 from ftnb.sft import sft
 from ftnb.launch import PROFILES, STOP_FILE
@@ -59,9 +60,13 @@ def test_two_processes_train_and_are_followed_live(tmp_path):
     assert seen['sample'] == [0, 3, 6] and [s['step'] for s in run.samples] == [0, 3, 6]
     assert seen['state'] == ['running', 'finished'] and run.step == 6
     assert run.generate('Who are you?', max_new_tokens=4) == run.samples[-1]['outputs'][0]  # the job's last sample, from the weights taken here
+    assert (run.save()/'config.json').exists()
+    chained = dpo(run, preference_pairs(n=8), max_steps=1, batch_size=2, run_dir=tmp_path/'dpo')  # DPO on the launched SFT run
+    src = (chained.export(tmp_path/'dpo-job')/'train.py').read_text()
+    assert f"model = load_run({str(d.resolve())!r}).policy()" in src
 
 def test_stop_then_resume_here_from_the_jobs_checkpoint(tmp_path):
-    run = tiny_run(tmp_path, steps=8)
+    run = tiny_run(tmp_path, steps=8, lora=True)  # LoRA: the adapter is taken onto this run's model, and trains on here
     run.launch(num_processes=2)
     run.stop()  # before the first step ends: the job stops after step 1, with a checkpoint
     run.wait()
@@ -69,7 +74,8 @@ def test_stop_then_resume_here_from_the_jobs_checkpoint(tmp_path):
     run.resume(background=False)
     assert run.state == 'finished' and loss_steps(run.history) == list(range(1, 9))
     assert [json.loads(l)['step'] for l in (run.run_dir/'metrics.jsonl').read_text().splitlines() if 'loss' in json.loads(l)] == list(range(1, 9))
-    assert isinstance(run.generate('Who are you?', max_new_tokens=6), str)
+    cmp = run.compare(['Who are you?'], max_new_tokens=6)
+    assert cmp.tuned == [run.generate('Who are you?', max_new_tokens=6)] and len(cmp.base) == 1
 
 def test_a_job_that_dies_is_failed_with_its_log(tmp_path, monkeypatch):
     monkeypatch.setattr(ftnb.launch, 'TRAIN_PY', ftnb.launch.TRAIN_PY.replace("here/'data.jsonl'", "here/'missing.jsonl'"))
