@@ -24,6 +24,7 @@ from .evaluate import evaluate
 from .history import runs, load_run
 from .report import report
 from .hub import model_card, hub_folder
+from .launch import PROFILES, accelerate_config
 from .quickstart import quickstart
 
 __all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 'lora_config', 'save_gguf',
@@ -31,4 +32,5 @@ __all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 
            'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'Data', 'load_data', 'METHODS', 'Run',
            'new_run_dir', 'last_checkpoint', 'history_plot', 'Dashboard', 'sft', 'dpo', 'kto', 'orpo',
            'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'reward_model', 'model_reward',
-           'grpo', 'rloo', 'rejection_sample', 'evaluate', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'quickstart']  # exactly what `import *` gives
+           'grpo', 'rloo', 'rejection_sample', 'evaluate', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'PROFILES',
+           'accelerate_config', 'quickstart']  # exactly what `import *` gives

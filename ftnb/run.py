@@ -40,16 +40,21 @@ class AtomicCheckpoints:
         from transformers.trainer import rotate_checkpoints
         root = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        shutil.rmtree(root/STAGING, ignore_errors=True)
+        main, sync = self.args.should_save, self.accelerator.wait_for_everyone  # N processes: each writes its part (rng_state_<rank>), the main one moves it
+        if main: shutil.rmtree(root/STAGING, ignore_errors=True)
+        sync()
         self._ftnb_staging = True
         try: super()._save_checkpoint(model, trial)
         finally: self._ftnb_staging = False
+        sync()
         staged, final = root/STAGING/name, root/name
-        _fsync_tree(staged)
-        if final.exists(): shutil.rmtree(final)
-        os.replace(staged, final)
-        shutil.rmtree(root/STAGING, ignore_errors=True)
-        if self.args.should_save:
+        if main:
+            _fsync_tree(staged)
+            if final.exists(): shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(root/STAGING, ignore_errors=True)
+        sync()
+        if main:
             rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
@@ -130,6 +135,9 @@ def train_settings(hw:Hardware, # the hardware to train on
     "TRL config fields chosen for this hardware and run length."
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
              save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
+    world = int(os.environ.get('WORLD_SIZE', '1'))  # processes of a launched job (`accelerate launch`): they share the batch
+    if batch_size % world: raise FtnbError(f"batch_size={batch_size} does not split over {world} processes; give a multiple of {world}")
+    batch_size //= world
     per, ckpt = batch_size, False
     if hw.device in ('cuda', 'cpu') and memory is not None: per, ckpt = _fit(hw, batch_size, memory, min_batch, seq)
     s |= {'per_device_train_batch_size': per, 'gradient_accumulation_steps': batch_size // per, CHECKPOINTING: ckpt}
@@ -248,23 +256,25 @@ class _RunCallback(TrainerCallback):
         r = self.run
         r.history = [dict(h) for h in state.log_history]  # restored from the checkpoint on resume: no gap, no repeat
         r.max_steps = state.max_steps
-        with open(r.run_dir/'metrics.jsonl', 'w') as f:
-            for h in r.history: f.write(json.dumps(h) + '\n')
+        if r.is_main:  # in a job on N processes, only the first writes the folder
+            with open(r.run_dir/'metrics.jsonl', 'w') as f:
+                for h in r.history: f.write(json.dumps(h) + '\n')
         r._t_start, r._step_start = time.time(), state.global_step
         r._session, r.started = r._t_start, r.started or datetime.now().isoformat(timespec='seconds')
-        if r.sampling and not r.samples: r._sample(state.global_step)  # the answers before training, to compare against
+        if r.sampling and not r.samples and r.is_main: r._sample(state.global_step)  # the answers before training, to compare against
     def on_step_end(self, args, state, control, **kw):
         r = self.run
         r.step = state.global_step
         if r._stop.is_set():
             control.should_training_stop = True
             control.should_save = True
-        elif r.sampling and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
+        elif r.sampling and r.is_main and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
     def on_log(self, args, state, control, logs=None, **kw):
         r = self.run
         rec = dict(logs or {}, step=state.global_step)
         r.history.append(rec)
-        with open(r.run_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+        if r.is_main:
+            with open(r.run_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
         r.events.emit('eval' if any(k.startswith('eval_') for k in rec) else 'log', run=r, record=rec)
     def on_save(self, args, state, control, **kw):
         self.run._write_summary()  # a killed kernel leaves the duration and metrics up to its last checkpoint
@@ -316,6 +326,15 @@ class Run:
     def on(self, event:str, fn):
         "Call `fn(run=..., **payload)` on `event` ('state', 'log', 'eval', 'sample', 'checkpoint')."
         return self.events.on(event, fn)
+
+    @property
+    def is_main(self) -> bool:
+        "Whether this process writes the run folder: always in a notebook; in a job on N processes only the first (rank 0)."
+        return self.trainer.is_world_process_zero() if self.trainer is not None else os.environ.get('RANK', '0') == '0'
+    @property
+    def world_size(self) -> int:
+        "Processes training this run together (1 in a notebook; N under `accelerate launch`)."
+        return self.trainer.args.world_size if self.trainer is not None else int(os.environ.get('WORLD_SIZE', '1'))
 
     @property
     def tokenizer(self): return self.model.tokenizer
@@ -378,6 +397,7 @@ def _build(self:Run):
 @patch
 def save_settings(self:Run):
     "Write the method, model, settings and the full TRL config to `settings.json` in the run folder."
+    if not self.is_main: return
     self.run_dir.mkdir(parents=True, exist_ok=True)
     d = dict(method=self.method, model=self.model.name, model_source=self.model.source, base_run=getattr(self.model, 'run_dir', None),
              hardware=repr(self.hardware), settings=self.settings, estimate_gb=self.estimate,
@@ -394,11 +414,11 @@ def final_metrics(history:list[dict]) -> dict:
 @patch
 def _write_summary(self:Run):
     "Write `summary.json`: state, step, training time, peak memory and the final metrics (what `ftnb.history.runs` lists)."
-    if not self.run_dir.exists(): return  # a run that never started has nothing to summarise
+    if not self.run_dir.exists() or not self.is_main: return  # a run that never started has nothing to summarise
     secs = self.seconds + (time.time() - self._session if self._session is not None else 0)
     d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
              peak_gb=self.peak_gb, training_gb=self.training_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
-             pid=os.getpid(), final=final_metrics(self.history))
+             pid=os.getpid(), world_size=self.world_size, final=final_metrics(self.history))
     tmp = self.run_dir/'summary.json.tmp'
     tmp.write_text(json.dumps(d, indent=2, default=str)); os.replace(tmp, self.run_dir/'summary.json')
 
