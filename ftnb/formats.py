@@ -136,8 +136,9 @@ def add_tokenizer(writer, # a `gguf.GGUFWriter`
                   n_vocab:int): # rows of the model's embedding table
     "Write `tokenizer` (vocabulary, merges, special token ids, add-bos flag) and its chat template into a GGUF writer, as llama.cpp reads them."
     import gguf
-    bpe = json.loads(tokenizer.backend_tokenizer.to_str())['model'] if getattr(tokenizer, 'is_fast', False) else {}
-    if bpe.get('type') != 'BPE' or bpe.get('byte_fallback'):  # SentencePiece-style BPE (Llama 2, Mistral v0.1) is llama.cpp's other tokenizer
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, 'is_fast', False) else {}
+    byte_level = "'ByteLevel'" in str(spec.get('pre_tokenizer'))  # transformers 5.9 reads GGUF vocabularies back with byte_fallback set, yet byte-level
+    if (spec.get('model') or {}).get('type') != 'BPE' or not byte_level:  # SentencePiece-style BPE (Llama 2, Mistral v0.1) is llama.cpp's other tokenizer
         raise FtnbError(f"GGUF export writes byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen); {type(tokenizer).__name__} is not one. "
                         "Convert with llama.cpp's convert_hf_to_gguf.py from a folder saved with save(format='hf', merged=True).")
     writer.add_tokenizer_model('gpt2'); writer.add_tokenizer_pre(gguf_pre_tokenizer(tokenizer))
