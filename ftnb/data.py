@@ -490,7 +490,10 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
     rows, where = _records(source, split, name)
     if not rows: raise FtnbError(f"{where.replace('a ', 'the ', 1) if where.startswith('a ') else where} is empty: no rows to load")
     if columns: rows = _rename(rows, columns)
-    fmt = format or detect_format(rows)
+    if not any(isinstance(r, dict) for r in rows[:200]):
+        raise FtnbError(f"Row 0 of {where}: is not a record (a dict of fields) but a {type(rows[0]).__name__}: {_short(rows[0])}")
+    try: fmt = format or detect_format(rows)
+    except FtnbError as e: raise FtnbError(f"{where}: {e}") from None
     if fmt not in _CONVERT: raise FtnbError(f"Unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     kind, conv = _CONVERT[fmt]
     ignored = sorted(set(_unused_columns(rows, fmt, where, format is None)) | {str(k) for k, v in (columns or {}).items() if v is None})
