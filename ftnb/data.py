@@ -172,7 +172,7 @@ def _get(row, field):
 
 def _blank(field, v:str):
     "The error for an empty or whitespace-only text."
-    return _Bad(field, 'is empty' if v == '' else 'is blank (only whitespace)', v)
+    return _Bad(field, 'is empty' if v == '' else 'is empty (only whitespace)', v)
 
 def _text(row, field, allow_empty=False) -> str:
     "Text that is not blank; with `allow_empty`, exactly '' is allowed (a pair's silent answer), whitespace still is not."

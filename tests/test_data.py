@@ -398,14 +398,33 @@ values = st.recursive(st.one_of(scalars, st.lists(message, max_size=4)),
                       lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), inner, max_size=3)),
                       max_leaves=8)
 rows_st = st.lists(st.one_of(st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), values, max_size=5), scalars), max_size=6)
+GOOD = [dict(prompt='2+2=', completion='4'), dict(prompt='Hi', chosen='Hello!', rejected='Go away'), dict(messages=MSG),
+        dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(question='6*7?', answer='#### 42'),
+        dict(text='Once upon a time'), dict(prompt='Hi', completion='Hello', label=True), dict(instruction='Add', input='', output='5'), dict(prompt='Tell me')]
+
+@st.composite
+def near_good(draw):
+    "Rows of one good format, some with one field removed, replaced or added: the rows a user's script produces."
+    base, rows = draw(st.sampled_from(GOOD)), []
+    for _ in range(draw(st.integers(1, 5))):
+        r = dict(base)
+        if draw(st.booleans()):
+            k = draw(st.sampled_from(FIELDS))
+            if k in r and draw(st.booleans()): del r[k]
+            else: r[k] = draw(values)
+        rows.append(r)
+    return rows
+
+rows_st = st.one_of(rows_st, near_good())
 WHERE = re.compile(r"\b[Rr]ows? \d|\bcolumns?\b|\bempty\b|format=|columns=|on_error=")
 
-def _only_ftnb_errors(f):
+def _only_ftnb_errors(f, n:int):
+    "`f()` gives a `Data` that accounts for all `n` rows (kept or dropped, none vanished), or an FtnbError that says where."
     try: d = f()
     except FtnbError as e:
         assert WHERE.search(str(e)), f"an error that does not say where: {e}"
         return None
-    assert isinstance(d, Data) and len(d) > 0
+    assert isinstance(d, Data) and len(d) > 0 and len(d) + len(d.dropped) == n
     return d
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -414,7 +433,7 @@ def test_random_rows_give_data_or_an_ftnb_error_that_names_where(rows, on_error,
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        _only_ftnb_errors(lambda: load_data(rows, format=fmt, on_error=on_error, quiet=True))
+        _only_ftnb_errors(lambda: load_data(rows, format=fmt, on_error=on_error, quiet=True), len(rows))
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.one_of(st.binary(max_size=60), rows_st.map(lambda r: json.dumps(r).encode()),
