@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #36fd6949
 from __future__ import annotations
-import json, gzip, re, math, random, csv
+import json, gzip, re, math, random, csv, zlib, numbers, warnings
 from pathlib import Path
 from collections import Counter
 from .core import FtnbError
@@ -22,46 +22,79 @@ def _short(v, n:int=60) -> str:
     return repr(s[:n] + '…') if len(s) > n else repr(s)
 
 def _open(p:Path):
-    return gzip.open(p, 'rt', encoding='utf-8') if p.name.endswith('.gz') else open(p, encoding='utf-8')
+    return gzip.open(p, 'rt', encoding='utf-8-sig') if p.name.endswith('.gz') else open(p, encoding='utf-8-sig')
 
 # %% ../nbs/04_data.ipynb #7716a3b0
+class _RepeatedKey(Exception): pass
+
+def _one_value_a_key(pairs:list) -> dict:
+    "A JSON object's dict; a repeated key, whose earlier values `json` would silently drop, is an error."
+    d = dict(pairs)
+    if len(d) < len(pairs): raise _RepeatedKey(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+    return d
+
+def _repeated(where:str, k) -> FtnbError:
+    return FtnbError(f"{where}: an object repeats the key {k!r}; JSON keeps only its last value, so the others would vanish. Give each field its own name")
+
 def _read_jsonl(p:Path) -> list:
     rows = []
     with _open(p) as f:
         for i, line in enumerate(f):
             if not line.strip(): continue
-            try: rows.append(json.loads(line))
+            try: rows.append(json.loads(line, object_pairs_hook=_one_value_a_key))
             except json.JSONDecodeError as e: raise FtnbError(f"{p.name}, line {i+1}: not valid JSON ({e.msg} at column {e.colno}): {_short(line)}") from None
+            except _RepeatedKey as e: raise _repeated(f"{p.name}, line {i+1}", e.args[0]) from None
+    if not rows: raise FtnbError(f"{p.name} is empty: it holds no JSON lines")
     return rows
 
 def _read_json(p:Path) -> list:
-    with _open(p) as f:
-        try: d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise FtnbError(f"{p.name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
-                            "If it holds one record per line, name it .jsonl") from None
+    with _open(p) as f: txt = f.read()
+    if not txt.strip(): raise FtnbError(f"{p.name} is empty")
+    try: d = json.loads(txt, object_pairs_hook=_one_value_a_key)
+    except _RepeatedKey as e: raise _repeated(p.name, e.args[0]) from None
+    except json.JSONDecodeError as e:
+        raise FtnbError(f"{p.name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
+                        "If it holds one record per line, name it .jsonl") from None
+    key = None
     if isinstance(d, dict):
         lists = [k for k, v in d.items() if isinstance(v, list)]
         if len(lists) != 1: raise FtnbError(f"{p.name}: expected a list of records, found an object with keys {list(d)[:8]}")
-        d = d[lists[0]]
+        key, d = lists[0], d[lists[0]]
     if not isinstance(d, list): raise FtnbError(f"{p.name}: expected a list of records, found {type(d).__name__}")
+    if not d: raise FtnbError(f"{p.name} holds an empty list" + (f" under {key!r}" if key else '') + ": no rows to load")
     return d
 
 # %% ../nbs/04_data.ipynb #a7558f41
 def _cell(v:str):
-    "CSV cells are text; a cell holding a JSON list or object (a conversation, say) is parsed back."
+    "CSV cells are text; a cell holding a JSON list of messages or an object (a conversation, say) is parsed back."
     if v[:1] in '[{':
-        try: return json.loads(v)
-        except json.JSONDecodeError: pass
+        try: x = json.loads(v)
+        except json.JSONDecodeError: return v
+        if isinstance(x, dict) or (isinstance(x, list) and all(isinstance(m, dict) for m in x)): return x
     return v
 
 def _read_csv(p:Path) -> list:
+    "The rows of a CSV or TSV file; a repeated header name or a row with more cells than the header is an error, as data would vanish."
     with _open(p) as f:
-        return [{k: _cell(v) for k, v in r.items()} for r in csv.DictReader(f, delimiter='\t' if '.tsv' in p.name else ',')]
+        rd, rows = csv.DictReader(f, delimiter='\t' if '.tsv' in p.name else ','), []
+        try:
+            head = rd.fieldnames
+            if not head: raise FtnbError(f"{p.name} is empty")
+            dup = [c for c, n in Counter(head).items() if n > 1]
+            if dup: raise FtnbError(f"{p.name}: the header repeats the column {dup[0]!r}, so all but its last cell in each row would vanish; give each column its own name")
+            for r in rd:
+                if None in r: raise FtnbError(f"{p.name}, line {rd.line_num}: {len(head) + len(r[None])} cells, but the header names {len(head)} columns")
+                rows.append({k: _cell(v) if isinstance(v, str) else v for k, v in r.items()})
+        except csv.Error as e: raise FtnbError(f"{p.name}, line {rd.line_num}: not valid CSV ({e})") from None
+    if not rows: raise FtnbError(f"{p.name} has a header ({', '.join(head)}) but no rows")
+    return rows
 
 def _read_parquet(p:Path) -> list:
     import pandas as pd
-    return _records_from_frame(pd.read_parquet(p))
+    try: df = pd.read_parquet(p)
+    except Exception as e: raise FtnbError(f"{p.name}: cannot read it as Parquet ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if not len(df): raise FtnbError(f"{p.name} has no rows")
+    return _records_from_frame(df)
 
 def _records_from_frame(df) -> list:
     return [{k: (None if isinstance(v, float) and math.isnan(v) else (v.tolist() if hasattr(v, 'tolist') else v)) for k, v in r.items()}
@@ -84,15 +117,32 @@ def read_records(path) -> list:
     if not p.exists(): raise FtnbError(f"No such file or folder: {str(path)!r}")
     r = _reader(p)
     if r is None: raise FtnbError(f"{p.name}: unknown file type; ftnb reads .json, .jsonl, .jsonl.gz, .csv, .tsv and .parquet")
-    return r(p)
+    try: return r(p)
+    except UnicodeDecodeError: raise FtnbError(_not_utf8(p)) from None
+    except (OSError, EOFError, zlib.error) as e: raise FtnbError(f"{p.name}: cannot read it ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/04_data.ipynb #776cb155
+def _not_utf8(p:Path) -> str:
+    "What to tell about a file that is not UTF-8: the first bad byte, its offset and line, and what to do."
+    with (gzip.open(p, 'rb') if p.name.endswith('.gz') else open(p, 'rb')) as f: raw = f.read()
+    try: raw.decode('utf-8-sig'); return f"{p.name} is not UTF-8 text"
+    except UnicodeDecodeError as e: off = e.start
+    line = raw.count(b'\n', 0, off) + 1
+    utf16 = " It looks like UTF-16 (it starts with a UTF-16 byte order mark)." if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else ''
+    return (f"{p.name} is not UTF-8 text: byte {raw[off]:#04x} at byte offset {off} (line {line}) cannot be decoded.{utf16} "
+            "Save it as UTF-8 (for Latin-1 text: iconv -f latin1 -t utf-8 old > new) and load that.")
 
 # %% ../nbs/04_data.ipynb #8fd5a348
 KINDS = ('conversation', 'prompt_completion', 'text', 'preference', 'unpaired_preference', 'prompt_only')
 _RULES = [  # (detected format, columns that must all be present), first match wins
-    ('kto', {'prompt', 'completion', 'label'}), ('preference', {'prompt', 'chosen', 'rejected'}),
-    ('implicit_preference', {'chosen', 'rejected'}), ('sharegpt', {'conversations'}), ('messages', {'messages'}),
-    ('alpaca', {'instruction', 'output'}), ('prompt_completion', {'prompt', 'completion'}), ('qa', {'question', 'answer'}),
-    ('prompt_only', {'prompt'}), ('text', {'text'})]
+    ('kto', ('prompt', 'completion', 'label')), ('preference', ('prompt', 'chosen', 'rejected')),
+    ('implicit_preference', ('chosen', 'rejected')), ('sharegpt', ('conversations',)), ('messages', ('messages',)),
+    ('alpaca', ('instruction', 'output')), ('prompt_completion', ('prompt', 'completion')), ('qa', ('question', 'answer')),
+    ('prompt_only', ('prompt',)), ('text', ('text',))]
+
+def _first_message(r):
+    m = r.get('messages')
+    return m[0] if isinstance(m, list) and m else None
 
 def detect_format(rows:list) -> str:
     "The format of `rows`, from the columns of their first records."
@@ -100,11 +150,11 @@ def detect_format(rows:list) -> str:
     if not recs: raise FtnbError("No records to detect a format from: the data is empty or holds no dicts")
     cols = set().union(*recs)
     for name, need in _RULES:
-        if need <= cols:
-            if name == 'messages' and any(isinstance(m, dict) and 'from' in m for r in recs for m in (r.get('messages') or [])[:1]): return 'sharegpt'
+        if set(need) <= cols:
+            if name == 'messages' and any(isinstance(m := _first_message(r), dict) and 'from' in m for r in recs): return 'sharegpt'
             return name
-    known = '; '.join(f"{n}: {', '.join(sorted(c))}" for n, c in _RULES)
-    raise FtnbError(f"Could not tell the format from the columns {sorted(cols)}. Known formats and their columns: {known}. "
+    known = '; '.join(f"{n}: {', '.join(c)}" for n, c in _RULES)
+    raise FtnbError(f"Could not tell the format from the columns {sorted(cols, key=str)}. Known formats and their columns: {known}. "
                     "Map yours with columns={'your_column': 'prompt', ...}")
 
 # %% ../nbs/04_data.ipynb #2da5c83b
@@ -120,10 +170,15 @@ def _get(row, field):
     if v is _MISSING or v is None or (isinstance(v, float) and math.isnan(v)): raise _Bad(field, 'is missing')
     return v
 
+def _blank(field, v:str):
+    "The error for an empty or whitespace-only text."
+    return _Bad(field, 'is empty' if v == '' else 'is empty (only whitespace)', v)
+
 def _text(row, field, allow_empty=False) -> str:
+    "Text that is not blank; with `allow_empty`, exactly '' is allowed (a pair's silent answer), whitespace still is not."
     v = _get(row, field)
     if not isinstance(v, str): raise _Bad(field, f"is {type(v).__name__}, expected text", v)
-    if not allow_empty and not v.strip(): raise _Bad(field, 'is empty', v)
+    if not v.strip() and (v or not allow_empty): raise _blank(field, v)
     return v
 
 # %% ../nbs/04_data.ipynb #c3ade4e6
@@ -141,12 +196,13 @@ def _messages(v, field, role_key='role', content_key='content', roles=None, need
         if not isinstance(m, dict): raise _Bad(f, f"is {type(m).__name__}, expected a message with {role_key!r} and {content_key!r}", m)
         r = m.get(role_key, _MISSING)
         if r is _MISSING or r is None: raise _Bad(f"{f}.{role_key}", 'is missing')
-        role = (roles or {k: k for k in ROLES}).get(r.lower() if isinstance(r, str) else r)
+        if not isinstance(r, str): raise _Bad(f"{f}.{role_key}", f"is {type(r).__name__}, expected a role name", r)
+        role = (roles or {k: k for k in ROLES}).get(r.lower())
         if role is None: raise _Bad(f"{f}.{role_key}", f"is an unknown role (known: {', '.join(roles or ROLES)})", r)
         c = m.get(content_key, _MISSING)
         if c is _MISSING or c is None: raise _Bad(f"{f}.{content_key}", 'is missing')
         if not isinstance(c, str): raise _Bad(f"{f}.{content_key}", f"is {type(c).__name__}, expected text", c)
-        if not c.strip() and role != 'system': raise _Bad(f"{f}.{content_key}", 'is empty', c)
+        if not c.strip() and role != 'system': raise _blank(f"{f}.{content_key}", c)
         out.append(dict(role=role, content=c))
     if need_assistant and not any(m['role'] == 'assistant' for m in out): raise _Bad(field, 'has no assistant turn to learn from', v)
     return out
@@ -154,7 +210,7 @@ def _messages(v, field, role_key='role', content_key='content', roles=None, need
 # %% ../nbs/04_data.ipynb #ee0c1c1b
 def _system(row, msgs):
     s = row.get('system')
-    if s is None or (isinstance(s, float) and math.isnan(s)) or s == '': return msgs
+    if s is None or (isinstance(s, float) and math.isnan(s)) or (isinstance(s, str) and not s.strip()): return msgs
     if not isinstance(s, str): raise _Bad('system', f"is {type(s).__name__}, expected text", s)
     return ([dict(role='system', content=s)] + msgs) if msgs[0]['role'] != 'system' else msgs
 
@@ -179,10 +235,10 @@ def _from_text(row): return dict(text=_text(row, 'text'))
 def _turns(v, field, role, need_assistant=False, allow_empty=False):
     "A prompt or answer that may be text or a message list; text becomes one message with `role`."
     if isinstance(v, str):
-        if not allow_empty and not v.strip(): raise _Bad(field, 'is empty', v)
+        if not v.strip() and (v or not allow_empty): raise _blank(field, v)
         return [dict(role=role, content=v)]
-    if isinstance(v, list) and allow_empty and len(v) == 1 and isinstance(v[0], dict) and v[0].get('content') == '':
-        return [dict(role=v[0].get('role', role), content='')]
+    if isinstance(v, list) and allow_empty and len(v) == 1 and isinstance(v[0], dict) and v[0].get('content') == '' and v[0].get('role', role) == role:
+        return [dict(role=role, content='')]
     return _messages(v, field, need_assistant=need_assistant)
 
 def _from_prompt_completion(row):
@@ -194,8 +250,11 @@ def _from_prompt_completion(row):
 def _from_prompt_only(row):
     p = _get(row, 'prompt')
     out = dict(prompt=_text(row, 'prompt') if isinstance(p, str) else _messages(p, 'prompt', need_assistant=False))
-    if 'answer' in row and row['answer'] is not None: out['answer'] = str(row['answer'])
-    return out
+    a = row.get('answer')
+    if a is None or (isinstance(a, float) and math.isnan(a)): return out
+    if isinstance(a, bool) or not isinstance(a, (str, numbers.Number)): raise _Bad('answer', f"is {type(a).__name__}, expected text or a number", a)
+    if isinstance(a, str) and not a.strip(): raise _blank('answer', a)
+    return out | dict(answer=str(a))
 
 # %% ../nbs/04_data.ipynb #e3bb08e0
 _FINAL = re.compile(r'####\s*(.+?)\s*$', re.S)
@@ -208,6 +267,7 @@ def final_answer(text:str) -> str:
 
 def _from_qa(row):
     q, a = _text(row, 'question'), _text(row, 'answer')
+    if re.search(r'####\s*$', a): raise _Bad('answer', "has nothing after '####', where the final answer goes", a)
     sol = re.sub(r'<<[^>]*>>', '', _FINAL.sub('', a)).strip()
     return dict(prompt=[dict(role='user', content=q)], answer=final_answer(a), solution=sol)
 
@@ -218,7 +278,11 @@ def _hh_messages(s:str, field) -> list:
     parts = _HH.split(s)
     if len(parts) < 3: raise _Bad(field, "is a transcript without '\\n\\nHuman:'/'\\n\\nAssistant:' turns, and there is no prompt column", s)
     if parts[0].strip(): raise _Bad(field, "has text before its first '\\n\\nHuman:' turn", parts[0])
-    return [dict(role='user' if who == 'Human' else 'assistant', content=txt.strip()) for who, txt in zip(parts[1::2], parts[2::2])]
+    msgs = [dict(role='user' if who == 'Human' else 'assistant', content=txt.strip()) for who, txt in zip(parts[1::2], parts[2::2])]
+    for j, m in enumerate(msgs):  # only the final answer may be empty
+        if not m['content'] and (j < len(msgs) - 1 or m['role'] != 'assistant'):
+            raise _Bad(f"{field}[{j}]", f"is an empty {'Human' if m['role'] == 'user' else 'Assistant'} turn of the transcript", parts[2 * j + 2])
+    return msgs
 
 def _answer_turns(rest, field):
     "The messages after the shared prompt: assistant turns only, merged into one."
@@ -273,9 +337,9 @@ def _preview(row:dict, n:int=70) -> str:
     return '; '.join(f"{k}={_short(one(v), n)}" for k, v in row.items())
 
 class Data:
-    "Rows converted to one of TRL's standard formats, with what was detected and what was dropped."
-    def __init__(self, rows:list, kind:str, detected:str, source:str='', dropped:list|None=None):
-        self.rows, self.kind, self.detected, self.source, self.dropped = rows, kind, detected, source, dropped or []
+    "Rows converted to one of TRL's standard formats, with what was detected, what was dropped and which columns were left out."
+    def __init__(self, rows:list, kind:str, detected:str, source:str='', dropped:list|None=None, ignored:list|None=None):
+        self.rows, self.kind, self.detected, self.source, self.dropped, self.ignored = rows, kind, detected, source, dropped or [], ignored or []
         self._ds = None
     def __len__(self): return len(self.rows)
     def __getitem__(self, i): return self.rows[i] if isinstance(i, int) else Data(self.rows[i], self.kind, self.detected, self.source)
@@ -294,12 +358,13 @@ class Data:
         d = f", {len(self.dropped)} dropped" if self.dropped else ''
         return f"{len(self)} rows of {self.kind} (detected {self.detected}{d})" + (f" from {self.source}" if self.source else '')
     def __repr__(self):
-        lines = [f"Data: {self._head()}", f"  columns: {', '.join(self.columns)}"]
+        lines = [f"Data: {self._head()}", f"  columns: {', '.join(self.columns)}"] + ([f"  left out: {', '.join(self.ignored)}"] if self.ignored else [])
         lines += [f"  [{i}] {_preview(r)}" for i, r in enumerate(self.rows[:2])]
         return '\n'.join(lines)
     def _repr_html_(self):
         rows = ''.join(f"<tr><td>{i}</td><td style='text-align:left'>{esc(_preview(r, 160))}</td></tr>" for i, r in enumerate(self.rows[:3]))
-        return (f"<div><b>Data</b>: {esc(self._head())}<br>columns: <code>{', '.join(self.columns)}</code>"
+        out = f"<br>left out: <code>{esc(', '.join(self.ignored))}</code>" if self.ignored else ''
+        return (f"<div><b>Data</b>: {esc(self._head())}<br>columns: <code>{', '.join(self.columns)}</code>{out}"
                 f"<table><tr><th>row</th><th style='text-align:left'>sample</th></tr>{rows}</table></div>")
 
 # %% ../nbs/04_data.ipynb #53031f50
@@ -334,17 +399,86 @@ def _rename(rows, columns:dict):
     present = set().union(*(r for r in rows[:200] if isinstance(r, dict))) if rows else set()
     missing = [c for c in columns if c not in present]
     if missing: raise FtnbError(f"columns={columns}: {missing} not among the data's columns {sorted(present)}")
-    return [{columns.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r for r in rows]
+    return [{columns.get(k, k): v for k, v in r.items() if columns.get(k, k) is not None} if isinstance(r, dict) else r for r in rows]
 
 def _report(dropped, n) -> str:
     why = Counter(p for _, p in dropped)
     return f"Dropped {len(dropped)} of {n} rows: " + '; '.join(f"{c} × {w}" for w, c in why.most_common(5)) + \
            f" (first: row {dropped[0][0]}; see .dropped)"
 
+# %% ../nbs/04_data.ipynb #9d80c209
+_USES = dict(messages=('messages', 'system'), sharegpt=('conversations', 'messages', 'system'), alpaca=('instruction', 'input', 'output', 'system'),
+             prompt_completion=('prompt', 'completion'), text=('text',), preference=('prompt', 'chosen', 'rejected'),
+             implicit_preference=('chosen', 'rejected'), kto=('prompt', 'completion', 'label'), qa=('question', 'answer'), prompt_only=('prompt', 'answer'))
+_KNOWN = tuple(dict.fromkeys(c for cs in _USES.values() for c in cs))
+_WHAT = dict(messages='a conversation', sharegpt='a ShareGPT conversation', alpaca='an Alpaca row', prompt_completion='a prompt/completion row',
+             text='a text row', preference='a preference pair', implicit_preference='a preference pair without a prompt column',
+             kto='an unpaired preference row (KTO)', qa='a question/answer row', prompt_only='a prompt-only row')
+
+def _aside(fmt:str) -> set:
+    "Known columns that often sit beside `fmt` as copies or notes: left out with one warning, not an error."
+    conv = _CONVERT[fmt][0] == 'conversation'
+    return ({'text'} if fmt != 'text' else {'label'}) | ({'prompt'} if conv else {'system', 'messages'})
+
+# %% ../nbs/04_data.ipynb #5af55465
+def _and(xs) -> str: return ', '.join(xs[:-1]) + f" and {xs[-1]}" if len(xs) > 1 else xs[0]
+
+def _belongs(col:str, present) -> str:
+    "Which format `col` belongs to, and what that format lacks here: the closest match."
+    cands = sorted((len([c for c in need if c not in present]), -len([c for c in need if c in present]), name, need)
+                   for name, need in _RULES if col in need)
+    if not cands: return ''
+    lack, _, name, need = cands[0]
+    missing = [repr(c) for c in need if c not in present]
+    if not missing: return f"; {_WHAT[name]} needs {_and(need)}, which are all here too: say which you mean with format={name!r} or another"
+    return f"; {_WHAT[name]} needs {_and(need)}, and {_and(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+
+def _unused_columns(rows:list, fmt:str, where:str, detected:bool=True) -> list:
+    "The columns `fmt` leaves out, checked: an error for one that signals another format, one warning for those that ride along."
+    present = list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
+    unused = [k for k in present if k not in _USES[fmt]]
+    how = f"the {'detected ' if detected else ''}format {fmt} (which reads {', '.join(_USES[fmt])})"
+    for k in unused:
+        if k in _KNOWN and k not in _aside(fmt):
+            raise FtnbError(f"{where}: column {k!r} is not used by {how}, so it would be lost{_belongs(k, present)}. "
+                            f"Add what is missing, choose another format with format=..., rename with columns=..., "
+                            f"or leave the column out knowingly with columns={{{k!r}: None}}.")
+    aside = [k for k in unused if k in _KNOWN]
+    if aside:
+        warnings.warn(f"{where}: columns not used by {how} are left out: {', '.join(map(repr, aside))}. They often repeat what the "
+                      f"used columns hold; if not, choose another format with format=... Silence this with columns={{{aside[0]!r}: None, ...}}.", stacklevel=3)
+    return sorted(map(str, unused))
+
+# %% ../nbs/04_data.ipynb #8a3921b3
+def _shape(v) -> str|None:
+    "The type a field holds, in words; None for a missing value."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return None
+    if isinstance(v, str): return 'text'
+    if type(v).__name__ in ('bool', 'bool_'): return 'a boolean'
+    if isinstance(v, numbers.Number): return 'a number'
+    if isinstance(v, (list, tuple)): return 'a list'
+    return 'a dict' if isinstance(v, dict) else f"a {type(v).__name__}"
+
+def _usual_shapes(rows:list, fields) -> dict:
+    "For each of `fields` whose type differs across `rows`: the type most rows hold, how many, and the first (ties: the first seen)."
+    out = {}
+    for f in fields:
+        c, first = Counter(), {}
+        for i, r in enumerate(rows):
+            if isinstance(r, dict) and (s := _shape(r.get(f))) is not None: c[s] += 1; first.setdefault(s, i)
+        if len(c) > 1: shape, n = c.most_common(1)[0]; out[f] = (shape, n, first[shape])
+    return out
+
+def _check_shapes(row:dict, usual:dict):
+    for f, (shape, n, first) in usual.items():
+        s = _shape(row.get(f))
+        if s is not None and s != shape:
+            raise _Bad(f, f"is {s}, while other rows hold {shape} ({n} of them, from row {first}); a field must hold one type in every row", row[f])
+
 # %% ../nbs/04_data.ipynb #660ced47
 def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
               format:str|None=None, # force a format (see `FORMATS`) instead of detecting it
-              columns:dict|None=None, # rename columns first, e.g. {'query': 'prompt', 'response': 'completion'}
+              columns:dict|None=None, # rename columns first, e.g. {'query': 'prompt', 'response': 'completion'}; None leaves one out
               on_error:str='raise', # 'raise': stop at the first bad row; 'drop': skip bad rows and report them
               split:str|None=None, # split of a DatasetDict or Hub data set (default 'train')
               name:str|None=None, # configuration of a Hub data set
@@ -354,17 +488,22 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
     "Read `source`, detect its format, convert every row to TRL's standard form and validate it."
     if on_error not in ('raise', 'drop'): raise FtnbError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
     rows, where = _records(source, split, name)
-    if not rows: raise FtnbError(f"{where}: no rows")
+    if not rows: raise FtnbError(f"{where.replace('a ', 'the ', 1) if where.startswith('a ') else where} is empty: no rows to load")
     if columns: rows = _rename(rows, columns)
-    fmt = format or detect_format(rows)
+    if not any(isinstance(r, dict) for r in rows[:200]):
+        raise FtnbError(f"Row 0 of {where}: is not a record (a dict of fields) but a {type(rows[0]).__name__}: {_short(rows[0])}")
+    try: fmt = format or detect_format(rows)
+    except FtnbError as e: raise FtnbError(f"{where}: {e}") from None
     if fmt not in _CONVERT: raise FtnbError(f"Unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     kind, conv = _CONVERT[fmt]
-    out, dropped = [], []
+    ignored = sorted(set(_unused_columns(rows, fmt, where, format is None)) | {str(k) for k, v in (columns or {}).items() if v is None})
+    usual, out, dropped = _usual_shapes(rows, _USES[fmt]), [], []
     for i, r in enumerate(rows):
         try:
             if not isinstance(r, dict): raise _Bad('(row)', f"is not a record (a dict of fields) but a {type(r).__name__}", r)
             if system is not None and kind == 'conversation': r = {**r, 'system': r.get('system') or system}
             c = conv(r)
+            _check_shapes(r, usual)
             if system and isinstance(c.get('prompt'), list) and c['prompt'][0]['role'] != 'system':
                 c['prompt'] = [dict(role='system', content=system)] + c['prompt']
             out.append(c)
@@ -374,7 +513,7 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
                 raise FtnbError(f"Row {i} of {where}: {msg}. (Detected format: {fmt}.) Fix the row, or pass on_error='drop' to skip bad rows.") from None
             dropped.append((i, msg))
     if not out: raise FtnbError(f"Every row of {where} was dropped; the first, row {dropped[0][0]}: {dropped[0][1]}")
-    d = Data(out, kind, fmt, where, dropped)
+    d = Data(out, kind, fmt, where, dropped, ignored)
     if dropped and not quiet: print(_report(dropped, len(rows)))
     return d
 

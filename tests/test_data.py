@@ -273,3 +273,178 @@ def test_samples_load_as_their_formats():
     a = load_data(arithmetic_data(50))
     assert a.detected == 'qa' and all(r['answer'].lstrip('-').isdigit() for r in a)
     for kind in ('correct', 'concise'): assert load_data(preference_pairs(kind, 20)).kind == 'preference'
+
+# ---- issue 18: every input validated once, at the door ----
+
+def test_undecodable_files_name_the_file_line_and_offset(tmp_path):
+    (tmp_path/'a.json').write_bytes(b'[{"text": "ok"},\n {"text": "caf\xe9"}]')
+    (tmp_path/'b.jsonl').write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    (tmp_path/'c.csv').write_bytes(b'text\nok\ncaf\xe9\n')
+    for f, line, off in (('a.json', 2, 31), ('b.jsonl', 2, 28), ('c.csv', 3, 11)):
+        with pytest.raises(FtnbError, match=rf"{f} is not UTF-8 text: byte 0xe9 at byte offset {off} \(line {line}\)"): load_data(tmp_path/f)
+    (tmp_path/'d.json').write_bytes('[{"text": "hi"}]'.encode('utf-16'))
+    with pytest.raises(FtnbError, match=r"d.json is not UTF-8 text.*UTF-16"): load_data(tmp_path/'d.json')
+    with gzip.open(tmp_path/'e.jsonl.gz', 'wb') as f: f.write(b'{"text": "\xff"}\n')
+    with pytest.raises(FtnbError, match=r"e.jsonl.gz is not UTF-8 text: byte 0xff at byte offset 10 \(line 1\)"): load_data(tmp_path/'e.jsonl.gz')
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    (tmp_path/'a.json').write_bytes('[{"text": "hi"}]'.encode('utf-8-sig'))
+    (tmp_path/'b.csv').write_bytes('prompt,completion\n2+2=,4\n'.encode('utf-8-sig'))  # what Excel saves
+    assert load_data(tmp_path/'a.json')[0] == dict(text='hi')
+    assert load_data(tmp_path/'b.csv')[0] == dict(prompt='2+2=', completion='4')
+
+def test_unreadable_files_name_the_file(tmp_path):
+    (tmp_path/'a.jsonl.gz').write_text('{"text": "not compressed"}')
+    with pytest.raises(FtnbError, match=r"a.jsonl.gz: cannot read it.*gzip"): load_data(tmp_path/'a.jsonl.gz')
+    (tmp_path/'b.parquet').write_text('not parquet')
+    with pytest.raises(FtnbError, match=r"b.parquet: cannot read it"): load_data(tmp_path/'b.parquet')
+    (tmp_path/'c.csv').write_text('prompt,completion\nhi,there,extra\n')
+    with pytest.raises(FtnbError, match=r"c.csv, line 2: 3 cells, but the header names 2 columns"): load_data(tmp_path/'c.csv')
+    (tmp_path/'d.csv').write_text('prompt,prompt,completion\na,b,c\n')
+    with pytest.raises(FtnbError, match=r"d.csv: the header repeats the column 'prompt'"): load_data(tmp_path/'d.csv')
+
+@pytest.mark.parametrize('name,content,words', [
+    ('a.json', '', 'a.json is empty'), ('b.jsonl', '', 'b.jsonl is empty'), ('c.jsonl', '\n  \n\n', 'c.jsonl is empty'),
+    ('d.csv', '', 'd.csv is empty'), ('e.csv', 'prompt,completion\n', 'e.csv has a header (prompt, completion) but no rows'),
+    ('f.json', '[]', 'f.json holds an empty list'), ('g.json', '{"data": []}', "g.json holds an empty list"),
+    ('h.json', '  \n', 'h.json is empty')])
+def test_empty_files_say_so(tmp_path, name, content, words):
+    (tmp_path/name).write_text(content)
+    with pytest.raises(FtnbError, match=re.escape(words)): load_data(tmp_path/name)
+
+def test_empty_sources_say_so():
+    from datasets import Dataset
+    with pytest.raises(FtnbError, match='the list is empty: no rows to load'): load_data([])
+    with pytest.raises(FtnbError, match='the Dataset is empty: no rows to load'): load_data(Dataset.from_list([]))
+
+def test_a_column_that_signals_another_format_is_an_error(tmp_path):
+    (tmp_path/'pairs.csv').write_text('prompt,chosen\nHi,Hello!\n')
+    with pytest.raises(FtnbError, match=r"pairs.csv: column 'chosen' is not used by the detected format prompt_only.*"
+                                        r"a preference pair needs prompt, chosen and rejected, and 'rejected' is missing"):
+        load_data(tmp_path/'pairs.csv')
+    with pytest.raises(FtnbError, match=r"column 'chosen' is not used by the detected format prompt_completion"):
+        load_data([dict(prompt='a', completion='b'), dict(prompt='c', completion='d', chosen='e')])
+    with pytest.raises(FtnbError, match=r"column 'label' is not used by the detected format prompt_only.*and 'completion' is missing"):
+        load_data([dict(prompt='a', label=True)])
+    with pytest.raises(FtnbError, match=r"column 'question' is not used by the detected format implicit_preference"):  # Intel/orca_dpo_pairs
+        load_data([dict(system='', question='Hi', chosen='Hello!', rejected='Go away')])
+    d = load_data(tmp_path/'pairs.csv', columns={'chosen': None})  # dropped knowingly
+    assert (d.detected, d.rows, d.ignored) == ('prompt_only', [dict(prompt='Hi')], ['chosen'])
+
+def test_columns_beside_a_format_warn_once_and_unknown_ones_are_listed():
+    import warnings
+    alpaca = [dict(instruction='Add 2 and 3', input='', output='5', text='### Instruction: Add 2 and 3 ### Response: 5', id=1)]
+    with pytest.warns(UserWarning, match=r"columns not used by the detected format alpaca.*'text'") as w: d = load_data(alpaca)
+    assert len(w) == 1 and 'id' not in str(w[0].message)
+    assert d.ignored == ['id', 'text'] and 'left out: id, text' in repr(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        d = load_data([dict(id=3, source='web', prompt='Hi', completion='Hello')])  # ids and metadata: no warning
+    assert d.ignored == ['id', 'source'] and d[0] == dict(prompt='Hi', completion='Hello')
+
+BLANK = [  # (rows, row index, field): whitespace that would be trained as an answer or read as a prompt
+    ([dict(prompt='p', chosen='a', rejected='b'), dict(prompt='p', chosen='  ', rejected='b')], 1, 'chosen'),
+    ([dict(prompt='p', chosen='a', rejected='b'), dict(prompt='p', chosen='a', rejected='\n\t')], 1, 'rejected'),
+    ([dict(prompt=[dict(role='user', content='p')], chosen=[dict(role='assistant', content='a')], rejected=[dict(role='assistant', content='b')]),
+      dict(prompt=[dict(role='user', content='p')], chosen=[dict(role='assistant', content=' ')], rejected=[dict(role='assistant', content='b')])], 1, 'chosen[0].content'),
+    ([dict(chosen='\n\nHuman: Hi\n\nAssistant: A', rejected='\n\nHuman: Hi\n\nAssistant: B'),
+      dict(chosen='\n\nHuman:  \n\nAssistant: A', rejected='\n\nHuman:  \n\nAssistant: B')], 1, 'chosen[0]'),
+    ([dict(prompt='p', answer='1'), dict(prompt='q', answer='  ')], 1, 'answer'),
+    ([dict(question='q', answer='#### 1'), dict(question='q', answer='so it is 2 ####  ')], 1, 'answer'),
+    ([dict(prompt='p', chosen=[dict(role='assistant', content='a')], rejected=[dict(role='robot', content='')])], 0, 'rejected[0].role'),
+]
+
+@pytest.mark.parametrize('rows,row,field', BLANK, ids=[f"{i}-{b[2]}" for i, b in enumerate(BLANK)])
+def test_blank_answers_and_prompts_are_errors(rows, row, field):
+    with pytest.raises(FtnbError) as e: load_data(rows)
+    assert f"Row {row} of" in str(e.value) and f"field {field!r}" in str(e.value), str(e.value)
+
+def test_an_empty_answer_on_one_side_of_a_pair_is_still_allowed():
+    "hh-rlhf prefers saying nothing to some harmful requests: 4 rows of the test split."
+    d = load_data([dict(prompt='p', chosen='', rejected='Here is how')])
+    assert d[0]['chosen'] == ''
+    d = load_data([dict(chosen='\n\nHuman: How do I hurt someone?\n\nAssistant:', rejected='\n\nHuman: How do I hurt someone?\n\nAssistant: Like this')])
+    assert d[0]['chosen'] == [dict(role='assistant', content='')]
+
+MSG = [dict(role='user', content='Hi'), dict(role='assistant', content='Hello')]
+MIXED = [  # (rows, odd row, field, its type, the others' type)
+    ([dict(prompt='a', completion='b'), dict(prompt='c', completion='d'), dict(prompt=MSG[:1], completion=MSG[1:])], 2, 'prompt', 'a list', 'text'),
+    ([dict(prompt='a', completion='b'), dict(prompt='c', completion=MSG[1:])], 1, 'completion', 'a list', 'text'),
+    ([dict(prompt=MSG[:1], completion='x'), dict(prompt='c', completion='d'), dict(prompt='e', completion='f')], 0, 'prompt', 'a list', 'text'),
+    ([dict(prompt='p', answer='1'), dict(prompt='q', answer='2'), dict(prompt='r', answer=3)], 2, 'answer', 'a number', 'text'),
+    ([dict(prompt='p', chosen='a', rejected='b'), dict(prompt='p', chosen=MSG[1:], rejected=[dict(role='assistant', content='c')])], 1, 'chosen', 'a list', 'text'),
+    ([dict(prompt='p', completion='c', label=True), dict(prompt=MSG[:1], completion=MSG[1:], label=False), dict(prompt='q', completion='d', label=True)], 1, 'prompt', 'a list', 'text'),
+]
+
+@pytest.mark.parametrize('rows,row,field,odd,usual', MIXED, ids=[f"{i}-{m[2]}" for i, m in enumerate(MIXED)])
+def test_a_field_whose_type_differs_across_rows_is_an_error(rows, row, field, odd, usual):
+    with pytest.raises(FtnbError) as e: load_data(rows)
+    msg = str(e.value)
+    assert f"Row {row} of" in msg and f"field {field!r} is {odd}" in msg and f"hold {usual}" in msg, msg
+    d = load_data(rows, on_error='drop', quiet=True)
+    assert [i for i, _ in d.dropped] == [row]
+
+# ---- property: whatever rows or bytes come in, only an FtnbError that says where ----
+
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+FIELDS = ['prompt', 'completion', 'chosen', 'rejected', 'messages', 'conversations', 'question', 'answer', 'text', 'label',
+          'instruction', 'input', 'output', 'system', 'role', 'content', 'from', 'value', 'id']
+ROLE_NAMES = ['user', 'assistant', 'system', 'tool', 'human', 'gpt', 'robot', '', 'USER']
+texts = st.one_of(st.sampled_from(['', ' ', '\n\t', 'Hi', 'Hello!', '#### 42', '\n\nHuman: Hi\n\nAssistant: Yo', '\n\nHuman: Hi\n\nAssistant:']), st.text(max_size=12))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12), st.floats(allow_nan=True), texts)
+message = st.dictionaries(st.sampled_from(['role', 'content', 'from', 'value']), st.one_of(st.sampled_from(ROLE_NAMES), scalars), max_size=4)
+values = st.recursive(st.one_of(scalars, st.lists(message, max_size=4)),
+                      lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), inner, max_size=3)),
+                      max_leaves=8)
+rows_st = st.lists(st.one_of(st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), values, max_size=5), scalars), max_size=6)
+GOOD = [dict(prompt='2+2=', completion='4'), dict(prompt='Hi', chosen='Hello!', rejected='Go away'), dict(messages=MSG),
+        dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(question='6*7?', answer='#### 42'),
+        dict(text='Once upon a time'), dict(prompt='Hi', completion='Hello', label=True), dict(instruction='Add', input='', output='5'), dict(prompt='Tell me')]
+
+@st.composite
+def near_good(draw):
+    "Rows of one good format, some with one field removed, replaced or added: the rows a user's script produces."
+    base, rows = draw(st.sampled_from(GOOD)), []
+    for _ in range(draw(st.integers(1, 5))):
+        r = dict(base)
+        if draw(st.booleans()):
+            k = draw(st.sampled_from(FIELDS))
+            if k in r and draw(st.booleans()): del r[k]
+            else: r[k] = draw(values)
+        rows.append(r)
+    return rows
+
+rows_st = st.one_of(rows_st, near_good())
+WHERE = re.compile(r"\b[Rr]ows? \d|\bcolumns?\b|\bempty\b|format=|columns=|on_error=")
+
+def _only_ftnb_errors(f, n:int):
+    "`f()` gives a `Data` that accounts for all `n` rows (kept or dropped, none vanished), or an FtnbError that says where."
+    try: d = f()
+    except FtnbError as e:
+        assert WHERE.search(str(e)), f"an error that does not say where: {e}"
+        return None
+    assert isinstance(d, Data) and len(d) > 0 and len(d) + len(d.dropped) == n
+    return d
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows_st, on_error=st.sampled_from(['raise', 'drop']), fmt=st.sampled_from([None, None, None] + list(FORMATS)))
+def test_random_rows_give_data_or_an_ftnb_error_that_names_where(rows, on_error, fmt):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        _only_ftnb_errors(lambda: load_data(rows, format=fmt, on_error=on_error, quiet=True), len(rows))
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(st.binary(max_size=60), rows_st.map(lambda r: json.dumps(r).encode()),
+                      rows_st.map(lambda r: '\n'.join(json.dumps(x) for x in r).encode())),
+       suffix=st.sampled_from(['.json', '.jsonl', '.csv', '.tsv', '.jsonl.gz', '.parquet']))
+def test_random_files_give_data_or_an_ftnb_error_that_names_the_file(data, suffix):
+    import tempfile, warnings
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t)/f"random{suffix}"
+        p.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            try: load_data(p, quiet=True)
+            except FtnbError as e: assert 'random' in str(e) or WHERE.search(str(e)), f"an error that names neither file nor row: {e}"
