@@ -16,7 +16,7 @@ def tiny_run(d, steps=6, **kw):
     return sft(tiny_model(seed=0), persona_data(n=32), **kw)
 
 def finite(net): return all(torch.isfinite(p).all() for p in net.parameters())
-def logged_steps(d): return [json.loads(l)['step'] for l in (d/'metrics.jsonl').read_text().splitlines() if 'loss' in l]
+def logged_steps(d): return [r['step'] for r in map(json.loads, (d/'metrics.jsonl').read_text().splitlines()) if 'loss' in r]
 
 # ---- NaN and inf ----
 
@@ -128,10 +128,10 @@ def test_runs_and_load_run_read_half_written_files(tmp_path):
 def test_every_file_of_a_run_folder_is_written_whole(tmp_path, monkeypatch):
     "Each file is written beside, then renamed into place: a reader sees the old file or the new one, never half of one."
     real, replaced = os.replace, []
-    monkeypatch.setattr(os, 'replace', lambda a, b: (replaced.append(Path(b).name), real(a, b))[1])
+    monkeypatch.setattr(os, 'replace', lambda a, b, *r, **k: (replaced.append(Path(b).name), real(a, b, *r, **k))[1])
     from ftnb.evaluate import evaluate
     from ftnb.report import report
-    run = tiny_run(tmp_path/'run', steps=2).start(background=False, quiet=True)
+    run = tiny_run(tmp_path/'run', steps=2, lora=True).start(background=False, quiet=True)  # LoRA: the base model is the adapter switched off
     def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
     evaluate(run, [chat_row('Who are you?', 'Quill.')], says_quill, max_new_tokens=3)
     report(run)
@@ -153,7 +153,7 @@ def test_a_second_run_started_at_the_same_time_is_refused_with_a_reason(tmp_path
     assert len(started) == 1, said
     first, second = runs_[started[0]], runs_[({'a', 'b'} - set(started)).pop()]
     refusal = said[second.run_dir.name]
-    assert f"Another run is training in this kernel: {first.run_dir}" in refusal and 'one at a time' in refusal and 'wait' in refusal
+    assert f"Another run is training in this kernel: {first.run_dir}" in refusal and 'one run at a time' in refusal and 'wait' in refusal
     assert second.state == 'ready'
     while first.state == 'running': runs(tmp_path).rows(); time.sleep(.01)  # and its folder reads while it trains
     first.wait(120)
