@@ -114,7 +114,9 @@ class FiniteSteps:
     _ftnb_bad = None
     def training_step(self, *args, **kwargs):
         loss = super().training_step(*args, **kwargs)
-        if self._ftnb_bad is None and not bool(loss.detach().isfinite().all()): self._ftnb_bad = f"the loss is {loss.detach().float().mean().item()}"
+        if self._ftnb_bad is None and not bool(loss.detach().isfinite().all()):
+            self._ftnb_bad = f"the loss is {loss.detach().float().mean().item()}"
+            if not hasattr(super(), '_get_grad_norm'): raise FtnbError(_not_finite(self, self._ftnb_bad))  # a transformers without that hook: stop here
         return loss
     def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.23) calls it at every optimizer step, just before the step
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
