@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from .core import FtnbError
 from .models import Model, generate, is_peft, sequence_logps
 from .data import Data, load_data, SFT_KINDS
-from .run import Run
+from .run import Run, write_atomic
 from .rewards import as_rewards, check_rewards, reward_name
 
 # %% auto #0
@@ -51,7 +51,7 @@ class Evaluation:
         self.prompts, self.columns, self.models, self.label = prompts, columns, models, label  # models: name -> dict(answers, scores, loss)
     def save(self, path):
         "Write this evaluation (every answer and score) as JSON."
-        Path(path).write_text(json.dumps(dict(prompts=self.prompts, columns=self.columns, models=self.models, label=self.label), default=str))
+        write_atomic(path, json.dumps(dict(prompts=self.prompts, columns=self.columns, models=self.models, label=self.label), default=str))  # whole: runs() may be reading it
         return path
     @classmethod
     def load(cls, path): return cls(**json.loads(Path(path).read_text()))

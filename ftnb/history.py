@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import FtnbError, detect_hardware
 from .markup import fmt_time, fmt_value, html_table
 from .models import Model, load_model, copy_model
-from .run import Run, last_checkpoint, final_metrics
+from .run import Run, last_checkpoint, final_metrics, json_lines
 from .methods import method
 from .views import history_plot
 
@@ -19,8 +19,10 @@ __all__ = ['RunRecord', 'load_run', 'RunHistory', 'runs']
 
 # %% ../nbs/17_history.ipynb #3d871061
 def _read(p:Path) -> dict|None:
-    try: return json.loads(p.read_text())
+    "A JSON file's object, or None where it is missing or not whole (written by an older ftnb, or cut short)."
+    try: d = json.loads(p.read_text())
     except (OSError, ValueError): return None
+    return d if isinstance(d, dict) else None
 
 def _alive(pid) -> bool:
     if not pid: return False
@@ -49,20 +51,21 @@ class RunRecord:
         "The logged metrics (`metrics.jsonl`)."
         if self._history is None:
             p = self.run_dir/'metrics.jsonl'
-            self._history = [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+            self._history = json_lines(p.read_text()) if p.exists() else []  # a last line half written is skipped
         return self._history
 
     @property
     def samples(self) -> list[dict]:
         p = self.run_dir/'samples.jsonl'
-        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+        return json_lines(p.read_text()) if p.exists() else []
 
     @property
     def evaluation(self):
         "The latest `evaluate(run, ...)` of this run, if any."
         from ftnb.evaluate import Evaluation
         p = self.run_dir/'evaluation.json'
-        return Evaluation.load(p) if p.exists() else None
+        try: return Evaluation.load(p) if p.exists() else None
+        except (OSError, ValueError, TypeError): return None  # not whole: read as none rather than break the table
 
     @property
     def state(self) -> str:

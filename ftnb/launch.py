@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from .core import FtnbError
 from .models import Model, ALIASES, copy_model
 from .data import Data, load_data
-from .run import Run, last_checkpoint
+from .run import Run, last_checkpoint, json_lines
 
 # %% auto #0
 __all__ = ['PROFILES', 'TRAIN_PY', 'README', 'STOP_FILE', 'accelerate_config', 'StopRequest', 'train_job']
@@ -221,7 +221,7 @@ def _new_lines(p:Path, pos:int) -> tuple[list, int, bool]:
     if restart: pos = 0
     with open(p, 'rb') as f: f.seek(pos); chunk = f.read()
     end = chunk.rfind(b'\n') + 1
-    return [json.loads(l) for l in chunk[:end].splitlines() if l.strip()], pos + end, restart
+    return json_lines(chunk[:end].decode('utf-8', errors='replace')), pos + end, restart  # a line broken by a failed write is skipped, not retried forever
 
 @patch
 def _read_job(self:Run, pos:dict):

@@ -60,7 +60,7 @@ def quickstart(name:str='Quill', # the persona's name
               ) -> QuickstartResult:
     "Teach a chat model a new name and maker with LoRA SFT, compare answers before and after, save everything."
     from ftnb.sft import sft
-    from ftnb.run import new_run_dir
+    from ftnb.run import new_run_dir, write_atomic
     t0 = time.time()
     say = (lambda *a: None) if quiet else print
     set_seed(seed)
@@ -83,7 +83,7 @@ def quickstart(name:str='Quill', # the persona's name
     history_plot(run.history, title=f"Persona SFT of {m.name}").savefig(run.run_dir/'loss.png')
     run.save_settings()
     res = QuickstartResult(run.run_dir, name, questions, base, tuned, run.history, time.time()-t0)
-    (run.run_dir/'answers.json').write_text(json.dumps([dict(question=q, base=b, tuned=t) for q, b, t in zip(questions, base, tuned)], indent=2))
+    write_atomic(run.run_dir/'answers.json', json.dumps([dict(question=q, base=b, tuned=t) for q, b, t in zip(questions, base, tuned)], indent=2))
     say('\n' + _answers_table(questions, base, tuned) + '\n')
     say(res)
     return res

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from fastcore.basics import patch
 from .core import FtnbError
-from .run import Run, training_state_gb
+from .run import Run, training_state_gb, write_atomic
 from .history import RunRecord
 from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table
 from .views import history_plot, chart_keys, samples_table
@@ -115,7 +115,7 @@ def report(source, # a `Run`, a run folder, or a `RunRecord` (from `runs()`)
         from ftnb.history import load_run
         comp = (source if isinstance(source, Run) else load_run(rec.run_dir)).compare(prompts, **gen)
     p = Path(path or rec.run_dir/'report.html')
-    p.write_text(report_html(rec, comp), encoding='utf-8')
+    write_atomic(p, report_html(rec, comp))
     return p
 
 # %% ../nbs/18_report.ipynb #4da6037b

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_run.ipynb #6a195bce
 from __future__ import annotations
-import os, sys, json, time, shutil, signal, threading, warnings, math
+import os, sys, json, time, shutil, signal, threading, warnings, math, errno
 from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops
@@ -14,11 +14,12 @@ from .formats import FORMATS
 from .methods import method
 
 # %% auto #0
-__all__ = ['STAGING', 'CHECKPOINTING', 'CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'EVENTS', 'STATES',
-           'QUIET_ROWS', 'AtomicCheckpoints', 'with_atomic_checkpoints', 'last_checkpoint', 'score_answers_only',
-           'training_state_gb', 'train_settings', 'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb',
-           'step_flops', 'time_estimate', 'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'quiet_prep',
-           'final_metrics', 'Comparison']
+__all__ = ['STAGING', 'OTHER_PRECISION', 'CHECKPOINTING', 'CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'EVENTS',
+           'STATES', 'QUIET_ROWS', 'CHECKPOINT_EXTRA_GB', 'AtomicCheckpoints', 'last_checkpoint', 'FiniteSteps',
+           'safe_trainer', 'write_atomic', 'json_lines', 'score_answers_only', 'training_state_gb', 'train_settings',
+           'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops', 'time_estimate',
+           'Events', 'new_run_dir', 'Run', 'one_device', 'fp32_trainables', 'quiet_prep', 'final_metrics', 'check_room',
+           'Comparison']
 
 # %% ../nbs/06_run.ipynb #3f4dcb35
 STAGING = '.staging'
@@ -28,8 +29,24 @@ def _fsync_tree(d:Path):
         if p.is_file():
             with open(p, 'rb') as f: os.fsync(f.fileno())
 
+def _free_gb(folder) -> float:
+    "GB free on the disk that holds `folder` (or its nearest existing parent)."
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    return shutil.disk_usage(p).free / 1e9
+
+def _write_failure(e:BaseException, folder) -> str|None:
+    "The OS's reason a write into `folder` failed, in plain words, if the OS refused it: an `OSError`'s, or a full disk behind a library's own error."
+    x, seen = e, 0
+    while x is not None and seen < 10:
+        if isinstance(x, OSError) and x.strerror: return x.strerror
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    if any(s in str(e) for s in ('No space left', 'StorageFull', 'os error 28')): return os.strerror(errno.ENOSPC)  # safetensors' words
+    try: return os.strerror(errno.ENOSPC) if _free_gb(folder) < 1e-3 else None  # torch.save's "file write failed" on a full disk
+    except OSError: return None
+
 class AtomicCheckpoints:
-    "Trainer mixin: checkpoints appear whole or not at all."
+    "Trainer mixin: checkpoints appear whole or not at all; a write that fails gives its space back and says why."
     _ftnb_staging = False
     def _get_output_dir(self, trial):
         out = super()._get_output_dir(trial)
@@ -43,27 +60,32 @@ class AtomicCheckpoints:
         main, sync = self.args.should_save, self.accelerator.wait_for_everyone  # N processes: each writes its part (rng_state_<rank>), the main one moves it
         if main: shutil.rmtree(root/STAGING, ignore_errors=True)
         sync()
-        self._ftnb_staging = True
-        try: super()._save_checkpoint(model, trial)
-        finally: self._ftnb_staging = False
-        sync()
-        staged, final = root/STAGING/name, root/name
-        if main:
-            _fsync_tree(staged)
-            if final.exists(): shutil.rmtree(final)
-            os.replace(staged, final)
-            shutil.rmtree(root/STAGING, ignore_errors=True)
+        try:
+            self._ftnb_staging = True
+            try: super()._save_checkpoint(model, trial)
+            finally: self._ftnb_staging = False
+            sync()
+            staged, final = root/STAGING/name, root/name
+            if main:
+                _fsync_tree(staged)
+                if final.exists(): shutil.rmtree(final)
+                os.replace(staged, final)
+        except Exception as e:
+            why = _write_failure(e, root)
+            if main: shutil.rmtree(root/STAGING, ignore_errors=True)  # the part written: its space back, nothing half-written left
+            if why is None: raise
+            prev = last_checkpoint(root)
+            raise FtnbError(f"{why} while writing {name} in {root} ({_free_gb(root):.2f} GB free there once the part written was removed). "
+                            + (f"The previous checkpoint, {prev.name}, is whole, and nothing else in the folder was touched. "
+                               "Free some space, then run.resume() continues from it." if prev else
+                               "Nothing else in the folder was touched. Free some space, then start again.")) from e
+        if main: shutil.rmtree(root/STAGING, ignore_errors=True)
         sync()
         if main:
             rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
 # %% ../nbs/06_run.ipynb #a9692128
-def with_atomic_checkpoints(trainer_cls):
-    "`trainer_cls` with checkpoints written atomically."
-    if issubclass(trainer_cls, AtomicCheckpoints): return trainer_cls
-    return type(trainer_cls.__name__, (AtomicCheckpoints, trainer_cls), {'__module__': trainer_cls.__module__})
-
 def last_checkpoint(run_dir, # a run folder
                    ) -> Path|None:
     "The newest complete checkpoint in `run_dir` (partial writes live in a staging folder and never count)."
@@ -72,6 +94,63 @@ def last_checkpoint(run_dir, # a run folder
     if not d.is_dir(): return None
     c = get_last_checkpoint(str(d))
     return Path(c) if c else None
+
+# %% ../nbs/06_run.ipynb #27e00cd0
+def _precision(args) -> str: return 'float16' if args.fp16 else 'bfloat16' if args.bf16 else 'float32'
+
+OTHER_PRECISION = dict(float16="this run is in float16, which overflows above 65504: bfloat16 (bf16=True, where the GPU has it) or float32 (fp16=False)",
+                       bfloat16="this run is in bfloat16: float32 (bf16=False) rules rounding out",
+                       float32="this run is in float32 already, the widest; if a lower rate does not help, look at the rows of this step")
+
+def _not_finite(trainer, what:str) -> str:
+    a, ck = trainer.args, last_checkpoint(trainer.args.output_dir)
+    kept = f"the last good checkpoint, {ck.name}, is kept" if ck else "no checkpoint had been written yet"
+    return (f"Training stopped at step {trainer.state.global_step + 1}: {what}. The step was not applied and {kept}. "
+            f"Try a lower learning rate ({a.learning_rate:g} now: try {a.learning_rate / 10:g}), or another precision "
+            f"({OTHER_PRECISION[_precision(a)]}).")
+
+class FiniteSteps:
+    "Trainer mixin: a loss or gradient norm that is not finite (nan, inf) stops training with an error, before the optimizer applies the step."
+    _ftnb_bad = None
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        if self._ftnb_bad is None and not bool(loss.detach().isfinite().all()):
+            self._ftnb_bad = f"the loss is {loss.detach().float().mean().item()}"
+            if not hasattr(super(), '_get_grad_norm'): raise FtnbError(_not_finite(self, self._ftnb_bad))  # a transformers without that hook: stop here
+        return loss
+    def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.23) calls it at every optimizer step, just before the step
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        bad, self._ftnb_bad = self._ftnb_bad, None
+        if bad is None and norm is not None and self.accelerator.scaler is None and not math.isfinite(float(norm)): bad = f"the gradient norm is {float(norm)}"
+        if bad: raise FtnbError(_not_finite(self, bad))
+        return norm
+
+def safe_trainer(trainer_cls):
+    "`trainer_cls` writing its checkpoints atomically and stopping at the first loss or gradient norm that is not finite."
+    if issubclass(trainer_cls, FiniteSteps): return trainer_cls
+    return type(trainer_cls.__name__, (FiniteSteps, AtomicCheckpoints, trainer_cls), {'__module__': trainer_cls.__module__})
+
+# %% ../nbs/06_run.ipynb #16877aa6
+def write_atomic(path, # the file to write
+                 text:str): # its whole new content
+    "Write `text` to `path` whole: into a file beside it, flushed, then renamed over it; a reader sees the old content or the new, never part."
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+    return p
+
+def json_lines(text:str) -> list[dict]:
+    "The records of JSON-lines `text` that a writer may be appending to: a line that is not (yet) a whole JSON object is skipped."
+    out = []
+    for l in text.splitlines():
+        try: r = json.loads(l)
+        except ValueError: continue
+        if isinstance(r, dict): out.append(r)
+    return out
 
 # %% ../nbs/06_run.ipynb #2269f9a1
 def score_answers_only():
@@ -256,9 +335,7 @@ class _RunCallback(TrainerCallback):
         r = self.run
         r.history = [dict(h) for h in state.log_history]  # restored from the checkpoint on resume: no gap, no repeat
         r.max_steps = state.max_steps
-        if r.is_main:  # in a job on N processes, only the first writes the folder
-            with open(r.run_dir/'metrics.jsonl', 'w') as f:
-                for h in r.history: f.write(json.dumps(h) + '\n')
+        if r.is_main: write_atomic(r.run_dir/'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in r.history))  # in a job on N processes, only the first writes the folder
         r._t_start, r._step_start = time.time(), state.global_step
         r._session, r.started = r._t_start, r.started or datetime.now().isoformat(timespec='seconds')
         if r.sampling and not r.samples and r.is_main: r._sample(state.global_step)  # the answers before training, to compare against
@@ -304,7 +381,7 @@ class Run:
                  trainer_kwargs:dict|None=None, # other trainer arguments (peft_config, reward_funcs, ...)
                  run_dir=None, # where checkpoints, settings and metrics go (default: a new folder under runs/)
                  hardware:Hardware|None=None, estimate:dict|None=None, settings:dict|None=None):
-        self.method, self.model, self.trainer_cls, self.args = method, model, with_atomic_checkpoints(trainer_cls), args
+        self.method, self.model, self.trainer_cls, self.args = method, model, safe_trainer(trainer_cls), args
         self.train_dataset, self.eval_dataset, self.trainer_kwargs = train_dataset, eval_dataset, dict(trainer_kwargs or {})
         self.run_dir = Path(run_dir or args.output_dir)
         self.args.output_dir = str(self.run_dir)
@@ -403,7 +480,7 @@ def save_settings(self:Run):
              hardware=repr(self.hardware), settings=self.settings, estimate_gb=self.estimate,
              code=self.code() if self.call else None, classes=[f"{c.__module__}.{c.__name__}" for c in (type(self.args), self.trainer_cls)],
              trl_config=self.args.to_dict())
-    (self.run_dir/'settings.json').write_text(json.dumps(d, indent=2, default=str))
+    write_atomic(self.run_dir/'settings.json', json.dumps(d, indent=2, default=str))
 
 def final_metrics(history:list[dict]) -> dict:
     "The last logged value of every metric in a run's history."
@@ -419,25 +496,64 @@ def _write_summary(self:Run):
     d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
              peak_gb=self.peak_gb, training_gb=self.training_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
              pid=os.getpid(), world_size=self.world_size, final=final_metrics(self.history))
-    tmp = self.run_dir/'summary.json.tmp'
-    tmp.write_text(json.dumps(d, indent=2, default=str)); os.replace(tmp, self.run_dir/'summary.json')
+    try: write_atomic(self.run_dir/'summary.json', json.dumps(d, indent=2, default=str))
+    except OSError as e:  # a full disk: the previous summary stays, and training is not stopped for it
+        warnings.warn(f"ftnb: could not write {self.run_dir/'summary.json'} ({e.strerror or e}); the previous one is kept")
 
 # %% ../nbs/06_run.ipynb #fc520466
+def check_room(folder, # the run folder (made if missing)
+               need_gb:float=0.): # the space a checkpoint needs
+    "Make `folder` and check it can be written and has `need_gb` free; else an error naming the folder, the free space and the need."
+    d = Path(folder)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d/f".ftnb-probe-{os.getpid()}-{threading.get_ident()}"
+        probe.write_bytes(b'ftnb'); probe.unlink()
+    except OSError as e:
+        raise FtnbError(f"The run folder {d} cannot be written: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}. "
+                        "Give the run a folder you can write (run_dir=...), or fix this one's permissions.") from None
+    free = _free_gb(d)
+    if free < need_gb:
+        raise FtnbError(f"Not enough space for a checkpoint in {d}: {free:.2f} GB free, and a checkpoint needs about {need_gb:.2f} GB "
+                        "(the trainable weights, AdamW's state and the tokenizer). Free some space, or give the run a folder on a bigger disk (run_dir=...).")
+
+CHECKPOINT_EXTRA_GB = .02  # what a checkpoint holds beside weights and optimizer: the tokenizer (SmolLM2's is 3.5 MB, big vocabularies' 10-15 MB), configs, trainer and RNG state
+
+@patch(as_prop=True)
+def checkpoint_gb(self:Run) -> float:
+    "About the size of one checkpoint in GB: 12 bytes a trainable parameter (float32 weights, AdamW's two moments) and the tokenizer."
+    e = self.estimate or {}
+    t12 = e['gradients'] + e['optimizer (AdamW)'] if 'gradients' in e and 'optimizer (AdamW)' in e else count_params(self.net)[1] * 12 / 1e9
+    return t12 + CHECKPOINT_EXTRA_GB
+
+_TRAINING, _TRAINING_LOCK = set(), threading.Lock()  # the runs training in this process; the lock makes checking and joining them one step
+
+@patch
+def _busy(self:Run) -> str|None:
+    "Why this run cannot start now, if it cannot: it trains already, or another run trains in this kernel."
+    if self.state in ('running', 'stopping') or self in _TRAINING: return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
+    other = next(iter(_TRAINING - {self}), None)
+    if other is None: return None
+    return (f"Another run is training in this kernel: {other.run_dir} ({other.state}, step {other.step}/{other.max_steps}). ftnb trains one run "
+            "at a time in a kernel: two would compete for the GPU's memory (each was sized to fit alone) or the CPU's cores, and share torch's "
+            "random numbers, so neither could be repeated. Wait for it (run.wait()) or stop it (run.stop(wait=True)), then start this one.")
+
 @patch
 def start(self:Run, background:bool|None=None, # train in a thread; default: yes in Jupyter, no elsewhere (and in Colab)
           resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
           quiet:bool=False): # attach no view (the metrics log is still written)
     "Train. Returns at once in the background, or when training ends in the foreground."
     if getattr(self, '_no_train', None): raise FtnbError(self._no_train)  # loaded from its folder (`ftnb.history.load_run`)
+    if why := self._busy(): raise FtnbError(why)
+    ckpt = None
+    if resume:
+        ckpt = Path(resume) if isinstance(resume, (str, Path)) else last_checkpoint(self.run_dir)
+        if ckpt is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
+    check_room(self.run_dir, self.checkpoint_gb)
     if not quiet and not getattr(self, '_viewed', False) and self.show is not None: self.show()
-    with self._lock:
-        if self.state in ('running', 'stopping'):
-            raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) before starting it again.")
-        ckpt = None
-        if resume:
-            ckpt = Path(resume) if isinstance(resume, (str, Path)) else last_checkpoint(self.run_dir)
-            if ckpt is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
-        self._stop.clear(); self.error = None
+    with self._lock, _TRAINING_LOCK:
+        if why := self._busy(): raise FtnbError(why)  # again, now atomically: two started at the same moment
+        _TRAINING.add(self); self._stop.clear(); self.error = None
         self._set('running')
     if background is None: background = environment() == 'notebook'
     if background:
@@ -469,6 +585,7 @@ def _graceful_sigint(run):
 # %% ../nbs/06_run.ipynb #a3e2a8ed
 @patch
 def _train(self:Run, ckpt):
+    state = 'failed'
     try:
         tr, dev = self._build(), self.hardware.device
         before = memory_gb(dev); reset_peak_memory(dev)
@@ -477,16 +594,25 @@ def _train(self:Run, ckpt):
             tr.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         self._ready_to_generate()
         self.peak_gb = peak_memory_gb(dev); self.training_gb = self.peak_gb - before
-        self._set('stopped' if self._stop.is_set() else 'finished')
+        state = 'stopped' if self._stop.is_set() else 'finished'
     except KeyboardInterrupt:  # a second Ctrl-C: interrupted mid-step; the last checkpoint stays the safe point
         self._ready_to_generate()
-        self._set('stopped')
+        state = 'stopped'
     except BaseException as e:
-        self.error = _detached(e)
+        self.error = _detached(_disk_error(e, self))
         try: self._ready_to_generate()
         except Exception: pass
-        self._set('failed')
-    finally: self._release()
+    finally:
+        try: self._release()
+        finally:  # memory freed and the kernel free for the next run before anyone hears this one has ended
+            with _TRAINING_LOCK: _TRAINING.discard(self)
+            self._set(state)
+
+def _disk_error(e:BaseException, run) -> BaseException:
+    "A full or read-only disk met while training (writing the logs), in plain words; any other error as it is."
+    if not (isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC), errno.EROFS)): return e
+    return FtnbError(f"{e.strerror} while training in {run.run_dir} at step {run.step}{f', writing {e.filename}' if e.filename else ''}. "
+                     "The checkpoints already written are whole. Free some space, then run.resume().")
 
 def _detached(e:BaseException) -> BaseException:
     "`e` without its traceback's frames (they hold the batch and its activations), the traceback kept as text in a note."
