@@ -54,7 +54,7 @@ class Bound:
                 (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
 
     def __str__(self):
-        ends = [f"{'>' if self.lo_open else '≥'} {self.lo:g}" if self.lo is not None else '', f"{'<' if self.hi_open else '≤'} {self.hi:g}" if self.hi is not None else '']
+        ends = [f"{'>' if self.lo_open else '≥'} {self.lo}" if self.lo is not None else '', f"{'<' if self.hi_open else '≤'} {self.hi}" if self.hi is not None else '']
         return f"a {'whole ' if self.whole else ''}number " + ' and '.join(e for e in ends if e)
 
 # %% ../nbs/05_methods.ipynb #ead823ce
@@ -111,7 +111,8 @@ def setting_problems(settings:dict, # settings by name: a recipe's arguments, TR
     for k, v in settings.items():
         if k == 'eval' and (p := _eval_problem(v)): bad[k] = p
         elif k == 'lora' and not isinstance(v, (bool, dict)): bad[k] = f"lora={v!r}: lora must be True, False or a dict of `lora_config` options"
-        elif k == 'lora' and isinstance(v, dict): bad |= setting_problems({o: x for o, x in v.items() if o in ('r', 'alpha', 'dropout')})
+        elif k == 'lora' and isinstance(v, dict):
+            bad |= {o: f"lora {p}" for o, p in setting_problems({o: x for o, x in v.items() if o in ('r', 'alpha', 'dropout')}).items()}
         elif k in bounds and v is not None and not bounds[k].ok(v): bad[k] = f"{k}={v!r}: {k} must be {bounds[k]}"
     return bad
 
