@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, importlib, math, numbers
 from dataclasses import dataclass, field
 from .core import FtnbError
-from .data import SFT_KINDS
+from .data import SFT_KINDS, Data
 
 # %% auto #0
 __all__ = ['METHODS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings']
@@ -97,9 +97,9 @@ BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=_COUNT, epochs=_SOME, num
 
 def _eval_problem(v) -> str|None:
     "What is wrong with `eval`: a fraction in (0, 1), a number of rows, eval `Data`, or None/0 for none."
-    if v is None or v is False or not isinstance(v, numbers.Real) or (not isinstance(v, bool) and v == 0): return None
+    if v is None or v is False or isinstance(v, Data) or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == 0): return None
     if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1: return None
-    if _RATE.ok(v): return None
+    if isinstance(v, numbers.Real) and _RATE.ok(v): return None
     return f"eval={v!r}: eval must be a fraction of the rows (a number > 0 and < 1), a whole number of rows ≥ 1, eval data, or None"
 
 def setting_problems(settings:dict, # settings by name: a recipe's arguments, TRL config fields, `lora`'s options in a `lora` dict

@@ -9,7 +9,7 @@ from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data, check_chat_template
-from .methods import method, METHODS, check_settings
+from .methods import method, METHODS, BOUNDS, check_settings
 from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
@@ -199,6 +199,11 @@ def at_the_door(fn_name:str, # the recipe, for the messages
     "The arguments checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
     a, over = dict(given), dict(given.get('overrides', {}))
     check_settings({k: v for k, v in a.items() if k != 'overrides'} | over, fn_name if fn_name in METHODS else None, fn_name)
+    from transformers import TrainingArguments
+    default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | {k: p.default for k, p in params.items()}
+    if none := [k for k, v in (a | over).items() if v is None and k in BOUNDS and default.get(k) not in (None, inspect.Parameter.empty, dataclasses.MISSING)]:
+        k = none[0]  # None where a number is due
+        raise FtnbError(f"{fn_name}: {k}=None: {k} must be {BOUNDS[k]}; leave it out for its default ({default[k]!r}).")
     for trl, ours in ALIASES.items():
         if trl in over and ours in params:
             if a.get(ours) is not None: raise FtnbError(f"{fn_name} got {ours}={a[ours]!r} and {trl}={over[trl]!r}, two names for one setting: "

@@ -113,3 +113,18 @@ def test_no_secret_reaches_any_file_of_a_run_nor_its_code(tmp_path):
 
 def test_the_trainers_own_hub_push_is_refused_with_a_token(tiny, rows):
     with pytest.raises(FtnbError, match='run.push'): sft(tiny, rows, hub_token='hf_' + 'a' * 34, push_to_hub=True)
+
+def test_random_settings_give_a_run_or_ftnbs_error_naming_the_setting(tiny, rows, tmp_path_factory):
+    "Property: whatever values the shared settings get, sft returns a ready Run or raises FtnbError naming one of them."
+    from hypothesis import given, settings, HealthCheck, strategies as st
+    value = st.one_of(st.none(), st.booleans(), st.integers(-10, 40), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+                      st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(['r', 'alpha', 'dropout']), st.floats(-1, 40), max_size=2))
+    names = ['lr', 'max_steps', 'epochs', 'batch_size', 'eval', 'seed', 'lora', 'max_length', 'warmup_steps', 'per_device_train_batch_size']
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(names), value, min_size=1, max_size=3))
+    def check(kw):
+        if {'max_steps', 'epochs'} <= set(kw) and kw['max_steps'] is not None: kw.pop('epochs')  # giving both is its own error (tested above)
+        try: r = sft(tiny, rows, run_dir=tmp_path_factory.mktemp('p'), **kw)
+        except FtnbError as e: assert any(f"{k}=" in str(e) or k in str(e) for k in kw), (kw, str(e))
+        else: assert r.state == 'ready'
+    check()
