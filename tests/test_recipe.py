@@ -120,7 +120,7 @@ def test_random_settings_give_a_run_or_ftnbs_error_naming_the_setting(tiny, rows
     value = st.one_of(st.none(), st.booleans(), st.integers(-10, 40), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
                       st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(['r', 'alpha', 'dropout']), st.floats(-1, 40), max_size=2))
     names = ['lr', 'max_steps', 'epochs', 'batch_size', 'eval', 'seed', 'lora', 'max_length', 'warmup_steps', 'per_device_train_batch_size']
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))  # no .hypothesis folder
     @given(st.dictionaries(st.sampled_from(names), value, min_size=1, max_size=3))
     def check(kw):
         if {'max_steps', 'epochs'} <= set(kw) and kw['max_steps'] is not None: kw.pop('epochs')  # giving both is its own error (tested above)
