@@ -8,7 +8,7 @@ import time, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
-from .methods import method
+from .methods import method, setting_problems
 from .run import Run, last_checkpoint, training_state_gb
 from .markup import esc, fmt_time, png, png_uri
 from .views import draw_history, state_html, chart_keys, Throttle, ConsoleView
@@ -130,7 +130,8 @@ _TRAINING = ('warmup_steps', 'lr_scheduler_type', 'weight_decay', 'max_grad_norm
              'logging_steps', 'save_steps', 'save_total_limit', 'eval_steps', 'seed')
 _MANAGED = {'output_dir', 'use_cpu', 'bf16', 'fp16', 'report_to', 'push_to_hub', 'hub_model_id', 'hub_token', 'logging_dir',
             'activation_checkpointing', 'gradient_checkpointing', 'per_device_train_batch_size', 'gradient_accumulation_steps',
-            'per_device_eval_batch_size', 'dataset_text_field', 'dataset_num_proc', 'model_init_kwargs', 'ref_model_init_kwargs'}
+            'per_device_eval_batch_size', 'dataset_text_field', 'dataset_num_proc', 'model_init_kwargs', 'ref_model_init_kwargs',
+            'completion_only_loss', 'assistant_only_loss'}  # sft's loss= says which tokens train
 
 def _batch(args) -> int: return args.per_device_train_batch_size * args.gradient_accumulation_steps
 
@@ -248,24 +249,11 @@ def _trl(self:SettingsPanel, ch:dict) -> dict:
     return out | {k: v for k, v in ch.items() if k in self.advanced}
 
 # %% ../nbs/09_dashboard.ipynb #28ea22a0
-def _own_checks(ch:dict) -> dict:
-    "ftnb's bounds, by setting: what TRL would accept but cannot train."
-    bad = {}
-    if 'lr' in ch and not 0 < ch['lr'] < 1: bad['lr'] = f"learning rate must be between 0 and 1, got {ch['lr']}"
-    for k in ('max_steps', 'batch_size', 'max_length', 'num_generations', 'max_completion_length'):
-        if k in ch and (not isinstance(ch[k], int) or ch[k] < 1): bad[k] = f"{k} must be a whole number of at least 1, got {ch[k]}"
-    if 'beta' in ch and ch['beta'] < 0: bad['beta'] = f"beta must be 0 or more, got {ch['beta']}"
-    lo = ch.get('lora') or {}
-    if 'r' in lo and lo['r'] < 1: bad['r'] = f"LoRA rank must be at least 1, got {lo['r']}"
-    if 'alpha' in lo and lo['alpha'] <= 0: bad['alpha'] = f"LoRA alpha must be positive, got {lo['alpha']}"
-    if 'dropout' in lo and not 0 <= lo['dropout'] < 1: bad['dropout'] = f"LoRA dropout must be in [0, 1), got {lo['dropout']}"
-    return bad
-
 @patch
 def problems(self:SettingsPanel) -> dict:
-    "Invalid settings by name, with the reason; empty when all are valid."
+    "Invalid settings by name, with the reason; empty when all are valid: ftnb's bounds (`ftnb.methods.BOUNDS`, which the recipes check too), then TRL's."
     ch = self.changes()
-    bad = _own_checks(ch)
+    bad = setting_problems(ch, self.run.method)
     if bad: return bad
     trl = self._trl(ch)
     if not trl: return {}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_evaluate.ipynb #2cb195be
 from __future__ import annotations
-import math, statistics, json
+import math, statistics, json, difflib
 from pathlib import Path
 from contextlib import nullcontext
 from .core import FtnbError
@@ -55,7 +55,14 @@ class Evaluation:
         return path
     @classmethod
     def load(cls, path): return cls(**json.loads(Path(path).read_text()))
-    def mean(self, model:str, metric:str) -> float: return statistics.mean(self.models[model]['scores'][metric])
+    def _scores(self, model:str, metric:str) -> list:
+        "One model's scores under one metric; an error with a \"did you mean\" for a name this evaluation does not have."
+        for what, name, known in (('model', model, self.models), ('metric', metric, self.models.get(model, {}).get('scores', {}))):
+            if name not in known:
+                near = difflib.get_close_matches(str(name), known, 1)
+                raise FtnbError(f"This evaluation has no {what} {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; it has {', '.join(map(repr, known))}")
+        return self.models[model]['scores'][metric]
+    def mean(self, model:str, metric:str) -> float: return statistics.mean(self._scores(model, metric))
     @property
     def metrics(self) -> list: return list(next(iter(self.models.values()))['scores'])
     def table(self) -> dict:
@@ -67,7 +74,7 @@ class Evaluation:
     def win_rate(self, metric:str|None=None, a:str='tuned', b:str='base') -> float:
         "How often `a` scores above `b` under `metric` (default the first), ties counted as half."
         m = metric or self.metrics[0]
-        sa, sb = self.models[a]['scores'][m], self.models[b]['scores'][m]
+        sa, sb = self._scores(a, m), self._scores(b, m)
         return sum(1. if x > y else .5 if x == y else 0. for x, y in zip(sa, sb)) / len(sa)
     def __repr__(self):
         t, ks = self.table(), list(self.models)

@@ -12,7 +12,7 @@ from .markup import fmt_time, fmt_value, html_table
 from .models import Model, load_model, copy_model
 from .run import Run, last_checkpoint, final_metrics, json_lines
 from .methods import method
-from .views import history_plot
+from .views import history_plot, check_keys
 
 # %% auto #0
 __all__ = ['RunRecord', 'load_run', 'RunHistory', 'runs']
@@ -208,6 +208,7 @@ class RunHistory:
         "The curves of the chosen runs overlaid, one colour per run, labelled by the settings that differ."
         which = which or range(len(self.records))
         labels = self.labels(which)
+        if keys: check_keys([r.history for r in labels], keys)
         keys = keys or method(next(iter(labels)).method).metrics
         return history_plot({l: r.history for r, l in labels.items()}, keys, title)
 

@@ -228,7 +228,7 @@ def _check_no_token(folder:Path, token:str, limit:float=50e6):
 def push(self:Run, repo_id:str, # 'user/name' or 'org/name' ('name' alone: under your account)
          private:bool=True, # make a new repo private (an existing repo keeps its visibility)
          merged:bool=False, # upload the merged model instead of the LoRA adapter
-         token:str|None=None, # a Hugging Face write token; default the login's (`huggingface-cli login`, $HF_TOKEN); never written anywhere
+         token:str|None=None, # a Hugging Face write token; default the recipe's `hub_token`, else the login's (`huggingface-cli login`, $HF_TOKEN); never written anywhere
          folder=None, # stage the upload in this new or empty folder and keep it; default a temporary folder, removed after
          license:str|None=None, # the model's license for the card; default the base model's where ftnb knows it
          commit_message:str|None=None): # default: says which run it is
@@ -237,7 +237,7 @@ def push(self:Run, repo_id:str, # 'user/name' or 'org/name' ('name' alone: under
     from huggingface_hub.utils import HfHubHTTPError
     check_repo_id(repo_id); _check_pushable(self, merged)
     if folder is not None: _empty_folder(folder)
-    token = hub_token(token)
+    token = hub_token(token or getattr(self, 'secrets', {}).get('hub_token'))
     _whoami(token)
     with tempfile.TemporaryDirectory(prefix='ftnb-push-') as tmp:
         p = hub_folder(self, folder or Path(tmp)/'upload', repo_id, merged, license)

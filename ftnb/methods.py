@@ -4,13 +4,13 @@
 
 # %% ../nbs/05_methods.ipynb #9e0c4ffb
 from __future__ import annotations
-import os, importlib
-from dataclasses import dataclass
+import os, importlib, math, numbers
+from dataclasses import dataclass, field
 from .core import FtnbError
-from .data import SFT_KINDS
+from .data import SFT_KINDS, Data
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'method']
+__all__ = ['METHODS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings']
 
 # %% ../nbs/05_methods.ipynb #62b78ae7
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Method:
     key_settings:tuple=() # TRL config fields that tell its runs apart (besides lr, steps, batch and LoRA rank)
     lr_scale:float=1. # its default learning rate as a share of SFT's (`ftnb.recipe.default_lr`)
     generates:bool=True # its model answers prompts (a reward model scores text instead)
+    bounds:dict=field(default_factory=dict, hash=False) # its own `Bound`s, where they differ from `BOUNDS`'s
 
     def classes(self) -> tuple:
         "The TRL config and trainer classes, imported now."
@@ -36,20 +37,41 @@ class Method:
 
     def __repr__(self): return f"Method {self.name!r}: {self.title}; trains on {', '.join(self.kinds)}; charts {', '.join(self.metrics)}"
 
+# %% ../nbs/05_methods.ipynb #5744d2a5
+@dataclass(frozen=True)
+class Bound:
+    "The values a numeric setting may take: a (whole) finite number from `lo` to `hi`, each end included unless open."
+    lo:float|None=None # the lowest value (None: no lower end)
+    hi:float|None=None # the highest value (None: no upper end)
+    whole:bool=False # an int (a count: steps, rows, a rank)
+    lo_open:bool=False # `lo` itself is not allowed
+    hi_open:bool=False # `hi` itself is not allowed
+
+    def ok(self, v) -> bool:
+        "Whether `v` is within this bound (a bool, a string or NaN never is)."
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if self.whole else numbers.Real) or not math.isfinite(v): return False
+        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and
+                (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+
+    def __str__(self):
+        ends = [f"{'>' if self.lo_open else '≥'} {self.lo}" if self.lo is not None else '', f"{'<' if self.hi_open else '≤'} {self.hi}" if self.hi is not None else '']
+        return f"a {'whole ' if self.whole else ''}number " + ' and '.join(e for e in ends if e)
+
 # %% ../nbs/05_methods.ipynb #ead823ce
 _PROMPTED = ('prompt_only', 'conversation', 'preference', 'prompt_completion')  # data whose prompts GRPO and RLOO can sample from
+_HELD = dict(beta=Bound(0, lo_open=True))  # a preference method's beta: 0 would make its loss flat (`Method.bounds`)
 _SAMPLED = ('reward', 'reward_std', 'kl', 'completions/mean_length')
 
 METHODS = {m.name: m for m in [
     Method('sft', 'supervised fine-tuning: imitate demonstrations', 'trl.SFTConfig', 'trl.SFTTrainer', SFT_KINDS,
            ('loss', 'mean_token_accuracy')),
     Method('dpo', 'direct preference optimisation: prefer chosen over rejected answers', 'trl.DPOConfig', 'trl.DPOTrainer',
-           ('preference',), ('loss', 'rewards/margins', 'rewards/accuracies'), ('beta',), lr_scale=.1),
+           ('preference',), ('loss', 'rewards/margins', 'rewards/accuracies'), ('beta',), lr_scale=.1, bounds=_HELD),
     Method('kto', 'Kahneman-Tversky optimisation: learn from answers marked good or bad', 'trl.KTOConfig', 'trl.KTOTrainer',
-           ('unpaired_preference', 'preference'), ('loss', 'rewards/margins', 'kl'), ('beta',), lr_scale=.1),
+           ('unpaired_preference', 'preference'), ('loss', 'rewards/margins', 'kl'), ('beta',), lr_scale=.1, bounds=_HELD),
     Method('orpo', 'odds-ratio preference optimisation: SFT and preference in one step, no reference',
            'trl.experimental.orpo.ORPOConfig', 'trl.experimental.orpo.ORPOTrainer',
-           ('preference',), ('loss', 'rewards/margins', 'log_odds_ratio'), ('beta',), lr_scale=.1),
+           ('preference',), ('loss', 'rewards/margins', 'log_odds_ratio'), ('beta',), lr_scale=.1, bounds=_HELD),
     Method('reward', 'reward model: score answers so preferred ones score higher', 'trl.RewardConfig', 'trl.RewardTrainer',
            ('preference',), ('loss', 'accuracy', 'margin'), generates=False),
     Method('grpo', 'group relative policy optimisation: reinforce answers that score above their group',
@@ -62,3 +84,41 @@ def method(name:str) -> Method:
     "The record of the method called `name`; an error that lists the known ones otherwise."
     if name not in METHODS: raise FtnbError(f"Unknown method {name!r}; ftnb knows {', '.join(METHODS)}")
     return METHODS[name]
+
+# %% ../nbs/05_methods.ipynb #376f84d3
+_COUNT, _SOME, _RATE = Bound(1, whole=True), Bound(0, lo_open=True), Bound(0, 1, lo_open=True, hi_open=True)
+BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=_COUNT, epochs=_SOME, num_train_epochs=_SOME, batch_size=_COUNT,
+              per_device_train_batch_size=_COUNT, per_device_eval_batch_size=_COUNT, gradient_accumulation_steps=_COUNT,
+              seed=Bound(0, 2**32 - 1, whole=True), max_length=_COUNT, max_completion_length=_COUNT, max_prompt_length=_COUNT,
+              warmup_steps=Bound(0, whole=True), weight_decay=Bound(0), max_grad_norm=Bound(0), logging_steps=_SOME, save_steps=_SOME,
+              eval_steps=_SOME, save_total_limit=Bound(0, whole=True), beta=Bound(0), num_generations=Bound(2, whole=True),
+              temperature=_SOME, top_p=Bound(0, 1, lo_open=True), desirable_weight=Bound(0), undesirable_weight=Bound(0),
+              r=_COUNT, alpha=_SOME, dropout=Bound(0, 1, hi_open=True))  # ftnb's bounds by setting (the last three: `lora`'s options)
+
+def _eval_problem(v) -> str|None:
+    "What is wrong with `eval`: a fraction in (0, 1), a number of rows, eval `Data`, or None/0 for none."
+    if v is None or v is False or isinstance(v, Data) or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == 0): return None
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1: return None
+    if isinstance(v, numbers.Real) and _RATE.ok(v): return None
+    return f"eval={v!r}: eval must be a fraction of the rows (a number > 0 and < 1), a whole number of rows ≥ 1, eval data, or None"
+
+def setting_problems(settings:dict, # settings by name: a recipe's arguments, TRL config fields, `lora`'s options in a `lora` dict
+                     method_name:str|None=None, # the method, whose own bounds (`Method.bounds`) apply too
+                    ) -> dict:
+    "The settings outside ftnb's bounds (`BOUNDS`), by name (a `lora` option by its own), each with a message naming it, its value and the range."
+    bounds = BOUNDS | (METHODS[method_name].bounds if method_name in METHODS else {})
+    bad = {}
+    for k, v in settings.items():
+        if k == 'eval' and (p := _eval_problem(v)): bad[k] = p
+        elif k == 'lora' and not isinstance(v, (bool, dict)): bad[k] = f"lora={v!r}: lora must be True, False or a dict of `lora_config` options"
+        elif k == 'lora' and isinstance(v, dict):
+            bad |= {o: f"LoRA {o}={x!r}: LoRA {o} must be {bounds[o]}" for o, x in v.items() if o in ('r', 'alpha', 'dropout') and not bounds[o].ok(x)}
+        elif k in bounds and v is not None and not bounds[k].ok(v): bad[k] = f"{k}={v!r}: {k} must be {bounds[k]}"
+    return bad
+
+def check_settings(settings:dict, # settings by name (see `setting_problems`)
+                   method_name:str|None=None, # the method, whose own bounds apply too
+                   where:str=''): # who was given them, for the message (a recipe's name)
+    "Raise an `FtnbError` naming every setting outside ftnb's bounds, its value and the range allowed."
+    if bad := setting_problems(settings, method_name):
+        raise FtnbError(f"{where or method_name or 'settings'}: " + '; '.join(bad.values()) + ". Give values in range.")

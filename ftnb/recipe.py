@@ -4,18 +4,18 @@
 
 # %% ../nbs/10_recipe.ipynb #9852af05
 from __future__ import annotations
-import math, dataclasses, difflib, inspect, functools
+import os, math, dataclasses, difflib, inspect, functools
 from fastcore.basics import patch
-from .core import FtnbError, detect_hardware, set_seed
+from .core import FtnbError, detect_hardware, set_seed, secret_name, redact
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data, check_chat_template
-from .methods import method
+from .methods import method, METHODS, BOUNDS, check_settings
 from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
-__all__ = ['SHARED', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model', 'prepare', 'recipe',
-           'recorded']
+__all__ = ['SHARED', 'ALIASES', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model', 'prepare',
+           'batch_split', 'without_secrets', 'recipe', 'at_the_door', 'recorded']
 
 # %% ../nbs/10_recipe.ipynb #7068ae9d
 def recipe_args(lr:float|None=None, # peak learning rate; default `default_lr` (a tenth of SFT's for preference and RL methods)
@@ -117,6 +117,34 @@ def prepare(method_name:str, # the method's name (its record says which data kin
     if ev: return m, *d.split(ev, seed=seed)
     return m, d, None
 
+# %% ../nbs/10_recipe.ipynb #9853a163
+_SPLIT = ('per_device_train_batch_size', 'gradient_accumulation_steps')  # what a batch is made of
+
+def batch_split(batch_size:int, # rows per optimizer step (over all processes)
+                overrides:dict) -> tuple[int, dict]: # TRL settings given: the batch's parts among them, if any
+    "The batch and TRL settings once a part of the batch given by the user (per-device rows, accumulation steps) fixes the other."
+    per, acc = (overrides.get(k) for k in _SPLIT)
+    world = int(os.environ.get('WORLD_SIZE', '1'))  # processes of a launched job share the batch (as `train_settings` reads it)
+    if per and acc: return per * acc * world, overrides
+    if not (per or acc) or batch_size % world: return batch_size, overrides  # nothing given; or `train_settings` says the batch does not split
+    k, v = (_SPLIT[0], per) if per else (_SPLIT[1], acc)
+    if (batch_size // world) % v:
+        raise FtnbError(f"batch_size={batch_size} is not a multiple of {k}={v}{f' (on each of {world} processes)' if world > 1 else ''}: "
+                        f"give a batch_size that {v} divides, or leave {k} to ftnb.")
+    return batch_size, overrides | {_SPLIT[1] if per else _SPLIT[0]: batch_size // world // v}
+
+# %% ../nbs/10_recipe.ipynb #4afc8546
+def without_secrets(overrides:dict, # TRL settings given
+                   ) -> tuple[dict, dict]:
+    "The settings with every secret taken out (top-level ones) or masked (inside a dict or list), and the secrets taken out, by name."
+    secrets = {k: v for k, v in overrides.items() if secret_name(k) and v is not None}
+    rest = {k: redact(v, secrets.values()) if isinstance(v, (dict, list, tuple)) else v for k, v in overrides.items() if k not in secrets}
+    if secrets and rest.get('push_to_hub'):
+        raise FtnbError(f"push_to_hub=True with {', '.join(secrets)}: the trainer's own uploads would need the token in its config, which every "
+                        "checkpoint pickles (training_args.bin). Leave push_to_hub out and upload after training with run.push(repo_id), "
+                        "which uses this token.")
+    return rest, secrets
+
 # %% ../nbs/10_recipe.ipynb #a4073903
 def recipe(method_name:str, # the method: its record gives the TRL config and trainer classes
            m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
@@ -132,6 +160,8 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     a = {n: kw.get(n, p.default) for n, p in inspect.signature(recipe_args).parameters.items()}
     overrides = {k: v for k, v in kw.items() if k not in SHARED}
     _check_overrides(cfg_cls, overrides)
+    overrides, secrets = without_secrets(overrides)
+    a['batch_size'], overrides = batch_split(a['batch_size'], overrides)
     hw = detect_hardware()
     steps = a['max_steps'] or max(1, math.ceil(a['epochs'] * len(d) / a['batch_size']))
     lora = a['lora']
@@ -153,12 +183,38 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
                rows=len(d), eval_rows=len(ev) if ev is not None else 0, data=repr(d).splitlines()[0]) | (settings or {})
     run = Run(method_name, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
               run_dir=out, hardware=hw, estimate=est, settings=rec)
-    run.data, run.eval_data = d, ev
+    run.data, run.eval_data, run.secrets = d, ev, secrets
     if row_tokens:
         flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass,
                            seq=int(row_tokens / sequences), scored=scored)
         run.step_seconds = time_estimate(flops, hw.dtype, hw.device)
     return run
+
+# %% ../nbs/10_recipe.ipynb #5d0805d4
+ALIASES = dict(learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref')  # TRL's name -> ftnb's
+
+def at_the_door(fn_name:str, # the recipe, for the messages
+                given:dict, # the arguments as given: ftnb's names, and TRL's under 'overrides'
+                params) -> dict: # the names the recipe takes
+    "The arguments checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
+    a, over = dict(given), dict(given.get('overrides', {}))
+    check_settings({k: v for k, v in a.items() if k != 'overrides'} | over, fn_name if fn_name in METHODS else None, fn_name)
+    from transformers import TrainingArguments
+    default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | {k: p.default for k, p in params.items()}
+    if none := [k for k, v in (a | over).items() if v is None and k in BOUNDS and default.get(k) not in (None, inspect.Parameter.empty, dataclasses.MISSING)]:
+        k = none[0]  # None where a number is due
+        raise FtnbError(f"{fn_name}: {k}=None: {k} must be {BOUNDS[k]}; leave it out for its default ({default[k]!r}).")
+    for trl, ours in ALIASES.items():
+        if trl in over and ours in params:
+            if a.get(ours) is not None: raise FtnbError(f"{fn_name} got {ours}={a[ours]!r} and {trl}={over[trl]!r}, two names for one setting: "
+                                                        f"give {ours} only (ftnb's name for TRL's {trl}).")
+            a[ours] = over.pop(trl)
+    length = [f"{k}={v!r}" for k, v in ({'max_steps': given.get('max_steps')} | {k: given.get(k, given.get('overrides', {}).get(k)) for k in ('epochs', 'num_train_epochs')}).items() if v is not None]
+    if len(length) > 1: raise FtnbError(f"{fn_name} got {' and '.join(length)}: both say how long to train. Give max_steps (optimizer steps) or epochs (passes over the data), not both.")
+    if all(k in over for k in _SPLIT) and a.get('batch_size') is not None:
+        raise FtnbError(f"{fn_name} got batch_size={a['batch_size']!r}, per_device_train_batch_size={over[_SPLIT[0]]!r} and gradient_accumulation_steps={over[_SPLIT[1]]!r}: "
+                        "the last two make the batch. Give batch_size (ftnb splits it for this hardware), or one or both of the others.")
+    return a | dict(overrides=over)
 
 # %% ../nbs/10_recipe.ipynb #9047c9c3
 def recorded(recipe_fn):
@@ -169,13 +225,8 @@ def recorded(recipe_fn):
                             + [inspect.Parameter('overrides', inspect.Parameter.VAR_KEYWORD)])
     @functools.wraps(recipe_fn)
     def _f(*args, **kwargs):
-        a = sig.bind(*args, **kwargs).arguments
+        a = at_the_door(recipe_fn.__name__, sig.bind(*args, **kwargs).arguments, sig.parameters)
         over = a.get('overrides', {})
-        if 'learning_rate' in over:
-            if a.get('lr') is not None:
-                raise FtnbError(f"{recipe_fn.__name__} got lr={a['lr']} and learning_rate={over['learning_rate']}: give lr only "
-                                "(ftnb's name for TRL's learning_rate).")
-            a['lr'] = over.pop('learning_rate')
         a['model'] = as_model(a.get('model', sig.parameters['model'].default))
         if a.get('data') is not None and not isinstance(a['data'], Data): a['data'] = load_data(a['data'])
         run = recipe_fn(**{k: v for k, v in a.items() if k in own and k != 'overrides'},
@@ -190,6 +241,10 @@ def _merged(call, changes:dict):
     "The recipe, its named arguments and its TRL overrides once `changes` are applied (a name the recipe takes is its parameter)."
     fn, kw = call
     params = inspect.signature(fn).parameters
+    changes = {ALIASES[k] if ALIASES.get(k) in params else k: v for k, v in changes.items()}  # the dashboard names TRL's fields by TRL's names
+    drop = {'max_steps': ('epochs',), 'epochs': ('max_steps',), 'batch_size': ('gradient_accumulation_steps',)}  # a change replaces its alternative
+    gone = {d for k in changes for d in drop.get(k, ())} - set(changes)
+    kw = {k: v for k, v in kw.items() if k not in gone} | dict(overrides={k: v for k, v in kw.get('overrides', {}).items() if k not in gone})
     over = dict(kw.get('overrides', {})) | {k: v for k, v in changes.items() if k not in params}
     named = {k: v for k, v in kw.items() if k != 'overrides'} | {k: v for k, v in changes.items() if k in params}
     return fn, named, over
@@ -203,7 +258,7 @@ def reconfigure(self:Run, **changes):
                         f"Make a new run with the new settings (run.code() shows its call).")
     fn, named, over = _merged(self.call, changes)
     new = fn(**named | dict(run_dir=self.run_dir), **over)
-    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'step_seconds', 'settings', 'max_steps', 'data', 'eval_data', 'call'):
+    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'step_seconds', 'settings', 'max_steps', 'data', 'eval_data', 'call', 'secrets'):
         setattr(self, k, getattr(new, k))
     return self
 
@@ -218,9 +273,9 @@ def _src(v, name='') -> str:
 
 @patch
 def code(self:Run, **changes) -> str:
-    "This run's recipe call (with `changes`) as a cell to paste; the model and data are named `model` and `data`, and a new run gets a new folder."
+    "This run's recipe call (with `changes`) as a cell to paste; the model and data are named `model` and `data`, a new run gets a new folder, and secrets are masked."
     if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it has no call to show.")
     fn, named, over = _merged(self.call, changes)
     args = ['model', 'data'] + [f"{k}={_src(v, k)}" for k, v in named.items() if k not in ('model', 'data', 'run_dir')]
     args += [f"{k}={v!r}" for k, v in over.items()]
-    return f"run = {fn.__name__}({', '.join(args)})\nrun.start()"
+    return redact(f"run = {fn.__name__}({', '.join(args)})\nrun.start()", getattr(self, 'secrets', {}).values())  # a token given is never shown

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_rewards.ipynb #7383675e
 from __future__ import annotations
-import re, copy, math, inspect
+import re, copy, math, inspect, difflib
 from .core import FtnbError
 from .models import Model
 from .data import Data
@@ -85,7 +85,10 @@ def as_rewards(rewards, weights=None) -> tuple[list, list]:
 def as_reward(f):
     "A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length'), a function, a `reward_model` Run, or a Model with a score head."
     if isinstance(f, str):
-        if f not in REWARDS: raise FtnbError(f"Unknown reward {f!r}: by name ftnb knows {', '.join(map(repr, REWARDS))}; or pass a function with TRL's reward signature")
+        if f not in REWARDS:
+            near = difflib.get_close_matches(f, REWARDS, 1)
+            raise FtnbError(f"rewards: unknown reward {f!r}{f' (did you mean {near[0]!r}?)' if near else ''}: by name ftnb knows "
+                            f"{', '.join(map(repr, REWARDS))}; or pass a function with TRL's reward signature")
         return REWARDS[f]
     if isinstance(f, Run):
         if method(f.method).generates: raise FtnbError(f"A {f.method} run is not a reward: pass a reward_model() run or a function")

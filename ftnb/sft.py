@@ -22,6 +22,9 @@ def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
         **kw): # `recipe_args` (lr, max_steps, epochs, batch_size, lora, eval, seed, run_dir), and any other `trl.SFTConfig` field
     "Supervised fine-tuning of `model` on `data`; returns a ready `Run` (call `.start()`)."
     if loss not in ('answers', 'all'): raise FtnbError(f"loss must be 'answers' or 'all', got {loss!r}")
+    if clash := [k for k in ('completion_only_loss', 'assistant_only_loss') if k in kw]:  # TRL's switches for what `loss` says
+        raise FtnbError(f"sft got {clash[0]}={kw[clash[0]]!r}: which tokens train is ftnb's loss= (loss='answers', the default, trains on "
+                        "assistant turns and completions only, with masks that work for every chat template; loss='all' on every token). Give loss instead.")
     m, d, ev = prepare('sft', model, data, kw, "Preference pairs go to dpo()/orpo(), prompts to grpo().")
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)

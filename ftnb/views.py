@@ -4,15 +4,16 @@
 
 # %% ../nbs/07_views.ipynb #0e982706
 from __future__ import annotations
-import sys, time, threading
+import sys, time, threading, difflib
 from fastcore.basics import patch
+from .core import FtnbError
 from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri
 from .methods import method
 from .run import Run, last_checkpoint, memory_gb
 
 # %% auto #0
-__all__ = ['ConsoleView', 'draw_history', 'history_plot', 'state_html', 'chart_keys', 'Throttle', 'note_tokens', 'progress_line',
-           'metrics_table', 'samples_table', 'error_html', 'HTMLView']
+__all__ = ['ConsoleView', 'draw_history', 'history_plot', 'check_keys', 'state_html', 'chart_keys', 'Throttle', 'note_tokens',
+           'progress_line', 'metrics_table', 'samples_table', 'error_html', 'HTMLView']
 
 # %% ../nbs/07_views.ipynb #9dba9937
 _SHOW = ('learning_rate', 'grad_norm')  # after the method's own metrics (`Method.metrics`)
@@ -95,10 +96,21 @@ def history_plot(history:list[dict]|dict, # a run's history, or {label: history}
     return draw_history(Figure(dpi=100, layout='constrained'), history, keys, title, cols)
 
 # %% ../nbs/07_views.ipynb #5788e4de
+def check_keys(histories:list, # histories (lists of logged records) the keys are asked of
+               keys): # the metric names asked for
+    "Fail on a metric name no record logs (nor its `eval_` twin), with a \"did you mean\" among those logged; histories that logged nothing yet pass."
+    logged = {k for h in histories for r in h for k in r if k not in ('step', 'epoch')}
+    if not logged: return
+    for k in ([keys] if isinstance(keys, str) else keys):
+        if k not in logged and f"eval_{k}" not in logged:
+            near = difflib.get_close_matches(k, logged, 1)
+            raise FtnbError(f"keys: no metric {k!r} was logged{f' (did you mean {near[0]!r}?)' if near else ''}; logged: {', '.join(sorted(logged))}")
+
 @patch
 def plot(self:Run, keys=None, # metrics to draw; default the method's (`Method.metrics`)
          title:str|None=None):
     "Charts of this run's metrics by step."
+    if keys: check_keys([self.history], keys)
     return history_plot(self.history, keys or method(self.method).metrics, self.method.upper() if title is None else title)
 
 # %% ../nbs/07_views.ipynb #4d199918

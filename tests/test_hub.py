@@ -89,9 +89,15 @@ def test_offline_fails_at_once_and_calls_nothing(run, hub, monkeypatch, tmp_path
     with pytest.raises(FtnbError, match='HF_HUB_OFFLINE'): run.push('you/quill', token=PUSHED, folder=tmp_path/'up')
     assert hub == [] and not (tmp_path/'up').exists()  # nothing staged either
 
-def test_no_token_fails_at_once_and_calls_nothing(run, hub, tmp_path):
+def test_no_token_fails_at_once_and_calls_nothing(run, hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(run, 'secrets', {})  # a run made without a hub_token
     with pytest.raises(FtnbError, match=r'huggingface-cli login.*HF_TOKEN.*token='): run.push('you/quill', folder=tmp_path/'up')
     assert hub == [] and not (tmp_path/'up').exists()
+
+def test_the_recipes_hub_token_is_the_default_and_is_in_no_staged_file(run, hub, tmp_path):
+    run.push('you/quill', folder=tmp_path/'up')  # `_check_no_token` searched every staged file for it first
+    assert hub[0] == ('whoami', PLANTED) and hub[-1][0] == 'upload_folder' and hub[-1][2]['token'] == PLANTED
+    assert not [f for f in (tmp_path/'up').rglob('*') if f.is_file() and PLANTED.encode() in f.read_bytes()]
 
 def test_unreachable_hub_or_rejected_token_fails_before_creating_anything(run, hub, monkeypatch, tmp_path):
     import httpx
@@ -137,6 +143,9 @@ def test_a_push_creates_the_repo_and_uploads_the_staged_folder_without_a_token_i
 
 def test_a_token_that_reached_a_staged_file_stops_the_upload(run, hub, monkeypatch):
     "The last guard: were redaction to miss the token, push would find it in the staged files and send nothing."
-    monkeypatch.setattr(ftnb.hub, 'redact', lambda x, secrets=(): x)
+    staged = ftnb.hub.hub_folder
+    def leaky(*a, **kw):  # a staged file the token reached (the recipe keeps it out of every file the run writes)
+        p = staged(*a, **kw); (p/'notes.txt').write_text(f"hub_token={PLANTED}"); return p
+    monkeypatch.setattr(ftnb.hub, 'redact', lambda x, secrets=(): x); monkeypatch.setattr(ftnb.hub, 'hub_folder', leaky)
     with pytest.raises(FtnbError, match='holds the token: nothing was uploaded'): run.push('you/quill', token=PLANTED)
     assert [c[0] for c in hub] == ['whoami']
