@@ -112,7 +112,7 @@ def setting_problems(settings:dict, # settings by name: a recipe's arguments, TR
         if k == 'eval' and (p := _eval_problem(v)): bad[k] = p
         elif k == 'lora' and not isinstance(v, (bool, dict)): bad[k] = f"lora={v!r}: lora must be True, False or a dict of `lora_config` options"
         elif k == 'lora' and isinstance(v, dict):
-            bad |= {o: f"LoRA {o}={x!r}: LoRA {o} must be {bounds[o]}" for o, x in v.items() if o in ('r', 'alpha', 'dropout') and not bounds[o].ok(x)}
+            bad |= {o: f"lora[{o!r}]={x!r}: LoRA {o} must be {bounds[o]}" for o, x in v.items() if o in ('r', 'alpha', 'dropout') and not bounds[o].ok(x)}
         elif k in bounds and v is not None and not bounds[k].ok(v): bad[k] = f"{k}={v!r}: {k} must be {bounds[k]}"
     return bad
 

@@ -9,6 +9,13 @@ DATA = ROOT.parent/'shared'/'data'
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes minutes; run with `pytest tests -m slow`')
+    try: from hypothesis import settings
+    except ImportError: return
+    # The property tests draw the same examples on every run, so CI is repeatable and keeps no example database;
+    # `HYPOTHESIS_PROFILE=hunt pytest tests -k random` draws new ones each run, to look for new failures.
+    settings.register_profile('ftnb', derandomize=True, database=None)
+    settings.register_profile('hunt', derandomize=False, database=None)
+    settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ftnb'))
 
 def pytest_collection_modifyitems(config, items):
     if 'slow' in (config.getoption('-m') or ''): return
