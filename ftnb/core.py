@@ -8,13 +8,21 @@ import os, sys, platform, functools
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'cpu_flags', 'matmul_gflops', 'cpu_bf16', 'Hardware',
-           'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'secret_name',
-           'redact']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'did_you_mean', 'cpu_flags', 'matmul_gflops', 'cpu_bf16',
+           'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir',
+           'job_process', 'secret_name', 'redact']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
     "A user-facing mistake: the message says what is wrong, where, and how to fix it."
+
+# %% ../nbs/00_core.ipynb #1125aaa6
+def did_you_mean(name, # the name given
+                known) -> str: # the names that exist
+    "` (did you mean 'x'?)` for the known name closest to `name`, or '' when none is close: to append to an error message."
+    import difflib
+    near = difflib.get_close_matches(str(name), [str(k) for k in known], 1)
+    return f" (did you mean {near[0]!r}?)" if near else ''
 
 # %% ../nbs/00_core.ipynb #52d6daed
 _BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)
@@ -190,6 +198,11 @@ def cache_dir(*parts) -> Path:
     "ftnb's cache folder (`$FTNB_CACHE`, default `~/.cache/ftnb`), or a sub-path of it."
     root = os.environ.get('FTNB_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ftnb'
     return Path(root).expanduser().joinpath(*parts)
+
+# %% ../nbs/00_core.ipynb #45270b20
+def job_process() -> tuple[int, int]:
+    "This process's rank in a launched job and the job's number of processes: `(0, 1)` in a notebook."
+    return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
 
 # %% ../nbs/00_core.ipynb #e11c1f43
 import re

@@ -26,7 +26,7 @@ def _w(widget, cls:str):
 def _bundle(widget, static:str) -> dict:
     "Display data for a widget, with static HTML for front ends that do not run widgets."
     return {'application/vnd.jupyter.widget-view+json': dict(version_major=2, version_minor=0, model_id=widget.model_id),
-            'text/plain': f"{type(widget).__name__}: {widget.run._summary()}", 'text/html': static}
+            'text/plain': f"{type(widget).__name__}: {widget.run.status()}", 'text/html': static}
 
 class _Shown:
     "Display as a widget plus static HTML (`_static`), and update that display when the run finishes."
@@ -60,7 +60,7 @@ class LiveView(_Shown, widgets.VBox):
         self.redraw = Throttle(self._draw, fps)
         self.tick = Throttle(self._progress, fps, share=1.)
         run.on('state', self.on_state); run.on('log', self.on_log); run.on('eval', self.on_log); run.on('sample', self.on_sample)
-        run._viewed = True
+        run.viewed = True
         self.on_state(run, run.state)
         if run.history: self._draw()
         if run.samples: self.on_sample(run, run.samples[-1])
@@ -88,7 +88,7 @@ def on_sample(self:LiveView, run, record): self.samples.value = samples_table(ru
 
 # %% ../nbs/09_dashboard.ipynb #46bc3908
 def _duration(run) -> str:
-    t0 = getattr(run, '_t_start', None)
+    t0 = run.session_start
     return f" in {fmt_time(time.time() - t0)}" if t0 else ''
 
 def summary_html(run, fig=None) -> str:
@@ -416,7 +416,7 @@ def _cell():
 @patch
 def show(self:Run):
     "Show this run where it trains: its dashboard in Jupyter and Colab (its HTML view where widgets don't render), a console progress bar elsewhere."
-    self._viewed = True
+    self.viewed = True
     if environment() in ('notebook', 'colab'): self._ipython_display_()
     else: ConsoleView(self)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, gzip, re, math, random, csv, zlib, numbers, warnings
 from pathlib import Path
 from collections import Counter
-from .core import FtnbError
+from .core import FtnbError, did_you_mean
 from .markup import esc, img_html
 
 # %% auto #0
@@ -107,13 +107,18 @@ def _reader(p:Path):
     suf = ''.join(s for s in p.suffixes[-2:] if s != '.gz') if p.name.endswith('.gz') else p.suffix
     return _READERS.get(suf.lower())
 
-def read_records(path) -> list:
+def read_records(path, # a data file, or a folder of them
+                 starts:list|None=None) -> list: # if given, gets `(first row, file)` for each file read, to say which file a row came from
     "The rows of a .json, .jsonl(.gz), .csv, .tsv or .parquet file, or of every such file in a folder."
     p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(f for f in p.rglob('*') if f.is_file() and _reader(f))
         if not files: raise FtnbError(f"Folder {str(path)!r} holds no data files (.json, .jsonl, .jsonl.gz, .csv, .tsv, .parquet)")
-        return [r for f in files for r in read_records(f)]
+        rows = []
+        for f in files:
+            if starts is not None: starts.append((len(rows), f.relative_to(p)))
+            rows += read_records(f)
+        return rows
     if not p.exists(): raise FtnbError(f"No such file or folder: {str(path)!r}")
     r = _reader(p)
     if r is None: raise FtnbError(f"{p.name}: unknown file type; ftnb reads .json, .jsonl, .jsonl.gz, .csv, .tsv and .parquet")
@@ -368,8 +373,18 @@ class Data:
                 f"<table><tr><th>row</th><th style='text-align:left'>sample</th></tr>{rows}</table></div>")
 
 # %% ../nbs/04_data.ipynb #53031f50
+class _Folder(str):
+    "A folder as the place its rows came from (\"folder data\"), knowing which of its files holds each row."
+    def __new__(cls, name:str, starts:list):
+        s = super().__new__(cls, f"folder {name}"); s.starts = starts; return s
+    def file_of(self, i:int) -> str:
+        start, f = next((s, f) for s, f in reversed(self.starts) if s <= i)
+        return f" ({f}, its row {i - start})"
+
+def _file_of(where:str, i:int) -> str: return where.file_of(i) if isinstance(where, _Folder) else ''
+
 def _records(source, split:str|None, name:str|None) -> tuple[list, str]:
-    "Records and a description of where they came from, for every kind of source."
+    "Records and a description of where they came from, for every kind of source (a folder's: a function naming a row's file)."
     try: import datasets
     except ImportError: datasets = None
     if datasets is not None and isinstance(source, datasets.DatasetDict):
@@ -382,7 +397,9 @@ def _records(source, split:str|None, name:str|None) -> tuple[list, str]:
     if isinstance(source, (list, tuple)): return list(source), 'a list'
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
-        if p.exists() or Path(str(source)).suffix or str(source).startswith(('.', '/', '~')): return read_records(p), p.name
+        if p.exists() or Path(str(source)).suffix or str(source).startswith(('.', '/', '~')):
+            rows = read_records(p, starts := [])
+            return rows, (_Folder(p.name, starts) if len(starts) > 1 else p.name)
         return _from_hub(str(source), split, name), f"the Hub: {source}"
     raise FtnbError(f"load_data: cannot read a {type(source).__name__}; pass a file, folder, Hub id, Dataset, DataFrame or list of dicts")
 
@@ -494,7 +511,7 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
         raise FtnbError(f"Row 0 of {where}: is not a record (a dict of fields) but a {type(rows[0]).__name__}: {_short(rows[0])}")
     try: fmt = format or detect_format(rows)
     except FtnbError as e: raise FtnbError(f"{where}: {e}") from None
-    if fmt not in _CONVERT: raise FtnbError(f"Unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt not in _CONVERT: raise FtnbError(f"format={fmt!r} is not a format ftnb knows{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)}")
     kind, conv = _CONVERT[fmt]
     ignored = sorted(set(_unused_columns(rows, fmt, where, format is None)) | {str(k) for k, v in (columns or {}).items() if v is None})
     usual, out, dropped = _usual_shapes(rows, _USES[fmt]), [], []
@@ -510,7 +527,7 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
         except _Bad as e:
             msg = e.describe() if e.field != '(row)' else f"{e.problem}: {_short(e.value)}"
             if on_error == 'raise':
-                raise FtnbError(f"Row {i} of {where}: {msg}. (Detected format: {fmt}.) Fix the row, or pass on_error='drop' to skip bad rows.") from None
+                raise FtnbError(f"Row {i} of {where}{_file_of(where, i)}: {msg}. ({'Detected format' if format is None else 'Format, as given'}: {fmt}.) Fix the row, or pass on_error='drop' to skip bad rows.") from None
             dropped.append((i, msg))
     if not out: raise FtnbError(f"Every row of {where} was dropped; the first, row {dropped[0][0]}: {dropped[0][1]}")
     d = Data(out, kind, fmt, where, dropped, ignored)
@@ -549,6 +566,14 @@ def to_prompts(self:Data) -> Data:
             return dict(prompt=r['messages'][:last])
         return dict(prompt=r['prompt'])
     return Data([one(r) for r in self.rows], 'prompt_only', self.detected, self.source)
+
+# %% ../nbs/04_data.ipynb #c687e191
+@patch
+def demonstrations(self:Data) -> Data:
+    "Question/answer rows as conversations to imitate: the question, then the worked solution ending in '#### <answer>'."
+    if self.detected != 'qa': raise FtnbError(f"demonstrations turns question/answer (qa) data into conversations; this data is {self.detected}")
+    rows = [dict(messages=r['prompt'] + [dict(role='assistant', content=f"{r['solution']}\n#### {r['answer']}".strip())]) for r in self.rows]
+    return Data(rows, 'conversation', self.detected, self.source, self.dropped, self.ignored)
 
 # %% ../nbs/04_data.ipynb #fb2dc9ee
 def chatml_template(end:str='<|im_end|>') -> str:
@@ -672,7 +697,7 @@ def show(self:Data, tokenizer, # the tokenizer (with its chat template) training
 SFT_KINDS = ('conversation', 'prompt_completion', 'text')
 
 @patch
-def _encodings(self:Data, tokenizer) -> list[list[dict]]:
+def encodings(self:Data, tokenizer) -> list[list[dict]]:
     "`encode` of every row, kept for this tokenizer and template, so `stats` then `tokenize` (as `sft` does) encode once."
     key = (id(tokenizer), tokenizer.chat_template, tokenizer.eos_token)
     if getattr(self, '_enc_key', None) != key:
@@ -685,7 +710,7 @@ def tokenize(self:Data, tokenizer, max_length:int|None=None):
     from datasets import Dataset
     if self.kind not in SFT_KINDS: raise FtnbError(f"tokenize is for SFT data ({', '.join(SFT_KINDS)}); this data is {self.kind}")
     rows, empty = [], []
-    for i, es in enumerate(self._encodings(tokenizer)):
+    for i, es in enumerate(self.encodings(tokenizer)):
         e = es[0]
         ids, mask = e['input_ids'][:max_length], e['mask'][:max_length]
         if not any(mask):
@@ -757,7 +782,7 @@ def _messages_of(kind, r):
 def stats(self:Data, tokenizer, max_length:int|None=None) -> Stats:
     "Token lengths (the longer side of a pair), trained tokens, truncation at `max_length`, roles, turns and duplicates."
     lengths, trained, roles, turns, seen, dups = [], 0, Counter(), Counter(), set(), 0
-    for r, es in zip(self.rows, self._encodings(tokenizer)):
+    for r, es in zip(self.rows, self.encodings(tokenizer)):
         lengths.append(max(len(e['input_ids']) for e in es)); trained += sum(sum(e['mask']) for e in es)
         ms = _messages_of(self.kind, r)
         roles.update(m['role'] for m in ms)

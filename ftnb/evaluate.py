@@ -4,10 +4,10 @@
 
 # %% ../nbs/16_evaluate.ipynb #2cb195be
 from __future__ import annotations
-import math, statistics, json, difflib
+import math, statistics, json
 from pathlib import Path
 from contextlib import nullcontext
-from .core import FtnbError
+from .core import FtnbError, did_you_mean
 from .models import Model, generate, is_peft, sequence_logps
 from .data import Data, load_data, SFT_KINDS
 from .run import Run, write_atomic
@@ -21,7 +21,7 @@ def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
     "Mean cross-entropy per answer token of `net` on the rows of `d` (the tokens training would learn)."
     import torch
     if d.kind not in SFT_KINDS or d.kind == 'text': raise FtnbError(f"answer_loss needs rows with answers ({', '.join(SFT_KINDS[:2])}); this data is {d.kind}")
-    es = [e for r in d._encodings(tokenizer) for e in r]
+    es = [e for r in d.encodings(tokenizer) for e in r]
     net.eval(); lp, n = 0., 0
     for i in range(0, len(es), scoring_batch_size):
         b = es[i:i + scoring_batch_size]
@@ -59,8 +59,7 @@ class Evaluation:
         "One model's scores under one metric; an error with a \"did you mean\" for a name this evaluation does not have."
         for what, name, known in (('model', model, self.models), ('metric', metric, self.models.get(model, {}).get('scores', {}))):
             if name not in known:
-                near = difflib.get_close_matches(str(name), known, 1)
-                raise FtnbError(f"This evaluation has no {what} {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; it has {', '.join(map(repr, known))}")
+                raise FtnbError(f"This evaluation has no {what} {name!r}{did_you_mean(name, known)}; it has {', '.join(map(repr, known))}")
         return self.models[model]['scores'][metric]
     def mean(self, model:str, metric:str) -> float: return statistics.mean(self._scores(model, metric))
     @property
@@ -118,7 +117,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
     columns = {k: [r.get(k) for r in p.rows] for k in p.columns if k != 'prompt'}
     if isinstance(source, Run):
         if source.state in ('running', 'stopping'): source.wait()
-        source._ready_to_generate()
+        source.ready_to_generate()
         pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
     else: pairs = [(source.name, source.model, nullcontext())]
     tok, res = source.tokenizer, {}

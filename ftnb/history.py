@@ -151,7 +151,7 @@ def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
     run.state = 'stopped' if rec.state in ('killed', 'running', 'stopping', 'ready') else rec.state
     run.loaded_from = ck
     code = (info.get('code') or '').replace('\nrun.start()', '')
-    run._no_train = (f"This run was loaded from {d} to look at, without its data, so it does not train. To train it further, "
+    run.read_only = (f"This run was loaded from {d} to look at, without its data, so it does not train. To train it further, "
                      f"make it again with its data in the same folder and resume" + (f":\n{code[:-1]}, run_dir={str(d)!r})\nrun.resume()" if code else '.'))
     return run
 

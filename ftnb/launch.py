@@ -8,7 +8,7 @@ import os, sys, json, time, socket, threading, subprocess, importlib.util
 from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
-from .core import FtnbError
+from .core import FtnbError, job_process
 from .models import Model, ALIASES, copy_model
 from .data import Data, load_data
 from .run import Run, last_checkpoint, json_lines
@@ -183,7 +183,7 @@ def train_job(run:Run, # the run `train.py`'s recipe call made
               resume:bool=False): # continue from the newest checkpoint in the run folder, if there is one
     "Train `run` in a launched job (every process calls this): stoppable by file, metrics printed to the log by the first process."
     run.trainer_kwargs['callbacks'] = list(run.trainer_kwargs.get('callbacks') or []) + [StopRequest(run)]
-    rank, world = int(os.environ.get('RANK', '0')), run.world_size
+    rank, world = job_process()[0], run.world_size
     if run.is_main: run.on('log', lambda run, record: print(json.dumps(record), flush=True))
     try: run.start(background=False, quiet=True, resume=bool(resume and last_checkpoint(run.run_dir)))
     finally: print(f"ftnb: process {rank} of {world}: {run.state} at step {run.step}/{run.max_steps}", flush=True)
@@ -280,7 +280,7 @@ def _follow(self:Run, proc, pos:dict, poll:float=.5):
     else:
         log = self.run_dir/'launch.log'
         self.error, state = FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"), 'failed'
-    self.state = state; self._t_start = None
+    self.state = state
     self.events.emit('state', run=self, state=state)
 
 # %% ../nbs/18b_launch.ipynb #07c91fe4
@@ -316,8 +316,8 @@ def launch(self:Run, num_processes:int=2, # processes to start (GPUs to use, or 
         self.process = subprocess.Popen(cmd + (['--resume'] if resume else []), cwd=job, env=_job_env(cpu, num_processes),
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if not getattr(self, '_launched', False): self.on('state', _ask_to_stop); self._launched = True
-    if not getattr(self, '_viewed', False) and self.show is not None: self.show()
-    self.error, self.state, self._t_start, self._step_start = None, 'running', time.time(), self.step
+    if not self.viewed and self.show is not None: self.show()
+    self.error, self.state, self.session_start, self.session_step = None, 'running', time.time(), self.step
     self.events.emit('state', run=self, state='running')
     pos = dict(metrics=0, samples=0, checkpoints={c.name for c in self.run_dir.glob('checkpoint-*')}, pid_before=pid_before,
                known=self.history, known_samples=self.samples)  # the folder is read from its start: what is known is not emitted again

@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_models.ipynb #dcb3641c
 from __future__ import annotations
-import os, re, shutil, hashlib, difflib, importlib.util, tempfile
+import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
-from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware
+from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'count_params',
@@ -209,10 +209,8 @@ def _resolve(name) -> tuple[Path|None, str]:
         return p, f"folder {p.resolve()}"
     if p.exists(): raise FtnbError(f"{str(name)!r} is a file but not a .gguf model. Pass a model folder, a .gguf file, an alias or a Hub id.")
     if _HUB_ID.match(str(name)) and not str(name).startswith(('.', '~')): return None, f"Hugging Face Hub {name}"
-    close = difflib.get_close_matches(key, list(ALIASES), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ''
-    raise FtnbError(f"Unknown model {str(name)!r}: no such file or folder here, not an alias (known: {', '.join(ALIASES)}), "
-                    f"and not a Hub id (those look like 'org/name').{hint}")
+    raise FtnbError(f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: {', '.join(ALIASES)}), "
+                    f"and not a Hub id (those look like 'org/name').")
 
 # %% ../nbs/02_models.ipynb #7aa77de1
 from contextlib import contextmanager

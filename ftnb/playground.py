@@ -28,7 +28,7 @@ def _net(source):
     "The network and tokenizer to generate with; a training run is refused."
     if isinstance(source, Run):
         if source.state in ('running', 'stopping'): raise FtnbError("The run is training; stop it (or wait for it) to chat with its model.")
-        source._ready_to_generate()
+        source.ready_to_generate()
         return source.net, source.tokenizer
     if isinstance(source, Model): return source.model, source.tokenizer
     raise FtnbError(f"The playground needs a Model or a Run, got {type(source).__name__}")

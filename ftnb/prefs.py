@@ -105,7 +105,7 @@ def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the ada
         raise FtnbError("The run is training; stop it or wait for it (run.wait()) before measuring its preference accuracy.")
     net, tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
-    seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d._encodings(tok) for e in es]
+    seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d.encodings(tok) for e in es]
     logps = lambda: [x for i in range(0, len(seqs), scoring_batch_size) for x in sequence_logps(net, seqs[i:i+scoring_batch_size], tok.pad_token_id)]
     was = net.training; net.eval()
     try:

@@ -4,9 +4,9 @@
 
 # %% ../nbs/10_recipe.ipynb #9852af05
 from __future__ import annotations
-import os, math, dataclasses, difflib, inspect, functools
+import os, math, dataclasses, inspect, functools
 from fastcore.basics import patch
-from .core import FtnbError, detect_hardware, set_seed, secret_name, redact
+from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data, check_chat_template
 from .methods import method, METHODS, BOUNDS, check_settings
@@ -48,7 +48,7 @@ def _check_overrides(cfg_cls, kw:dict):
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     bad = [k for k in kw if k not in names]
     if bad:
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, names, 1)[0]!r}?)" if difflib.get_close_matches(k, names, 1) else repr(k) for k in bad]
+        hints = [f"{k!r}{did_you_mean(k, names)}" for k in bad]
         raise FtnbError(f"Unknown {cfg_cls.__name__} setting(s): {', '.join(hints)}")
 
 _PIP = dict(azure_ml='azureml-core', comet_ml='comet-ml', flyte='flytekit', kubeflow='kubeflow', neptune='neptune')
@@ -107,13 +107,16 @@ def prepare(method_name:str, # the method's name (its record says which data kin
     "The model, the training data and the eval data of a recipe, checked: the data must be of a kind the method takes."
     kinds = method(method_name).kinds
     if data is None: raise FtnbError(f"{method_name} needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
-    d = data if isinstance(data, Data) else load_data(data)
-    if d.kind not in kinds: raise FtnbError(f"{method_name} trains on {', '.join(kinds)} data; this data is {d.kind} (detected {d.detected}). {hint}".strip())
+    def checked(d, what):
+        if d.kind not in kinds and d.detected == 'qa' and 'conversation' in kinds: return d.demonstrations()  # SFT imitates the worked solutions
+        if d.kind not in kinds: raise FtnbError(f"{method_name} trains on {', '.join(kinds)} data; {what} is {d.kind} (detected {d.detected}). {hint}".strip())
+        return d
+    d = checked(data if isinstance(data, Data) else load_data(data), 'this data')
     seed, ev = kw.get('seed', 42), kw.get('eval')
     set_seed(seed)
     m = as_model(model)
     check_chat_template(m.tokenizer)
-    if isinstance(ev, Data): return m, d, ev
+    if isinstance(ev, Data): return m, d, checked(ev, 'the eval data')
     if ev: return m, *d.split(ev, seed=seed)
     return m, d, None
 
@@ -124,7 +127,7 @@ def batch_split(batch_size:int, # rows per optimizer step (over all processes)
                 overrides:dict) -> tuple[int, dict]: # TRL settings given: the batch's parts among them, if any
     "The batch and TRL settings once a part of the batch given by the user (per-device rows, accumulation steps) fixes the other."
     per, acc = (overrides.get(k) for k in _SPLIT)
-    world = int(os.environ.get('WORLD_SIZE', '1'))  # processes of a launched job share the batch (as `train_settings` reads it)
+    world = job_process()[1]  # processes of a launched job share the batch, as in `train_settings`
     if per and acc: return per * acc * world, overrides
     if not (per or acc) or batch_size % world: return batch_size, overrides  # nothing given; or `train_settings` says the batch does not split
     k, v = (_SPLIT[0], per) if per else (_SPLIT[1], acc)
@@ -209,8 +212,11 @@ def at_the_door(fn_name:str, # the recipe, for the messages
             if a.get(ours) is not None: raise FtnbError(f"{fn_name} got {ours}={a[ours]!r} and {trl}={over[trl]!r}, two names for one setting: "
                                                         f"give {ours} only (ftnb's name for TRL's {trl}).")
             a[ours] = over.pop(trl)
-    length = [f"{k}={v!r}" for k, v in ({'max_steps': given.get('max_steps')} | {k: given.get(k, given.get('overrides', {}).get(k)) for k in ('epochs', 'num_train_epochs')}).items() if v is not None]
-    if len(length) > 1: raise FtnbError(f"{fn_name} got {' and '.join(length)}: both say how long to train. Give max_steps (optimizer steps) or epochs (passes over the data), not both.")
+    steps, epochs = a.get('max_steps'), a.get('epochs')  # epochs under either name, the alias taken above
+    if steps is not None and epochs is not None:
+        said = 'num_train_epochs' if 'num_train_epochs' in given.get('overrides', {}) else 'epochs'
+        raise FtnbError(f"{fn_name} got max_steps={steps!r} and {said}={epochs!r}: both say how long to train. "
+                        "Give max_steps (optimizer steps) or epochs (passes over the data), not both.")
     if all(k in over for k in _SPLIT) and a.get('batch_size') is not None:
         raise FtnbError(f"{fn_name} got batch_size={a['batch_size']!r}, per_device_train_batch_size={over[_SPLIT[0]]!r} and gradient_accumulation_steps={over[_SPLIT[1]]!r}: "
                         "the last two make the batch. Give batch_size (ftnb splits it for this hardware), or one or both of the others.")

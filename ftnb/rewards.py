@@ -4,8 +4,8 @@
 
 # %% ../nbs/13_rewards.ipynb #7383675e
 from __future__ import annotations
-import re, copy, math, inspect, difflib
-from .core import FtnbError
+import re, copy, math, inspect
+from .core import FtnbError, did_you_mean
 from .models import Model
 from .data import Data
 from .methods import method
@@ -86,8 +86,7 @@ def as_reward(f):
     "A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length'), a function, a `reward_model` Run, or a Model with a score head."
     if isinstance(f, str):
         if f not in REWARDS:
-            near = difflib.get_close_matches(f, REWARDS, 1)
-            raise FtnbError(f"rewards: unknown reward {f!r}{f' (did you mean {near[0]!r}?)' if near else ''}: by name ftnb knows "
+            raise FtnbError(f"rewards: unknown reward {f!r}{did_you_mean(f, REWARDS)}: by name ftnb knows "
                             f"{', '.join(map(repr, REWARDS))}; or pass a function with TRL's reward signature")
         return REWARDS[f]
     if isinstance(f, Run):

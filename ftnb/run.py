@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, sys, json, time, shutil, signal, threading, warnings, math, errno
 from pathlib import Path
 from datetime import datetime
-from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops
+from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops, job_process
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
 from .formats import FORMATS
@@ -214,7 +214,7 @@ def train_settings(hw:Hardware, # the hardware to train on
     "TRL config fields chosen for this hardware and run length."
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
              save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
-    world = int(os.environ.get('WORLD_SIZE', '1'))  # processes of a launched job (`accelerate launch`): they share the batch
+    world = job_process()[1]  # processes of a launched job (`accelerate launch`): they share the batch
     if batch_size % world: raise FtnbError(f"batch_size={batch_size} does not split over {world} processes; give a multiple of {world}")
     batch_size //= world
     per, ckpt = batch_size, False
@@ -336,8 +336,8 @@ class _RunCallback(TrainerCallback):
         r.history = [dict(h) for h in state.log_history]  # restored from the checkpoint on resume: no gap, no repeat
         r.max_steps = state.max_steps
         if r.is_main: write_atomic(r.run_dir/'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in r.history))  # in a job on N processes, only the first writes the folder
-        r._t_start, r._step_start = time.time(), state.global_step
-        r._session, r.started = r._t_start, r.started or datetime.now().isoformat(timespec='seconds')
+        r.session_start, r.session_step = time.time(), state.global_step
+        r._session, r.started = r.session_start, r.started or datetime.now().isoformat(timespec='seconds')
         if r.sampling and not r.samples and r.is_main: r._sample(state.global_step)  # the answers before training, to compare against
     def on_step_end(self, args, state, control, **kw):
         r = self.run
@@ -391,6 +391,9 @@ class Run:
         self._stop, self._lock = threading.Event(), threading.Lock()
         self.data = self.eval_data = self.sampling = self.call = None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
         self.samples, self.seconds, self.started, self._session = [], 0., None, None  # training time over all sessions
+        self.session_start, self.session_step = None, 0  # when this training session began (`time.time()`) and at which step: elapsed time, ETA
+        self.viewed = False  # a view follows it (dashboard, HTML view or console bar), so `start` shows none of its own
+        self.read_only = None  # why it cannot train: a run loaded from its folder to look at (`ftnb.history.load_run`)
         self.step_seconds = None  # estimated seconds per optimizer step (`ftnb.run.time_estimate`), set by the recipe
 
     def _set(self, state):
@@ -407,11 +410,11 @@ class Run:
     @property
     def is_main(self) -> bool:
         "Whether this process writes the run folder: always in a notebook; in a job on N processes only the first (rank 0)."
-        return self.trainer.is_world_process_zero() if self.trainer is not None else os.environ.get('RANK', '0') == '0'
+        return self.trainer.is_world_process_zero() if self.trainer is not None else job_process()[0] == 0
     @property
     def world_size(self) -> int:
         "Processes training this run together (1 in a notebook; N under `accelerate launch`)."
-        return self.trainer.args.world_size if self.trainer is not None else int(os.environ.get('WORLD_SIZE', '1'))
+        return self.trainer.args.world_size if self.trainer is not None else job_process()[1]
 
     @property
     def tokenizer(self): return self.model.tokenizer
@@ -543,14 +546,14 @@ def start(self:Run, background:bool|None=None, # train in a thread; default: yes
           resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
           quiet:bool=False): # attach no view (the metrics log is still written)
     "Train. Returns at once in the background, or when training ends in the foreground."
-    if getattr(self, '_no_train', None): raise FtnbError(self._no_train)  # loaded from its folder (`ftnb.history.load_run`)
+    if self.read_only: raise FtnbError(self.read_only)
     if why := self._busy(): raise FtnbError(why)
     ckpt = None
     if resume:
         ckpt = Path(resume) if isinstance(resume, (str, Path)) else last_checkpoint(self.run_dir)
         if ckpt is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
     check_room(self.run_dir, self.checkpoint_gb)
-    if not quiet and not getattr(self, '_viewed', False) and self.show is not None: self.show()
+    if not quiet and not self.viewed and self.show is not None: self.show()
     with self._lock, _TRAINING_LOCK:
         if why := self._busy(): raise FtnbError(why)  # again, now atomically: two started at the same moment
         _TRAINING.add(self); self._stop.clear(); self.error = None
@@ -592,15 +595,15 @@ def _train(self:Run, ckpt):
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             tr.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-        self._ready_to_generate()
+        self.ready_to_generate()
         self.peak_gb = peak_memory_gb(dev); self.training_gb = self.peak_gb - before
         state = 'stopped' if self._stop.is_set() else 'finished'
     except KeyboardInterrupt:  # a second Ctrl-C: interrupted mid-step; the last checkpoint stays the safe point
-        self._ready_to_generate()
+        self.ready_to_generate()
         state = 'stopped'
     except BaseException as e:
         self.error = _detached(_disk_error(e, self))
-        try: self._ready_to_generate()
+        try: self.ready_to_generate()
         except Exception: pass
     finally:
         try: self._release()
@@ -632,7 +635,7 @@ def _release(self:Run):
     tr.accelerator.free_memory()  # drops accelerate's references, collects garbage, empties the CUDA cache
 
 @patch
-def _ready_to_generate(self:Run):
+def ready_to_generate(self:Run):
     "Eval mode, KV cache on: after training TRL leaves train mode and the cache off, and generation would be garbage."
     self.net.eval()
     self.net.config.use_cache = True  # a peft model's config is its base model's
@@ -658,7 +661,7 @@ def wait(self:Run, timeout:float|None=None):
 def generate(self:Run, prompts, **kwargs):
     "The current model's answers to `prompts` (see `ftnb.models.generate` for options)."
     if self.state in ('running', 'stopping'): raise FtnbError("The run is training; stop it or wait for it before generating.")
-    self._ready_to_generate()
+    self.ready_to_generate()
     return _generate(self.net, self.tokenizer, prompts, **kwargs)
 
 @patch
@@ -736,7 +739,8 @@ def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `me
 
 # %% ../nbs/06_run.ipynb #cf671c86
 @patch
-def _summary(self:Run) -> str:
+def status(self:Run) -> str:
+    "One line: method, state (and error), step, latest loss, model and folder; what `repr` and a saved notebook's plain text show."
     last = next((h for h in reversed(self.history) if 'loss' in h), None)
     loss = f", loss {last['loss']:.3f}" if last else ''
     err = f" ({type(self.error).__name__}: {self.error})" if self.error else ''
@@ -758,7 +762,7 @@ def plan(self:Run) -> str:
     return ' · '.join(parts)
 
 @patch
-def __repr__(self:Run): return f"Run: {self._summary()}" + (f"\nPlan: {self.plan()}" if self.state == 'ready' else '')
+def __repr__(self:Run): return f"Run: {self.status()}" + (f"\nPlan: {self.plan()}" if self.state == 'ready' else '')
 
 @patch
 def estimate_table(self:Run) -> str:

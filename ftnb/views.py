@@ -4,9 +4,9 @@
 
 # %% ../nbs/07_views.ipynb #0e982706
 from __future__ import annotations
-import sys, time, threading, difflib
+import sys, time, threading
 from fastcore.basics import patch
-from .core import FtnbError
+from .core import FtnbError, did_you_mean
 from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri
 from .methods import method
 from .run import Run, last_checkpoint, memory_gb
@@ -103,8 +103,7 @@ def check_keys(histories:list, # histories (lists of logged records) the keys ar
     if not logged: return
     for k in ([keys] if isinstance(keys, str) else keys):
         if k not in logged and f"eval_{k}" not in logged:
-            near = difflib.get_close_matches(k, logged, 1)
-            raise FtnbError(f"keys: no metric {k!r} was logged{f' (did you mean {near[0]!r}?)' if near else ''}; logged: {', '.join(sorted(logged))}")
+            raise FtnbError(f"keys: no metric {k!r} was logged{did_you_mean(k, logged)}; logged: {', '.join(sorted(logged))}")
 
 @patch
 def plot(self:Run, keys=None, # metrics to draw; default the method's (`Method.metrics`)
@@ -152,7 +151,7 @@ def note_tokens(seen:tuple|None, record:dict) -> tuple|None:
 def progress_line(run, tokens:tuple|None=None) -> str: # `note_tokens` of this session, for tokens a second
     "Step, elapsed time and ETA (the time trained once ended), tokens a second, memory and the latest loss, as one line of HTML."
     parts = [f"<b>step {run.step}/{run.max_steps}</b>"]
-    t0, s0 = getattr(run, '_t_start', None), getattr(run, '_step_start', 0)
+    t0, s0 = run.session_start, run.session_step
     if t0 and run.state in ('running', 'stopping'):
         el = time.time() - t0; parts.append(f"elapsed {fmt_time(el)}")
         if run.step > s0: parts.append(f"ETA {fmt_time(el / (run.step - s0) * max(0, run.max_steps - run.step))}")
@@ -205,7 +204,7 @@ class HTMLView:
         self.redraw = Throttle(self._draw, fps)             # the chart (a tenth of a second): at most 1% of the time
         self.refresh = Throttle(self._send, fps, share=1.)  # the output
         run.on('state', self.on_state); run.on('log', self.on_log); run.on('eval', self.on_log); run.on('sample', self.on_sample)
-        run._viewed = True
+        run.viewed = True
         if run.history: self._draw()
 
     def _ipython_display_(self): self.show()

@@ -166,6 +166,15 @@ def test_rows_that_are_not_records():
         load_data([dict(text='fine'), 'oops'])
     with pytest.raises(FtnbError, match='Row 2 of a list: is not a record.*list'): load_data([dict(text='a'), dict(text='b'), [1, 2]])
 
+def test_a_bad_row_in_a_folder_names_its_file_and_row_there(tmp_path):
+    d = tmp_path/'mydata'; (d/'more').mkdir(parents=True)
+    (d/'a.jsonl').write_text(''.join(json.dumps(dict(prompt=f"q{i}", completion='fine')) + '\n' for i in range(5)))
+    (d/'more'/'b.jsonl').write_text(''.join(json.dumps(dict(prompt=f"q{i}", completion='  ' if i == 2 else 'fine')) + '\n' for i in range(4)))
+    with pytest.raises(FtnbError, match=r"Row 7 of folder mydata \(more/b.jsonl, its row 2\): field 'completion' is empty"): load_data(d)
+    with pytest.raises(FtnbError, match=r"\(Format, as given: prompt_completion\.\)"): load_data(d, format='prompt_completion')
+    with pytest.raises(FtnbError, match=r"format='prompt-completion' is not a format ftnb knows \(did you mean 'prompt_completion'\?\)"):
+        load_data(d, format='prompt-completion')
+
 def test_malformed_files_name_the_line(tmp_path):
     f = tmp_path/'x.jsonl'; f.write_text('{"text": "a"}\n{"text": "b"\n')
     with pytest.raises(FtnbError, match=r'x.jsonl, line 2: not valid JSON'): load_data(f)

@@ -87,7 +87,7 @@ def test_generate_batches_match_single_prompts(smol):
 
 @pytest.mark.parametrize('name,msg', [
     ('./no/such/folder', 'no such file or folder'),
-    ('smollm2-135m-instrcut', "Did you mean 'smollm2-135m-instruct'"),
+    ('smollm2-135m-instrcut', "did you mean 'smollm2-135m-instruct'"),
     ('gpt-17', 'not an alias (known: smollm2-135m-instruct)'),
     ('~/nowhere/model.gguf', 'no such file or folder'),
 ])

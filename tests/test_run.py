@@ -185,3 +185,15 @@ def test_a_hard_interrupt_leaves_a_stopped_usable_run(tmp_path):
     run.start(background=False)
     assert run.state == 'stopped' and run.error is None
     assert isinstance(run.generate('Hi', max_new_tokens=2), str)
+
+@pytest.mark.parametrize('quiet_rows,bars', [(None, False), (0, True)])
+def test_small_data_prepares_without_progress_bars(tmp_path, capfd, monkeypatch, quiet_rows, bars):
+    "TRL's per-pass bars (tokenize, truncate) are noise for 48 rows and hidden; above `QUIET_ROWS` they show, and stay on afterwards."
+    import datasets, ftnb.run
+    if quiet_rows is not None: monkeypatch.setattr(ftnb.run, 'QUIET_ROWS', quiet_rows)
+    run = tiny_run(tmp_path, steps=1)
+    capfd.readouterr()
+    run.start(background=False, quiet=True)
+    err = capfd.readouterr().err
+    assert run.state == 'finished' and ('Truncating train dataset' in err) == bars, err[-500:]
+    assert datasets.is_progress_bar_enabled()  # the user's own datasets calls keep their bars
