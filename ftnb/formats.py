@@ -8,7 +8,7 @@ import os, re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError
-from .models import Model, is_peft
+from .models import Model, is_peft, quiet_bars
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'QUANTIZE_TYPES', 'CHATML_TEMPLATE', 'FORMATS', 'gguf_arch', 'gguf_tensors', 'gguf_pre_tokenizer',
@@ -271,7 +271,7 @@ def save(self:Model, path, # a folder; for 'gguf' also a .gguf file name
     net = merged_net(self.model) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':
-            net.save_pretrained(path); self.tokenizer.save_pretrained(path)
+            with quiet_bars(): net.save_pretrained(path); self.tokenizer.save_pretrained(path)
             return path
         q = (quantize or 'f16').lower(); _qtype(q)
         f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)

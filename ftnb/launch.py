@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
 from .core import FtnbError, job_process
-from .models import Model, ALIASES, copy_model
+from .models import Model, ALIASES, copy_model, quiet_bars
 from .data import Data, load_data
 from .run import Run, last_checkpoint, json_lines
 
@@ -57,7 +57,7 @@ def _model_line(m:Model, folder:Path) -> str:
         raise FtnbError(f"export: the model {m.name!r} exists only in memory and carries LoRA layers from training in this kernel, "
                         "so it cannot be saved as the job's base. Save the base model first (save_pretrained), load it with "
                         "load_model(folder) and make the run again.")
-    m.model.save_pretrained(folder/'model'); m.tokenizer.save_pretrained(folder/'model')
+    with quiet_bars(): m.model.save_pretrained(folder/'model'); m.tokenizer.save_pretrained(folder/'model')
     dtype = str(next(m.model.parameters()).dtype).replace('torch.', '')
     return f"model = load_model(str(here/'model'), dtype={dtype!r})  # the model existed only in memory: its weights were saved here"
 

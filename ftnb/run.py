@@ -9,7 +9,7 @@ from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, matmul_gflops, job_process
 from .markup import html_table, fmt_time
-from .models import Model, generate as _generate, count_params, is_peft
+from .models import Model, generate as _generate, count_params, is_peft, quiet_bars
 from .formats import FORMATS
 from .methods import method
 
@@ -62,7 +62,8 @@ class AtomicCheckpoints:
         sync()
         try:
             self._ftnb_staging = True
-            try: super()._save_checkpoint(model, trial)
+            try:
+                with quiet_bars(): super()._save_checkpoint(model, trial)  # the training bar is the one to watch
             finally: self._ftnb_staging = False
             sync()
             staged, final = root/STAGING/name, root/name
@@ -755,7 +756,7 @@ def plan(self:Run) -> str:
     split = f" ({acc} micro-batches of {per}: {why})" if acc > 1 else ''
     if getattr(a, CHECKPOINTING, False): split += ', recomputing activations to fit'
     dtype = 'bfloat16' if a.bf16 else 'float16' if a.fp16 else 'float32'
-    parts = [f"{self.max_steps} steps of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
+    parts = [f"{self.max_steps} step{'s' * (self.max_steps != 1)} of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
     if self.estimate: parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")
     if self.step_seconds: parts.append(f"about {fmt_time(self.step_seconds * max(0, self.max_steps - self.step))} "
                                        f"({self.step_seconds:.1f} s a step, estimated)")

@@ -188,7 +188,7 @@ def test_a_hard_interrupt_leaves_a_stopped_usable_run(tmp_path):
 
 @pytest.mark.parametrize('quiet_rows,bars', [(None, False), (0, True)])
 def test_small_data_prepares_without_progress_bars(tmp_path, capfd, monkeypatch, quiet_rows, bars):
-    "TRL's per-pass bars (tokenize, truncate) are noise for 48 rows and hidden; above `QUIET_ROWS` they show, and stay on afterwards."
+    "TRL's per-pass bars (tokenize, truncate) are noise for 48 rows and hidden; above `QUIET_ROWS` they show, and stay on afterwards; a checkpoint shows none."
     import datasets, ftnb.run
     if quiet_rows is not None: monkeypatch.setattr(ftnb.run, 'QUIET_ROWS', quiet_rows)
     run = tiny_run(tmp_path, steps=1)
@@ -196,4 +196,5 @@ def test_small_data_prepares_without_progress_bars(tmp_path, capfd, monkeypatch,
     run.start(background=False, quiet=True)
     err = capfd.readouterr().err
     assert run.state == 'finished' and ('Truncating train dataset' in err) == bars, err[-500:]
+    assert 'Writing model shards' not in err and (run.run_dir/'checkpoint-1'/'model.safetensors').exists()  # a one-shard save is one step: no bar
     assert datasets.is_progress_bar_enabled()  # the user's own datasets calls keep their bars
