@@ -250,7 +250,15 @@ def _from_prompt_completion(row):
     p, c = _get(row, 'prompt'), _get(row, 'completion')
     if isinstance(p, str) and isinstance(c, str):
         return dict(prompt=_text(row, 'prompt'), completion=_text(row, 'completion'))
-    return dict(prompt=_turns(p, 'prompt', 'user'), completion=_turns(c, 'completion', 'assistant', need_assistant=True))
+    pt = _turns(p, 'prompt', 'user')
+    return dict(prompt=pt, completion=_after_prompt(_turns(c, 'completion', 'assistant', need_assistant=True), pt, 'completion'))
+
+def _after_prompt(turns:list, prompt:list, field:str) -> list:
+    "An answer's turns. Given as the whole conversation (UltraFeedback's chosen and rejected repeat the prompt), the turns after the prompt."
+    if len(turns) > len(prompt) and turns[:len(prompt)] == prompt: return turns[len(prompt):]
+    if turns and turns[0]['role'] != 'assistant':
+        raise _Bad(field, f"starts with a {turns[0]['role']} turn that is not the prompt; an answer is the assistant's turns after the prompt", turns[0]['content'])
+    return turns
 
 def _from_prompt_only(row):
     p = _get(row, 'prompt')
@@ -305,8 +313,9 @@ def _from_preference(row):
     if isinstance(p, str) and isinstance(c, str) and isinstance(r, str):
         out = dict(prompt=_text(row, 'prompt'), chosen=_text(row, 'chosen', True), rejected=_text(row, 'rejected', True))
     else:
-        out = dict(prompt=_turns(p, 'prompt', 'user'), chosen=_turns(c, 'chosen', 'assistant', allow_empty=True),
-                   rejected=_turns(r, 'rejected', 'assistant', allow_empty=True))
+        pt = _turns(p, 'prompt', 'user')
+        out = dict(prompt=pt, chosen=_after_prompt(_turns(c, 'chosen', 'assistant', allow_empty=True), pt, 'chosen'),
+                   rejected=_after_prompt(_turns(r, 'rejected', 'assistant', allow_empty=True), pt, 'rejected'))
     _check_differ(out['chosen'], out['rejected'])
     return out
 

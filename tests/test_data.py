@@ -457,3 +457,15 @@ def test_random_files_give_data_or_an_ftnb_error_that_names_the_file(data, suffi
             warnings.simplefilter('ignore')
             try: load_data(p, quiet=True)
             except FtnbError as e: assert 'random' in str(e) or WHERE.search(str(e)), f"an error that names neither file nor row: {e}"
+
+def test_answers_that_repeat_the_prompt_keep_only_what_follows_it():
+    "UltraFeedback's shape: a text prompt, and chosen/rejected as whole conversations that start with it."
+    conv = lambda *t: [dict(role=r, content=c) for r, c in zip(('user', 'assistant', 'user', 'assistant'), t)]
+    uf = dict(prompt='Hi?', chosen=conv('Hi?', 'Hello!'), rejected=conv('Hi?', 'Go away.'), messages=conv('Hi?', 'Hello!'), score_chosen=9.)
+    d = load_data([uf, dict(uf, prompt='Joke?', chosen=conv('Joke?', 'Knock knock'), rejected=conv('Joke?', 'No.'))], quiet=True)
+    assert d.kind == 'preference' and d[0] == dict(prompt=conv('Hi?'), chosen=[dict(role='assistant', content='Hello!')],
+                                                 rejected=[dict(role='assistant', content='Go away.')])
+    pc = load_data([dict(prompt=conv('Hi?'), completion=conv('Hi?', 'Hello!'))] * 2, quiet=True)
+    assert pc[0]['completion'] == [dict(role='assistant', content='Hello!')]
+    with pytest.raises(FtnbError, match=r"Row 1 of a list: field 'rejected' starts with a user turn that is not the prompt.*'Other\?'"):
+        load_data([uf, dict(uf, rejected=conv('Other?', 'x'))], quiet=True)
