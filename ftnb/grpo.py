@@ -35,7 +35,7 @@ def _sampled(method_name, model, data, rewards, reward_weights, num_generations,
 def grpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
          data=None, # prompts: question/answer rows (GSM8K), prompt-only rows, or conversations/pairs (their prompts are used)
          rewards='exact_match', # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
-         reward_weights:list[float]|None=None, # weight of each reward in the total (default 1 each)
+         reward_weights:list[float]|None=None, # weight of each reward in the total (default 1 each); only their ratios matter: GRPO divides by the spread of the totals (`scale_rewards`)
          num_generations:int=8, # answers sampled per prompt: the group each answer is compared with
          batch_size:int=2, # prompts per optimizer step (so num_generations * batch_size answers)
          max_completion_length:int=128, # longest sampled answer, in tokens
