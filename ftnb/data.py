@@ -393,7 +393,7 @@ class _Folder(str):
 def _file_of(where:str, i:int) -> str: return where.file_of(i) if isinstance(where, _Folder) else ''
 
 def _records(source, split:str|None, name:str|None) -> tuple[list, str]:
-    "Records and a description of where they came from, for every kind of source (a folder's: a function naming a row's file)."
+    "Records and a description of where they came from, for every kind of source (a folder's also knows which of its files holds each row)."
     try: import datasets
     except ImportError: datasets = None
     if datasets is not None and isinstance(source, datasets.DatasetDict):
