@@ -18,7 +18,8 @@ class FtnbError(ValueError):
 
 # %% ../nbs/00_core.ipynb #1125aaa6
 def did_you_mean(name, # the name given
-                known) -> str: # the names that exist
+                 known, # the names that exist
+                ) -> str: # " (did you mean 'x'?)", or '' when none is close
     "` (did you mean 'x'?)` for the known name closest to `name`, or '' when none is close: to append to an error message."
     import difflib
     near = difflib.get_close_matches(str(name), [str(k) for k in known], 1)
@@ -174,7 +175,8 @@ def _ipywidgets_version():
     try: return Version(ipywidgets.__version__)
     except InvalidVersion: return None
 
-def widgets_render(env:str|None=None) -> bool: # an `environment()` value; default: find it now
+def widgets_render(env:str|None=None, # an `environment()` value; default: find it now
+                   ) -> bool:
     "Whether this front end draws ipywidgets (a run's dashboard); `$FTNB_WIDGETS` (0 or 1) overrides the guess in a notebook."
     from packaging.version import Version
     if (env or environment()) not in ('notebook', 'colab'): return False  # a terminal draws no widgets

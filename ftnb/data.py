@@ -108,7 +108,8 @@ def _reader(p:Path):
     return _READERS.get(suf.lower())
 
 def read_records(path, # a data file, or a folder of them
-                 starts:list|None=None) -> list: # if given, gets `(first row, file)` for each file read, to say which file a row came from
+                 starts:list|None=None, # if given, gets `(first row, file)` for each file read, to say which file a row came from
+                ) -> list: # the rows, as dicts
     "The rows of a .json, .jsonl(.gz), .csv, .tsv or .parquet file, or of every such file in a folder."
     p = Path(path).expanduser()
     if p.is_dir():

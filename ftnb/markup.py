@@ -18,7 +18,8 @@ def esc(s, n:int|None=None) -> str:
 def html_table(rows:list[list], # the rows, a list of cells each
                head:list|None=None, # column titles
                escape:bool=True, # escape the cells (False: they are HTML already)
-               style:str='') -> str: # CSS of every cell
+               style:str='', # CSS of every cell
+              ) -> str:
     "Rows as an HTML table."
     st = f" style='{style}'" if style else ''
     h = '<tr>' + ''.join(f"<th{st}>{esc(c)}</th>" for c in head) + '</tr>' if head else ''

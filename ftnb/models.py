@@ -319,7 +319,8 @@ def is_peft(net) -> bool:
 # %% ../nbs/02_models.ipynb #ac590728
 def sequence_logps(net, # a causal language model network
                    batch:list[dict], # encoded sequences: `input_ids` and `mask` (1 where a token counts)
-                   pad_id:int) -> list[float]: # the tokenizer's pad token id
+                   pad_id:int, # the tokenizer's pad token id
+                  ) -> list[float]:
     "Sum of log-probabilities of the masked (answer) tokens of each encoded sequence."
     import torch
     n = max(len(e['input_ids']) for e in batch)

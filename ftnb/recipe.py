@@ -103,7 +103,8 @@ def as_model(model) -> Model:
 def prepare(method_name:str, # the method's name (its record says which data kinds it takes)
             model, data, # as the recipe got them
             kw:dict, # the recipe's settings (`eval` and `seed` are read)
-            hint:str='') -> tuple[Model, Data, Data|None]: # what to use instead, said when the data is of the wrong kind
+            hint:str='', # what to use instead, said when the data is of the wrong kind
+           ) -> tuple[Model, Data, Data|None]:
     "The model, the training data and the eval data of a recipe, checked: the data must be of a kind the method takes."
     kinds = method(method_name).kinds
     if data is None: raise FtnbError(f"{method_name} needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
@@ -124,7 +125,8 @@ def prepare(method_name:str, # the method's name (its record says which data kin
 _SPLIT = ('per_device_train_batch_size', 'gradient_accumulation_steps')  # what a batch is made of
 
 def batch_split(batch_size:int, # rows per optimizer step (over all processes)
-                overrides:dict) -> tuple[int, dict]: # TRL settings given: the batch's parts among them, if any
+                overrides:dict, # TRL settings given: the batch's parts among them, if any
+               ) -> tuple[int, dict]:
     "The batch and TRL settings once a part of the batch given by the user (per-device rows, accumulation steps) fixes the other."
     per, acc = (overrides.get(k) for k in _SPLIT)
     world = job_process()[1]  # processes of a launched job share the batch, as in `train_settings`
@@ -157,7 +159,8 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
            sequences:int=1, scored:float=1., # sequences a row holds (2 for a pair), and the share of tokens the LM head scores (answers)
            config:dict|None=None, settings:dict|None=None, # the method's TRL fields, and extra settings to record
            reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
-           min_batch:int=1, eval_multiple:int=1) -> Run: # the method's batch limits (see `train_settings`)
+           min_batch:int=1, eval_multiple:int=1, # the method's batch limits (see `train_settings`)
+          ) -> Run:
     "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
     cfg_cls, trainer_cls = method(method_name).classes()
     a = {n: kw.get(n, p.default) for n, p in inspect.signature(recipe_args).parameters.items()}
@@ -198,7 +201,8 @@ ALIASES = dict(learning_rate='lr', num_train_epochs='epochs', output_dir='run_di
 
 def at_the_door(fn_name:str, # the recipe, for the messages
                 given:dict, # the arguments as given: ftnb's names, and TRL's under 'overrides'
-                params) -> dict: # the names the recipe takes
+                params, # the names the recipe takes
+               ) -> dict:
     "The arguments checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
     a, over = dict(given), dict(given.get('overrides', {}))
     check_settings({k: v for k, v in a.items() if k != 'overrides'} | over, fn_name if fn_name in METHODS else None, fn_name)

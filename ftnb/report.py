@@ -62,7 +62,8 @@ def report_settings(rec:RunRecord, # the run's folder, read
     return rec.key_settings() | {k: v for k, v in rec.settings.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}
 
 def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord`)
-                comparison=None) -> str: # a `Comparison` (base and tuned answers made now), optional
+                comparison=None, # a `Comparison` (base and tuned answers made now), optional
+               ) -> str:
     "The run as one self-contained HTML page."
     info, s, summ = rec.info, rec.settings, rec.summary
     title = f"{rec.method.upper()} run {rec.name}"

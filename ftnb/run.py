@@ -211,7 +211,8 @@ def train_settings(hw:Hardware, # the hardware to train on
                    seq:int=512, # tokens per row the estimate assumes
                    has_eval:bool=False, # an eval set is given
                    min_batch:int=1, # the method's fewest rows on a device (KTO: `KTO_KL_ROWS`)
-                   eval_multiple:int=1) -> dict: # eval batches hold a multiple of this many rows (GRPO: num_generations)
+                   eval_multiple:int=1, # eval batches hold a multiple of this many rows (GRPO: num_generations)
+                  ) -> dict:
     "TRL config fields chosen for this hardware and run length."
     s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
              save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
@@ -237,7 +238,8 @@ def memory_estimate(model, # the model (before or after peft wraps it)
                     reference:bool=False, # the method keeps a frozen reference copy
                     quant_bits:int|None=None, # 4 for QLoRA base weights
                     lora_dropout:bool=False, # LoRA with dropout (its adapters keep their own dropped-out inputs)
-                    reference_pass:bool=False) -> dict: # a reference model scores each batch as it trains (DPO, KTO without precomputed log-probs)
+                    reference_pass:bool=False, # a reference model scores each batch as it trains (DPO, KTO without precomputed log-probs)
+                   ) -> dict:
     "Estimated training memory in GB by component."
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)  # 4-bit weights at their real size
@@ -290,7 +292,8 @@ def step_flops(model, # the model (before or after peft wraps it)
                trainable:int|None=None, # trainable parameters (LoRA's adapters, or all)
                reference:bool=False, # a frozen reference scores the same tokens (DPO, KTO)
                seq:int=512, # tokens per sequence (attention's cost grows with it)
-               scored:float=1.) -> float: # share of the tokens the LM head scores (TRL's fused head skips prompts and padding)
+               scored:float=1., # share of the tokens the LM head scores (TRL's fused head skips prompts and padding)
+              ) -> float:
     "Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per trainable weight, and attention; the LM head's share only on scored tokens."
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)

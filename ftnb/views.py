@@ -148,7 +148,8 @@ def note_tokens(seen:tuple|None, record:dict) -> tuple|None:
     now = (time.time(), record['num_tokens'])
     return (seen[:2] if seen else now) + now
 
-def progress_line(run, tokens:tuple|None=None) -> str: # `note_tokens` of this session, for tokens a second
+def progress_line(run, tokens:tuple|None=None, # `note_tokens` of this session, for tokens a second
+                  ) -> str:
     "Step, elapsed time and ETA (the time trained once ended), tokens a second, memory and the latest loss, as one line of HTML."
     parts = [f"<b>step {run.step}/{run.max_steps}</b>"]
     t0, s0 = run.session_start, run.session_step
@@ -164,7 +165,8 @@ def progress_line(run, tokens:tuple|None=None) -> str: # `note_tokens` of this s
     if last: parts.append(f"loss {last['loss']:.4g}")
     return ' · '.join(parts)
 
-def metrics_table(run, keys=None) -> str: # metrics to list; default `chart_keys(run.method)`; the eval loss too when logged
+def metrics_table(run, keys=None, # metrics to list; default `chart_keys(run.method)`; the eval loss too when logged
+                  ) -> str:
     "The latest value of each metric, as a small HTML table."
     keys, last = (*(keys or chart_keys(run.method)), 'eval_loss'), {}
     for h in list(run.history): last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in keys}

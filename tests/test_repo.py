@@ -22,3 +22,9 @@ def test_ci_runs_the_readme_test_command():
     line = next(l for l in ci.splitlines() if l.startswith('cmd='))
     got = subprocess.run(['bash', '-c', f'{line}; printf %s "$cmd"'], cwd=ROOT, capture_output=True, text=True).stdout
     assert got == cmds[0]
+
+def test_parameter_comments_are_not_read_as_the_return_value():
+    "fastcore's docments reads a comment after `) -> T:` as the return value's: a parameter's comment there lands in the docs' 'returns' row."
+    ends = re.compile(r"^\s*(def \w+\()?[A-Za-z_]\w*[^#\n]*\)\s*->[^#\n]*:\s*#", re.M)
+    bad = [f"{p.name}: {m.group(0).strip()}" for p in sorted((ROOT/'ftnb').glob('*.py')) for m in ends.finditer(p.read_text())]
+    assert bad == [], 'put the last parameter\'s comment on its own line, and ") -> T:" on the next:\n' + '\n'.join(bad)
