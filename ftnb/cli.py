@@ -31,7 +31,7 @@ def _parser():
     sub.add_parser('info', help='versions, hardware and where ftnb keeps its files')
     sub.add_parser('readme', help='for contributors: write README.md from nbs/index.ipynb (run in the repository)')
     docs = sub.add_parser('docs', help='for contributors: build the documentation site from nbs/ (run in the repository)')
-    docs.add_argument('--dest', default='_docs', help='folder the site is written to (default: %(default)s)')
+    docs.add_argument('dest', nargs='?', default='_docs', help='folder the site is written to (default: %(default)s)')
     return p
 
 # %% ../nbs/21_cli.ipynb #8401bd85
