@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_recipe.ipynb #9852af05
 from __future__ import annotations
-import os, math, dataclasses, inspect, functools
+import math, dataclasses, inspect, functools
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft

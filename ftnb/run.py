@@ -119,7 +119,7 @@ class FiniteSteps:
             self._ftnb_bad = f"the loss is {loss.detach().float().mean().item()}"
             if not hasattr(super(), '_get_grad_norm'): raise FtnbError(_not_finite(self, self._ftnb_bad))  # a transformers without that hook: stop here
         return loss
-    def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.23) calls it at every optimizer step, just before the step
+    def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.24) calls it at every optimizer step, just before the step
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         bad, self._ftnb_bad = self._ftnb_bad, None
         if bad is None and norm is not None and self.accelerator.scaler is None and not math.isfinite(float(norm)): bad = f"the gradient norm is {float(norm)}"
@@ -758,7 +758,7 @@ def plan(self:Run) -> str:
     why = (f'a CPU is no faster on more than {CPU_TOKENS} tokens at once' if self.hardware.device == 'cpu' else 'what fits in free memory')
     split = f" ({acc} micro-batches of {per}: {why})" if acc > 1 else ''
     if getattr(a, CHECKPOINTING, False): split += ', recomputing activations to fit'
-    dtype = 'bfloat16' if a.bf16 else 'float16' if a.fp16 else 'float32'
+    dtype = _precision(a)
     parts = [f"{self.max_steps} step{'s' * (self.max_steps != 1)} of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
     if self.estimate: parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")
     if self.step_seconds: parts.append(f"about {fmt_time(self.step_seconds * max(0, self.max_steps - self.step))} "
