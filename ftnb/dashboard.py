@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
 from .methods import method, setting_problems
 from .run import Run, last_checkpoint, training_state_gb
-from .markup import esc, fmt_time, png, png_uri
+from .markup import esc, fmt_time, png, png_uri, chart
 from .views import draw_history, state_html, chart_keys, Throttle, ConsoleView
 from .views import note_tokens, progress_line, metrics_table, samples_table, error_html
 from .playground import Playground, DataExplorer
@@ -44,9 +44,8 @@ class LiveView(_Shown, widgets.VBox):
     "Live widgets for a Run: state, progress (step, ETA, tokens/s, memory), charts of its metrics, sample answers, errors."
     def __init__(self, run:Run, keys=None, # metrics to chart; default `chart_keys(run.method)`
                  fps:float=5.): # most redraws a second
-        from matplotlib.figure import Figure
         self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
-        self.fig = Figure(dpi=72)  # no layout engine: fixed margins draw twice as fast
+        self.fig = chart(dpi=72, layout=None)  # no layout engine: fixed margins draw twice as fast
         self.status = _w(widgets.HTML(layout=widgets.Layout(min_width='170px')), 'ftnb-state')
         self.progress = _w(widgets.HTML(), 'ftnb-progress')
         self.bar = _w(widgets.IntProgress(min=0, max=max(1, run.max_steps or 1), value=run.step, layout=widgets.Layout(width='60%')), 'ftnb-bar')
@@ -93,7 +92,6 @@ def _duration(run) -> str:
 
 def summary_html(run, fig=None) -> str:
     "A finished (or stopped) run as compact HTML: a headline, its chart embedded, its last metrics and sample answers."
-    from matplotlib.figure import Figure
     losses = [h['loss'] for h in run.history if 'loss' in h]
     head = f"<b>{run.method.upper()} {run.state}</b> at step {run.step}/{run.max_steps}{_duration(run)}"
     if losses: head += f" · loss {losses[0]:.3g} → {losses[-1]:.3g}"
@@ -102,7 +100,7 @@ def summary_html(run, fig=None) -> str:
     head += f" · <code>{esc(run.run_dir)}</code>"
     img = ''
     if run.history:
-        fig = draw_history(fig or Figure(dpi=72, layout='constrained'), run.history, chart_keys(run.method))
+        fig = draw_history(fig or chart(dpi=72), run.history, chart_keys(run.method))
         img = f"<img src='{png_uri(fig)}' style='max-width:100%'>"
     return (f"<div class='ftnb-summary'>{head}<br>{img}<br>{metrics_table(run)}"
             f"{samples_table(run)}{error_html(run)}</div>")

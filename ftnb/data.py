@@ -8,7 +8,7 @@ import json, gzip, re, math, random, csv, zlib, numbers, warnings
 from pathlib import Path
 from collections import Counter
 from .core import FtnbError, did_you_mean
-from .markup import esc, img_html
+from .markup import esc, img_html, chart
 
 # %% auto #0
 __all__ = ['KINDS', 'ROLES', 'FORMATS', 'SFT_KINDS', 'read_records', 'detect_format', 'final_answer', 'Data', 'load_data',
@@ -756,8 +756,7 @@ class Stats:
 
     def plot(self):
         "A histogram of token lengths, with `max_length` marked."
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=(6, 3), dpi=100, layout='constrained'); ax = fig.subplots()
+        fig = chart(figsize=(6, 3)); ax = fig.subplots()
         ax.hist(self.lengths, bins=min(50, max(5, len(set(self.lengths)))), color='#4c8cbf')
         if self.max_length:
             ax.axvline(self.max_length, color='#c00', ls='--', label=f"max_length={self.max_length}: {self.truncated} rows cut")

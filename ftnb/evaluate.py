@@ -116,7 +116,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
     prompts = [r['prompt'] for r in p.rows]
     columns = {k: [r.get(k) for r in p.rows] for k in p.columns if k != 'prompt'}
     if isinstance(source, Run):
-        if source.state in ('running', 'stopping'): source.wait()
+        if source.training: source.wait(why='evaluate')
         source.ready_to_generate()
         pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
     else: pairs = [(source.name, source.model, nullcontext())]

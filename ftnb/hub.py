@@ -135,8 +135,7 @@ def model_card(source, # a `Run`, a `RunRecord` (from `runs()`) or a run folder
 # %% ../nbs/18a_hub.ipynb #285e3d4c
 def _check_pushable(run:Run, merged:bool):
     "A clear error when `run` has nothing to upload yet, or its adapter alone would be of no use."
-    if run.state in ('running', 'stopping'):
-        raise FtnbError(f"This run is {run.state}: wait for it (run.wait()) or stop it (run.stop(wait=True)) before uploading it.")
+    if run.training: run.wait(why='push')
     if run.state == 'ready': raise FtnbError("This run has not trained yet: start it (run.start()) before uploading it.")
     if run.state == 'failed': raise FtnbError(f"This run failed ({run.error}): its weights are not a result to share. Fix it and train again.")
     base_run = RunRecord(run.run_dir).info.get('base_run')

@@ -295,7 +295,7 @@ def launch(self:Run, num_processes:int=2, # processes to start (GPUs to use, or 
            cpu:bool|None=None, # train on the CPU (DDP over gloo); default: when this machine has no CUDA GPU
            resume:bool=False): # continue from the newest checkpoint in the run folder
     "Train this run as a job of `num_processes` processes through `accelerate launch`, followed here live: state, metrics, samples, stop."
-    if self.state in ('running', 'stopping'): raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
+    if self.training: raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
     if self.trainer is not None: raise FtnbError("This run has trained in this kernel; launch a new run (run.code() shows its call).")
     cpu = self.hardware.device != 'cuda' if cpu is None else cpu
     if cpu and profile not in ('ddp', 'cpu', 'single_gpu'):

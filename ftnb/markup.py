@@ -4,10 +4,10 @@
 
 # %% ../nbs/01_markup.ipynb #df366de5
 from __future__ import annotations
-import io, html, base64
+import io, html, base64, functools
 
 # %% auto #0
-__all__ = ['esc', 'html_table', 'prompt_text', 'fmt_time', 'fmt_value', 'png', 'png_uri', 'img_html']
+__all__ = ['esc', 'html_table', 'prompt_text', 'fmt_time', 'fmt_value', 'png', 'png_uri', 'img_html', 'chart']
 
 # %% ../nbs/01_markup.ipynb #a3475d9a
 def esc(s, n:int|None=None) -> str:
@@ -55,3 +55,42 @@ def png_uri(fig, dpi:int=72) -> str:
 def img_html(fig, alt:str='', dpi:int=100) -> str:
     "A figure as an `<img>` element with its PNG inline."
     return f"<img alt='{esc(alt)}' src='{png_uri(fig, dpi)}'>"
+
+# %% ../nbs/01_markup.ipynb #1047f475
+@functools.cache
+def _chart_class():
+    "The `Chart` class, made on first use: matplotlib is imported only when something is drawn."
+    from matplotlib.figure import Figure
+
+    class Chart(Figure):
+        "A matplotlib `Figure` that displays as a PNG in any notebook front end, and saves itself when shown from a console."
+        def _repr_png_(self) -> bytes: return png(self, self.dpi)
+
+        def show(self, path=None): # where a console saves it; default a temporary file
+            "Display the chart in a notebook; elsewhere save it as a PNG (opened with the system viewer where there is a screen) and return the path."
+            try: from IPython import get_ipython
+            except ImportError: get_ipython = lambda: None
+            ip = get_ipython()
+            if ip is not None and getattr(ip, 'kernel', None) is not None:
+                from IPython.display import display
+                return display(self)
+            import os, sys, tempfile, webbrowser
+            path = path or tempfile.NamedTemporaryFile(prefix='ftnb-chart-', suffix='.png', delete=False).name
+            self.savefig(path, dpi=self.dpi)
+            if os.environ.get('DISPLAY') or sys.platform in ('darwin', 'win32'): webbrowser.open(f'file://{os.path.abspath(path)}')
+            print(f"Chart saved to {path}")
+            return path
+
+        def __repr__(self):
+            w, h = (self.get_size_inches() * self.dpi).round().astype(int)
+            titles = [t for a in self.axes if a.get_visible() and a.axison and (t := a.get_title())]
+            what = f": {', '.join(titles)}" if titles else ''
+            return f"<Chart {w}x{h}{what}; .show() displays it, .savefig(path) writes it>"
+    return Chart
+
+def chart(figsize:tuple|None=None, # (width, height) in inches; matplotlib's default when None
+          dpi:int=100, # pixels per inch
+          layout:str|None='constrained', # matplotlib's layout engine; None for fixed margins (faster to redraw)
+          **kwargs): # more `matplotlib.figure.Figure` options
+    "A new `Chart`: a matplotlib Figure without pyplot (safe from threads, nothing to close) that shows as a picture in every notebook front end."
+    return _chart_class()(figsize=figsize, dpi=dpi, layout=layout, **kwargs)

@@ -27,7 +27,7 @@ def chat_html(messages:list[dict]) -> str:
 def _net(source):
     "The network and tokenizer to generate with; a training run is refused."
     if isinstance(source, Run):
-        if source.state in ('running', 'stopping'): raise FtnbError("The run is training; stop it (or wait for it) to chat with its model.")
+        if source.training: raise FtnbError("The run is training: its model changes under the chat. Stop it (run.stop()) or wait for it (run.wait()), then chat.")
         source.ready_to_generate()
         return source.net, source.tokenizer
     if isinstance(source, Model): return source.model, source.tokenizer

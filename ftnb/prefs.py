@@ -101,8 +101,7 @@ def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the ada
     from ftnb.data import load_data
     d = data if isinstance(data, Data) else load_data(data)
     if d.kind != 'preference': raise FtnbError(f"preference_accuracy needs preference pairs; this data is {d.kind}")
-    if isinstance(model, Run) and model.state in ('running', 'stopping'):  # eval mode here would change the training in its thread
-        raise FtnbError("The run is training; stop it or wait for it (run.wait()) before measuring its preference accuracy.")
+    if isinstance(model, Run) and model.training: model.wait(why='preference_accuracy')  # eval mode now would change the training in its thread
     net, tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
     seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d.encodings(tok) for e in es]

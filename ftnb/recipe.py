@@ -77,7 +77,7 @@ def _lora_trainable(model, cfg) -> int:
 @patch
 def policy(self:Run) -> Model:
     "This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run keeps its own)."
-    if self.state in ('running', 'stopping'): self.wait()  # a run started in the background: build on it once it ends
+    if self.training: self.wait(why=f'a run built on this {self.method} run')  # started in the background: build on it once it ends
     if self.state == 'ready': raise FtnbError(f"This {self.method} run has not trained yet; start it (run.start()) before building on it.")
     if self.state == 'failed': raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
     net = self.net

@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from .core import FtnbError
 from .run import Run, training_state_gb, write_atomic
 from .history import RunRecord
-from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table
+from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table, chart
 from .views import history_plot, chart_keys, samples_table
 
 # %% auto #0
@@ -31,9 +31,8 @@ def _table(rows, head=None) -> str: return html_table(rows, head, escape=False) 
 
 def eval_plot(ev, title:str='Evaluation'):
     "Bars of each generation metric's mean, one bar per model (base and tuned side by side)."
-    from matplotlib.figure import Figure
     ms, ks = ev.metrics, list(ev.models)
-    fig = Figure(figsize=(1.2 + 1.3 * len(ms) * len(ks) / 2, 2.8), dpi=100, layout='constrained')
+    fig = chart(figsize=(1.2 + 1.3 * len(ms) * len(ks) / 2, 2.8))
     ax = fig.subplots(); w = .8 / len(ks)
     for j, k in enumerate(ks):
         vals = [ev.mean(k, m) for m in ms]
@@ -109,7 +108,7 @@ def report(source, # a `Run`, a run folder, or a `RunRecord` (from `runs()`)
            **gen, # generation options for `prompts` (`max_new_tokens`, ...)
           ) -> Path:
     "Write the run's report, one self-contained HTML file; returns its path."
-    if isinstance(source, Run) and source.state in ('running', 'stopping'): source.wait()
+    if isinstance(source, Run) and source.training: source.wait(why='report')
     rec = source if isinstance(source, RunRecord) else RunRecord(source.run_dir if isinstance(source, Run) else source)
     comp = None
     if prompts is not None:

@@ -412,6 +412,11 @@ class Run:
         return self.events.on(event, fn)
 
     @property
+    def training(self) -> bool:
+        "Whether it is training now (running, or stopping after the current step)."
+        return self.state in ('running', 'stopping')
+
+    @property
     def is_main(self) -> bool:
         "Whether this process writes the run folder: always in a notebook; in a job on N processes only the first (rank 0)."
         return self.trainer.is_world_process_zero() if self.trainer is not None else job_process()[0] == 0
@@ -538,7 +543,7 @@ _TRAINING, _TRAINING_LOCK = set(), threading.Lock()  # the runs training in this
 @patch
 def _busy(self:Run) -> str|None:
     "Why this run cannot start now, if it cannot: it trains already, or another run trains in this kernel."
-    if self.state in ('running', 'stopping') or self in _TRAINING: return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
+    if self.training or self in _TRAINING: return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
     other = next(iter(_TRAINING - {self}), None)
     if other is None: return None
     return (f"Another run is training in this kernel: {other.run_dir} ({other.state}, step {other.step}/{other.max_steps}). ftnb trains one run "
@@ -650,21 +655,41 @@ def stop(self:Run, wait:bool=False, # block until the run has stopped
     "Ask the run to stop after the current step (a checkpoint is written)."
     if self.state == 'running':
         self._stop.set(); self._set('stopping')
-    if wait and self.thread is not None: self.thread.join(timeout)
+    if wait and self.thread is not None: _join(self.thread, timeout)
+    return self
+
+def _join(t:threading.Thread, timeout:float|None=None):
+    "Wait for `t` to end, at most `timeout` seconds. Not `Thread.join`: a Ctrl-C inside it marks a live thread as ended (Python 3.11)."
+    end = None if timeout is None else time.time() + timeout
+    while t.is_alive() and (end is None or time.time() < end): time.sleep(.05)
+
+@patch
+def wait(self:Run, timeout:float|None=None, # seconds to wait at most; None: until training ends
+         why:str|None=None): # what needs the result ('compare', 'save', ...): said in one line while a background run still trains
+    "Wait for a background run to end, and re-raise its error if it failed; what needs the trained model calls it itself."
+    t = self.thread
+    if t is not None and t.is_alive():
+        if why: print(f"{why}: waiting for the {self.method.upper()} run to finish training ({self._left()}). Interrupt the kernel to "
+                      "stop waiting; run.stop() ends training early.", flush=True)
+        try: _join(t, timeout)
+        except KeyboardInterrupt:
+            raise FtnbError(f"Stopped waiting{f', so {why} did not run' if why else ''}. The run goes on training in the background "
+                            f"({self._left()}): run.wait() waits again, run.stop() ends it early.") from None
+    if self.error is not None: raise self.error
     return self
 
 @patch
-def wait(self:Run, timeout:float|None=None):
-    "Wait for a background run to end; re-raise its error if it failed."
-    if self.thread is not None: self.thread.join(timeout)
-    if self.error is not None: raise self.error
-    return self
+def _left(self:Run) -> str:
+    "Where training is and, once steps were timed, about how long is left: 'step 12/30, about 0:40 left'."
+    s, t0, done = self.step, self.session_start, self.step - self.session_step
+    rate = (time.time() - t0) / done if t0 and done > 0 else self.step_seconds
+    return f"step {s}/{self.max_steps}" + (f", about {fmt_time(rate * (self.max_steps - s))} left" if rate else '')
 
 # %% ../nbs/06_run.ipynb #76c73c5b
 @patch
 def generate(self:Run, prompts, **kwargs):
     "The current model's answers to `prompts` (see `ftnb.models.generate` for options)."
-    if self.state in ('running', 'stopping'): raise FtnbError("The run is training; stop it or wait for it before generating.")
+    if self.training: self.wait(why='generate')
     self.ready_to_generate()
     return _generate(self.net, self.tokenizer, prompts, **kwargs)
 
@@ -672,6 +697,7 @@ def generate(self:Run, prompts, **kwargs):
 def compare(self:Run, prompts, **kwargs):
     "Base and tuned answers side by side (a table in a notebook)."
     ps = [prompts] if isinstance(prompts, str) else list(prompts)
+    if self.training: self.wait(why='compare')
     tuned = self.generate(ps, **kwargs)
     if is_peft(self.net):
         with self.net.disable_adapter(): base = _generate(self.net, self.tokenizer, ps, **kwargs)
@@ -733,9 +759,7 @@ def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `me
          quantize:str|None=None, # GGUF type: 'f16' (default), 'q8_0', 'bf16' or 'f32'
          system:str|None=None): # 'gguf': the Modelfile's system prompt; default the one the training data shared
     "Save the adapter, the merged model, or a GGUF file with an Ollama Modelfile, with the tokenizer; returns the folder or file."
-    if self.state in ('running', 'stopping'):
-        raise FtnbError(f"This run is {self.state}: its weights change while it trains. Stop it (run.stop(wait=True)) or wait for it "
-                        "(run.wait()) before saving.")
+    if self.training: self.wait(why='save')
     if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
     m = Model(self.net, self.tokenizer, f"{Path(str(self.model.name)).name}-{self.method}", f"{self.method} run {self.run_dir}")
     if format == 'gguf': return m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else _shared_system(self.data))

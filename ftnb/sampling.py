@@ -10,6 +10,7 @@ from .models import Model, load_model
 from .data import Data, load_data
 from .run import Run
 from .rewards import as_rewards, check_rewards, reward_name
+from .markup import chart
 
 # %% auto #0
 __all__ = ['Samples', 'rejection_sample']
@@ -69,10 +70,9 @@ from fastcore.basics import patch
 @patch
 def plot(self:Samples, title:str='Rejection sampling'):
     "Histograms of the scores of all answers and of the kept (best) answers."
-    from matplotlib.figure import Figure
     flat = [s for t in self.total for s in t]
     best = [t[self._best(i)] for i, t in enumerate(self.total)]
-    fig = Figure(figsize=(6, 3.2), dpi=100, layout='constrained'); ax = fig.subplots()
+    fig = chart(figsize=(6, 3.2)); ax = fig.subplots()
     lo, hi = min(flat), max(flat)
     bins = [lo + (hi - lo) * k / 20 for k in range(21)] if hi > lo else [lo - .5, lo + .5]
     ax.hist(flat, bins=bins, alpha=.6, label=f"all {len(flat)} answers (mean {sum(flat)/len(flat):.2f})", color='#999')

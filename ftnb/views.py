@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys, time, threading
 from fastcore.basics import patch
 from .core import FtnbError, did_you_mean
-from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri
+from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri, chart
 from .methods import method
 from .run import Run, last_checkpoint, memory_gb
 
@@ -92,8 +92,7 @@ def history_plot(history:list[dict]|dict, # a run's history, or {label: history}
                  title:str='', # the figure's title
                  cols:int=3): # panels per row
     "A matplotlib Figure with one panel per metric by step, one colour per run (no pyplot state, safe from threads)."
-    from matplotlib.figure import Figure
-    return draw_history(Figure(dpi=100, layout='constrained'), history, keys, title, cols)
+    return draw_history(chart(), history, keys, title, cols)
 
 # %% ../nbs/07_views.ipynb #5788e4de
 def check_keys(histories:list, # histories (lists of logged records) the keys are asked of
@@ -108,7 +107,8 @@ def check_keys(histories:list, # histories (lists of logged records) the keys ar
 @patch
 def plot(self:Run, keys=None, # metrics to draw; default the method's (`Method.metrics`)
          title:str|None=None):
-    "Charts of this run's metrics by step."
+    "Charts of this run's metrics by step (a run training in the background is waited for; its dashboard charts it live)."
+    if self.training: self.wait(why='plot')
     if keys: check_keys([self.history], keys)
     return history_plot(self.history, keys or method(self.method).metrics, self.method.upper() if title is None else title)
 
@@ -153,7 +153,7 @@ def progress_line(run, tokens:tuple|None=None, # `note_tokens` of this session, 
     "Step, elapsed time and ETA (the time trained once ended), tokens a second, memory and the latest loss, as one line of HTML."
     parts = [f"<b>step {run.step}/{run.max_steps}</b>"]
     t0, s0 = run.session_start, run.session_step
-    if t0 and run.state in ('running', 'stopping'):
+    if t0 and run.training:
         el = time.time() - t0; parts.append(f"elapsed {fmt_time(el)}")
         if run.step > s0: parts.append(f"ETA {fmt_time(el / (run.step - s0) * max(0, run.max_steps - run.step))}")
     elif run.seconds: parts.append(f"trained {fmt_time(run.seconds)}")
@@ -199,9 +199,8 @@ class HTMLView:
     "A Run's live view as one HTML output updated in place, for front ends that draw no widgets: state, progress, metrics, chart, samples, error."
     def __init__(self, run:Run, keys=None, # metrics to chart; default `chart_keys(run.method)`
                  fps:float=5.): # most updates a second
-        from matplotlib.figure import Figure
         self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
-        self.fig = Figure(dpi=72)  # one figure, drawn again each time (no pyplot, nothing to close); fixed margins draw faster
+        self.fig = chart(dpi=72, layout=None)  # one figure, drawn again each time (no pyplot, nothing to close); fixed margins draw faster
         self.handle, self.img, self.tokens, self.updates, self._timer = None, '', None, 0, None
         self.redraw = Throttle(self._draw, fps)             # the chart (a tenth of a second): at most 1% of the time
         self.refresh = Throttle(self._send, fps, share=1.)  # the output

@@ -73,6 +73,26 @@ def test_stop_from_another_thread_within_a_step(tmp_path):
     run.resume(background=False)  # and it goes on from there to the end
     assert run.state == 'finished' and loss_steps(run.history) == list(range(1, 41))
 
+def test_what_needs_the_trained_model_waits_for_a_background_run(tmp_path, capsys):
+    "The next cell after start() in Jupyter: compare, plot and save wait for the end of training, saying so, and use the trained model."
+    run = tiny_run(tmp_path, steps=12, lora=dict(r=4, alpha=8)).start(background=True)
+    cmp = run.compare(['Who are you?'], max_new_tokens=3)
+    assert run.state == 'finished' and run.step == 12 and len(cmp.tuned) == 1
+    out = capsys.readouterr().out
+    assert 'compare: waiting for the SFT run to finish training (step ' in out and 'Interrupt the kernel to stop waiting' in out
+    assert len(run.plot().axes) >= 1 and run.save().exists()  # finished now: no waiting, no line
+    assert 'waiting' not in capsys.readouterr().out
+
+def test_interrupting_a_wait_stops_the_waiting_not_the_training(tmp_path):
+    run = tiny_run(tmp_path, steps=200)
+    run.on('log', lambda run, record: time.sleep(0.02))
+    run.start(background=True)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the kernel's interrupt, delivered to the main thread
+    with pytest.raises(FtnbError, match='Stopped waiting, so save did not run. The run goes on training'): run.save()
+    assert run.training
+    run.stop(wait=True, timeout=60)
+    assert run.state == 'stopped'
+
 def test_error_in_the_training_thread_is_kept_and_reraised(tmp_path):
     run = tiny_run(tmp_path, steps=5); run._build()
     def boom(*a, **k): raise RuntimeError('boom at step')
