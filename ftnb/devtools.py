@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['readme_markdown', 'write_readme', 'show_error', 'export_diff', 'clean_diff']
+__all__ = ['TEST_FLAGS', 'readme_markdown', 'write_readme', 'show_error', 'NotebookRun', 'run_notebook', 'export_diff',
+           'clean_diff']
 
 # %% ../nbs/23_devtools.ipynb #3e45b1e9
 _HDR = "<!-- Generated from nbs/index.ipynb by `ftnb readme`: edit the notebook, not this file. -->\n\n"
@@ -61,6 +62,86 @@ def show_error(f, # a function of no arguments that must fail
         print(f"{type(e).__name__}: {msg}")
         return
     raise AssertionError(f"expected an error containing {contains!r}; none was raised")
+
+# %% ../nbs/23_devtools.ipynb #94c216f9
+TEST_FLAGS = ('notest', 'slow')  # settings.ini's tst_flags: cells marked with one run only when it is asked for
+
+def _skipped(src:str, flags) -> bool:
+    "Whether nbdev_test would skip this code cell: a test flag not asked for, `eval: false`, or the export cell."
+    d = {l[3:].strip().split(':')[0].split()[0]: l for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
+    return bool((set(TEST_FLAGS) - set(flags)) & set(d)) or 'false' in d.get('eval', '').lower() or 'nbdev_export' + '(' in src
+
+def _local_paths() -> list[str]:
+    "Absolute folders of this machine that have no place in a saved output: the repository, the Python environment, home."
+    import sys
+    return sorted({str(Path.cwd().resolve().parent if Path.cwd().name == 'nbs' else Path.cwd().resolve()), sys.prefix, str(Path.home())} - {'/'})
+
+class NotebookRun:
+    "What running a notebook in a real kernel gave, by cell index: errors, pictures, figures shown as text, local paths, seconds."
+    def __init__(self, path, ran:list, skipped:list, errors:dict, images:list, text_figures:list, paths:dict, seconds:dict):
+        self.path, self.ran, self.skipped, self.errors, self.images = Path(path), ran, skipped, errors, images
+        self.text_figures, self.paths, self.seconds = text_figures, paths, seconds
+    @property
+    def ok(self) -> bool: return not self.errors and not self.text_figures
+    def __repr__(self):
+        s = (f"{self.path.name} in a kernel: {len(self.ran)} cells ran ({sum(self.seconds.values()):.0f} s), {len(self.skipped)} skipped, "
+             f"{len(self.images)} with a picture")
+        s += ''.join(f"\n  cell {i}: {e}" for i, e in self.errors.items())
+        s += ''.join(f"\n  cell {i}: a figure shown as text" for i in self.text_figures)
+        s += ''.join(f"\n  cell {i}: a local path in the output ({p})" for i, p in self.paths.items())
+        return s
+
+# %% ../nbs/23_devtools.ipynb #c9ae1736
+def _outcome(cell, local:list[str]) -> tuple:
+    "A code cell's outputs read as (error, has a picture, shows a figure as text, a local path it prints)."
+    err, pic, text_fig, path = None, False, False, None
+    for o in cell.get('outputs', []):
+        if o['output_type'] == 'error': err = f"{o['ename']}: {o['evalue']}"[:300]
+        data = o.get('data', {})
+        pic |= 'image/png' in data or 'image/svg+xml' in data
+        plain = ''.join(data.get('text/plain', ''))
+        text_fig |= plain.startswith(('<Figure size', '<matplotlib.figure')) and 'image/png' not in data
+        text = ''.join(o.get('text', '')) + plain + ''.join(data.get('text/html', ''))
+        path = path or next((p for p in local if p in text), None)
+    return err, pic, text_fig, path
+
+def _is_bar(o) -> bool:
+    "A progress bar's output (tqdm's widget or its stderr lines): it means nothing once the work is done, so it is not saved."
+    import re
+    bar = re.compile(r'^[^\n]*\d+%\|.*\|')
+    if o['output_type'] == 'stream': return o.get('name') == 'stderr' and all(bar.match(l) or not l.strip() for l in o['text'].replace('\r', '\n').split('\n'))
+    d = o.get('data', {})
+    return 'application/vnd.jupyter.widget-view+json' in d and bool(bar.match(''.join(d.get('text/plain', ''))))
+
+def run_notebook(path, # the notebook
+                 flags=(), # test flags whose cells run too (`('slow',)`); cells marked with others keep their saved outputs
+                 save:bool=False, # write the new outputs into the notebook
+                 prelude:str='', # code the kernel runs first, not saved (tests cut costs with it)
+                 timeout:int=1800, # seconds a cell may take
+                 kernel:str='python3', # the Jupyter kernel
+                ) -> NotebookRun:
+    "Run a notebook's code cells in a fresh Jupyter kernel, in its folder, as a user's front end would; report what the outputs show."
+    import time, nbformat
+    from nbclient import NotebookClient
+    path = Path(path); nb = nbformat.read(path, as_version=4)
+    c = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=True, resources={'metadata': {'path': str(path.parent.resolve())}})
+    ran, skipped, errors, images, text_figs, paths, secs, local = [], [], {}, [], [], {}, {}, _local_paths()
+    with c.setup_kernel():
+        if prelude:
+            c.execute_cell(nbformat.v4.new_code_cell(prelude), -1)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != 'code' or not cell.source.strip(): continue
+            if _skipped(cell.source, flags): skipped.append(i); continue
+            t = time.time(); c.execute_cell(cell, i); secs[i] = time.time() - t; ran.append(i)
+            err, pic, text_fig, p = _outcome(cell, local)
+            if err: errors[i] = err
+            if pic: images.append(i)
+            if text_fig: text_figs.append(i)
+            if p: paths[i] = p
+    if save:
+        for cell in nb.cells: cell.outputs = [o for o in cell.get('outputs', []) if not _is_bar(o)]
+        nbformat.write(nb, path)
+    return NotebookRun(path, ran, skipped, errors, images, text_figs, paths, secs)
 
 # %% ../nbs/23_devtools.ipynb #2375fab6
 def _scratch_copy(root:Path, dest:Path):

@@ -8,13 +8,14 @@ import math, statistics, json
 from pathlib import Path
 from contextlib import nullcontext
 from .core import FtnbError, did_you_mean
+from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
 from .data import Data, load_data, SFT_KINDS
 from .run import Run, write_atomic
 from .rewards import as_rewards, check_rewards, reward_name
 
 # %% auto #0
-__all__ = ['answer_loss', 'Evaluation', 'evaluate']
+__all__ = ['answer_loss', 'reference_answers', 'answer_budget', 'interval', 'paired', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0ddc21a3
 def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
@@ -29,13 +30,6 @@ def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
     return -lp / max(1, n)
 
 # %% ../nbs/16_evaluate.ipynb #4c987fe4
-def _answers(net, tok, prompts, bar:str, max_new_tokens:int, generation_batch_size:int, **kw) -> list[str]:
-    from tqdm.auto import tqdm
-    out = []
-    for i in tqdm(range(0, len(prompts), generation_batch_size), desc=bar, unit='batch', leave=False):
-        out += generate(net, tok, prompts[i:i + generation_batch_size], max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, **kw)
-    return out
-
 def _score(funcs, prompts, completions, columns) -> dict:
     out = {}
     for f in funcs:
@@ -43,6 +37,48 @@ def _score(funcs, prompts, completions, columns) -> dict:
         while n in out: n, k = f"{reward_name(f)}_{k}", k + 1  # two metrics of one name (two `format_reward`s) both count
         out[n] = [float(x) for x in f(prompts=prompts, completions=completions, **columns)]
     return out
+
+# %% ../nbs/16_evaluate.ipynb #a8b19a52
+def _text(x) -> str:
+    "A completion as text: a string, or the contents of a message list."
+    return x if isinstance(x, str) else ' '.join(str(m.get('content') or '') for m in x) if isinstance(x, list) else ''
+
+def reference_answers(d:Data) -> list[str]:
+    "The answers `d` holds, as text: completions, last assistant turns, chosen answers, or a worked solution and its result; none for bare prompts."
+    def one(r):
+        if 'messages' in r: return next((m['content'] for m in reversed(r['messages']) if m['role'] == 'assistant'), '')
+        for k in ('completion', 'chosen'):
+            if k in r: return _text(r[k])
+        return ' '.join(str(r[k]) for k in ('solution', 'answer') if r.get(k) is not None)
+    return [a for a in map(one, d.rows) if a]
+
+def answer_budget(d:Data, tokenizer, # the data, and the tokenizer that counts its answers
+                  lo:int=32, hi:int=512, # the fewest and the most tokens to allow
+                  default:int=128) -> tuple[int, str]: # where the data holds no answers
+    "Tokens to allow each answer, and why: half again the longest of the data's answers plus 16, rounded up to 16."
+    refs = reference_answers(d)
+    if not refs: return default, "the default for questions without reference answers"
+    n = max(len(tokenizer(a, add_special_tokens=False)['input_ids']) for a in refs)
+    return min(hi, max(lo, -(-(n * 3 // 2 + 16) // 16) * 16)), f"sized by the data's answers, the longest {n} tokens"
+
+# %% ../nbs/16_evaluate.ipynb #b6fb2963
+def interval(scores:list, # one score a row
+             z:float=1.96) -> tuple[float, float]: # 1.96: a 95% interval
+    "The interval of the mean of `scores`: Wilson's for right/wrong (0/1) scores, the normal approximation otherwise."
+    n, m = len(scores), statistics.mean(scores)
+    if set(scores) <= {0., 1.}:
+        d = 1 + z * z / n
+        c, h = (m + z * z / (2 * n)) / d, z * math.sqrt(m * (1 - m) / n + z * z / (4 * n * n)) / d
+        return max(0., c - h), min(1., c + h)
+    h = z * statistics.stdev(scores) / math.sqrt(n) if n > 1 else math.inf
+    return m - h, m + h
+
+def paired(a:list, b:list) -> dict: # scores of two models on the same rows
+    "`a` against `b` row by row: rows where `a` scores higher, lower, the same, and a two-sided sign test's p-value (ties left out)."
+    better, worse = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
+    n = better + worse
+    p = min(1., 2 * sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2 ** n) if n else 1.
+    return dict(better=better, worse=worse, same=len(a) - n, p=p)
 
 # %% ../nbs/16_evaluate.ipynb #f6244d16
 class Evaluation:
@@ -70,24 +106,45 @@ class Evaluation:
         for k, v in self.models.items():
             if v.get('loss') is not None: t.setdefault('loss', {})[k] = v['loss']; t.setdefault('perplexity', {})[k] = math.exp(v['loss'])
         return t
+    def interval(self, model:str, metric:str) -> tuple[float, float]:
+        "The 95% interval of one model's mean under one metric (see `interval`)."
+        return interval(self._scores(model, metric))
+    def paired(self, metric:str|None=None, a:str='tuned', b:str='base') -> dict:
+        "`a` against `b` on the same rows under `metric` (default the first): better, worse, same, and the sign test's p (see `paired`)."
+        m = metric or self.metrics[0]
+        return paired(self._scores(a, m), self._scores(b, m))
     def win_rate(self, metric:str|None=None, a:str='tuned', b:str='base') -> float:
         "How often `a` scores above `b` under `metric` (default the first), ties counted as half."
-        m = metric or self.metrics[0]
-        sa, sb = self._scores(a, m), self._scores(b, m)
-        return sum(1. if x > y else .5 if x == y else 0. for x, y in zip(sa, sb)) / len(sa)
+        c = self.paired(metric, a, b)
+        return (c['better'] + c['same'] / 2) / len(self.prompts)
+    def _cells(self) -> list[list[str]]:
+        "Rows of the table as text: metric, then each model's mean with its interval (loss and perplexity plain)."
+        t, ks = self.table(), list(self.models)
+        def cell(m, k, v):
+            if k not in v: return ''
+            if m in ('loss', 'perplexity'): return f"{v[k]:.4g}"
+            lo, hi = self.interval(k, m)
+            return f"{v[k]:.3g} ({lo:.2g}–{hi:.2g})"
+        return [[m] + [cell(m, k, v) for k in ks] for m, v in t.items()]
+    def _verdicts(self) -> list[str]:
+        "Base against tuned, metric by metric, in words."
+        if not {'base', 'tuned'} <= set(self.models): return []
+        out = []
+        for m in self.metrics:
+            c = self.paired(m)
+            word = 'unlikely to be noise' if c['p'] < .05 else 'could be noise (more rows would tell)'
+            out.append(f"{m}: tuned better on {c['better']}, worse on {c['worse']}, same on {c['same']}; sign test p={c['p']:.2g}, {word}")
+        return out
+    def _title(self) -> str: return f"Evaluation on {len(self.prompts)} rows{f' ({self.label})' if self.label else ''}, means with 95% intervals"
     def __repr__(self):
-        t, ks = self.table(), list(self.models)
-        lines = [f"Evaluation on {len(self.prompts)} rows{' (' + self.label + ')' if self.label else ''}",
-                 f"{'':<22}" + ''.join(f"{k:>12}" for k in ks)]
-        lines += [f"{m:<22}" + ''.join(f"{v[k]:>12.4g}" if k in v else f"{'':>12}" for k in ks) for m, v in t.items()]
-        if {'base', 'tuned'} <= set(ks): lines.append(f"win rate of tuned over base ({self.metrics[0]}): {self.win_rate():.0%}")
-        return '\n'.join(lines)
+        ks, rows = list(self.models), self._cells()
+        w = max([22] + [len(c) + 2 for r in rows for c in r[1:]])
+        lines = [self._title(), f"{'':<16}" + ''.join(f"{k:>{w}}" for k in ks)]
+        lines += [f"{r[0]:<16}" + ''.join(f"{c:>{w}}" for c in r[1:]) for r in rows]
+        return '\n'.join(lines + self._verdicts())
     def _repr_html_(self):
-        t, ks = self.table(), list(self.models)
-        head = ''.join(f"<th>{k}</th>" for k in ks)
-        rows = ''.join(f"<tr><td style='text-align:left'>{m}</td>" + ''.join(f"<td>{v[k]:.4g}</td>" if k in v else '<td></td>' for k in ks) + "</tr>" for m, v in t.items())
-        win = f"<br>win rate of tuned over base ({self.metrics[0]}): <b>{self.win_rate():.0%}</b>" if {'base', 'tuned'} <= set(ks) else ''
-        return f"<b>Evaluation</b> on {len(self.prompts)} rows {self.label}<table><tr><th>metric</th>{head}</tr>{rows}</table>{win}"
+        v = ''.join(f"<li>{esc(s)}</li>" for s in self._verdicts())
+        return f"<b>{esc(self._title())}</b>{html_table(self._cells(), ['metric'] + list(self.models))}" + (f"<ul>{v}</ul>" if v else '')
 
 # %% ../nbs/16_evaluate.ipynb #2c270fc5
 def _base(run:Run):
@@ -101,10 +158,11 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
              data, # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer` for exact match)
              rewards='exact_match', # what to score answers with: a reward's name, a reward function, a reward-model run, or a list of them
              max_rows:int|None=None, # evaluate the first `max_rows` rows only
-             max_new_tokens:int=256, # longest answer, in tokens
+             max_new_tokens:int|None=None, # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
              generation_batch_size:int=8, # prompts answered together
              system:str|None=None, # a system message for every prompt
              loss:bool=True, # also the answer loss and perplexity, where the data has answers
+             quiet:bool=False, # say nothing of what it will generate, show no progress
             ) -> Evaluation:
     "Generate answers to `data`'s prompts and score them with `rewards` (and the eval loss); for a Run, base against tuned, saved in its folder."
     if isinstance(data, (list, tuple)) and data and all(isinstance(q, str) for q in data): data = [dict(prompt=q) for q in data]  # plain questions
@@ -121,9 +179,16 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
         pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
     else: pairs = [(source.name, source.model, nullcontext())]
     tok, res = source.tokenizer, {}
+    why = 'as given'
+    if max_new_tokens is None: max_new_tokens, why = answer_budget(d, tok)
+    if not quiet:
+        names = ', '.join(n for n, *_ in pairs)
+        print(f"evaluate: {len(prompts)} prompts x {len(pairs)} model{'s' * (len(pairs) > 1)} ({names}), answers up to {max_new_tokens} tokens "
+              f"({why}): at most {len(prompts) * len(pairs) * max_new_tokens:,} new tokens", flush=True)
     for name, net, ctx in pairs:
         with ctx:
-            ans = _answers(net, tok, prompts, name, max_new_tokens, generation_batch_size, system=system)
+            ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system,
+                           progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers")
             lo = answer_loss(net, tok, d, generation_batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
         res[name] = dict(answers=ans, scores=_score(funcs, prompts, ans, columns), loss=lo)
     ev = Evaluation(prompts, columns, res, d.source)

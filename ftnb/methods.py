@@ -93,7 +93,7 @@ BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=_COUNT, epochs=_SOME, num
               warmup_steps=Bound(0, whole=True), weight_decay=Bound(0), max_grad_norm=Bound(0), logging_steps=_SOME, save_steps=_SOME,
               eval_steps=_SOME, save_total_limit=Bound(0, whole=True), beta=Bound(0), num_generations=Bound(2, whole=True),
               temperature=_SOME, top_p=Bound(0, 1, lo_open=True), desirable_weight=Bound(0), undesirable_weight=Bound(0),
-              r=_COUNT, alpha=_SOME, dropout=Bound(0, 1, hi_open=True))  # ftnb's bounds by setting (the last three: `lora`'s options)
+              max_new_tokens=_COUNT, r=_COUNT, alpha=_SOME, dropout=Bound(0, 1, hi_open=True))  # ftnb's bounds by setting (the last three: `lora`'s options)
 
 def _eval_problem(v) -> str|None:
     "What is wrong with `eval`: a fraction in (0, 1), a number of rows, eval `Data`, or None/0 for none."

@@ -148,6 +148,7 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
              max_new_tokens:int=64, # longest answer, in tokens
              system:str|None=None, # a system message to put first, if the prompts have none
              generation_batch_size:int=8, # prompts generated together
+             progress:bool|str|None=None, # a progress bar: None shows one when there is more than one batch; a string is its label
              **kwargs): # passed to `model.generate` (`do_sample=True, temperature=0.7`, ...)
     "Answers of `model` to `prompts` (greedy unless `kwargs` say otherwise): a string or a list of strings."
     import torch
@@ -157,7 +158,10 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
     model.config.use_cache = True
     side, tokenizer.padding_side = with_pad_token(tokenizer).padding_side, 'left'
     kw = _gen_kw(tokenizer, max_new_tokens, kwargs)
-    out = []
+    out, bar = [], None
+    if progress or (progress is None and len(ps) > generation_batch_size):
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(ps), desc=progress if isinstance(progress, str) else 'generating', unit='answer', leave=False)
     try:
         dev = next(model.parameters()).device
         for i in range(0, len(ps), generation_batch_size):
@@ -165,7 +169,10 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
             enc = tokenizer(texts, return_tensors='pt', padding=True, add_special_tokens=False).to(dev)
             with torch.no_grad(): ids = model.generate(**enc, **kw)
             out += [s.strip() for s in tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]
-    finally: tokenizer.padding_side = side
+            if bar is not None: bar.update(len(texts))
+    finally:
+        tokenizer.padding_side = side
+        if bar is not None: bar.close()
     return out[0] if single else out
 
 # %% ../nbs/02_models.ipynb #8f3c5d03

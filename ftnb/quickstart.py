@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import detect_hardware, set_seed
 from .models import Model, load_model
 from .samples import persona_data, persona_questions, everyday_questions, chat_row
-from .views import history_plot
+from .methods import check_settings
 
 # %% auto #0
 __all__ = ['QuickstartResult', 'quickstart']
@@ -59,8 +59,10 @@ def quickstart(name:str='Quill', # the persona's name
                quiet:bool=False # print nothing
               ) -> QuickstartResult:
     "Teach a chat model a new name and maker with LoRA SFT, compare answers before and after, save everything."
-    from ftnb.sft import sft
+    check_settings(dict(max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens), 'sft', 'quickstart')
+    from ftnb.sft import sft  # here, not at the top: `ftnb --help` reads this signature without loading torch and TRL
     from ftnb.run import new_run_dir, write_atomic
+    from ftnb.views import history_plot
     t0 = time.time()
     say = (lambda *a: None) if quiet else print
     set_seed(seed)

@@ -1,4 +1,4 @@
-"""evaluate() on tiny_model: base against tuned with a win rate and the answer loss; metrics fail early on missing columns."""
+"""evaluate() on tiny_model: base against tuned row by row with intervals, the answer loss, the cost said first; metrics fail early on missing columns."""
 import pytest
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
@@ -17,7 +17,7 @@ def test_a_tuned_run_beats_its_base(tmp_path):
     t = ev.table()
     assert t['says_quill'] == {'base': 0., 'tuned': 1.} and ev.win_rate() == 1.
     assert t['loss']['tuned'] < t['loss']['base'] - .5 and t['perplexity']['tuned'] < t['perplexity']['base']
-    assert 'win rate of tuned over base (says_quill): 100%' in repr(ev)
+    assert 'says_quill: tuned better on 5, worse on 0, same on 0; sign test p=0.062, could be noise' in repr(ev) and '1 (0.57–1)' in repr(ev)
     assert run.generate("Who are you?", max_new_tokens=8) == ev.models['tuned']['answers'][0]  # the adapter is back on
 
 def test_exact_match_on_question_answer_rows():
@@ -36,3 +36,12 @@ def test_plain_questions_are_prompts():
 def test_two_metrics_of_one_name_both_count():
     ev = evaluate(tiny_model(), ["Who are you?"], [format_reward('a'), format_reward('b')], max_new_tokens=2)
     assert ev.metrics == ['format', 'format_2']
+
+def test_the_cost_is_said_first_and_answers_are_sized_by_the_data(capsys):
+    "Before generating: how many prompts, models and tokens at most; the answer length from the data's answers, not a fixed 256."
+    ev = evaluate(tiny_model(), arithmetic_data(n=20), exact_match)
+    out = capsys.readouterr().out
+    assert "evaluate: 20 prompts x 1 model (tiny), answers up to 48 tokens (sized by the data's answers, the longest 19 tokens): at most 960 new tokens" in out
+    assert len(ev.models['tiny']['answers']) == 20
+    evaluate(tiny_model(), arithmetic_data(n=2), exact_match, quiet=True)
+    assert capsys.readouterr().out == ''
