@@ -192,5 +192,5 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
             lo = answer_loss(net, tok, d, generation_batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
         res[name] = dict(answers=ans, scores=_score(funcs, prompts, ans, columns), loss=lo)
     ev = Evaluation(prompts, columns, res, d.source)
-    if isinstance(source, Run): ev.save(source.run_dir/'evaluation.json')  # the run's report and `runs()` show it
+    if isinstance(source, Run): ev.save(source.run_dir/'evaluation.json'); source.write_card()  # the run's report, card and `runs()` show it
     return ev

@@ -11,7 +11,7 @@ from .core import FtnbError, redact
 from .markup import fmt_time, fmt_value, png, png_uri
 from .models import is_peft
 from .methods import method
-from .run import Run
+from .run import Run, write_atomic
 from .history import RunRecord
 from .views import history_plot, chart_keys
 from .report import eval_plot, report_settings
@@ -131,6 +131,12 @@ def model_card(source, # a `Run`, a `RunRecord` (from `runs()`) or a run folder
              f"## Settings\n\n{settings}", _results(rec, folder), _evaluation(rec, folder), _code(rec), _usage(rec, repo_id, merged)]
     body = '\n\n'.join(p for p in parts if p)
     return str(ModelCard(f"---\n{card_data(rec, merged, license).to_yaml()}\n---\n\n{redact(body)}\n"))
+
+# %% ../nbs/18a_hub.ipynb #1a8fc729
+@patch
+def card(self:Run):
+    "Write the run folder's README.md: the run's model card, its charts beside it (`training.png`, `evaluation.png`)."
+    write_atomic(self.run_dir/'README.md', model_card(self, folder=self.run_dir))
 
 # %% ../nbs/18a_hub.ipynb #285e3d4c
 def _check_pushable(run:Run, merged:bool):

@@ -48,6 +48,7 @@ def _write_failure(e:BaseException, folder) -> str|None:
 class AtomicCheckpoints:
     "Trainer mixin: checkpoints appear whole or not at all; a write that fails gives its space back and says why."
     _ftnb_staging = False
+    def create_model_card(self, *args, **kwargs): pass  # TRL writes its stock card ("a fine-tuned version of None") at each checkpoint: the run folder's README.md is ftnb's (`Run.card`)
     def _get_output_dir(self, trial):
         out = super()._get_output_dir(trial)
         return os.path.join(out, STAGING) if self._ftnb_staging else out
@@ -377,6 +378,7 @@ def new_run_dir(method:str, # the method's name, the end of the folder's name
 class Run:
     "One training job: model, data, TRL config and trainer, its state, history and events."
     show = None  # shows the run as it starts (dashboard, HTML view or console bar): set by `ftnb.dashboard`, so the engine needs no front end
+    card = None  # writes the run folder's README.md, ftnb's model card, when a training session ends: set by `ftnb.hub`
     def __init__(self, method:str, # 'sft', 'dpo', ...
                  model:Model, # the model being trained (its tokenizer included)
                  trainer_cls, # a TRL trainer class
@@ -405,7 +407,14 @@ class Run:
             self.seconds += time.time() - self._session; self._session = None
         self.state = state
         if state != 'stopping': self._write_summary()
+        if state in ('stopped', 'finished'): self.write_card()
         self.events.emit('state', run=self, state=state)
+
+    def write_card(self):
+        "Write the run folder's README.md (`Run.card`, where `ftnb.hub` is loaded); a failure is a warning, never a lost run."
+        if self.card is None or not self.run_dir.exists() or not self.is_main: return
+        try: self.card()
+        except Exception as e: warnings.warn(f"ftnb: could not write the model card in {self.run_dir} ({type(e).__name__}: {e})")
 
     def on(self, event:str, fn):
         "Call `fn(run=..., **payload)` on `event` ('state', 'log', 'eval', 'sample', 'checkpoint')."
