@@ -139,7 +139,8 @@ def run_notebook(path, # the notebook
             if text_fig: text_figs.append(i)
             if p: paths[i] = p
     if save:
-        for cell in nb.cells: cell.outputs = [o for o in cell.get('outputs', []) if not _is_bar(o)]
+        for cell in nb.cells:
+            if cell.cell_type == 'code': cell.outputs = [o for o in cell.outputs if not _is_bar(o)]
         nbformat.write(nb, path)
     return NotebookRun(path, ran, skipped, errors, images, text_figs, paths, secs)
 

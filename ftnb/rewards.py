@@ -163,6 +163,7 @@ def reward_model(model:Model|Run|str='smollm2-135m-instruct', # the language mod
 class ModelReward:
     "A reward function (TRL's signature) that scores completions with a reward model."
     def __init__(self, model:Run|Model, scoring_batch_size:int=8, name:str='reward_model'):
+        if isinstance(model, Run) and model.training: model.wait(why='model_reward')  # its score head is still learning
         self.net, self.tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
         if not hasattr(self.net, 'score'):
             raise FtnbError("model_reward needs a reward model (a score head): train one with reward_model(), not a causal LM")

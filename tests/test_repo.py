@@ -28,3 +28,18 @@ def test_parameter_comments_are_not_read_as_the_return_value():
     ends = re.compile(r"^\s*(def \w+\()?[A-Za-z_]\w*[^#\n]*\)\s*->[^#\n]*:\s*#", re.M)
     bad = [f"{p.name}: {m.group(0).strip()}" for p in sorted((ROOT/'ftnb').glob('*.py')) for m in ends.finditer(p.read_text())]
     assert bad == [], 'put the last parameter\'s comment on its own line, and ") -> T:" on the next:\n' + '\n'.join(bad)
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent/'nbs').rglob('*.ipynb'))
+
+def test_notebooks_are_valid_and_their_saved_outputs_show_what_a_kernel_shows():
+    "Valid nbformat; no saved figure that a Jupyter kernel would print as text; no path of the machine that ran it (venv, home, checkout)."
+    import json, nbformat
+    bad = []
+    for f in NOTEBOOKS:
+        nbformat.validate(nbformat.read(f, as_version=4))
+        for i, c in enumerate(json.loads(f.read_text())['cells']):
+            for o in c.get('outputs', []):
+                d, text = o.get('data', {}), json.dumps(o)
+                if ''.join(d.get('text/plain', '')).startswith('<Figure size') and 'image/png' not in d: bad.append(f"{f.name} cell {i}: a figure as text")
+                if re.search(r'site-packages|/\.venv/|/root/|/home/\w|/work/', text): bad.append(f"{f.name} cell {i}: a local path")
+    assert not bad, bad
