@@ -37,6 +37,7 @@ def _parser():
     ex.add_argument('notebooks', nargs='+', help='the notebooks to run, one kernel each')
     ex.add_argument('--flags', nargs='*', default=[], help="test flags whose cells run too ('slow')")
     ex.add_argument('--save', action='store_true', help='write the outputs into the notebooks (then run nbdev_clean)')
+    ex.add_argument('--workers', type=int, default=1, help='notebooks run at once, each in its own kernel (default: %(default)s)')
     return p
 
 # %% ../nbs/21_cli.ipynb #8401bd85
@@ -71,10 +72,15 @@ def main(argv:list[str]|None=None):
             from ftnb.devtools import write_readme
             print(f"wrote {write_readme()}")
         elif a.command == 'execute':
-            from ftnb.devtools import run_notebook
-            bad = 0
-            for f in a.notebooks:
-                r = run_notebook(f, flags=a.flags, save=a.save); print(r, flush=True); bad += not r.ok
+            from concurrent.futures import ThreadPoolExecutor, as_completed
+            try: from ftnb.devtools import run_notebook; import nbclient
+            except ImportError as e: raise FtnbError(f"`ftnb execute` needs nbclient and ipykernel ({e.name} is missing): pip install -e '.[dev]'") from e
+            done = []
+            with ThreadPoolExecutor(max(1, a.workers)) as ex:
+                for job in as_completed([ex.submit(run_notebook, f, flags=a.flags, save=a.save) for f in a.notebooks]):
+                    done.append(job.result()); print(done[-1], flush=True)
+            bad = [r.path.name for r in done if not r.ok]
+            if bad: print(f"ftnb execute: {len(bad)} of {len(done)} notebooks failed: {', '.join(bad)}", file=sys.stderr)
             return 1 if bad else 0
         elif a.command == 'docs':
             import time
