@@ -100,3 +100,10 @@ def test_tutorials_come_first_with_their_images_and_links(tmp_path):
     home = (site/'index.html').read_text()
     assert 0 <= home.find('Tutorials') < home.find('API'), 'the sidebar does not list the tutorials first'
     assert not broken_refs(site), broken_refs(site)
+
+def test_pages_show_readers_no_private_helpers_and_wrap_long_lines(docs_site):
+    "Cells that test private helpers stay in the notebooks as tests but not on the pages; code and outputs wrap instead of being cut."
+    site = docs_site[0]
+    data = (site/'data.html').read_text()
+    assert '_usual_shapes' not in data and 'load_data' in data
+    assert 'white-space: pre-wrap' in (site/'_static'/'ftnb.css').read_text() and 'ftnb.css' in (site/'index.html').read_text()
