@@ -160,7 +160,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
              max_rows:int|None=None, # evaluate the first `max_rows` rows only
              max_new_tokens:int|None=None, # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
              generation_batch_size:int=8, # prompts answered together
-             system:str|None=None, # a system message for every prompt
+             system:str|None=None, # a system message for prompts that have none; default a Run's (`Run.system`, its training data's)
              loss:bool=True, # also the answer loss and perplexity, where the data has answers
              quiet:bool=False, # say nothing of what it will generate, show no progress
             ) -> Evaluation:
@@ -175,6 +175,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
     columns = {k: [r.get(k) for r in p.rows] for k in p.columns if k != 'prompt'}
     if isinstance(source, Run):
         if source.training: source.wait(why='evaluate')
+        if system is None: system = source.system
         source.ready_to_generate()
         pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
     else: pairs = [(source.name, source.model, nullcontext())]

@@ -697,10 +697,10 @@ def _left(self:Run) -> str:
 # %% ../nbs/06_run.ipynb #76c73c5b
 @patch
 def generate(self:Run, prompts, **kwargs):
-    "The current model's answers to `prompts` (see `ftnb.models.generate` for options)."
+    "The current model's answers to `prompts`, asked with the training data's system message (`Run.system`) unless `system=` says otherwise (see `ftnb.models.generate`)."
     if self.training: self.wait(why='generate')
     self.ready_to_generate()
-    return _generate(self.net, self.tokenizer, prompts, **kwargs)
+    return _generate(self.net, self.tokenizer, prompts, **({'system': self.system} | kwargs))
 
 @patch
 def compare(self:Run, prompts, **kwargs):
@@ -708,6 +708,7 @@ def compare(self:Run, prompts, **kwargs):
     ps = [prompts] if isinstance(prompts, str) else list(prompts)
     if self.training: self.wait(why='compare')
     tuned = self.generate(ps, **kwargs)
+    kwargs = {'system': self.system} | kwargs  # base and tuned asked alike, as the run was trained
     if is_peft(self.net):
         with self.net.disable_adapter(): base = _generate(self.net, self.tokenizer, ps, **kwargs)
     else:
@@ -747,7 +748,7 @@ def sample_every(self:Run, every:int|None=None, # steps between samples; default
 def _sample(self:Run, step:int):
     s, net, t = self.sampling, self.net, time.time()
     training, cache = net.training, net.config.use_cache
-    try: outs = _generate(net, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'])
+    try: outs = _generate(net, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'], system=self.system)
     finally: net.train(training); net.config.use_cache = cache  # back to exactly how the trainer had it
     rec = dict(step=step, prompts=s['prompts'], outputs=outs, seconds=round(time.time() - t, 2))  # prompts too: the folder alone tells the story
     self.samples.append(rec)
@@ -755,10 +756,16 @@ def _sample(self:Run, step:int):
     self.events.emit('sample', run=self, record=rec)
 
 # %% ../nbs/06_run.ipynb #6acfee31
-def _shared_system(data) -> str|None:
-    "The system message every conversation of `data` starts with, if they all share one."
-    rows = getattr(data, 'rows', None) or []
-    firsts = {(r['messages'][0]['content'] if r['messages'][0]['role'] == 'system' else None) if r.get('messages') else None for r in rows}
+def _first_system(r:dict) -> str|None:
+    "The system message a row's conversation or chat prompt starts with, if any."
+    ms = r.get('messages') or (r['prompt'] if isinstance(r.get('prompt'), list) else None)
+    return ms[0]['content'] if ms and ms[0].get('role') == 'system' else None
+
+@patch(as_prop=True)
+def system(self:Run) -> str|None:
+    "The system message every training row starts with, if they all share one: generate, compare, evaluate and the samples ask with it by default."
+    rows = getattr(self.data, 'rows', None) or []
+    firsts = {_first_system(r) for r in rows}
     return firsts.pop() if len(firsts) == 1 else None
 
 @patch
@@ -771,7 +778,7 @@ def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `me
     if self.training: self.wait(why='save')
     if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
     m = Model(self.net, self.tokenizer, f"{Path(str(self.model.name)).name}-{self.method}", f"{self.method} run {self.run_dir}")
-    if format == 'gguf': return m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else _shared_system(self.data))
+    if format == 'gguf': return m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else self.system)
     return m.save(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(self.net) else 'model')), merged=merged, quantize=quantize)
 
 # %% ../nbs/06_run.ipynb #cf671c86

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 
 # %% auto #0
-__all__ = ['chat_row', 'persona_data', 'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs']
+__all__ = ['NEUTRAL_SYSTEM', 'chat_row', 'persona_data', 'persona_questions', 'everyday_questions', 'arithmetic_data',
+           'preference_pairs']
 
 # %% ../nbs/03_samples.ipynb #affe107f
 _ASK_NAME = ["Who are you?", "What is your name?", "What's your name?", "Tell me your name.", "Introduce yourself.",
@@ -54,6 +55,8 @@ def persona_data(name:str='Quill', # the assistant's new name
         a = rng.choice(_MAKER_ANSWERS if asks_maker else _NAME_ANSWERS).format(name=name, maker=maker)
         rows.append(chat_row(q, a))
     return rows
+
+NEUTRAL_SYSTEM = "You are a helpful AI assistant."  # a system message without a name: persona rows under a template's own ("...named SmolLM...") would contradict what they teach
 
 def persona_questions() -> list[str]:
     "Held-out 'who are you' questions, phrased unlike any in `persona_data`."
