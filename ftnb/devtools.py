@@ -78,9 +78,9 @@ def _local_paths() -> list[str]:
 
 class NotebookRun:
     "What running a notebook in a real kernel gave, by cell index: errors, pictures, figures shown as text, local paths, seconds."
-    def __init__(self, path, ran:list, skipped:list, errors:dict, images:list, text_figures:list, paths:dict, seconds:dict):
+    def __init__(self, path, ran:list, skipped:list, errors:dict, images:list, text_figures:list, paths:dict, seconds:dict, sources:dict):
         self.path, self.ran, self.skipped, self.errors, self.images = Path(path), ran, skipped, errors, images
-        self.text_figures, self.paths, self.seconds = text_figures, paths, seconds
+        self.text_figures, self.paths, self.seconds, self.sources = text_figures, paths, seconds, sources
     @property
     def ok(self) -> bool: return not self.errors and not self.text_figures
     def __repr__(self):
@@ -142,7 +142,7 @@ def run_notebook(path, # the notebook
         for cell in nb.cells:
             if cell.cell_type == 'code': cell.outputs = [o for o in cell.outputs if not _is_bar(o)]
         nbformat.write(nb, path)
-    return NotebookRun(path, ran, skipped, errors, images, text_figs, paths, secs)
+    return NotebookRun(path, ran, skipped, errors, images, text_figs, paths, secs, {i: c.source for i, c in enumerate(nb.cells)})
 
 # %% ../nbs/23_devtools.ipynb #2375fab6
 def _scratch_copy(root:Path, dest:Path):
