@@ -32,7 +32,7 @@ def test_mps_trains_in_fp32():
 def _cpu(flags, gflops):
     "detect_hardware on a CPU machine with these feature flags and matmul speeds {dtype: GFLOP/s}."
     with patch('torch.cuda.is_available', return_value=False), patch('torch.backends.mps.is_available', return_value=False), \
-         patch('ftnb.core.cpu_flags', return_value=set(flags)), patch('ftnb.core.matmul_gflops', side_effect=lambda d, *a, **k: gflops[d]):
+         patch('ftnb.core.cpu_flags', return_value=set(flags)), patch('ftnb.core.bf16_speedup', return_value=gflops['bfloat16'] / gflops['float32']):
         return detect_hardware()
 
 def test_cpu_without_bf16_uses_fp32_and_use_cpu():
