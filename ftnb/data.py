@@ -12,7 +12,8 @@ from .markup import esc, img_html, chart
 
 # %% auto #0
 __all__ = ['KINDS', 'ROLES', 'FORMATS', 'SFT_KINDS', 'read_records', 'detect_format', 'final_answer', 'Data', 'load_data',
-           'chatml_template', 'check_chat_template', 'encode', 'MaskView', 'Stats']
+           'reference_answers', 'answer_budget', 'chatml_template', 'check_chat_template', 'encode', 'MaskView',
+           'Stats']
 
 # %% ../nbs/04_data.ipynb #3df36642
 def _short(v, n:int=60) -> str:
@@ -584,6 +585,29 @@ def demonstrations(self:Data) -> Data:
     if self.detected != 'qa': raise FtnbError(f"demonstrations turns question/answer (qa) data into conversations; this data is {self.detected}")
     rows = [dict(messages=r['prompt'] + [dict(role='assistant', content=f"{r['solution']}\n#### {r['answer']}".strip())]) for r in self.rows]
     return Data(rows, 'conversation', self.detected, self.source, self.dropped, self.ignored)
+
+# %% ../nbs/04_data.ipynb #2636b11e
+def _answer_text(x) -> str:
+    "A completion as text: a string, or the contents of a message list."
+    return x if isinstance(x, str) else ' '.join(str(m.get('content') or '') for m in x) if isinstance(x, list) else ''
+
+def reference_answers(d:Data) -> list[str]:
+    "The answers `d` holds, as text: completions, last assistant turns, chosen answers, or a worked solution and its result; none for bare prompts."
+    def one(r):
+        if 'messages' in r: return next((m['content'] for m in reversed(r['messages']) if m['role'] == 'assistant'), '')
+        for k in ('completion', 'chosen'):
+            if k in r: return _answer_text(r[k])
+        return ' '.join(str(r[k]) for k in ('solution', 'answer') if r.get(k) is not None)
+    return [a for a in map(one, d.rows) if a]
+
+def answer_budget(d:Data, tokenizer, # the data, and the tokenizer that counts its answers
+                  lo:int=32, hi:int=512, # the fewest and the most tokens to allow
+                  default:int=128) -> tuple[int, str]: # where the data holds no answers
+    "Tokens to allow each answer, and why: half again the longest of the data's answers plus 16, rounded up to 16."
+    refs = reference_answers(d)
+    if not refs: return default, "the default for questions without reference answers"
+    n = max(len(tokenizer(a, add_special_tokens=False)['input_ids']) for a in refs)
+    return min(hi, max(lo, -(-(n * 3 // 2 + 16) // 16) * 16)), f"sized by the data's answers, the longest {n} tokens"
 
 # %% ../nbs/04_data.ipynb #fb2dc9ee
 def chatml_template(end:str='<|im_end|>') -> str:

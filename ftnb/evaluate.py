@@ -10,12 +10,12 @@ from contextlib import nullcontext
 from .core import FtnbError, did_you_mean
 from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
-from .data import Data, load_data, SFT_KINDS
+from .data import Data, load_data, SFT_KINDS, answer_budget
 from .run import Run, write_atomic
 from .rewards import as_rewards, check_rewards, reward_name
 
 # %% auto #0
-__all__ = ['answer_loss', 'reference_answers', 'answer_budget', 'interval', 'paired', 'Evaluation', 'evaluate']
+__all__ = ['answer_loss', 'interval', 'paired', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0ddc21a3
 def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
@@ -37,29 +37,6 @@ def _score(funcs, prompts, completions, columns) -> dict:
         while n in out: n, k = f"{reward_name(f)}_{k}", k + 1  # two metrics of one name (two `format_reward`s) both count
         out[n] = [float(x) for x in f(prompts=prompts, completions=completions, **columns)]
     return out
-
-# %% ../nbs/16_evaluate.ipynb #a8b19a52
-def _text(x) -> str:
-    "A completion as text: a string, or the contents of a message list."
-    return x if isinstance(x, str) else ' '.join(str(m.get('content') or '') for m in x) if isinstance(x, list) else ''
-
-def reference_answers(d:Data) -> list[str]:
-    "The answers `d` holds, as text: completions, last assistant turns, chosen answers, or a worked solution and its result; none for bare prompts."
-    def one(r):
-        if 'messages' in r: return next((m['content'] for m in reversed(r['messages']) if m['role'] == 'assistant'), '')
-        for k in ('completion', 'chosen'):
-            if k in r: return _text(r[k])
-        return ' '.join(str(r[k]) for k in ('solution', 'answer') if r.get(k) is not None)
-    return [a for a in map(one, d.rows) if a]
-
-def answer_budget(d:Data, tokenizer, # the data, and the tokenizer that counts its answers
-                  lo:int=32, hi:int=512, # the fewest and the most tokens to allow
-                  default:int=128) -> tuple[int, str]: # where the data holds no answers
-    "Tokens to allow each answer, and why: half again the longest of the data's answers plus 16, rounded up to 16."
-    refs = reference_answers(d)
-    if not refs: return default, "the default for questions without reference answers"
-    n = max(len(tokenizer(a, add_special_tokens=False)['input_ids']) for a in refs)
-    return min(hi, max(lo, -(-(n * 3 // 2 + 16) // 16) * 16)), f"sized by the data's answers, the longest {n} tokens"
 
 # %% ../nbs/16_evaluate.ipynb #b6fb2963
 def interval(scores:list, # one score a row

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .models import Model
 from .run import Run
 from .recipe import prepare, recipe, recorded
+from .data import answer_budget
 from .rewards import as_rewards, check_rewards, reward_name
 
 # %% auto #0
@@ -16,6 +17,7 @@ __all__ = ['grpo', 'rloo']
 def _sampled(method_name, model, data, rewards, reward_weights, num_generations, batch_size, max_completion_length, temperature, beta, kw):
     "The shared body of grpo and rloo: prompts, rewards checked, and a Run whose optimizer step takes `batch_size` prompts."
     m, d, ev = prepare(method_name, model, data, kw, f"{method_name.upper()} needs prompts.")
+    if max_completion_length is None: max_completion_length, _ = answer_budget(d, m.tokenizer)
     d, ev = d.to_prompts(), (ev.to_prompts() if ev is not None else None)
     funcs, reward_weights = as_rewards(rewards, reward_weights)
     check_rewards(funcs, d)
@@ -38,7 +40,7 @@ def grpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Ru
          reward_weights:list[float]|None=None, # weight of each reward in the total (default 1 each); only their ratios matter: GRPO divides by the spread of the totals (`scale_rewards`)
          num_generations:int=8, # answers sampled per prompt: the group each answer is compared with
          batch_size:int=2, # prompts per optimizer step (so num_generations * batch_size answers)
-         max_completion_length:int=128, # longest sampled answer, in tokens
+         max_completion_length:int|None=None, # longest sampled answer, in tokens; default sized by the data's answers (`answer_budget`)
          temperature:float=1., # sampling temperature (diversity within a group is what GRPO learns from)
          beta:float=0.04, # weight of the KL penalty to the reference; 0 turns it off
          **kw): # `recipe_args` (max_steps default: `epochs` passes over the prompts), and any other `trl.GRPOConfig` field
@@ -53,7 +55,7 @@ def rloo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Ru
          reward_weights:list[float]|None=None, # weight of each reward in the total (default 1 each)
          num_generations:int=4, # answers sampled per prompt: each is compared with the mean of the others
          batch_size:int=2, # prompts per optimizer step (so num_generations * batch_size answers)
-         max_completion_length:int=128, # longest sampled answer, in tokens
+         max_completion_length:int|None=None, # longest sampled answer, in tokens; default sized by the data's answers (`answer_budget`)
          temperature:float=1., # sampling temperature
          beta:float=0.05, # weight of the KL penalty to the reference; 0 turns it off
          **kw): # `recipe_args` (max_steps default: `epochs` passes over the prompts), and any other `trl.RLOOConfig` field

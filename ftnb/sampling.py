@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from .core import FtnbError, set_seed
 from .models import Model, load_model
-from .data import Data, load_data
+from .data import Data, load_data, answer_budget
 from .run import Run
 from .rewards import as_rewards, check_rewards, reward_name
 from .markup import chart
@@ -86,7 +86,7 @@ def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to
                      rewards='exact_match', # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
                      num_generations:int=4, # answers per prompt
                      reward_weights:list[float]|None=None, # weight of each reward in the total
-                     max_new_tokens:int=128, # longest answer, in tokens
+                     max_new_tokens:int|None=None, # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
                      temperature:float=1., # sampling temperature (higher: more varied answers to choose from)
                      top_p:float=1., # nucleus sampling: keep the smallest set of tokens with this much probability
                      generation_batch_size:int=8, # prompts generated together (each with num_generations answers)
@@ -98,10 +98,11 @@ def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to
     n = num_generations
     d = data if isinstance(data, Data) else load_data(data) if data is not None else None
     if d is None: raise FtnbError("rejection_sample needs prompts: question/answer rows, prompt-only rows, conversations or pairs")
-    d = d.to_prompts()
     funcs, weights = as_rewards(rewards, reward_weights)
-    check_rewards(funcs, d)
-    gen = model.generate if isinstance(model, (Model, Run)) else load_model(model).generate
+    check_rewards(funcs, d.to_prompts())
+    m = model if isinstance(model, (Model, Run)) else load_model(model)
+    if max_new_tokens is None: max_new_tokens, _ = answer_budget(d, m.tokenizer)
+    d, gen = d.to_prompts(), m.generate
     set_seed(seed)
     answers = []
     bar = tqdm(total=len(d) * n, desc=f'Sampling {n} per prompt', unit='answer', disable=not progress)
