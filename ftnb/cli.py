@@ -38,6 +38,7 @@ def _parser():
     ex.add_argument('--flags', nargs='*', default=[], help="test flags whose cells run too ('slow')")
     ex.add_argument('--save', action='store_true', help='write the outputs into the notebooks (then run nbdev_clean)')
     ex.add_argument('--workers', type=int, default=1, help='notebooks run at once, each in its own kernel (default: %(default)s)')
+    ex.add_argument('--only-flagged', action='store_true', help='run only the notebooks that have cells marked with one of --flags (the others ran in the fast suite)')
     return p
 
 # %% ../nbs/21_cli.ipynb #8401bd85
@@ -73,11 +74,12 @@ def main(argv:list[str]|None=None):
             print(f"wrote {write_readme()}")
         elif a.command == 'execute':
             from concurrent.futures import ThreadPoolExecutor, as_completed
-            try: from ftnb.devtools import run_notebook; import nbclient
+            try: from ftnb.devtools import run_notebook, flagged; import nbclient
             except ImportError as e: raise FtnbError(f"`ftnb execute` needs nbclient and ipykernel ({e.name} is missing): pip install -e '.[dev]'") from e
+            nbs = [f for f in a.notebooks if not a.only_flagged or flagged(f, a.flags)]
             done = []
             with ThreadPoolExecutor(max(1, a.workers)) as ex:
-                for job in as_completed([ex.submit(run_notebook, f, flags=a.flags, save=a.save) for f in a.notebooks]):
+                for job in as_completed([ex.submit(run_notebook, f, flags=a.flags, save=a.save) for f in nbs]):
                     done.append(job.result()); print(done[-1], flush=True)
             bad = [r.path.name for r in done if not r.ok]
             if bad: print(f"ftnb execute: {len(bad)} of {len(done)} notebooks failed: {', '.join(bad)}", file=sys.stderr)

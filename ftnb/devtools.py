@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TEST_FLAGS', 'readme_markdown', 'write_readme', 'show_error', 'NotebookRun', 'run_notebook', 'export_diff',
+__all__ = ['TEST_FLAGS', 'readme_markdown', 'write_readme', 'show_error', 'flagged', 'NotebookRun', 'run_notebook', 'export_diff',
            'clean_diff']
 
 # %% ../nbs/23_devtools.ipynb #3e45b1e9
@@ -70,6 +70,11 @@ def _skipped(src:str, flags) -> bool:
     "Whether nbdev_test would skip this code cell: a test flag not asked for, `eval: false`, or the export cell."
     d = {l[3:].strip().split(':')[0].split()[0]: l for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
     return bool((set(TEST_FLAGS) - set(flags)) & set(d)) or 'false' in d.get('eval', '').lower() or 'nbdev_export' + '(' in src
+
+def flagged(path, flags) -> bool:
+    "Whether the notebook at `path` has a code cell marked with one of the test `flags`."
+    nb = json.loads(Path(path).read_text())
+    return any(c['cell_type'] == 'code' and _skipped(_src(c), ()) and not _skipped(_src(c), flags) for c in nb['cells'])
 
 def _local_paths() -> list[str]:
     "Absolute folders of this machine that have no place in a saved output: the repository, the Python environment, home."
