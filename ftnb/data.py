@@ -602,7 +602,8 @@ def reference_answers(d:Data) -> list[str]:
 
 def answer_budget(d:Data, tokenizer, # the data, and the tokenizer that counts its answers
                   lo:int=32, hi:int=512, # the fewest and the most tokens to allow
-                  default:int=128) -> tuple[int, str]: # where the data holds no answers
+                  default:int=128, # where the data holds no answers
+                 ) -> tuple[int, str]:
     "Tokens to allow each answer, and why: half again the longest of the data's answers plus 16, rounded up to 16."
     refs = reference_answers(d)
     if not refs: return default, "the default for questions without reference answers"

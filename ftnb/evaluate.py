@@ -40,7 +40,8 @@ def _score(funcs, prompts, completions, columns) -> dict:
 
 # %% ../nbs/16_evaluate.ipynb #b6fb2963
 def interval(scores:list, # one score a row
-             z:float=1.96) -> tuple[float, float]: # 1.96: a 95% interval
+             z:float=1.96, # 1.96: a 95% interval
+            ) -> tuple[float, float]:
     "The interval of the mean of `scores`: Wilson's for right/wrong (0/1) scores, the normal approximation otherwise."
     n, m = len(scores), statistics.mean(scores)
     if set(scores) <= {0., 1.}:
@@ -50,7 +51,9 @@ def interval(scores:list, # one score a row
     h = z * statistics.stdev(scores) / math.sqrt(n) if n > 1 else math.inf
     return m - h, m + h
 
-def paired(a:list, b:list) -> dict: # scores of two models on the same rows
+def paired(a:list, # scores of one model, a row each
+           b:list, # the other's, on the same rows
+          ) -> dict:
     "`a` against `b` row by row: rows where `a` scores higher, lower, the same, and a two-sided sign test's p-value (ties left out)."
     better, worse = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
     n = better + worse

