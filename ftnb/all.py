@@ -9,7 +9,7 @@ __all__ = []
 from .core import FtnbError, detect_hardware
 from .models import Model, load_model, tiny_model, lora_config
 from .formats import save_gguf, ollama_modelfile
-from .samples import chat_row, persona_data, persona_questions, everyday_questions, arithmetic_data, preference_pairs
+from .samples import chat_row, persona_data, persona_questions, everyday_questions, arithmetic_data, preference_pairs, NEUTRAL_SYSTEM
 from .data import Data, load_data
 from .methods import METHODS
 from .run import Run, new_run_dir, last_checkpoint
@@ -29,7 +29,7 @@ from .quickstart import quickstart
 
 __all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 'lora_config', 'save_gguf',
            'ollama_modelfile', 'chat_row', 'persona_data',
-           'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'Data', 'load_data', 'METHODS', 'Run',
+           'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'NEUTRAL_SYSTEM', 'Data', 'load_data', 'METHODS', 'Run',
            'new_run_dir', 'last_checkpoint', 'history_plot', 'Dashboard', 'sft', 'dpo', 'kto', 'orpo',
            'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'reward_model', 'model_reward',
            'grpo', 'rloo', 'rejection_sample', 'evaluate', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'PROFILES',

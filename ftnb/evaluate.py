@@ -12,7 +12,7 @@ from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
 from .data import Data, load_data, SFT_KINDS, answer_budget
 from .run import Run, write_atomic
-from .rewards import as_rewards, check_rewards, reward_name
+from .rewards import as_rewards, check_rewards, score_answers
 
 # %% auto #0
 __all__ = ['answer_loss', 'interval', 'paired', 'Evaluation', 'evaluate']
@@ -28,15 +28,6 @@ def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
         b = es[i:i + scoring_batch_size]
         lp += sum(sequence_logps(net, b, tokenizer.pad_token_id)); n += sum(sum(e['mask'][1:]) for e in b)
     return -lp / max(1, n)
-
-# %% ../nbs/16_evaluate.ipynb #4c987fe4
-def _score(funcs, prompts, completions, columns) -> dict:
-    out = {}
-    for f in funcs:
-        n, k = reward_name(f), 2
-        while n in out: n, k = f"{reward_name(f)}_{k}", k + 1  # two metrics of one name (two `format_reward`s) both count
-        out[n] = [float(x) for x in f(prompts=prompts, completions=completions, **columns)]
-    return out
 
 # %% ../nbs/16_evaluate.ipynb #b6fb2963
 def interval(scores:list, # one score a row
@@ -171,7 +162,7 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
             ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system,
                            progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers")
             lo = answer_loss(net, tok, d, generation_batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
-        res[name] = dict(answers=ans, scores=_score(funcs, prompts, ans, columns), loss=lo)
+        res[name] = dict(answers=ans, scores=score_answers(funcs, prompts, ans, columns), loss=lo)
     ev = Evaluation(prompts, columns, res, d.source)
     if isinstance(source, Run): ev.save(source.run_dir/'evaluation.json'); source.write_card()  # the run's report, card and `runs()` show it
     return ev

@@ -14,7 +14,8 @@ from .recipe import prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
 __all__ = ['REWARDS', 'extract_answer', 'exact_match', 'format_reward', 'length_penalty', 'reward_name', 'as_rewards',
-           'as_reward', 'check_rewards', 'scoring_model', 'reward_model', 'ModelReward', 'model_reward']
+           'as_reward', 'as_completions', 'score_answers', 'check_rewards', 'scoring_model', 'reward_model',
+           'ModelReward', 'model_reward']
 
 # %% ../nbs/13_rewards.ipynb #e5410258
 _NUM = r'-?\$?\d[\d,]*(?:\.\d+)?'
@@ -96,11 +97,27 @@ def as_reward(f):
     if not callable(f): raise FtnbError(f"A reward must be a name ({', '.join(REWARDS)}), a function, a reward_model run or a reward Model; got {type(f).__name__}")
     return f
 
+def as_completions(prompts:list, answers:list[str]) -> list:
+    "Answers as TRL's trainers hand them to a reward: an assistant message list after a conversational prompt, the text after a plain one."
+    return [[dict(role='assistant', content=a)] if isinstance(p, list) else a for p, a in zip(prompts, answers)]
+
+def score_answers(funcs:list, # reward functions (`as_rewards`)
+                  prompts:list, answers:list[str], # a prompt and an answer a row
+                  columns:dict, # the data's other columns, a value a row
+                 ) -> dict:
+    "Each reward's scores of `answers`, the function called as GRPO calls it: so one function serves training, sampling and evaluation. Two rewards of one name both count."
+    comps, out = as_completions(prompts, answers), {}
+    for f in funcs:
+        n, k = reward_name(f), 2
+        while n in out: n, k = f"{reward_name(f)}_{k}", k + 1
+        out[n] = [float(x) if x is not None else float('nan') for x in f(prompts=prompts, completions=comps, completion_ids=[[] for _ in prompts], **columns)]
+    return out
+
 def check_rewards(funcs:list, d:Data):
     "Call each reward function on the first row with an empty answer, so a missing column or a bad return fails now, not mid-training."
     row = d.rows[0]
     cols = {k: [v] for k, v in row.items() if k != 'prompt'}
-    comp = [[dict(role='assistant', content='')]] if isinstance(row['prompt'], list) else ['']
+    comp = as_completions([row['prompt']], [''])
     for f in funcs:
         name = reward_name(f)
         try: params = inspect.signature(f).parameters.values()

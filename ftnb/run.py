@@ -286,7 +286,7 @@ def memory_gb(device:str) -> float:
     try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
     except (OSError, ValueError, IndexError): return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
 
-STEP_EFFICIENCY = dict(cpu=.2, cuda=.4, mps=.3)  # share of the matmul probe's speed a training step reaches (CPU measured: SFT .17, DPO .24; GPUs: a guess)
+STEP_EFFICIENCY = {'cpu': .2, 'cpu/float32': .33, 'cuda': .4, 'mps': .3}  # share of the matmul probe's speed a training step reaches, by device (and dtype where it differs). CPU measured: bf16 SFT .17, DPO .24; float32 (an AVX2 EPYC, no bf16) SFT .34: its slower products leave less to everything else. GPUs: a guess
 
 def step_flops(model, # the model (before or after peft wraps it)
                tokens:float, # tokens in one optimizer step (all micro-batches)
@@ -310,7 +310,8 @@ def step_flops(model, # the model (before or after peft wraps it)
 def time_estimate(flops:float, # `step_flops` of one step
                   dtype:str='float32', device:str='cpu') -> float:
     "Estimated seconds for `flops`: the speed of a matrix product measured here (`matmul_gflops`) times the share a training step reaches."
-    return flops / (matmul_gflops(dtype, device) * 1e9 * STEP_EFFICIENCY.get(device.split(':')[0], .3))
+    dev = device.split(':')[0]
+    return flops / (matmul_gflops(dtype, device) * 1e9 * STEP_EFFICIENCY.get(f'{dev}/{dtype}', STEP_EFFICIENCY.get(dev, .3)))
 
 # %% ../nbs/06_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')

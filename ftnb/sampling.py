@@ -9,7 +9,7 @@ from .core import FtnbError, set_seed
 from .models import Model, load_model
 from .data import Data, load_data, answer_budget
 from .run import Run
-from .rewards import as_rewards, check_rewards, reward_name
+from .rewards import as_rewards, check_rewards, score_answers
 from .markup import chart
 
 # %% auto #0
@@ -115,9 +115,6 @@ def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to
     bar.close()
     cols = {k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'}  # TRL's layout: one entry per answer
     ps = [r['prompt'] for r in d.rows for _ in range(n)]
-    comps = [[dict(role='assistant', content=a)] if isinstance(p, list) else a for p, a in zip(ps, [a for aa in answers for a in aa])]
-    scores = {}
-    for f in funcs:
-        flat = f(prompts=ps, completions=comps, completion_ids=[[] for _ in ps], **cols)
-        scores[reward_name(f)] = [list(flat[k*n:(k+1)*n]) for k in range(len(d))]
+    flat = score_answers(funcs, ps, [a for aa in answers for a in aa], cols)
+    scores = {name: [v[k*n:(k+1)*n] for k in range(len(d))] for name, v in flat.items()}
     return Samples(d.rows, answers, scores, weights)

@@ -45,3 +45,9 @@ def test_the_cost_is_said_first_and_answers_are_sized_by_the_data(capsys):
     assert len(ev.models['tiny']['answers']) == 20
     evaluate(tiny_model(), arithmetic_data(n=2), exact_match, quiet=True)
     assert capsys.readouterr().out == ''
+
+def test_a_reward_written_for_grpo_scores_evaluations_too():
+    "GRPO hands a reward chat completions (message lists) after chat prompts; evaluate hands it the same, so one function serves both."
+    def answer_words(completions, **kw): return [float(len(c[-1]['content'].split())) for c in completions]
+    ev = evaluate(tiny_model(), [chat_row('Hi', 'Hello')], answer_words, max_new_tokens=4, quiet=True)
+    assert ev.models['tiny']['scores']['answer_words'][0] >= 0
