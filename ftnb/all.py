@@ -17,7 +17,7 @@ from .views import history_plot
 from .dashboard import Dashboard
 from .sft import sft
 from .prefs import dpo, kto, orpo, preference_accuracy
-from .rewards import REWARDS, exact_match, format_reward, length_penalty, extract_answer, reward_model, model_reward
+from .rewards import REWARDS, exact_match, format_reward, length_penalty, extract_answer, completion_text, reward_model, model_reward
 from .grpo import grpo, rloo
 from .sampling import rejection_sample
 from .evaluate import evaluate

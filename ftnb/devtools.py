@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_devtools.ipynb #22116510
 from __future__ import annotations
-import json
+import json, re
 from pathlib import Path
 
 # %% auto #0
@@ -76,6 +76,8 @@ def flagged(path, flags) -> bool:
     nb = json.loads(Path(path).read_text())
     return any(c['cell_type'] == 'code' and _skipped(_src(c), ()) and not _skipped(_src(c), flags) for c in nb['cells'])
 
+_NOISE = re.compile(r'\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption.*\n?')  # ipykernel 7 says it at every start
+
 def _local_paths() -> list[str]:
     "Absolute folders of this machine that have no place in a saved output: the repository, the Python environment, home."
     import sys
@@ -126,23 +128,25 @@ def run_notebook(path, # the notebook
                  kernel:str='python3', # the Jupyter kernel
                 ) -> NotebookRun:
     "Run a notebook's code cells in a fresh Jupyter kernel, in its folder, as a user's front end would; report what the outputs show."
-    import time, nbformat
+    import time, sys, tempfile, nbformat
     from nbclient import NotebookClient
     path = Path(path); nb = nbformat.read(path, as_version=4)
     c = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=True, resources={'metadata': {'path': str(path.parent.resolve())}})
     ran, skipped, errors, images, text_figs, paths, secs, local = [], [], {}, [], [], {}, {}, _local_paths()
-    with c.setup_kernel():
-        if prelude:
-            c.execute_cell(nbformat.v4.new_code_cell(prelude), -1)
-        for i, cell in enumerate(nb.cells):
-            if cell.cell_type != 'code' or not cell.source.strip(): continue
-            if _skipped(cell.source, flags): skipped.append(i); continue
-            t = time.time(); c.execute_cell(cell, i); secs[i] = time.time() - t; ran.append(i)
-            err, pic, text_fig, p = _outcome(cell, local)
-            if err: errors[i] = err
-            if pic: images.append(i)
-            if text_fig: text_figs.append(i)
-            if p: paths[i] = p
+    with tempfile.TemporaryFile('w+') as log:  # the kernel's own stderr, passed on less ipykernel's start-up notice
+        with c.setup_kernel(stderr=log):
+            if prelude:
+                c.execute_cell(nbformat.v4.new_code_cell(prelude), -1)
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != 'code' or not cell.source.strip(): continue
+                if _skipped(cell.source, flags): skipped.append(i); continue
+                t = time.time(); c.execute_cell(cell, i); secs[i] = time.time() - t; ran.append(i)
+                err, pic, text_fig, p = _outcome(cell, local)
+                if err: errors[i] = err
+                if pic: images.append(i)
+                if text_fig: text_figs.append(i)
+                if p: paths[i] = p
+        log.seek(0); sys.stderr.write(_NOISE.sub('', log.read()))
     if save:
         for cell in nb.cells:
             if cell.cell_type == 'code': cell.outputs = [o for o in cell.outputs if not _is_bar(o)]

@@ -13,9 +13,9 @@ from .run import Run
 from .recipe import prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
-__all__ = ['REWARDS', 'extract_answer', 'exact_match', 'format_reward', 'length_penalty', 'reward_name', 'as_rewards',
-           'as_reward', 'as_completions', 'score_answers', 'check_rewards', 'scoring_model', 'reward_model',
-           'ModelReward', 'model_reward']
+__all__ = ['REWARDS', 'extract_answer', 'completion_text', 'exact_match', 'format_reward', 'length_penalty', 'reward_name',
+           'as_rewards', 'as_reward', 'as_completions', 'score_answers', 'check_rewards', 'scoring_model',
+           'reward_model', 'ModelReward', 'model_reward']
 
 # %% ../nbs/13_rewards.ipynb #e5410258
 _NUM = r'-?\$?\d[\d,]*(?:\.\d+)?'
@@ -35,7 +35,9 @@ def extract_answer(text:str, # a completion
     m = re.findall(_NUM, text)
     return _norm(m[-1]) if m else None
 
-def _text(c) -> str: return c[-1]['content'] if isinstance(c, list) else str(c)
+def completion_text(c) -> str:
+    "The text of one completion as TRL hands it to a reward: the string itself, or the last message's content after a chat prompt."
+    return c[-1]['content'] if isinstance(c, list) else str(c)
 
 # %% ../nbs/13_rewards.ipynb #e009d1d0
 def exact_match(completions:list, # the completions (strings, or chat completions)
@@ -44,7 +46,7 @@ def exact_match(completions:list, # the completions (strings, or chat completion
     "1.0 where the completion's final number (see `extract_answer`) equals the answer, else 0.0."
     out = []
     for c, a in zip(completions, answer):
-        got, want = extract_answer(_text(c)), _norm(str(a).strip())
+        got, want = extract_answer(completion_text(c)), _norm(str(a).strip())
         try: ok = got is not None and math.isclose(float(got), float(want), rel_tol=1e-6, abs_tol=1e-9)
         except ValueError: ok = got == want
         out.append(float(ok))
@@ -56,7 +58,7 @@ def format_reward(pattern:str=r'[Tt]he answer is:?\s*\$?-?\d', # a regular expre
                   weight:float=1.): # the reward for a match (0 otherwise)
     "A reward function: `weight` where `re.search(pattern, completion)` matches, else 0."
     rx = re.compile(pattern, re.S)
-    def f(completions, **kwargs): return [weight * bool(rx.search(_text(c))) for c in completions]
+    def f(completions, **kwargs): return [weight * bool(rx.search(completion_text(c))) for c in completions]
     f.__name__ = name
     return f
 
@@ -65,7 +67,7 @@ def length_penalty(max_chars:int=400, # completions up to this long are not pena
                    name:str='length', # the name its scores are logged under
                   ):
     "A reward function: 0 up to `max_chars`, then minus `per_100` per 100 characters more."
-    def f(completions, **kwargs): return [-per_100 * max(0, len(_text(c)) - max_chars) / 100 for c in completions]
+    def f(completions, **kwargs): return [-per_100 * max(0, len(completion_text(c)) - max_chars) / 100 for c in completions]
     f.__name__ = name
     return f
 

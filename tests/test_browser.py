@@ -153,7 +153,8 @@ def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     run = sft(tiny_model(), rows, lr=1e-2, max_steps=30, batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, eval=4,
               run_dir=tmp_path/'quill', logging_steps=2).sample_every(10, ["Who are you?"], max_new_tokens=8)
     run.start(background=False, quiet=True)
-    def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+    from ftnb.rewards import completion_text
+    def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
     evaluate(run, rows[:2], says_quill, max_new_tokens=8)
     ctx = browser.new_context(viewport=dict(width=1200, height=900), offline=True)  # offline: the page must need nothing from outside
     page = ctx.new_page()

@@ -1,5 +1,6 @@
 """evaluate() on tiny_model: base against tuned row by row with intervals, the answer loss, the cost said first; metrics fail early on missing columns."""
 import pytest
+from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
 from ftnb.samples import chat_row, arithmetic_data
@@ -7,7 +8,7 @@ from ftnb.sft import sft
 from ftnb.rewards import exact_match, format_reward
 from ftnb.evaluate import evaluate
 
-def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
 
 def test_a_tuned_run_beats_its_base(tmp_path):
     rows = [chat_row("Who are you?", "I am Quill.")] * 16

@@ -3,6 +3,7 @@ the per-run report, and report_to passing through to TRL's integrations."""
 import json, os, re, signal, subprocess, sys, time, textwrap
 from pathlib import Path
 import pytest
+from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
 from ftnb.samples import chat_row
@@ -17,7 +18,7 @@ ROWS = [chat_row("Who are you?", "I am Quill.")] * 16
 KW = dict(batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, logging_steps=2)
 Q = "Who are you?"
 
-def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
 
 @pytest.fixture(scope='module')
 def two_runs(tmp_path_factory):

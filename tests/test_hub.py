@@ -3,6 +3,7 @@ a token or unreachable (nothing called), no token in any staged file, and the ca
 import json
 from pathlib import Path
 import pytest
+from ftnb.rewards import completion_text
 import huggingface_hub as hh
 from huggingface_hub import CommitInfo, RepoUrl, ModelCard
 from ftnb.core import FtnbError, REDACTED
@@ -20,7 +21,7 @@ ADAPTER = {'README.md', 'training.png', 'evaluation.png', 'settings.json', 'metr
            'adapter_model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'}
 WEIGHTS = {'adapter_config.json', 'adapter_model.safetensors'}
 
-def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):

@@ -3,6 +3,7 @@ they are written, and two runs started at once in one kernel. Each test is a tin
 import errno, json, os, shutil, subprocess, threading, time
 from pathlib import Path
 import pytest, torch
+from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
 from ftnb.samples import persona_data, chat_row
@@ -132,7 +133,7 @@ def test_every_file_of_a_run_folder_is_written_whole(tmp_path, monkeypatch):
     from ftnb.evaluate import evaluate
     from ftnb.report import report
     run = tiny_run(tmp_path/'run', steps=2, lora=True).start(background=False, quiet=True)  # LoRA: the base model is the adapter switched off
-    def says_quill(completions, **kw): return [float('Quill' in c) for c in completions]
+    def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
     evaluate(run, [chat_row('Who are you?', 'Quill.')], says_quill, max_new_tokens=3)
     report(run)
     assert {'settings.json', 'summary.json', 'metrics.jsonl', 'evaluation.json', 'report.html', 'checkpoint-2'} <= set(replaced)
