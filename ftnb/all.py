@@ -20,7 +20,7 @@ from .prefs import dpo, kto, orpo, preference_accuracy
 from .rewards import REWARDS, exact_match, format_reward, length_penalty, extract_answer, completion_text, reward_model, model_reward
 from .grpo import grpo, rloo
 from .sampling import rejection_sample
-from .evaluate import evaluate
+from .evaluate import evaluate, interval, paired
 from .history import runs, load_run
 from .report import report
 from .hub import model_card, hub_folder
@@ -31,6 +31,6 @@ __all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 
            'ollama_modelfile', 'chat_row', 'persona_data',
            'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'NEUTRAL_SYSTEM', 'Data', 'load_data', 'METHODS', 'Run',
            'new_run_dir', 'last_checkpoint', 'history_plot', 'Dashboard', 'sft', 'dpo', 'kto', 'orpo',
-           'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'reward_model', 'model_reward',
-           'grpo', 'rloo', 'rejection_sample', 'evaluate', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'PROFILES',
+           'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'completion_text', 'reward_model', 'model_reward',
+           'grpo', 'rloo', 'rejection_sample', 'evaluate', 'interval', 'paired', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'PROFILES',
            'accelerate_config', 'quickstart']  # exactly what `import *` gives

@@ -49,11 +49,11 @@ def paired(a:list, # scores of one model, a row each
     better, worse = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
     n = better + worse
     p = min(1., 2 * sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2 ** n) if n else 1.
-    return dict(better=better, worse=worse, same=len(a) - n, p=p)
+    return dict(higher=better, lower=worse, same=len(a) - n, p=p)
 
 # %% ../nbs/16_evaluate.ipynb #f6244d16
 class Evaluation:
-    "Metrics of one model (or of a base and a tuned model) on some data, with the answers they gave."
+    "Metrics of one model, a base and a tuned one, or several by name, on the same data, with the answers they gave."
     def __init__(self, prompts, columns, models:dict, label:str=''):
         self.prompts, self.columns, self.models, self.label = prompts, columns, models, label  # models: name -> dict(answers, scores, loss)
     def save(self, path):
@@ -81,13 +81,13 @@ class Evaluation:
         "The 95% interval of one model's mean under one metric (see `interval`)."
         return interval(self._scores(model, metric))
     def paired(self, metric:str|None=None, a:str='tuned', b:str='base') -> dict:
-        "`a` against `b` on the same rows under `metric` (default the first): better, worse, same, and the sign test's p (see `paired`)."
+        "`a` against `b` on the same rows under `metric` (default the first): rows where `a` scores higher, lower, the same, and the sign test's p (see `paired`)."
         m = metric or self.metrics[0]
         return paired(self._scores(a, m), self._scores(b, m))
     def win_rate(self, metric:str|None=None, a:str='tuned', b:str='base') -> float:
         "How often `a` scores above `b` under `metric` (default the first), ties counted as half."
         c = self.paired(metric, a, b)
-        return (c['better'] + c['same'] / 2) / len(self.prompts)
+        return (c['higher'] + c['same'] / 2) / len(self.prompts)
     def _cells(self) -> list[list[str]]:
         "Rows of the table as text: metric, then each model's mean with its interval (loss and perplexity plain)."
         t, ks = self.table(), list(self.models)
@@ -98,13 +98,15 @@ class Evaluation:
             return f"{v[k]:.3g} ({lo:.2g}–{hi:.2g})"
         return [[m] + [cell(m, k, v) for k in ks] for m, v in t.items()]
     def _verdicts(self) -> list[str]:
-        "Base against tuned, metric by metric, in words."
-        if not {'base', 'tuned'} <= set(self.models): return []
+        "Tuned against base (or each model against the first), metric by metric, in words."
+        ks = list(self.models)
+        vs = [('tuned', 'base')] if {'base', 'tuned'} <= set(ks) else [(k, ks[0]) for k in ks[1:]]
         out = []
-        for m in self.metrics:
-            c = self.paired(m)
-            word = 'unlikely to be noise' if c['p'] < .05 else 'could be noise (more rows would tell)'
-            out.append(f"{m}: tuned better on {c['better']}, worse on {c['worse']}, same on {c['same']}; sign test p={c['p']:.2g}, {word}")
+        for a, b in vs:
+            for m in self.metrics:
+                c = self.paired(m, a, b)
+                word = 'unlikely to be noise' if c['p'] < .05 else 'could be noise (more rows would tell)'
+                out.append(f"{m}: {a} higher than {b} on {c['higher']}, lower on {c['lower']}, same on {c['same']}; sign test p={c['p']:.2g}, {word}")
         return out
     def _title(self) -> str: return f"Evaluation on {len(self.prompts)} rows{f' ({self.label})' if self.label else ''}, means with 95% intervals"
     def __repr__(self):
@@ -125,7 +127,7 @@ def _base(run:Run):
     from ftnb.models import load_model
     return load_model(run.model.name).model, nullcontext()
 
-def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) or a `Model`
+def evaluate(source:Run|Model|dict, # a trained `Run` (base and tuned are compared), a `Model`, or several by name (`{'sft': run, 'dpo': run2}`: each Run's tuned model)
              data, # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer` for exact match)
              rewards='exact_match', # what to score answers with: a reward's name, a reward function, a reward-model run, or a list of them
              max_rows:int|None=None, # evaluate the first `max_rows` rows only
@@ -144,20 +146,25 @@ def evaluate(source:Run|Model, # a trained `Run` (base and tuned are compared) o
     check_rewards(funcs, p)  # a reward missing its column fails now, naming it, not after the generation
     prompts = [r['prompt'] for r in p.rows]
     columns = {k: [r.get(k) for r in p.rows] for k in p.columns if k != 'prompt'}
-    if isinstance(source, Run):
-        if source.training: source.wait(why='evaluate')
-        if system is None: system = source.system
-        source.ready_to_generate()
-        pairs = [('base', *_base(source)), ('tuned', source.net, nullcontext())]
-    else: pairs = [(source.name, source.model, nullcontext())]
-    tok, res = source.tokenizer, {}
+    many = isinstance(source, dict)
+    runs = [s for s in (source.values() if many else [source]) if isinstance(s, Run)]
+    for r in runs:
+        if r.training: r.wait(why='evaluate')
+        r.ready_to_generate()
+    if system is None and runs: system = runs[0].system
+    if many:
+        if not source: raise FtnbError("evaluate: the dict of models to compare is empty")
+        pairs = [(str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in source.items()]
+    elif isinstance(source, Run): pairs = [('base', *_base(source), source.tokenizer), ('tuned', source.net, nullcontext(), source.tokenizer)]
+    else: pairs = [(source.name, source.model, nullcontext(), source.tokenizer)]
+    tok, res = pairs[0][3], {}
     why = 'as given'
     if max_new_tokens is None: max_new_tokens, why = answer_budget(d, tok)
     if not quiet:
         names = ', '.join(n for n, *_ in pairs)
         print(f"evaluate: {len(prompts)} prompts x {len(pairs)} model{'s' * (len(pairs) > 1)} ({names}), answers up to {max_new_tokens} tokens "
               f"({why}): at most {len(prompts) * len(pairs) * max_new_tokens:,} new tokens", flush=True)
-    for name, net, ctx in pairs:
+    for name, net, ctx, tok in pairs:
         with ctx:
             ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system,
                            progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers")

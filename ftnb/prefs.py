@@ -78,7 +78,7 @@ def orpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model` (a base or ins
          **kw): # `recipe_args`, and any other `ORPOConfig` field
     "Odds-ratio preference optimisation (SFT and preference in one loss, no reference model); returns a ready `Run`."
     return _pref_run('orpo', model, data, "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-                     kw, max_length, config=dict(beta=beta), reference=False)
+                     kw, max_length, config=dict(beta=beta, remove_unused_columns=False), reference=False)  # False: TRL's ORPO collator needs every column, and says so
 
 # %% ../nbs/12_prefs.ipynb #30969517
 class PreferenceScore:

@@ -18,7 +18,7 @@ def test_a_tuned_run_beats_its_base(tmp_path):
     t = ev.table()
     assert t['says_quill'] == {'base': 0., 'tuned': 1.} and ev.win_rate() == 1.
     assert t['loss']['tuned'] < t['loss']['base'] - .5 and t['perplexity']['tuned'] < t['perplexity']['base']
-    assert 'says_quill: tuned better on 5, worse on 0, same on 0; sign test p=0.062, could be noise' in repr(ev) and '1 (0.57–1)' in repr(ev)
+    assert 'says_quill: tuned higher than base on 5, lower on 0, same on 0; sign test p=0.062, could be noise' in repr(ev) and '1 (0.57–1)' in repr(ev)
     assert run.generate("Who are you?", max_new_tokens=8) == ev.models['tuned']['answers'][0]  # the adapter is back on
 
 def test_exact_match_on_question_answer_rows():
