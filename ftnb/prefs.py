@@ -38,11 +38,11 @@ def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
         beta:float=0.1, # how strongly the policy is held to the reference (higher: closer)
         max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
         precompute_ref:bool=False, # compute reference log-probs once before training
-        loss_type:str='sigmoid', # DPO's loss; TRL also has 'ipo', 'hinge', 'robust', ...
+        loss_type:str|list='sigmoid', # DPO's loss; TRL also has 'ipo', 'hinge', 'robust', ...; a list adds losses (['sigmoid', 'sft']: DPO plus SFT on the chosen answers)
         **kw): # `recipe_args` (LoRA's reference is the adapter switched off), and any other `trl.DPOConfig` field
     "Direct preference optimisation on preference pairs; returns a ready `Run`."
     return _pref_run('dpo', model, data, "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-                     kw, max_length, config=dict(beta=beta, loss_type=[loss_type], precompute_ref_log_probs=precompute_ref))
+                     kw, max_length, config=dict(beta=beta, loss_type=list(loss_type) if isinstance(loss_type, (list, tuple)) else [loss_type], precompute_ref_log_probs=precompute_ref))
 
 # %% ../nbs/12_prefs.ipynb #96942711
 KTO_KL_ROWS = 8  # fewest rows of a device batch KTO estimates its KL term from (or the whole batch, if smaller): fewer make the estimate noisy, and on a CPU each micro-batch pays its own KL pass

@@ -9,6 +9,7 @@ DATA = ROOT.parent/'shared'/'data'
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes minutes; run with `pytest tests -m slow`')
+    config.addinivalue_line('markers', 'tutorials: the tutorials top to bottom, training included (longer than the slow suite); `pytest tests -m tutorials`')
     try: from hypothesis import settings
     except ImportError: return
     # The property tests draw the same examples on every run, so CI is repeatable and keeps no example database;
@@ -18,10 +19,12 @@ def pytest_configure(config):
     settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ftnb'))
 
 def pytest_collection_modifyitems(config, items):
-    if 'slow' in (config.getoption('-m') or ''): return
-    skip = pytest.mark.skip(reason='slow: run with `pytest tests -m slow`')
-    for it in items:
-        if 'slow' in it.keywords: it.add_marker(skip)
+    chosen = config.getoption('-m') or ''
+    for mark in ('slow', 'tutorials'):  # each runs only when asked for by name
+        if mark in chosen: continue
+        skip = pytest.mark.skip(reason=f'{mark}: run with `pytest tests -m {mark}`')
+        for it in items:
+            if mark in it.keywords: it.add_marker(skip)
 
 @pytest.fixture
 def data_dir():

@@ -1,7 +1,9 @@
 """The tutorials top to bottom in a fresh Jupyter kernel, slow cells included, as a reader runs them (nbclient and ipykernel,
 what JupyterLab, Colab and VS Code use): no cell fails, every chart comes out as a picture, no output shows this machine's paths.
 `nbdev_test` runs cells in-process with inline plotting on, which hid figures that a kernel prints as text; this is the check
-that does not. The fast cells of every notebook run in kernels too, in CI (`ftnb execute`, the README's test command)."""
+that does not. The fast cells of every notebook run in kernels too, in CI (`ftnb execute`, the README's test command).
+On two CPU cores the tutorials take longer than the slow suite may (30 minutes), so they are a suite of their own:
+`pytest tests -m tutorials`."""
 from pathlib import Path
 import pytest
 from conftest import ROOT
@@ -9,7 +11,7 @@ from ftnb.devtools import run_notebook
 
 TUTORIALS = sorted((ROOT/'nbs'/'tutorials').glob('*.ipynb'))
 
-@pytest.mark.slow
+@pytest.mark.tutorials
 @pytest.mark.parametrize('nb', TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_in_a_kernel(nb, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
