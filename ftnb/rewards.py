@@ -35,7 +35,8 @@ def extract_answer(text:str, # a completion
     m = re.findall(_NUM, text)
     return _norm(m[-1]) if m else None
 
-def completion_text(c) -> str:
+def completion_text(c, # one completion: a string, or a list of messages
+                   ) -> str:
     "The text of one completion as TRL hands it to a reward: the string itself, or the last message's content after a chat prompt."
     return c[-1]['content'] if isinstance(c, list) else str(c)
 
