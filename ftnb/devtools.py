@@ -64,7 +64,7 @@ def show_error(f, # a function of no arguments that must fail
     raise AssertionError(f"expected an error containing {contains!r}; none was raised")
 
 # %% ../nbs/23_devtools.ipynb #94c216f9
-TEST_FLAGS = ('notest', 'slow')  # settings.ini's tst_flags: cells marked with one run only when it is asked for
+TEST_FLAGS = ('notest', 'slow', 'long')  # settings.ini's tst_flags: cells marked with one run only when it is asked for
 
 def _skipped(src:str, flags) -> bool:
     "Whether nbdev_test would skip this code cell: a test flag not asked for, `eval: false`, or the export cell."
