@@ -175,7 +175,7 @@ def test_dpo_adds_the_sft_loss_on_the_chosen_answers_when_asked(tmp_path):
     "A list of losses reaches TRL whole: ['sigmoid', 'sft'] is DPO's ln 2 at the first step plus the chosen answers' cross-entropy."
     import math
     pairs = preference_pairs('concise', n=8)
-    runs = {k: dpo(tiny_model(seed=0), pairs, loss_type=k, max_steps=1, batch_size=4, run_dir=tmp_path/str(i)).start(quiet=True, background=False)
-            for i, k in enumerate(['sigmoid', ['sigmoid', 'sft']])}
-    plain, both = (r.history[0]['loss'] for r in runs.values())
+    runs = [dpo(tiny_model(seed=0), pairs, loss_type=k, max_steps=1, batch_size=4, run_dir=tmp_path/str(i)).start(quiet=True, background=False)
+            for i, k in enumerate(['sigmoid', ['sigmoid', 'sft']])]
+    plain, both = (r.history[0]['loss'] for r in runs)
     assert abs(plain - math.log(2)) < 1e-3 and both > plain + 5  # a random model's cross-entropy is about ln(49152) ≈ 10.8
