@@ -154,6 +154,8 @@ def evaluate(source:Run|Model|dict, # a trained `Run` (base and tuned are compar
     if system is None and runs: system = runs[0].system
     if many:
         if not source: raise FtnbError("evaluate: the dict of models to compare is empty")
+        if bad := {k: type(s).__name__ for k, s in source.items() if not isinstance(s, (Run, Model))}:
+            raise FtnbError(f"evaluate: each model to compare must be a Run or a Model (load_model); got {bad}")
         pairs = [(str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in source.items()]
     elif isinstance(source, Run): pairs = [('base', *_base(source), source.tokenizer), ('tuned', source.net, nullcontext(), source.tokenizer)]
     else: pairs = [(source.name, source.model, nullcontext(), source.tokenizer)]
