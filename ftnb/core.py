@@ -8,9 +8,9 @@ import os, sys, platform, functools
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'did_you_mean', 'cpu_flags', 'matmul_gflops', 'bf16_speedup',
-           'cpu_bf16', 'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed',
-           'cache_dir', 'job_process', 'secret_name', 'redact']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags', 'matmul_gflops',
+           'bf16_speedup', 'cpu_bf16', 'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render',
+           'set_seed', 'cache_dir', 'job_process', 'secret_name', 'redact']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -24,6 +24,15 @@ def did_you_mean(name, # the name given
     import difflib
     near = difflib.get_close_matches(str(name), [str(k) for k in known], 1)
     return f" (did you mean {near[0]!r}?)" if near else ''
+
+# %% ../nbs/00_core.ipynb #fe7d696b
+def excerpt(v, # a value to quote in an error message: text, or anything with a repr
+            n:int=60, # the most characters to show
+           ) -> str:
+    "`v` quoted for an error message: its repr, line breaks shown as `\\n`, cut at `n` characters with an ellipsis."
+    s = v if isinstance(v, str) else repr(v)
+    s = s.replace('\n', '\\n')
+    return repr(s[:n] + '…') if len(s) > n else repr(s)
 
 # %% ../nbs/00_core.ipynb #52d6daed
 _BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)

@@ -10,7 +10,8 @@ from contextlib import nullcontext
 from .core import FtnbError, did_you_mean
 from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
-from .data import Data, load_data, SFT_KINDS, answer_budget
+from .layouts import SFT_KINDS
+from .data import Data, load_data, answer_budget
 from .run import Run, write_atomic
 from .rewards import as_rewards, check_rewards, score_answers
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os, importlib, math, numbers
 from dataclasses import dataclass, field
 from .core import FtnbError
-from .data import SFT_KINDS, Data
+from .layouts import SFT_KINDS
+from .data import Data
 
 # %% auto #0
 __all__ = ['METHODS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings']
@@ -20,7 +21,7 @@ class Method:
     title:str # what the method does, in a few words
     config:str # its TRL config class, as 'module.Class'
     trainer:str # its TRL trainer class, as 'module.Class'
-    kinds:tuple # the data kinds it trains on (`ftnb.data.KINDS`)
+    kinds:tuple # the data kinds it trains on (`ftnb.layouts.KINDS`)
     metrics:tuple # the logged metrics its charts show, the one it is judged by first
     key_settings:tuple=() # TRL config fields that tell its runs apart (besides lr, steps, batch and LoRA rank)
     lr_scale:float=1. # its default learning rate as a share of SFT's (`ftnb.recipe.default_lr`)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
+from .tokens import chat_text
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'quiet_bars', 'convert_gguf',
@@ -149,11 +150,14 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
              system:str|None=None, # a system message to put first, if the prompts have none
              generation_batch_size:int=8, # prompts generated together
              progress:bool|str|None=None, # a progress bar: None shows one when there is more than one batch; a string is its label
+             tools:list|None=None, # tools the prompts may call (JSON schemas): one list for every prompt, or a list (or None) a prompt
              **kwargs): # passed to `model.generate` (`do_sample=True, temperature=0.7`, ...)
     "Answers of `model` to `prompts` (greedy unless `kwargs` say otherwise): a string or a list of strings."
     import torch
     single = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
     ps = [prompts] if single else list(prompts)
+    per = tools if tools and all(t is None or isinstance(t, list) for t in tools) else [tools] * len(ps)
+    if len(per) != len(ps): raise FtnbError(f"generate: {len(per)} tool lists for {len(ps)} prompts; give one list for all, or one a prompt")
     model.eval()
     model.config.use_cache = True
     side, tokenizer.padding_side = with_pad_token(tokenizer).padding_side, 'left'
@@ -165,7 +169,7 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
     try:
         dev = next(model.parameters()).device
         for i in range(0, len(ps), generation_batch_size):
-            texts = [tokenizer.apply_chat_template(_messages(p, system), tokenize=False, add_generation_prompt=True) for p in ps[i:i+generation_batch_size]]
+            texts = [chat_text(tokenizer, _messages(p, system), t, generation_prompt=True) for p, t in zip(ps[i:i+generation_batch_size], per[i:i+generation_batch_size])]
             enc = tokenizer(texts, return_tensors='pt', padding=True, add_special_tokens=False).to(dev)
             with torch.no_grad(): ids = model.generate(**enc, **kw)
             out += [s.strip() for s in tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]

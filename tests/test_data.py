@@ -3,7 +3,10 @@ import json, gzip, re
 from pathlib import Path
 import pytest
 from ftnb.core import FtnbError
-from ftnb.data import load_data, detect_format, read_records, check_chat_template, encode, final_answer, FORMATS, Data
+from ftnb.data import load_data, Data
+from ftnb.layouts import detect_format, final_answer, FORMATS
+from ftnb.sources import read_records
+from ftnb.tokens import check_chat_template, encode
 from ftnb.samples import arithmetic_data, preference_pairs, persona_data
 
 @pytest.fixture(scope='module')
@@ -15,7 +18,7 @@ def tok():
 # ---- the real files in ../shared/data ----
 
 def test_sharegpt_file_becomes_messages(data_dir):
-    d = load_data(data_dir/'fastchat_identity.json')
+    d = load_data(data_dir/'fastchat_identity.json', ignore=['id'])
     assert (len(d), d.kind, d.detected) == (500, 'conversation', 'sharegpt')
     for r in d:
         roles = [m['role'] for m in r['messages']]
@@ -86,7 +89,7 @@ def test_each_format_converts_to_its_kind():
         'qa': ([dict(question='What is 6*7?', answer='6*7=<<6*7=42>>42\n#### 42')], 'prompt_only'),
         'prompt_only': ([dict(prompt='Tell me a story')], 'prompt_only'),
     }
-    assert set(cases) == set(FORMATS)
+    assert set(cases) <= set(FORMATS)  # every other layout: tests/test_layouts.py
     for fmt, (rows, kind) in cases.items():
         d = load_data(rows)
         assert (d.detected, d.kind) == (fmt, kind), fmt
@@ -129,13 +132,13 @@ BAD = [  # (rows, format or None, row index, field, words)
     ([dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'bot', 'value': 'Yo'}])], None, 1, 'conversations[1].from', "unknown role"),
     ([dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt'}])], None, 1, 'conversations[1].value', 'is missing'),
     ([dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(conversations=[{'from': 'human', 'value': 'Hi'}])], None, 1, 'conversations', 'no assistant turn'),
-    ([dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(id=7)], None, 1, 'conversations', 'is missing'),
+    ([dict(conversations=[{'from': 'human', 'value': 'Hi'}, {'from': 'gpt', 'value': 'Yo'}]), dict(conversations=None)], None, 1, 'conversations', 'is missing'),
     ([ROWS[0], dict(instruction='Add', output=None)], None, 1, 'output', 'is missing'),
     ([ROWS[0], dict(instruction='', input='', output='5')], None, 1, 'instruction', 'is empty'),
     ([ROWS[0], dict(instruction='Add', input=['x'], output='5')], None, 1, 'input', 'is list, expected text'),
     ([dict(prompt='a', completion='b'), dict(prompt='a', completion='')], None, 1, 'completion', 'is empty'),
     ([dict(prompt='a', completion='b'), dict(prompt=None, completion='b')], None, 1, 'prompt', 'is missing'),
-    ([dict(prompt='a', completion='b'), dict(prompt=[dict(role='user', content='a')], completion=[dict(role='user', content='b')])], None, 1, 'completion', 'no assistant turn'),
+    ([dict(prompt='a', completion='b'), dict(prompt=[dict(role='user', content='a')], completion=[dict(role='user', content='b')])], None, 1, 'completion', 'starts with a user turn that is not the prompt'),
     ([dict(text='ok'), dict(text=5)], None, 1, 'text', 'is int, expected text'),
     ([dict(prompt='p', chosen='a', rejected='b'), dict(prompt='p', chosen='same', rejected='same')], None, 1, 'chosen', 'identical to rejected'),
     ([dict(prompt='p', chosen='a', rejected='b'), dict(prompt='p', chosen='a')], None, 1, 'rejected', 'is missing'),
@@ -180,7 +183,7 @@ def test_malformed_files_name_the_line(tmp_path):
     with pytest.raises(FtnbError, match=r'x.jsonl, line 2: not valid JSON'): load_data(f)
     g = tmp_path/'y.json'; g.write_text('[{"text": "a"},')
     with pytest.raises(FtnbError, match=r'y.json: not valid JSON .* line 1'): load_data(g)
-    h = tmp_path/'z.txt'; h.write_text('hello')
+    h = tmp_path/'z.xml'; h.write_text('<a/>')
     with pytest.raises(FtnbError, match='unknown file type'): load_data(h)
     with pytest.raises(FtnbError, match='No such file or folder'): load_data(tmp_path/'missing.jsonl')
     (tmp_path/'empty_dir').mkdir()
@@ -326,29 +329,26 @@ def test_empty_sources_say_so():
     with pytest.raises(FtnbError, match='the list is empty: no rows to load'): load_data([])
     with pytest.raises(FtnbError, match='the Dataset is empty: no rows to load'): load_data(Dataset.from_list([]))
 
-def test_a_column_that_signals_another_format_is_an_error(tmp_path):
+def test_a_column_the_layout_does_not_read_is_an_error_naming_the_way_to_keep_or_drop_it(tmp_path):
     (tmp_path/'pairs.csv').write_text('prompt,chosen\nHi,Hello!\n')
-    with pytest.raises(FtnbError, match=r"pairs.csv: column 'chosen' is not used by the detected format prompt_only.*"
-                                        r"a preference pair needs prompt, chosen and rejected, and 'rejected' is missing"):
+    with pytest.raises(FtnbError, match=r"pairs.csv: the prompt_only layout reads .*the column 'chosen' \(the preference layout reads it, "
+                                        r"and lacks 'rejected' here\) would be lost.*ignore=\['chosen'\]"):
         load_data(tmp_path/'pairs.csv')
-    with pytest.raises(FtnbError, match=r"column 'chosen' is not used by the detected format prompt_completion"):
+    with pytest.raises(FtnbError, match=r"the prompt_completion layout reads .*'chosen'"):
         load_data([dict(prompt='a', completion='b'), dict(prompt='c', completion='d', chosen='e')])
-    with pytest.raises(FtnbError, match=r"column 'label' is not used by the detected format prompt_only.*and 'completion' is missing"):
+    with pytest.raises(FtnbError, match=r"the prompt_only layout reads .*'label' \(the kto layout reads it, and lacks 'completion' here\)"):
         load_data([dict(prompt='a', label=True)])
-    with pytest.raises(FtnbError, match=r"column 'question' is not used by the detected format implicit_preference"):  # Intel/orca_dpo_pairs
-        load_data([dict(system='', question='Hi', chosen='Hello!', rejected='Go away')])
-    d = load_data(tmp_path/'pairs.csv', columns={'chosen': None})  # dropped knowingly
+    d = load_data(tmp_path/'pairs.csv', ignore=['chosen'])  # dropped knowingly: the fix the message gives works
     assert (d.detected, d.rows, d.ignored) == ('prompt_only', [dict(prompt='Hi')], ['chosen'])
+    with pytest.raises(FtnbError, match=r"to leave a column out, pass ignore=\['chosen'\]"): load_data(tmp_path/'pairs.csv', columns={'chosen': None})
 
-def test_columns_beside_a_format_warn_once_and_unknown_ones_are_listed():
-    import warnings
+def test_every_extra_column_is_named_at_once_and_ignore_lists_only_what_the_user_dropped():
     alpaca = [dict(instruction='Add 2 and 3', input='', output='5', text='### Instruction: Add 2 and 3 ### Response: 5', id=1)]
-    with pytest.warns(UserWarning, match=r"columns not used by the detected format alpaca.*'text'") as w: d = load_data(alpaca)
-    assert len(w) == 1 and 'id' not in str(w[0].message)
+    with pytest.raises(FtnbError) as e: load_data(alpaca)
+    assert "ignore=['text', 'id']" in str(e.value) and "the text layout, whose columns are all here: say so with format='text'" in str(e.value)
+    d = load_data(alpaca, ignore=['text', 'id'])
     assert d.ignored == ['id', 'text'] and 'left out: id, text' in repr(d)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        d = load_data([dict(id=3, source='web', prompt='Hi', completion='Hello')])  # ids and metadata: no warning
+    d = load_data([dict(id=3, source='web', prompt='Hi', completion='Hello')], ignore=['id', 'source', 'not_there'])
     assert d.ignored == ['id', 'source'] and d[0] == dict(prompt='Hi', completion='Hello')
 
 BLANK = [  # (rows, row index, field): whitespace that would be trained as an answer or read as a prompt
@@ -462,10 +462,10 @@ def test_answers_that_repeat_the_prompt_keep_only_what_follows_it():
     "UltraFeedback's shape: a text prompt, and chosen/rejected as whole conversations that start with it."
     conv = lambda *t: [dict(role=r, content=c) for r, c in zip(('user', 'assistant', 'user', 'assistant'), t)]
     uf = dict(prompt='Hi?', chosen=conv('Hi?', 'Hello!'), rejected=conv('Hi?', 'Go away.'), messages=conv('Hi?', 'Hello!'), score_chosen=9.)
-    d = load_data([uf, dict(uf, prompt='Joke?', chosen=conv('Joke?', 'Knock knock'), rejected=conv('Joke?', 'No.'))], quiet=True)
+    d = load_data([uf, dict(uf, prompt='Joke?', chosen=conv('Joke?', 'Knock knock'), rejected=conv('Joke?', 'No.'))], quiet=True, ignore=['messages', 'score_chosen'])
     assert d.kind == 'preference' and d[0] == dict(prompt=conv('Hi?'), chosen=[dict(role='assistant', content='Hello!')],
                                                  rejected=[dict(role='assistant', content='Go away.')])
     pc = load_data([dict(prompt=conv('Hi?'), completion=conv('Hi?', 'Hello!'))] * 2, quiet=True)
     assert pc[0]['completion'] == [dict(role='assistant', content='Hello!')]
     with pytest.raises(FtnbError, match=r"Row 1 of a list: field 'rejected' starts with a user turn that is not the prompt.*'Other\?'"):
-        load_data([uf, dict(uf, rejected=conv('Other?', 'x'))], quiet=True)
+        load_data([uf, dict(uf, rejected=conv('Other?', 'x'))], quiet=True, ignore=['messages', 'score_chosen'])
