@@ -169,7 +169,7 @@ def evaluate(source:Run|Model|dict, # a trained `Run` (base and tuned are compar
               f"({why}): at most {len(prompts) * len(pairs) * max_new_tokens:,} new tokens", flush=True)
     for name, net, ctx, tok in pairs:
         with ctx:
-            ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system,
+            ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system, tools=columns.get('tools'),
                            progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers")
             lo = answer_loss(net, tok, d, generation_batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
         res[name] = dict(answers=ans, scores=score_answers(funcs, prompts, ans, columns), loss=lo)

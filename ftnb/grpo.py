@@ -23,7 +23,7 @@ def _sampled(method_name, model, data, rewards, reward_weights, num_generations,
     check_rewards(funcs, d)
     st = d.stats(m.tokenizer)
     steps = kw['max_steps'] or max(1, round(kw['epochs'] * len(d) / batch_size))
-    return recipe(method_name, m, d, ev, d.dataset, ev.dataset if ev is not None else None,
+    return recipe(method_name, m, d, ev, d.for_template(m.tokenizer).dataset, ev.for_template(m.tokenizer).dataset if ev is not None else None,
                   kw | dict(max_steps=steps, batch_size=batch_size * num_generations),  # TRL's batch counts answers
                   seq=st.quantile(.95) + max_completion_length, reference=beta > 0, trainer_kwargs=dict(reward_funcs=funcs),
                   eval_multiple=num_generations,

@@ -23,7 +23,7 @@ def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=No
     if convert: d, ev = convert(d), (convert(ev) if ev is not None else None)
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
-    return recipe(method_name, m, d, ev, d.dataset, ev.dataset if ev is not None else None, kw,
+    return recipe(method_name, m, d, ev, d.for_template(m.tokenizer).dataset, ev.for_template(m.tokenizer).dataset if ev is not None else None, kw,
                   seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), reference=reference,
                   sequences=2, scored=st.trained_share,  # a pair, or an answer and KTO's mismatched KL answer
                   trainer_kwargs=dict(ref_model=ref) if ref is not None else None, min_batch=min_batch,

@@ -13,9 +13,9 @@ from .run import Run
 from .recipe import prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
-__all__ = ['REWARDS', 'extract_answer', 'completion_text', 'exact_match', 'format_reward', 'length_penalty', 'reward_name',
-           'as_rewards', 'as_reward', 'as_completions', 'score_answers', 'check_rewards', 'scoring_model',
-           'reward_model', 'ModelReward', 'model_reward']
+__all__ = ['REWARDS', 'extract_answer', 'completion_text', 'exact_match', 'format_reward', 'length_penalty', 'parse_tool_calls',
+           'tool_call', 'reward_name', 'as_rewards', 'as_reward', 'as_completions', 'score_answers', 'check_rewards',
+           'scoring_model', 'reward_model', 'ModelReward', 'model_reward']
 
 # %% ../nbs/13_rewards.ipynb #e5410258
 _NUM = r'-?\$?\d[\d,]*(?:\.\d+)?'
@@ -72,8 +72,56 @@ def length_penalty(max_chars:int=400, # completions up to this long are not pena
     f.__name__ = name
     return f
 
+# %% ../nbs/13_rewards.ipynb #7fb8fe2f
+import json
+_CALL_TAG = re.compile(r'<tool_call>\s*(.*?)\s*(?:</tool_call>|$)', re.S)
+
+def _call(x) -> dict|None:
+    "{'name', 'arguments'} from a parsed call in any of the usual shapes, or None."
+    if not isinstance(x, dict): return None
+    fn = x.get('function', x)
+    if not isinstance(fn, dict) or not isinstance(fn.get('name'), str): return None
+    a = fn.get('arguments', fn.get('parameters', {}))
+    if isinstance(a, str):
+        try: a = json.loads(a)
+        except json.JSONDecodeError: return None
+    return dict(name=fn['name'], arguments=a if isinstance(a, dict) else {})
+
+def parse_tool_calls(completion, # a completion: text, or a chat completion (a list of messages)
+                    ) -> list[dict]:
+    "The tool calls in `completion`, each `{'name', 'arguments'}`: `<tool_call>` blocks, a message's `tool_calls`, or a bare JSON object with a name; [] if none parses."
+    if isinstance(completion, list):
+        calls = [_call(c) for m in completion if isinstance(m, dict) for c in (m.get('tool_calls') or [])]
+        if any(calls): return [c for c in calls if c]
+    text = completion_text(completion).strip()
+    blocks = _CALL_TAG.findall(text) or ([text] if text.startswith('{') else [])
+    out = []
+    for b in blocks:
+        try: c = _call(json.loads(b))
+        except json.JSONDecodeError: c = None
+        if c: out.append(c)
+    return out
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) and isinstance(b, str): return a.strip().casefold() == b.strip().casefold()
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool): return math.isclose(a, b)
+    if isinstance(a, dict) and isinstance(b, dict): return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+def tool_call(completions:list, # the completions (strings, or chat completions)
+              answer:list, # the reference calls (the data's `answer` column), each a call as JSON
+              **kwargs) -> list[float]:
+    "1.0 where the completion's first tool call matches the reference's name and arguments, 0.5 its name only, else 0.0."
+    out = []
+    for c, a in zip(completions, answer):
+        got, want = parse_tool_calls(c), parse_tool_calls(str(a))
+        if not want: raise FtnbError(f"tool_call: the reference answer {a!r} is not a tool call (JSON with a 'name' and 'arguments')")
+        out.append(0. if not got or got[0]['name'] != want[0]['name'] else 1. if _same(got[0]['arguments'], want[0]['arguments']) else .5)
+    return out
+
 # %% ../nbs/13_rewards.ipynb #15810af0
-REWARDS = dict(exact_match=exact_match, format=format_reward(), length=length_penalty())  # by name, with their default settings
+REWARDS = dict(exact_match=exact_match, format=format_reward(), length=length_penalty(), tool_call=tool_call)  # by name, with their default settings
 
 def reward_name(f) -> str:
     "The name a reward function's scores are logged under (its `__name__`)."
@@ -87,7 +135,7 @@ def as_rewards(rewards, weights=None) -> tuple[list, list]:
     return funcs, weights
 
 def as_reward(f):
-    "A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length'), a function, a `reward_model` Run, or a Model with a score head."
+    "A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length', 'tool_call'), a function, a `reward_model` Run, or a Model with a score head."
     if isinstance(f, str):
         if f not in REWARDS:
             raise FtnbError(f"rewards: unknown reward {f!r}{did_you_mean(f, REWARDS)}: by name ftnb knows "
@@ -175,7 +223,7 @@ def reward_model(model:Model|Run|str='smollm2-135m-instruct', # the language mod
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     if kw['lora'] is not False: kw = kw | dict(lora=(kw['lora'] if isinstance(kw['lora'], dict) else {}) | dict(task_type='SEQ_CLS'))
-    return recipe('reward', sm, d, ev, d.dataset, ev.dataset if ev is not None else None, kw, seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), sequences=2, scored=0.,
+    return recipe('reward', sm, d, ev, d.for_template(sm.tokenizer).dataset, ev.for_template(sm.tokenizer).dataset if ev is not None else None, kw, seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), sequences=2, scored=0.,
                   config=dict(max_length=max_length, train_sampling_strategy='random'),
                   settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)))
 

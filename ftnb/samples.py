@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 
 # %% auto #0
-__all__ = ['NEUTRAL_SYSTEM', 'chat_row', 'persona_data', 'persona_questions', 'everyday_questions', 'arithmetic_data',
-           'preference_pairs']
+__all__ = ['NEUTRAL_SYSTEM', 'TOOLS', 'chat_row', 'persona_data', 'persona_questions', 'everyday_questions', 'arithmetic_data',
+           'preference_pairs', 'tool_call_data']
 
 # %% ../nbs/03_samples.ipynb #affe107f
 _ASK_NAME = ["Who are you?", "What is your name?", "What's your name?", "Tell me your name.", "Introduce yourself.",
@@ -129,4 +129,60 @@ def preference_pairs(kind:str='correct', # 'correct' (right vs wrong answer) or 
         else: bad = rng.choice(_RAMBLE) + good + rng.choice(_RAMBLE_END)
         rows.append(dict(prompt=[dict(role='user', content=q)], chosen=[dict(role='assistant', content=good)],
                          rejected=[dict(role='assistant', content=bad)]))
+    return rows
+
+# %% ../nbs/03_samples.ipynb #e0baa2f0
+def _tool(name, description, **props):
+    return dict(type='function', function=dict(name=name, description=description,
+                parameters=dict(type='object', properties={k: dict(type=t) for k, t in props.items()}, required=list(props))))
+
+TOOLS = [_tool('get_weather', 'The weather now in a city', city='string'),
+         _tool('convert_currency', 'Convert an amount of money', amount='number', source='string', target='string'),
+         _tool('set_timer', 'Start a timer', minutes='integer', label='string')]
+
+_CITIES = (['Oslo', 'Lima', 'Cairo', 'Osaka', 'Denver', 'Porto', 'Hanoi', 'Quito', 'Perth', 'Leeds', 'Tunis', 'Bergen', 'Kyiv', 'Dakar'],
+           ['Nairobi', 'Seville', 'Calgary', 'Krakow', 'Manila', 'Bogota'])
+_MONEY = ([('euros', 'EUR'), ('dollars', 'USD'), ('yen', 'JPY'), ('pounds', 'GBP')], [('Swiss francs', 'CHF'), ('rupees', 'INR')])
+_TASKS = (['the pasta', 'the laundry', 'a break', 'the tea', 'the oven', 'my call'], ['the bread', 'stretching', 'the rice'])
+_ASK = dict(get_weather=(["What's the weather in {city}?", "Is it cold in {city} right now?", "How is the weather in {city} today?",
+                          "Do I need an umbrella in {city}?"], ["Tell me the current weather for {city}."]),
+            convert_currency=(["How much is {amount} {sname} in {tname}?", "Convert {amount} {sname} to {tname}.",
+                               "What are {amount} {sname} worth in {tname}?"], ["I have {amount} {sname}; how many {tname} is that?"]),
+            set_timer=(["Set a timer for {minutes} minutes for {label}.", "Remind me in {minutes} minutes about {label}.",
+                        "Start a {minutes} minute timer for {label}."], ["Please time {minutes} minutes for {label}."]))
+
+# %% ../nbs/03_samples.ipynb #879df3bf
+def _tool_row(rng, t:int) -> tuple:
+    "One request: (question, tool, arguments, result, final answer), values drawn from pool `t` (0 train, 1 test)."
+    name = rng.choice(list(_ASK))
+    ask = rng.choice(_ASK[name][t])
+    if name == 'get_weather':
+        city, temp, sky = rng.choice(_CITIES[t]), rng.randint(-5, 30), rng.choice(['sunny', 'cloudy', 'raining', 'windy'])
+        return ask.format(city=city), name, dict(city=city), dict(temp_c=temp, sky=sky), f"It is {temp} °C and {sky} in {city}."
+    if name == 'convert_currency':
+        (sname, s), (tname, tc) = rng.sample(_MONEY[0], 2) if t == 0 else (rng.choice(_MONEY[1]), rng.choice(_MONEY[0]))
+        amount = rng.choice([5, 10, 20, 50, 100, 250] if t == 0 else [15, 40, 75, 300])
+        value = round(amount * rng.uniform(.5, 2), 2)
+        return (ask.format(amount=amount, sname=sname, tname=tname), name, dict(amount=amount, source=s, target=tc), dict(value=value),
+                f"{amount} {sname} is about {value} {tname}.")
+    minutes, label = rng.choice([3, 5, 10, 15, 25] if t == 0 else [7, 12, 40]), rng.choice(_TASKS[t])
+    return (ask.format(minutes=minutes, label=label), name, dict(minutes=minutes, label=label), dict(ok=True),
+            f"Done: a {minutes} minute timer for {label} is running.")
+
+def tool_call_data(n:int=200, # number of rows
+                   split:str='train', # 'train', or 'test' for values and phrasings no training row uses
+                   prompts:bool=False, # only the request, with the expected call as `answer` (for `evaluate`)
+                   seed:int=0, # which requests are drawn
+                  ) -> list[dict]:
+    "Conversations in which the assistant calls the right one of `TOOLS` and answers from its result; or their requests and expected calls."
+    import json
+    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rng, rows = random.Random(seed), []
+    for _ in range(n):
+        q, name, args, result, final = _tool_row(rng, int(split == 'test'))
+        if prompts: rows.append(dict(prompt=[dict(role='user', content=q)], tools=TOOLS, answer=json.dumps(dict(name=name, arguments=args))))
+        else:
+            call = dict(type='function', function=dict(name=name, arguments=args))
+            rows.append(dict(messages=[dict(role='user', content=q), dict(role='assistant', content='', tool_calls=[call]),
+                                       dict(role='tool', content=json.dumps(result)), dict(role='assistant', content=final)], tools=TOOLS))
     return rows

@@ -29,8 +29,8 @@ def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     answers_only = loss == 'answers' and d.kind != 'text'
-    train_ds = d.tokenize(m.tokenizer, max_length) if answers_only else d.dataset
-    eval_ds = (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.dataset) if ev is not None else None
+    train_ds = d.tokenize(m.tokenizer, max_length) if answers_only else d.for_template(m.tokenizer).dataset
+    eval_ds = (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.for_template(m.tokenizer).dataset) if ev is not None else None
     return recipe('sft', m, d, ev, train_ds, eval_ds, kw, seq=min(max_length, st.quantile(0.95)), row_tokens=st.mean_tokens(max_length),
                   scored=st.trained_share if answers_only else 1.,
                   config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
