@@ -48,8 +48,7 @@ def check_chat_template(tokenizer, quiet:bool=False) -> list[str]:
 _MARK = 'ZQXJ'
 _SUPPORT = {}
 TOOLS_PROMPT = ("You can call these tools, each given as a JSON schema:\n<tools>\n{tools}\n</tools>\n"
-                "To call one, answer with a JSON object holding its name and arguments between <tool_call> and </tool_call>, "
-                'for example <tool_call>\n{{"name": "a_tool", "arguments": {{"x": 1}}}}\n</tool_call>')
+                'To call one, answer with <tool_call>\n{{"name": <tool name>, "arguments": <arguments object>}}\n</tool_call>')
 
 def _try(tok, msgs, **kw) -> str:
     try: return tok.apply_chat_template(msgs, tokenize=False, **kw)
@@ -80,7 +79,7 @@ def chat_messages(tokenizer, messages:list, # a conversation (ftnb's messages)
     "`messages` as the tokenizer's template can render them, and the tools to hand it (None where they went into the system turn)."
     s, out = template_support(tokenizer), []
     for m in messages:
-        m = {k: v for k, v in m.items() if v is not None}
+        m = {k: v for k, v in m.items() if v is not None and k != 'weight'}  # weight says what trains (ftnb's masks), not what is shown
         if m.get('thinking') and s['thinking'] != 'thinking':
             t = m.pop('thinking')
             if s['thinking']: m[s['thinking']] = t
@@ -90,7 +89,7 @@ def chat_messages(tokenizer, messages:list, # a conversation (ftnb's messages)
         if m['role'] == 'tool' and not s['results']: m = dict(role='user', content=f"<tool_response>\n{m['content']}\n</tool_response>")
         out.append(m)
     if tools and not s['tools']:
-        text = TOOLS_PROMPT.format(tools='\n'.join(json.dumps(t, ensure_ascii=False) for t in tools))
+        text = TOOLS_PROMPT.format(tools='\n'.join(json.dumps(t.get('function', t), ensure_ascii=False) for t in tools))
         if out and out[0]['role'] == 'system': out[0] = out[0] | dict(content=f"{out[0]['content']}\n\n{text}")
         else: out.insert(0, dict(role='system', content=text))
         tools = None
@@ -135,7 +134,7 @@ def _spans(tok, prompt:list, answer:list, tools=None) -> tuple[str, list]:
     render = lambda ms, gen=False: tok.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen, **({'tools': native} if native else {})) if ms else ''
     full, spans = render(msgs), []
     for i in range(first, len(msgs)):
-        if msgs[i]['role'] != 'assistant': continue
+        if msgs[i]['role'] != 'assistant' or (prompt + answer)[i - first + len(prompt)].get('weight') == 0: continue  # OpenAI's weight 0: shown, not trained
         pre, upto = render(msgs[:i], gen=True), render(msgs[:i+1])
         if not (full.startswith(pre) and full.startswith(upto)):
             raise FtnbError("The chat template does not render a conversation as the concatenation of its turns, so ftnb "

@@ -165,11 +165,11 @@ def test_openai_chat_jsonl_with_tool_calls_as_json_text(tmp_path):
     m = d[0]['messages']
     assert m[2] == A('', tool_calls=[dict(CALL, id='call_1')]) and m[3] == dict(role='tool', tool_call_id='call_1', content='{"temp_c": 3}')
 
-def test_openai_weight_key_is_named_and_can_be_ignored():
-    rows = [dict(messages=[U('Hi'), dict(role='assistant', content='Hello', weight=0), U('Bye'), A('Bye!')])]
-    with pytest.raises(FtnbError, match=r"field 'messages\[1\]' has the key 'weight'.*ignore=\['weight'\]"): load_data(rows)
-    d = load_data(rows, ignore=['weight'])
-    assert d.ignored == ['weight'] and d[0]['messages'][1] == A('Hello')
+def test_an_unknown_message_key_is_named_and_can_be_ignored():
+    rows = [dict(messages=[U('Hi'), dict(role='assistant', content='Hello', rating=5), U('Bye'), A('Bye!')])]
+    with pytest.raises(FtnbError, match=r"field 'messages\[1\]' has the key 'rating'.*ignore=\['rating'\]"): load_data(rows)
+    d = load_data(rows, ignore=['rating'])
+    assert d.ignored == ['rating'] and d[0]['messages'][1] == A('Hello')
 
 def test_bad_tool_calls_name_their_place():
     bad = dict(role='assistant', content='', tool_calls=[dict(type='function', function=dict(name='get_weather', arguments='{city: Oslo'))])
@@ -228,3 +228,43 @@ def test_no_column_or_message_key_disappears_without_an_error(l, key, value, in_
         assert d.ignored == [key]
         return
     assert value in json.dumps(d.rows, ensure_ascii=False) or key in ('system', 'system_prompt'), (l.name, key, value, d.rows)
+
+# ---- more of axolotl's and LLaMA-Factory's shapes; OpenAI's weight ----
+
+def test_axolotl_oasst_icr_and_argilla_chat_kto():
+    d, r = one([dict(INSTRUCTION='Name a colour.', RESPONSE='Teal.')])
+    assert (d.detected, r['messages']) == ('oasst', [U('Name a colour.'), A('Teal.')])
+    d, r = one([dict(system='Be brief.', input='Sky colour?', chosen='Blue.', rejected='Green.')])  # chatml.icr, bradley_terry
+    assert (d.detected, r) == ('input_preference', dict(prompt=[S('Be brief.'), U('Sky colour?')], chosen=[A('Blue.')], rejected=[A('Green.')]))
+    d, r = one([dict(completion=[U('Sky colour?'), A('Green.')], label=False)])  # chatml.argilla_chat KTO
+    assert (d.detected, r) == ('conversation_kto', dict(prompt=[U('Sky colour?')], completion=[A('Green.')], label=False))
+    d, r = one([dict(article='A spider has eight legs.', question='How many legs?', answer='8')])  # context_qa
+    assert r['prompt'] == [U('A spider has eight legs.\n\nHow many legs?')]
+
+def test_ranked_answers_become_best_against_worst():
+    d, r = one([dict(prompt='Sky colour?', answers=[dict(answer='Sky blue.', rank=2), dict(answer='Green.', rank=3), dict(answer='Blue.', rank=1)])])
+    assert (d.detected, r) == ('ranked', dict(prompt='Sky colour?', chosen='Blue.', rejected='Green.'))
+    _, r = one([dict(prompt='Sky colour?', answers=[dict(answer='Green.', score=0.1), dict(answer='Blue.', score=0.9)])])
+    assert (r['chosen'], r['rejected']) == ('Blue.', 'Green.')
+    _, r = one([dict(prompt='Sky colour?', answers=['Blue.', 'Sky blue.', 'Green.'])])  # listed best first
+    assert (r['chosen'], r['rejected']) == ('Blue.', 'Green.')
+    rows = [dict(prompt='Sky colour?', answers=[dict(answer='Blue.', rank=1, model='m1'), dict(answer='Green.', rank=2, model='m2')])]
+    with pytest.raises(FtnbError, match=r"field 'answers\[0\]' has the key 'model'.*ignore=\['model'\]"): load_data(rows)
+    assert load_data(rows, ignore=['model']).ignored == ['model']
+    with pytest.raises(FtnbError, match="ranks every answer the same"): load_data([dict(prompt='Q?', answers=[dict(answer='a', rank=1), dict(answer='b', rank=1)])])
+
+def test_llamafactory_v1_content_parts_with_value():
+    _, r = one([dict(messages=[dict(role='user', content=[dict(type='text', value='Hi')]), dict(role='assistant', content=[dict(type='text', value='Hello')])])])
+    assert r['messages'] == [U('Hi'), A('Hello')]
+
+def test_openai_weight_zero_is_kept_and_masks_that_turn():
+    from ftnb.tokens import encode
+    from ftnb.models import tiny_model
+    tok = tiny_model().tokenizer
+    d = load_data([dict(messages=[U('Hi'), dict(role='assistant', content='Hello there', weight=0), U('Bye'), dict(role='assistant', content='Goodbye friend', weight=1)])])
+    assert d[0]['messages'][1] == A('Hello there', weight=0) and d[0]['messages'][3] == A('Goodbye friend')
+    e = encode(tok, d.kind, d[0])[0]
+    trained = ''.join(e['text'][a:b] for (a, b), m in zip(e['offsets'], e['mask']) if m)
+    assert 'Goodbye friend' in trained and 'Hello there' not in trained and 'Hello there' in e['text']
+    with pytest.raises(FtnbError, match=r"'messages\[0\].weight' belongs to a user turn"): load_data([dict(messages=[dict(U('Hi'), weight=1), A('Yo')])])
+    with pytest.raises(FtnbError, match=r"is not 0 or 1"): load_data([dict(messages=[U('Hi'), dict(role='assistant', content='Yo', weight=0.5)])])
