@@ -47,7 +47,7 @@ def _timed(c) -> dict:
 
 def _sft_run(steps, **kw):
     from ftnb.all import sft, load_model, load_data
-    return sft(load_model(), load_data(SHAREGPT), max_steps=steps, run_dir=tempfile.mkdtemp(), save_steps=10_000,
+    return sft(load_model(), load_data(SHAREGPT, ignore=['id']), max_steps=steps, run_dir=tempfile.mkdtemp(), save_steps=10_000,
                include_num_input_tokens_seen='non_padding', **kw)
 
 def _ftnb(run) -> dict:
@@ -88,7 +88,7 @@ def child_raw_defaults(steps):
     except Exception: kw = dict(bf16=False)
     args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, report_to='none', save_strategy='no',
                      include_num_input_tokens_seen='non_padding', **kw)
-    tr = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(load_data(SHAREGPT).rows), processing_class=m.tokenizer)
+    tr = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(load_data(SHAREGPT, ignore=['id']).rows), processing_class=m.tokenizer)
     c = clock(); tr.add_callback(c); tr.train()
     return _timed(c) | dict(bf16=args.bf16, checkpointing=bool(getattr(args, 'gradient_checkpointing', False) or getattr(args, 'activation_checkpointing', False)))
 

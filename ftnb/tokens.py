@@ -73,7 +73,8 @@ def tool_call_text(call:dict) -> str:
     fn = call.get('function', call)
     return f"<tool_call>\n{json.dumps(dict(name=fn['name'], arguments=fn.get('arguments') or {}), ensure_ascii=False)}\n</tool_call>"
 
-def chat_messages(tokenizer, messages:list, # a conversation (ftnb's messages)
+def chat_messages(tokenizer, # the tokenizer whose chat template will render them
+                  messages:list, # a conversation (ftnb's messages)
                   tools:list|None=None, # the tools it may call
                  ) -> tuple[list, list|None]:
     "`messages` as the tokenizer's template can render them, and the tools to hand it (None where they went into the system turn)."
@@ -95,7 +96,8 @@ def chat_messages(tokenizer, messages:list, # a conversation (ftnb's messages)
         tools = None
     return out, tools or None
 
-def chat_text(tokenizer, messages:list, # a conversation, or the prompt of one
+def chat_text(tokenizer, # the tokenizer whose chat template renders the text
+              messages:list, # a conversation, or the prompt of one
               tools:list|None=None, # the tools it may call
               generation_prompt:bool=False, # end with the assistant's header, for generating the next turn
              ) -> str:
