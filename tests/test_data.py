@@ -345,7 +345,8 @@ def test_a_column_the_layout_does_not_read_is_an_error_naming_the_way_to_keep_or
 def test_every_extra_column_is_named_at_once_and_ignore_lists_only_what_the_user_dropped():
     alpaca = [dict(instruction='Add 2 and 3', input='', output='5', text='### Instruction: Add 2 and 3 ### Response: 5', id=1)]
     with pytest.raises(FtnbError) as e: load_data(alpaca)
-    assert "ignore=['text', 'id']" in str(e.value) and "the text layout, whose columns are all here: say so with format='text'" in str(e.value)
+    assert "ignore=['text', 'id']" in str(e.value) and "to read the rows that way instead, pass format='text', ignore=['instruction', 'input', 'output', 'id']" in str(e.value)
+    assert load_data(alpaca, format='text', ignore=['instruction', 'input', 'output', 'id'])[0] == dict(text=alpaca[0]['text'])  # that way works too
     d = load_data(alpaca, ignore=['text', 'id'])
     assert d.ignored == ['id', 'text'] and 'left out: id, text' in repr(d)
     d = load_data([dict(id=3, source='web', prompt='Hi', completion='Hello')], ignore=['id', 'source', 'not_there'])
