@@ -121,7 +121,7 @@ class add_data_docs(Processor):
             for name, node in reversed([(nm, n) for nm, n in values if nm in public]):
                 nb.comments_[name] = cmts.get(node.lineno) or cmts.get(node.end_lineno) or ''
                 new = mk_cell(f'show_doc({name})'); new.has_sd = True
-                nb.cells.insert(cell.idx_ + 1, new)
+                nb.cells.insert(next(i for i, c in enumerate(nb.cells) if c is cell) + 1, new)  # its place now: add_show_docs has inserted cells before it
 
 # %% ../nbs/24_docs.ipynb #f14f7c2e
 def _resolve(ns:dict, name:str):

@@ -188,6 +188,10 @@ def test_docs_pages_in_chromium(browser, docs_site):
         assert page.locator('dl.py.function dt#ftnb\\.sft\\.sft').is_visible(), 'no entry for sft'
         page.locator('dl.py.function').first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS/'docs-entry.png'))
+        page.goto((site/'layouts.html').as_uri())  # the data formats page: a row a layout, each with an example and what it becomes
+        rows = page.locator('article table tr').count()
+        assert rows > 25 and 'sharegpt_kto' in page.inner_text('article'), f'layouts.html: the formats table has {rows} rows'
+        page.screenshot(path=str(ARTIFACTS/'docs-formats.png'))
         page.goto((site/'search.html').as_uri() + '?q=load_data')
         page.wait_for_selector('#search-results li', timeout=15_000)  # the index is a script, so search works from file://
         assert 'load_data' in page.inner_text('#search-results')
