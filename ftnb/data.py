@@ -152,10 +152,11 @@ def to_prompts(self:Data) -> Data:
     if self.kind == 'prompt_only': return self
     if self.kind == 'text': raise FtnbError("to_prompts: plain text rows have no prompt")
     def one(r):
+        tools = {'tools': r['tools']} if r.get('tools') else {}  # what the prompt may call goes with it
         if self.kind == 'conversation':
             last = max(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
-            return dict(prompt=r['messages'][:last])
-        return dict(prompt=r['prompt'])
+            return dict(prompt=r['messages'][:last]) | tools
+        return dict(prompt=r['prompt']) | tools
     return Data([one(r) for r in self.rows], 'prompt_only', self.detected, self.source)
 
 # %% ../nbs/04c_data.ipynb #c687e191

@@ -62,3 +62,7 @@ def test_tool_call_reward_scores_name_and_arguments():
             '<tool_call>{"name": "set_timer", "arguments": {"minutes": 6, "label": "the tea"}}</tool_call>',
             '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>', 'Sure, five minutes.']
     assert tool_call(said, answer=[ref] * 4) == [1., .5, 0., 0.]
+
+def test_prompts_of_tool_conversations_keep_their_tools():
+    p = load_data(tool_call_data(2)).to_prompts()
+    assert p.columns == ['prompt', 'tools'] and p[0]['tools'] == TOOLS and [m['role'] for m in p[0]['prompt']] == ['user', 'assistant', 'tool']
