@@ -12,7 +12,7 @@ from .formats import save_gguf, ollama_modelfile
 from .samples import chat_row, persona_data, persona_questions, everyday_questions, arithmetic_data, preference_pairs, NEUTRAL_SYSTEM, tool_call_data, TOOLS
 from .data import Data, load_data
 from .layouts import LAYOUTS, FORMATS
-from .tokens import chat_text
+from .chat import chat_text
 from .methods import METHODS
 from .run import Run, new_run_dir, last_checkpoint
 from .views import history_plot

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
-from .tokens import chat_text
+from .chat import chat_text
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'quiet_bars', 'convert_gguf',

@@ -9,7 +9,7 @@ from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data
-from .tokens import check_chat_template
+from .chat import check_chat_template
 from .methods import method, METHODS, BOUNDS, check_settings
 from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard

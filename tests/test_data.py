@@ -6,7 +6,8 @@ from ftnb.core import FtnbError
 from ftnb.data import load_data, Data
 from ftnb.layouts import detect_format, final_answer, FORMATS
 from ftnb.sources import read_records
-from ftnb.tokens import check_chat_template, encode
+from ftnb.chat import check_chat_template
+from ftnb.tokens import encode
 from ftnb.samples import arithmetic_data, preference_pairs, persona_data
 
 @pytest.fixture(scope='module')

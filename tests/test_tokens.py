@@ -1,7 +1,8 @@
 """Tool calls and reasoning reach the text the model trains on, for a template that renders them and for one that does not (SmolLM2's)."""
 import json, pytest
 from ftnb.data import load_data
-from ftnb.tokens import chat_text, chat_messages, template_support, encode
+from ftnb.chat import chat_text, chat_messages, template_support
+from ftnb.tokens import encode
 from ftnb.samples import tool_call_data, TOOLS
 from ftnb.rewards import parse_tool_calls, tool_call
 
