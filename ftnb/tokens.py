@@ -16,28 +16,6 @@ from .chat import chat_messages, chat_text
 # %% auto #0
 __all__ = ['encode', 'MaskView', 'Stats']
 
-# %% ../nbs/04d_tokens.ipynb #37ebf005
-def _with_extras(r:dict) -> bool:
-    "Whether a converted row carries what some templates cannot render: tools, calls, tool results or reasoning."
-    ms = [m for v in r.values() if isinstance(v, list) for m in v if isinstance(m, dict)]
-    return bool(r.get('tools')) or any(m.get('tool_calls') or m.get('thinking') or m.get('role') == 'tool' for m in ms)
-
-@patch
-def for_template(self:Data, tokenizer) -> Data:
-    "These rows with what the tokenizer's template cannot render written into the messages (`chat_messages`): for trainers that render rows themselves."
-    if not any(_with_extras(r) for r in self.rows): return self
-    def one(r):
-        r, tools = dict(r), r.get('tools')
-        r.pop('tools', None)
-        first = 'messages' if 'messages' in r else 'prompt'
-        if isinstance(r.get(first), list):
-            r[first], native = chat_messages(tokenizer, r[first], tools)
-            if native: r['tools'] = native
-        for k in ('completion', 'chosen', 'rejected'):
-            if isinstance(r.get(k), list): r[k] = chat_messages(tokenizer, r[k])[0]
-        return r
-    return Data([one(r) for r in self.rows], self.kind, self.detected, self.source, self.dropped, self.ignored)
-
 # %% ../nbs/04d_tokens.ipynb #73b1e0e6
 def _spans(tok, prompt:list, answer:list, tools=None) -> tuple[str, list]:
     "Full text and trained character spans for a prompt (messages) followed by `answer` messages."
@@ -126,6 +104,28 @@ def show(self:Data, tokenizer, # the tokenizer (with its chat template) training
     "Rows rendered as they will be trained: trained tokens highlighted, masked ones dimmed."
     idx = list(range(min(rows, len(self)))) if isinstance(rows, int) else list(rows)
     return MaskView([(i, e) for i in idx for e in encode(tokenizer, self.kind, self.rows[i])], max_length)
+
+# %% ../nbs/04d_tokens.ipynb #37ebf005
+def _with_extras(r:dict) -> bool:
+    "Whether a converted row carries what some templates cannot render: tools, calls, tool results or reasoning."
+    ms = [m for v in r.values() if isinstance(v, list) for m in v if isinstance(m, dict)]
+    return bool(r.get('tools')) or any(m.get('tool_calls') or m.get('thinking') or m.get('role') == 'tool' for m in ms)
+
+@patch
+def for_template(self:Data, tokenizer) -> Data:
+    "These rows with what the tokenizer's template cannot render written into the messages (`chat_messages`): for trainers that render rows themselves."
+    if not any(_with_extras(r) for r in self.rows): return self
+    def one(r):
+        r, tools = dict(r), r.get('tools')
+        r.pop('tools', None)
+        first = 'messages' if 'messages' in r else 'prompt'
+        if isinstance(r.get(first), list):
+            r[first], native = chat_messages(tokenizer, r[first], tools)
+            if native: r['tools'] = native
+        for k in ('completion', 'chosen', 'rejected'):
+            if isinstance(r.get(k), list): r[k] = chat_messages(tokenizer, r[k])[0]
+        return r
+    return Data([one(r) for r in self.rows], self.kind, self.detected, self.source, self.dropped, self.ignored)
 
 # %% ../nbs/04d_tokens.ipynb #d7de41b9
 @patch
