@@ -12,6 +12,7 @@ from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
 from .layouts import SFT_KINDS
 from .data import Data, load_data, answer_budget
+import ftnb.tokens  # Data.encodings, for the answer loss
 from .run import Run, write_atomic
 from .rewards import as_rewards, check_rewards, score_answers
 

@@ -10,6 +10,7 @@ from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
 from .data import Data, load_data
 from .chat import check_chat_template
+import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
 from .methods import method, METHODS, BOUNDS, check_settings
 from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
