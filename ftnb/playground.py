@@ -10,6 +10,7 @@ from fastcore.basics import patch
 from .core import FtnbError
 from .models import Model, stream
 from .data import Data
+import ftnb.tokens  # Data.show, the mask view the data explorer shows
 from .run import Run
 from .markup import esc
 

@@ -78,7 +78,7 @@ def test_every_parameter_a_user_meets_is_documented():
 def test_a_module_imported_alone_brings_the_data_methods_it_uses():
     "Data's token methods (stats, tokenize, encodings, for_template) are added by ftnb.tokens: every module that calls them must import it, or a notebook that imports only that module fails."
     import subprocess, sys
-    for mod in ('sft', 'prefs', 'grpo', 'rewards', 'evaluate', 'sampling'):
+    for mod in ('sft', 'prefs', 'grpo', 'rewards', 'evaluate', 'sampling', 'playground', 'recipe'):  # the modules that call them
         code = f"import ftnb.{mod}, ftnb.data; assert all(hasattr(ftnb.data.Data, m) for m in ('stats', 'tokenize', 'encodings', 'for_template', 'show'))"
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
         assert r.returncode == 0, f"ftnb.{mod} alone: {r.stderr[-300:]}"
