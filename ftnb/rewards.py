@@ -8,6 +8,7 @@ import re, copy, math, inspect
 from .core import FtnbError, did_you_mean
 from .models import Model
 from .data import Data
+from .layouts import read_tool_call, RowError
 from .methods import method
 from .run import Run
 from .recipe import prepare, recipe, recorded, choose_max_length
@@ -77,15 +78,10 @@ import json
 _CALL_TAG = re.compile(r'<tool_call>\s*(.*?)\s*(?:</tool_call>|$)', re.S)
 
 def _call(x) -> dict|None:
-    "{'name', 'arguments'} from a parsed call in any of the usual shapes, or None."
-    if not isinstance(x, dict): return None
-    fn = x.get('function', x)
-    if not isinstance(fn, dict) or not isinstance(fn.get('name'), str): return None
-    a = fn.get('arguments', fn.get('parameters', {}))
-    if isinstance(a, str):
-        try: a = json.loads(a)
-        except json.JSONDecodeError: return None
-    return dict(name=fn['name'], arguments=a if isinstance(a, dict) else {})
+    "{'name', 'arguments'} of a call in any shape `read_tool_call` reads, or None where it is not one."
+    try: fn = read_tool_call(x)['function']
+    except RowError: return None
+    return dict(name=fn['name'], arguments=fn['arguments'])
 
 def parse_tool_calls(completion, # a completion: text, or a chat completion (a list of messages)
                     ) -> list[dict]:
