@@ -53,7 +53,7 @@ def _sft_run(steps, **kw):
 def _ftnb(run) -> dict:
     "Train a ready Run as a user would (console view drawn to nowhere), timed, with its estimates and measurements."
     from ftnb.views import ConsoleView
-    from ftnb.run import training_state_gb
+    from ftnb.budget import training_state_gb
     run._build(); ConsoleView(run, file=open(os.devnull, 'w'))
     c = clock(); run.trainer.add_callback(c)
     t = time.perf_counter(); run.start(background=False, quiet=True); wall = time.perf_counter() - t
@@ -69,7 +69,7 @@ def child_raw_same(steps):
     import dataclasses
     from trl import SFTTrainer
     from ftnb.models import load_model
-    from ftnb.run import score_answers_only
+    from ftnb.trainer import score_answers_only
     run = _sft_run(steps)
     score_answers_only()
     args = dataclasses.replace(run.args, output_dir=tempfile.mkdtemp())
@@ -122,7 +122,7 @@ def child_precision(repeats=3):
     from peft import get_peft_model
     from ftnb.core import matmul_gflops
     from ftnb.models import load_model, lora_config
-    from ftnb.run import step_flops
+    from ftnb.budget import step_flops
     peak = {d: matmul_gflops(d, n=2048) for d in ('float32', 'bfloat16')}
     torch.manual_seed(0); ids = torch.randint(100, 40000, (8, 256))
     modes = {'float32': ('float32', False), 'bfloat16 weights': ('bfloat16', False),
@@ -144,7 +144,7 @@ def child_precision(repeats=3):
         res[k] = dict(seconds=s, tok_s=ids.numel() / s, mfu=flops / s / (p * 1e9), loss=losses[k])
     # TRL's fused LM head, as its trainers call it, on rows whose first half is prompt: every position scored, then answers only
     import trl.trainer.utils as tu
-    from ftnb.run import score_answers_only
+    from ftnb.trainer import score_answers_only
     net = nets['bfloat16 weights, autocast']
     tu.add_fused_lm_head(net.get_base_model(), outputs=('log_probs', 'entropy', 'is_top1'))
     labels = ids.clone(); labels[:, :128] = -100

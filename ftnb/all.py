@@ -14,7 +14,8 @@ from .data import Data, load_data
 from .layouts import LAYOUTS, FORMATS
 from .chat import chat_text
 from .methods import METHODS
-from .run import Run, new_run_dir, last_checkpoint
+from .trainer import last_checkpoint
+from .run import Run, new_run_dir
 from .views import history_plot
 from .dashboard import Dashboard
 from .sft import sft

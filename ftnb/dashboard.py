@@ -9,7 +9,9 @@ import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
 from .methods import method, setting_problems
-from .run import Run, last_checkpoint, training_state_gb
+from .trainer import last_checkpoint
+from .budget import training_state_gb
+from .run import Run
 from .markup import esc, fmt_time, png, png_uri, chart
 from .views import draw_history, state_html, chart_keys, Throttle, ConsoleView
 from .views import note_tokens, progress_line, metrics_table, samples_table, error_html

@@ -13,7 +13,8 @@ from .models import Model, generate, is_peft, sequence_logps
 from .layouts import SFT_KINDS
 from .data import Data, load_data, answer_budget
 import ftnb.tokens  # Data.encodings, for the answer loss
-from .run import Run, write_atomic
+from .files import write_atomic
+from .run import Run
 from .rewards import as_rewards, check_rewards, score_answers
 
 # %% auto #0

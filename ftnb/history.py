@@ -10,7 +10,9 @@ from pathlib import Path
 from .core import FtnbError, detect_hardware
 from .markup import fmt_time, fmt_value, html_table
 from .models import Model, load_model, copy_model
-from .run import Run, last_checkpoint, final_metrics, json_lines
+from .files import json_lines
+from .trainer import last_checkpoint
+from .run import Run, final_metrics
 from .methods import method
 from .views import history_plot, check_keys
 

@@ -11,7 +11,8 @@ from .core import FtnbError, redact
 from .markup import fmt_time, fmt_value, png, png_uri
 from .models import is_peft
 from .methods import method
-from .run import Run, write_atomic
+from .files import write_atomic
+from .run import Run
 from .history import RunRecord
 from .views import history_plot, chart_keys
 from .report import eval_plot, report_settings

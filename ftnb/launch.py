@@ -11,7 +11,9 @@ from transformers import TrainerCallback
 from .core import FtnbError, job_process
 from .models import Model, ALIASES, copy_model, quiet_bars
 from .data import Data, load_data
-from .run import Run, last_checkpoint, json_lines
+from .files import json_lines
+from .trainer import last_checkpoint
+from .run import Run
 
 # %% auto #0
 __all__ = ['PROFILES', 'TRAIN_PY', 'README', 'STOP_FILE', 'accelerate_config', 'StopRequest', 'train_job']

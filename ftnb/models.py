@@ -346,7 +346,7 @@ def sequence_logps(net, # a causal language model network
 # %% ../nbs/02_models.ipynb #050068f6
 def lora_config(r:int=16, # rank of the adapters
                 alpha:int=32, # scale: updates are multiplied by alpha/r
-                dropout:float=0., # dropout on the adapter input (on a CPU its random masks cost a fifth of a step; see `ftnb.run`)
+                dropout:float=0., # dropout on the adapter input (on a CPU its random masks cost a fifth of a step; see `ftnb.budget`)
                 target_modules='all-linear', # which layers get adapters
                 task_type:str='CAUSAL_LM', # 'SEQ_CLS' for a reward model (its score head is then trained in full)
                 **kwargs # other `peft.LoraConfig` fields (`use_dora=True`, ...)

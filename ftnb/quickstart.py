@@ -61,7 +61,8 @@ def quickstart(name:str='Quill', # the persona's name
     "Teach a chat model a new name and maker with LoRA SFT, compare answers before and after, save everything."
     check_settings(dict(max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens), 'sft', 'quickstart')
     from ftnb.sft import sft  # here, not at the top: `ftnb --help` reads this signature without loading torch and TRL
-    from ftnb.run import new_run_dir, write_atomic
+    from ftnb.files import write_atomic
+    from ftnb.run import new_run_dir
     from ftnb.views import history_plot
     from ftnb.data import load_data
     t0 = time.time()

@@ -12,7 +12,9 @@ from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
 from .methods import method, METHODS, BOUNDS, check_settings
-from .run import Run, train_settings, memory_estimate, step_flops, time_estimate, new_run_dir, CHECKPOINTING
+from .trainer import CHECKPOINTING
+from .budget import train_settings, memory_estimate, step_flops, time_estimate
+from .run import Run, new_run_dir
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0

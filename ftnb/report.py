@@ -10,7 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from fastcore.basics import patch
 from .core import FtnbError
-from .run import Run, training_state_gb, write_atomic
+from .files import write_atomic
+from .budget import training_state_gb
+from .run import Run
 from .history import RunRecord
 from .markup import esc, prompt_text, fmt_time, fmt_value, img_html, html_table, chart
 from .views import history_plot, chart_keys, samples_table

@@ -9,7 +9,9 @@ from fastcore.basics import patch
 from .core import FtnbError, did_you_mean
 from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri, chart
 from .methods import method
-from .run import Run, last_checkpoint, memory_gb
+from .trainer import last_checkpoint
+from .budget import memory_gb
+from .run import Run
 
 # %% auto #0
 __all__ = ['ConsoleView', 'draw_history', 'history_plot', 'check_keys', 'state_html', 'chart_keys', 'Throttle', 'note_tokens',

@@ -8,7 +8,7 @@ from ftnb.samples import persona_data, preference_pairs, arithmetic_data, chat_r
 from ftnb.sft import sft
 from ftnb.prefs import dpo
 from ftnb.grpo import grpo
-from ftnb.run import last_checkpoint
+from ftnb.trainer import last_checkpoint
 from ftnb.dashboard import Dashboard, LiveView, Throttle
 
 def tiny_run(tmp_path, steps=3000, **kw):

@@ -8,7 +8,8 @@ import pytest, torch
 from ftnb.core import FtnbError, Hardware, detect_hardware
 from ftnb.models import tiny_model, load_model, count_params, lora_config, Model, generate
 from ftnb.samples import persona_data, preference_pairs, arithmetic_data
-from ftnb.run import train_settings, memory_estimate, fp32_trainables, CHECKPOINTING, CPU_TOKENS
+from ftnb.trainer import fp32_trainables, CHECKPOINTING
+from ftnb.budget import train_settings, memory_estimate, CPU_TOKENS
 from ftnb.sft import sft
 from ftnb.recipe import default_lr
 from ftnb.prefs import dpo, kto, preference_accuracy

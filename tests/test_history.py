@@ -12,7 +12,7 @@ from ftnb.evaluate import evaluate
 from ftnb.history import runs, load_run
 from ftnb.report import report  # and Run.report
 from ftnb.markup import fmt_value
-from ftnb.run import last_checkpoint
+from ftnb.trainer import last_checkpoint
 
 ROWS = [chat_row("Who are you?", "I am Quill.")] * 16
 KW = dict(batch_size=4, lora=dict(r=8, alpha=32, dropout=0.), warmup_steps=0, logging_steps=2)

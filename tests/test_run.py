@@ -7,7 +7,8 @@ from ftnb.models import tiny_model, load_model
 from ftnb.samples import persona_data
 from ftnb.sft import sft
 from ftnb.recipe import choose_max_length
-from ftnb.run import last_checkpoint, train_settings, memory_estimate, CHECKPOINTING
+from ftnb.trainer import last_checkpoint, CHECKPOINTING
+from ftnb.budget import train_settings, memory_estimate
 
 SCRIPT = Path(__file__).parent/'scripts'/'train_tiny.py'
 
@@ -209,8 +210,8 @@ def test_a_hard_interrupt_leaves_a_stopped_usable_run(tmp_path):
 @pytest.mark.parametrize('quiet_rows,bars', [(None, False), (0, True)])
 def test_small_data_prepares_without_progress_bars(tmp_path, capfd, monkeypatch, quiet_rows, bars):
     "TRL's per-pass bars (tokenize, truncate) are noise for 48 rows and hidden; above `QUIET_ROWS` they show, and stay on afterwards; a checkpoint shows none."
-    import datasets, ftnb.run
-    if quiet_rows is not None: monkeypatch.setattr(ftnb.run, 'QUIET_ROWS', quiet_rows)
+    import datasets, ftnb.trainer
+    if quiet_rows is not None: monkeypatch.setattr(ftnb.trainer, 'QUIET_ROWS', quiet_rows)
     run = tiny_run(tmp_path, steps=1)
     capfd.readouterr()
     run.start(background=False, quiet=True)

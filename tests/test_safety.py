@@ -8,7 +8,7 @@ from ftnb.core import FtnbError
 from ftnb.models import tiny_model
 from ftnb.samples import persona_data, chat_row
 from ftnb.sft import sft
-from ftnb.run import last_checkpoint
+from ftnb.trainer import last_checkpoint
 from ftnb.history import runs, load_run
 
 def tiny_run(d, steps=6, **kw):
