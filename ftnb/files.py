@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from .core import FtnbError
 
 # %% auto #0
-__all__ = ['write_atomic', 'json_lines', 'fsync_tree', 'free_gb', 'write_failure', 'check_room']
+__all__ = ['LOCK', 'write_atomic', 'json_lines', 'fsync_tree', 'free_gb', 'write_failure', 'check_room', 'whole_folder',
+           'whole_file', 'FolderLock']
 
 # %% ../nbs/00b_files.ipynb #7dca1b11
 def write_atomic(path, # the file to write
@@ -72,3 +73,98 @@ def check_room(folder, # the run folder (made if missing)
     if free < need_gb:
         raise FtnbError(f"Not enough space for a checkpoint in {d}: {free:.2f} GB free, and a checkpoint needs about {need_gb:.2f} GB "
                         "(the trainable weights, AdamW's state and the tokenizer). Free some space, or give the run a folder on a bigger disk (run_dir=...).")
+
+# %% ../nbs/00b_files.ipynb #ed272728
+def _beside(p:Path, tag:str) -> Path: return p.with_name(f".{p.name}.{tag}-{os.getpid()}-{threading.get_ident()}")
+
+@contextmanager
+def whole_folder(dest, # the folder to write
+                 replace:bool=True): # a folder already there is replaced (it stays whole until the new one is complete); False: an error
+    "Yield a staging folder beside `dest` that becomes `dest` only if the block ends without error; otherwise it is removed and `dest` is untouched."
+    dest = Path(dest)
+    if dest.exists() and not replace: raise FtnbError(f"{dest} exists already; nothing was written.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(dest, 'partial')
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if dest.exists():
+            old = _beside(dest, 'old')
+            os.replace(dest, old)
+            try: os.replace(tmp, dest)
+            except BaseException: os.replace(old, dest); raise
+            shutil.rmtree(old, ignore_errors=True)
+        else: os.replace(tmp, dest)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+@contextmanager
+def whole_file(dest): # the file to write
+    "Yield a path beside `dest` to write; it becomes `dest` only if the block ends without error, else it is removed."
+    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(dest, 'partial')
+    try:
+        yield tmp
+        with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally: tmp.unlink(missing_ok=True)
+
+# %% ../nbs/00b_files.ipynb #9999dfa0
+LOCK = '.ftnb.lock'
+
+def _alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # another user's process
+    except OSError: return False
+    return True
+
+class FolderLock:
+    "A folder held by one process at a time: a lock file with the holder's process id and host; a dead holder's lock is taken over with a note."
+    def __init__(self, folder, # the folder to hold
+                 what:str='folder'): # what the folder is, for messages ('run folder')
+        self.folder, self.what, self.held = Path(folder), what, False
+    @property
+    def path(self) -> Path: return self.folder/LOCK
+
+    def holder(self) -> dict|None:
+        "Who holds the folder: the lock file's record (pid, host, since), or None if unlocked."
+        try: d = json.loads(self.path.read_text())
+        except FileNotFoundError: return None
+        except (OSError, ValueError): return {}  # being written at this instant, or damaged
+        return d if isinstance(d, dict) else {}
+
+    def acquire(self):
+        "Take the folder, or raise `FtnbError` naming the process that holds it."
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))
+        for attempt in range(50):
+            try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                h = self.holder()
+                if h is None: continue
+                if not h:  # half-written by a process starting this instant: give it a moment
+                    if attempt < 20: time.sleep(.05); continue
+                    h = dict(pid=None, host='?')
+                pid, host = h.get('pid'), h.get('host')
+                if host == me['host'] and isinstance(pid, int) and pid != me['pid'] and _alive(pid):
+                    raise FtnbError(f"The {self.what} {self.folder} is in use by process {pid} on this machine (since {h.get('since', '?')}). "
+                                    "One process writes a folder at a time: wait for it to finish, or stop it, or use another folder.")
+                if host not in (me['host'], '?') and host is not None:
+                    raise FtnbError(f"The {self.what} {self.folder} is in use by process {pid} on {host} (since {h.get('since', '?')}), which "
+                                    f"ftnb cannot check from here. If nothing on {host} trains in it any more, delete {self.path} and try again.")
+                if pid != me['pid']:
+                    warnings.warn(f"ftnb: {self.folder} was left locked by process {pid}, which is no longer running (a killed kernel?); taking it over.")
+                self.path.unlink(missing_ok=True); continue
+            with os.fdopen(fd, 'w') as f: f.write(json.dumps(me)); f.flush(); os.fsync(f.fileno())
+            self.held = True
+            return self
+        raise FtnbError(f"Could not lock {self.folder}: {self.path} keeps reappearing; another process is taking it.")
+
+    def release(self):
+        "Give the folder back (only a lock this process holds is removed)."
+        if self.held and (self.holder() or {}).get('pid') == os.getpid(): self.path.unlink(missing_ok=True)
+        self.held = False
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+    def __repr__(self): return f"FolderLock({str(self.folder)!r}, {'held' if self.held else 'not held'})"
