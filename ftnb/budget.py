@@ -11,7 +11,7 @@ from .models import count_params
 from .trainer import CHECKPOINTING
 
 # %% auto #0
-__all__ = ['CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'training_state_gb', 'train_settings',
+__all__ = ['CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'STEP_EFFICIENCY', 'training_state_gb', 'fits_memory', 'train_settings',
            'memory_estimate', 'reset_peak_memory', 'peak_memory_gb', 'memory_gb', 'step_flops', 'time_estimate']
 
 # %% ../nbs/05c_budget.ipynb #b51d7776
@@ -27,7 +27,7 @@ def training_state_gb(est:dict) -> float:
 
 CPU_TOKENS = 512  # tokens in a CPU micro-batch beyond which a step gets no faster per token, only bigger and padded more (bench/speed.py)
 
-def _fits(hw:Hardware, e:dict) -> bool:
+def fits_memory(hw:Hardware, e:dict) -> bool:
     "Whether an estimate's training state fits in the budget: 90% of a GPU's free memory, 80% of a CPU's available RAM."
     share = .9 if hw.device == 'cuda' else .8
     if hw.free_gb: return training_state_gb(e) <= share * hw.free_gb  # the weights are loaded already: free memory is net of them
@@ -39,11 +39,11 @@ def _fit(hw:Hardware, batch_size:int, memory, min_batch:int, seq:int=512) -> tup
     if hw.device != 'cuda':  # a CPU is no faster on bigger batches: the fewest rows that hold CPU_TOKENS, if they fit
         enough = [s for s in sizes if s * seq >= CPU_TOKENS] or sizes[:1]
         for per in [enough[-1]] + [s for s in sizes if s < enough[-1]]:
-            if _fits(hw, memory(per, False)): return per, False
+            if fits_memory(hw, memory(per, False)): return per, False
     else:
         for ckpt in (False, True):  # small device batches waste a GPU: below 4 rows, checkpointing comes first
             for per in sizes if ckpt else [s for s in sizes if s >= min(4, batch_size)]:
-                if _fits(hw, memory(per, ckpt)): return per, ckpt
+                if fits_memory(hw, memory(per, ckpt)): return per, ckpt
     return sizes[-1], True  # nothing fits: the smallest step; training will say if memory runs out
 
 def train_settings(hw:Hardware, # the hardware to train on

@@ -8,9 +8,9 @@ import os, sys, platform, functools
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags', 'matmul_gflops',
-           'bf16_speedup', 'cpu_bf16', 'Hardware', 'detect_hardware', 'environment', 'in_vscode', 'widgets_render',
-           'set_seed', 'cache_dir', 'job_process', 'secret_name', 'redact']
+__all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
+           'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'detect_hardware', 'environment', 'in_vscode',
+           'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -269,3 +269,16 @@ def redact(x, # text, or JSON-like dicts and lists (a run's settings)
         if isinstance(v, str): return REDACTED if secret_name(name) and not _masked(v) else _redact_text(v, known)
         return v
     return walk(x)
+
+# %% ../nbs/00_core.ipynb #a3d12835
+TELEMETRY_VAR = 'HF_HUB_DISABLE_TELEMETRY'  # huggingface_hub's switch, which TRL's usage ping honours too
+
+def no_telemetry() -> bool:
+    "Turn TRL's and huggingface_hub's usage pings off unless the user set `HF_HUB_DISABLE_TELEMETRY` (0 sends them); returns whether they are off."
+    if TELEMETRY_VAR in os.environ: return os.environ[TELEMETRY_VAR].strip().lower() in ('1', 'true', 'yes', 'on')
+    os.environ[TELEMETRY_VAR] = '1'
+    c = sys.modules.get('huggingface_hub.constants')
+    if c is not None: c.HF_HUB_DISABLE_TELEMETRY = True  # read once when huggingface_hub was imported, before ftnb
+    return True
+
+no_telemetry()

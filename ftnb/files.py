@@ -11,7 +11,7 @@ from .core import FtnbError
 
 # %% auto #0
 __all__ = ['LOCK', 'write_atomic', 'json_lines', 'fsync_tree', 'free_gb', 'write_failure', 'check_room', 'whole_folder',
-           'whole_file', 'FolderLock']
+           'whole_file', 'process_alive', 'FolderLock']
 
 # %% ../nbs/00b_files.ipynb #7dca1b11
 def write_atomic(path, # the file to write
@@ -112,7 +112,8 @@ def whole_file(dest): # the file to write
 # %% ../nbs/00b_files.ipynb #9999dfa0
 LOCK = '.ftnb.lock'
 
-def _alive(pid:int) -> bool:
+def process_alive(pid:int) -> bool:
+    "Whether process `pid` runs on this machine."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True  # another user's process
@@ -147,7 +148,7 @@ class FolderLock:
                     if attempt < 20: time.sleep(.05); continue
                     h = dict(pid=None, host='?')
                 pid, host = h.get('pid'), h.get('host')
-                if host == me['host'] and isinstance(pid, int) and pid != me['pid'] and _alive(pid):
+                if host == me['host'] and isinstance(pid, int) and pid != me['pid'] and process_alive(pid):
                     raise FtnbError(f"The {self.what} {self.folder} is in use by process {pid} on this machine (since {h.get('since', '?')}). "
                                     "One process writes a folder at a time: wait for it to finish, or stop it, or use another folder.")
                 if host not in (me['host'], '?') and host is not None:

@@ -8,16 +8,16 @@ import os, json, copy, dataclasses, warnings
 from datetime import datetime
 from pathlib import Path
 from .core import FtnbError, detect_hardware
-from .markup import fmt_time, fmt_value, html_table
+from .markup import fmt_time, fmt_value, html_table, esc
 from .models import Model, load_model, copy_model
-from .files import json_lines
+from .files import json_lines, process_alive
 from .trainer import last_checkpoint
-from .run import Run, final_metrics
-from .methods import method
+from .run import Run, final_metrics, STATES
+from .methods import method, METHODS
 from .views import history_plot, check_keys
 
 # %% auto #0
-__all__ = ['RunRecord', 'load_run', 'RunHistory', 'runs']
+__all__ = ['folder_problems', 'RunRecord', 'load_run', 'RunHistory', 'runs']
 
 # %% ../nbs/17_history.ipynb #3d871061
 def _read(p:Path) -> dict|None:
@@ -26,12 +26,33 @@ def _read(p:Path) -> dict|None:
     except (OSError, ValueError): return None
     return d if isinstance(d, dict) else None
 
-def _alive(pid) -> bool:
-    if not pid: return False
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass
-    return True
+def _is(v, *types) -> bool: return isinstance(v, types) and not isinstance(v, bool) if bool not in types else isinstance(v, types)
+def _count(v) -> bool: return _is(v, int) and v >= 0
+def _number(v) -> bool: return _is(v, int, float) and v == v
+
+def folder_problems(info:dict, summary:dict) -> list[str]:
+    "What is wrong with a run folder's `settings.json` and `summary.json` values, each naming the file, the field and the value: a folder may come from anyone."
+    out = []
+    def bad(f, k, v, want): out.append(f"{f}: {k} is {repr(v)[:80]}, expected {want}")
+    if info.get('method') not in METHODS: bad('settings.json', 'method', info.get('method'), f"one of {', '.join(METHODS)}")
+    if not _is(info.get('model'), str) or not info['model']: bad('settings.json', 'model', info.get('model'), 'a model name')
+    for k, ok, want in (('settings', lambda v: _is(v, dict), 'an object'), ('trl_config', lambda v: v is None or _is(v, dict), 'an object'),
+                        ('estimate_gb', lambda v: v is None or (_is(v, dict) and all(map(_number, v.values()))), 'an object of numbers'),
+                        ('base_run', lambda v: v is None or _is(v, str), 'a folder'), ('code', lambda v: v is None or _is(v, str), 'text')):
+        if not ok(info.get(k, {} if k == 'settings' else None)): bad('settings.json', k, info.get(k), want)
+    s = info.get('settings') if _is(info.get('settings'), dict) else {}
+    if not (s.get('lora') is None or (_is(s['lora'], dict) and _count(s['lora'].get('r')))): bad('settings.json', 'settings.lora', s.get('lora'), "null or LoRA options with a whole r")
+    if not _is(s.get('data', ''), str): bad('settings.json', 'settings.data', s.get('data'), 'text')
+    for k, ok, want in (('state', lambda v: v in STATES, f"one of {', '.join(STATES)}"), ('step', _count, 'a whole number ≥ 0'),
+                        ('max_steps', _count, 'a whole number ≥ 0'), ('seconds', lambda v: _number(v) and v >= 0, 'a number of seconds ≥ 0'),
+                        ('started', lambda v: v is None or _is(v, str), 'a time'), ('pid', lambda v: v is None or _count(v), 'a process id'),
+                        ('peak_gb', lambda v: v is None or _number(v), 'a number'), ('training_gb', lambda v: v is None or _number(v), 'a number'),
+                        ('final', lambda v: _is(v, dict) and all(map(_number, v.values())), 'an object of numbers'),
+                        ('saves', lambda v: _is(v, list) and all(_is(x, dict) and _is(x.get('path'), str) and _count(x.get('step')) and
+                                                                 not Path(x['path']).is_absolute() and '..' not in Path(x['path']).parts for x in v),
+                         'a list of saves inside the folder')):
+        if k in summary and not ok(summary[k]): bad('summary.json', k, summary[k], want)
+    return out
 
 class RunRecord:
     "A past run, read from its folder: settings, summary, metrics, samples and evaluation."
@@ -40,6 +61,8 @@ class RunRecord:
         self.info = _read(self.run_dir/'settings.json')
         if self.info is None: raise FtnbError(f"{self.run_dir} is not a run folder: it has no readable settings.json")
         self.summary = _read(self.run_dir/'summary.json') or {}
+        if bad := folder_problems(self.info, self.summary):
+            raise FtnbError(f"{self.run_dir} is not a run folder ftnb can read: " + '; '.join(bad[:3]) + (f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''))
         self._history = None
 
     name = property(lambda self: self.run_dir.name)
@@ -73,7 +96,7 @@ class RunRecord:
     def state(self) -> str:
         "The run's state; 'killed' when it says it is running but the process that ran it is gone."
         st = self.summary.get('state', 'ready')
-        if st in ('running', 'stopping') and not _alive(self.summary.get('pid')): return 'killed'
+        if st in ('running', 'stopping') and not (self.summary.get('pid') and process_alive(self.summary['pid'])): return 'killed'
         return st
 
     @property
@@ -103,16 +126,27 @@ class RunRecord:
     def __repr__(self): return f"RunRecord {self.name}: {self.method} of {self.model}, {self.state} at step {self.summary.get('step', '?')}"
 
 # %% ../nbs/17_history.ipynb #5fea9c41
-def _weights(d:Path) -> Path:
-    "The newest trained weights in a run folder: its newest whole checkpoint, or what `run.save()` wrote."
-    cands = [p for p in (last_checkpoint(d), d/'adapter', d/'model') if p is not None and p.is_dir()]
-    if not cands: raise FtnbError(f"{d} holds no weights: no whole checkpoint and no saved adapter (the run ended before its first checkpoint)")
-    return max(cands, key=lambda p: p.stat().st_mtime)
+def _whole_model(p:Path) -> bool: return (p/'adapter_config.json').exists() or (p/'config.json').exists()
 
-def _base_model(info:dict, model:Model|None, d:Path) -> Model:
+def _weights(d:Path, summary:dict) -> Path:
+    "The newest trained weights in a run folder, by the step each was written at: its newest whole checkpoint, or a model `run.save()` recorded."
+    ck = last_checkpoint(d)
+    cands = [(int(ck.name.rsplit('-', 1)[1]), 1, ck)] if ck else []
+    cands += [(s['step'], 2, d/s['path']) for s in summary.get('saves', []) if s.get('format', 'hf') == 'hf' and _whole_model(d/s['path'])]
+    if not cands:  # saved by an ftnb that did not record its saves: only where no checkpoint is left
+        cands = [(0, 0, d/n) for n in ('adapter', 'model') if _whole_model(d/n)]
+    if not cands: raise FtnbError(f"{d} holds no weights: no whole checkpoint and no saved adapter (the run ended before its first checkpoint)")
+    return max(cands, key=lambda c: c[:2])[2]  # the newest step; at the same step a save (the final weights) before a checkpoint
+
+def _base_model(info:dict, model:Model|None, d:Path, seen:tuple=()) -> Model:
     if info.get('base_run'):  # the run this one continued, loaded and merged: as recorded, else beside this run (a moved runs folder)
         b = Path(info['base_run'])
-        return load_run(b if (b/'settings.json').exists() else d.parent/b.name, model).policy()
+        b = b if (b/'settings.json').exists() else d.parent/b.name
+        chain = seen + (d.resolve(),)
+        if b.resolve() in chain:
+            raise FtnbError(f"{d} cannot be loaded: its settings.json says it continued {b}, which leads back to itself "
+                            f"({' -> '.join(str(p) for p in chain + (b.resolve(),))}). A run cannot be built on its own folder.")
+        return _load(b, model, None, chain).policy()
     if model is not None: return Model(copy_model(model.model), model.tokenizer, model.name, model.source)  # the adapter goes into a copy: yours stays as it was
     try: return load_model(info['model'])
     except FtnbError as e:
@@ -124,10 +158,14 @@ def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
              checkpoint=None, # a checkpoint folder to load instead of the newest
             ) -> Run:
     "A finished, stopped or killed run back from its folder, ready to generate, compare, evaluate and report."
+    return _load(run_dir, model, checkpoint)
+
+def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
     rec = RunRecord(run_dir)
     info, d = rec.info, rec.run_dir
-    ck = Path(checkpoint) if checkpoint else _weights(d)
-    base = _base_model(info, model, d)
+    if not isinstance(info.get('trl_config'), dict): raise FtnbError(f"{d} cannot be loaded: its settings.json has no TRL config (trl_config)")
+    ck = Path(checkpoint) if checkpoint else _weights(d, rec.summary)
+    base = _base_model(info, model, d, seen)
     if not method(rec.method).generates:  # a reward model: the score head goes on first
         from ftnb.rewards import scoring_model
         base = scoring_model(base)
@@ -160,7 +198,9 @@ def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
 # %% ../nbs/17_history.ipynb #c23ad2e5
 class RunHistory:
     "Past runs as a table: index or name them, `plot` their curves together, `load` one back."
-    def __init__(self, records:list[RunRecord]): self.records = records
+    def __init__(self, records:list[RunRecord], # the runs
+                 skipped:list|None=None): # (folder, why) for each folder under the root that could not be read as a run
+        self.records, self.skipped = records, list(skipped or [])
     def __len__(self): return len(self.records)
     def __iter__(self): return iter(self.records)
     def __getitem__(self, i) -> RunRecord:
@@ -185,7 +225,12 @@ class RunHistory:
                         'evaluation': evs, 'time': fmt_time(r.summary.get('seconds')), 'started': r.started.replace('T', ' ')})
         return out
 
-    def __repr__(self):
+    def skipped_text(self) -> str:
+        "The folders that were not listed, and why, one a line."
+        return ''.join(f"\nSkipped {Path(f).name}: {why}" for f, why in self.skipped)
+
+    def __repr__(self): return self._text() + self.skipped_text()
+    def _text(self):
         rows = self.rows()
         if not rows: return "No runs yet."
         cols = ['#', 'run', 'method', 'model', 'settings', 'state', 'final', 'evaluation', 'time']
@@ -194,8 +239,9 @@ class RunHistory:
 
     def _repr_html_(self):
         rows = self.rows()
-        if not rows: return "<i>No runs yet.</i>"
-        return html_table([list(r.values()) for r in rows], list(rows[0]), style='text-align:left')
+        skipped = ''.join(f"<br><small>Skipped {esc(Path(f).name)}: {esc(why)}</small>" for f, why in self.skipped)
+        if not rows: return "<i>No runs yet.</i>" + skipped
+        return html_table([list(r.values()) for r in rows], list(rows[0]), style='text-align:left') + skipped
 
     def labels(self, which) -> dict:
         "A short label per chosen run: its index and the settings that differ between the chosen runs."
@@ -221,10 +267,12 @@ class RunHistory:
 def runs(root='runs', # the folder run folders are made in (recipes' default: `runs` beside the notebook)
          method:str|None=None, # only runs of this method ('sft', 'dpo', ...)
         ) -> RunHistory:
-    "The runs in `root`, oldest first, as a table you can plot and load from."
-    recs = []
+    "The runs in `root`, oldest first, as a table you can plot and load from; folders that cannot be read as runs are named in `skipped`, with why."
+    recs, skipped = [], []
     for p in sorted(Path(root).glob('*/settings.json')) if Path(root).is_dir() else []:
         try: r = RunRecord(p.parent)
-        except FtnbError: continue  # a half-written settings.json: not a run yet
+        except FtnbError as e:
+            skipped.append((str(p.parent), str(e).removeprefix(f"{p.parent} ")))
+            continue
         if method is None or r.method == method: recs.append(r)
-    return RunHistory(sorted(recs, key=lambda r: r.started))
+    return RunHistory(sorted(recs, key=lambda r: r.started), skipped)

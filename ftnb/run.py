@@ -8,16 +8,17 @@ import os, json, time, signal, threading, warnings, errno
 from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, job_process
-from .files import write_atomic, check_room
-from .trainer import safe_trainer, last_checkpoint, score_answers_only, one_device, fp32_trainables, quiet_prep, precision_of, CHECKPOINTING
-from .budget import training_state_gb, memory_gb, reset_peak_memory, peak_memory_gb, CPU_TOKENS
+from .files import write_atomic, check_room, json_lines, FolderLock, LOCK
+from .trainer import accelerator_ready, safe_trainer, last_checkpoint, score_answers_only, one_device, fp32_trainables, quiet_prep, precision_of, CHECKPOINTING
+from .budget import training_state_gb, memory_gb, reset_peak_memory, peak_memory_gb, fits_memory, CPU_TOKENS
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
 from .formats import FORMATS
 from .methods import method
 
 # %% auto #0
-__all__ = ['EVENTS', 'STATES', 'CHECKPOINT_EXTRA_GB', 'Events', 'new_run_dir', 'Run', 'final_metrics', 'Comparison']
+__all__ = ['EVENTS', 'STATES', 'RUN_FILES', 'CHECKPOINT_EXTRA_GB', 'Events', 'new_run_dir', 'Run', 'final_metrics', 'run_work',
+           'Comparison']
 
 # %% ../nbs/06_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')
@@ -97,6 +98,9 @@ class Run:
         self.method, self.model, self.trainer_cls, self.args = method, model, safe_trainer(trainer_cls), args
         self.train_dataset, self.eval_dataset, self.trainer_kwargs = train_dataset, eval_dataset, dict(trainer_kwargs or {})
         self.run_dir = Path(run_dir or args.output_dir)
+        if (base := getattr(model, 'run_dir', None)) and Path(base).resolve() == self.run_dir.resolve():
+            raise FtnbError(f"This {method} run starts from the run in {base} and was given that same folder (run_dir={str(run_dir)!r}): it would "
+                            "overwrite the run it is built on. Leave run_dir out for a new folder, or give another one.")
         self.args.output_dir = str(self.run_dir)
         self.hardware, self.estimate, self.settings = hardware or detect_hardware(), estimate or {}, settings or {}
         self.events, self.state, self.history, self.error = Events(), 'ready', [], None
@@ -107,6 +111,8 @@ class Run:
         self.session_start, self.session_step = None, 0  # when this training session began (`time.time()`) and at which step: elapsed time, ETA
         self.viewed = False  # a view follows it (dashboard, HTML view or console bar), so `start` shows none of its own
         self.read_only = None  # why it cannot train: a run loaded from its folder to look at (`ftnb.history.load_run`)
+        self.saves = []  # what `save` wrote in the run folder: {'path', 'step', 'format'}, newest last (`load_run` picks weights by step, not file times)
+        self.lock = FolderLock(self.run_dir, 'run folder')  # held while training: one process writes the folder
         self.step_seconds = None  # estimated seconds per optimizer step (`ftnb.budget.time_estimate`), set by the recipe
 
     def _set(self, state):
@@ -192,10 +198,60 @@ def _write_summary(self:Run):
     secs = self.seconds + (time.time() - self._session if self._session is not None else 0)
     d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
              peak_gb=self.peak_gb, training_gb=self.training_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
-             pid=os.getpid(), world_size=self.world_size, final=final_metrics(self.history))
+             pid=os.getpid(), world_size=self.world_size, final=final_metrics(self.history), saves=self.saves)
     try: write_atomic(self.run_dir/'summary.json', json.dumps(d, indent=2, default=str))
     except OSError as e:  # a full disk: the previous summary stays, and training is not stopped for it
         warnings.warn(f"ftnb: could not write {self.run_dir/'summary.json'} ({e.strerror or e}); the previous one is kept")
+
+# %% ../nbs/06_run.ipynb #dc5a8b26
+RUN_FILES = ('settings.json', 'summary.json', 'metrics.jsonl', 'samples.jsonl', 'evaluation.json', 'report.html', 'README.md',
+             'training.png', 'evaluation.png', 'launch.log', 'answers.json', 'loss.png', 'job', 'adapter', 'model', 'merged', 'gguf')  # what ftnb writes in a run folder
+
+def run_work(run_dir) -> list[str]:
+    "What a folder holds that a new run there would overwrite, in words: checkpoints, logged steps, saved models, an evaluation, files that are not a run's."
+    d, out = Path(run_dir), []
+    if not d.is_dir(): return out
+    cks = sorted((p for p in d.glob('checkpoint-*') if p.is_dir()), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1)
+    if cks: out.append(f"{len(cks)} checkpoint{'s' * (len(cks) != 1)} (the newest {cks[-1].name})")
+    try: steps = len(json_lines((d/'metrics.jsonl').read_text()))
+    except OSError: steps = 0
+    if steps: out.append(f"{steps} logged step{'s' * (steps != 1)} (metrics.jsonl)")
+    out += [f"a saved model ({s}/)" for s in ('adapter', 'model', 'merged', 'gguf') if (d/s).exists()]
+    if (d/'evaluation.json').exists(): out.append('an evaluation (evaluation.json)')
+    other = sorted(p.name for p in d.iterdir() if not p.name.startswith('.') and p.name not in RUN_FILES and not p.name.startswith('checkpoint-'))
+    if other: out.append(f"files that are not a run's: {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}")
+    return out
+
+@patch
+def _claim(self:Run, resumed:bool, overwrite:bool):
+    "Take the run folder for this training session: refuse one that holds other work (unless `overwrite`, which moves it aside), then lock it."
+    d = self.run_dir
+    self.lock.acquire()  # a live holder elsewhere is refused first: its folder is not moved aside under it
+    if resumed: return
+    work = run_work(d)
+    if not work: return
+    st = json.loads((d/'summary.json').read_text()) if (d/'summary.json').exists() else {}
+    what = f"a run ({st.get('state', '?')} at step {st.get('step', '?')})" if isinstance(st, dict) and st else 'work'
+    if not overwrite:
+        self.lock.release()
+        raise FtnbError(f"{d} holds {what}: {'; '.join(work)}. A new run there would overwrite it. Continue it with run.resume(), "
+                        "give this run a new folder (leave run_dir out, or another run_dir=...), or start(overwrite=True) to move the "
+                        f"old one aside to {d.name}.replaced-<time> and start afresh.")
+    self.lock.release()
+    aside = d.with_name(f"{d.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+    os.replace(d, aside)
+    print(f"ftnb: {d} held {what}; it is now in {aside}, and this run starts afresh in {d}.")
+    self.history, self.samples, self.saves, self.seconds, self.started, self.step = [], [], [], 0., None, 0
+    check_room(d); self.lock.acquire()
+
+@patch
+def _over_memory(self:Run, insist:bool) -> str|None:
+    "Why a CPU run's plan cannot start, if its memory estimate exceeds the RAM available (there, running out kills the kernel)."
+    if insist or self.hardware.device != 'cpu' or not self.estimate or fits_memory(self.hardware, self.estimate): return None
+    need, have = training_state_gb(self.estimate), self.hardware.free_gb or self.hardware.memory_gb
+    return (f"This plan needs about {need:.1f} GB to train ({self.estimate['total']:.1f} GB with the weights), and this machine has "
+            f"{have:.2f} GB of RAM available: on a CPU, running out of memory kills the kernel and everything in it. Lower max_length, "
+            "batch_size or the LoRA rank (run.estimate_table() shows where the memory goes), or start(exceed_memory=True) to try anyway.")
 
 # %% ../nbs/06_run.ipynb #28ae9768
 CHECKPOINT_EXTRA_GB = .02  # what a checkpoint holds beside weights and optimizer: the tokenizer (SmolLM2's is 3.5 MB, big vocabularies' 10-15 MB), configs, trainer and RNG state
@@ -222,7 +278,9 @@ def _busy(self:Run) -> str|None:
 @patch
 def start(self:Run, background:bool|None=None, # train in a thread; default: yes in Jupyter, no elsewhere (and in Colab)
           resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
-          quiet:bool=False): # attach no view (the metrics log is still written)
+          quiet:bool=False, # attach no view (the metrics log is still written)
+          overwrite:bool=False, # the folder holds another run (or this one's earlier training): move it aside and start afresh
+          exceed_memory:bool=False): # on a CPU, start even though the plan needs more memory than is available
     "Train. Returns at once in the background, or when training ends in the foreground."
     if self.read_only: raise FtnbError(self.read_only)
     if why := self._busy(): raise FtnbError(why)
@@ -230,12 +288,17 @@ def start(self:Run, background:bool|None=None, # train in a thread; default: yes
     if resume:
         ckpt = Path(resume) if isinstance(resume, (str, Path)) else last_checkpoint(self.run_dir)
         if ckpt is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
+    if why := self._over_memory(exceed_memory): raise FtnbError(why)
     check_room(self.run_dir, self.checkpoint_gb)
-    if not quiet and not self.viewed and self.show is not None: self.show()
-    with self._lock, _TRAINING_LOCK:
-        if why := self._busy(): raise FtnbError(why)  # again, now atomically: two started at the same moment
-        _TRAINING.add(self); self._stop.clear(); self.error = None
-        self._set('running')
+    if self.is_main: self._claim(resumed=bool(resume), overwrite=overwrite)
+    try:
+        if not quiet and not self.viewed and self.show is not None: self.show()
+        with self._lock, _TRAINING_LOCK:
+            if why := self._busy(): raise FtnbError(why)  # again, now atomically: two started at the same moment
+            _TRAINING.add(self); self._stop.clear(); self.error = None
+            self._set('running')
+    except BaseException:
+        self.lock.release(); raise
     if background is None: background = environment() == 'notebook'
     if background:
         self.thread = threading.Thread(target=self._train, args=(ckpt,), name=f"ftnb-{self.method}", daemon=True)
@@ -268,7 +331,7 @@ def _graceful_sigint(run):
 def _train(self:Run, ckpt):
     state = 'failed'
     try:
-        tr, dev = self._build(), self.hardware.device
+        tr, dev = accelerator_ready(self._build()), self.hardware.device
         before = memory_gb(dev); reset_peak_memory(dev)
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
@@ -287,7 +350,8 @@ def _train(self:Run, ckpt):
         try: self._release()
         finally:  # memory freed and the kernel free for the next run before anyone hears this one has ended
             with _TRAINING_LOCK: _TRAINING.discard(self)
-            self._set(state)
+            try: self._set(state)
+            finally: self.lock.release()  # after the last write of this session
 
 def _disk_error(e:BaseException, run) -> BaseException:
     "A full or read-only disk met while training (writing the logs), in plain words; any other error as it is."
@@ -438,8 +502,18 @@ def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `me
     if self.training: self.wait(why='save')
     if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
     m = Model(self.net, self.tokenizer, f"{Path(str(self.model.name)).name}-{self.method}", f"{self.method} run {self.run_dir}")
-    if format == 'gguf': return m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else self.system)
-    return m.save(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(self.net) else 'model')), merged=merged, quantize=quantize)
+    if format == 'gguf': out = m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else self.system)
+    else: out = m.save(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(self.net) else 'model')), merged=merged, quantize=quantize)
+    self._record_save(out, format)
+    return out
+
+@patch
+def _record_save(self:Run, out:Path, format:str):
+    "Note a whole save inside the run folder in `summary.json` (written after the save is in place), so loading can tell which weights are newest."
+    try: rel = Path(out).resolve().relative_to(self.run_dir.resolve())
+    except ValueError: return  # saved elsewhere: not this folder's
+    self.saves = [s for s in self.saves if s['path'] != str(rel)] + [dict(path=str(rel), step=self.step, format=format)]
+    self._write_summary()
 
 # %% ../nbs/06_run.ipynb #cf671c86
 @patch

@@ -13,7 +13,8 @@ from .models import quiet_bars
 
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
-           'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables', 'quiet_prep']
+           'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables', 'quiet_prep',
+           'accelerator_ready']
 
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
@@ -156,3 +157,10 @@ def _checkpointing_field() -> str:
     return 'activation_checkpointing' if 'activation_checkpointing' in names else 'gradient_checkpointing'
 
 CHECKPOINTING = _checkpointing_field()
+
+# %% ../nbs/05b_trainer.ipynb #5800746e
+def accelerator_ready(trainer):
+    "Rebuild `trainer`'s accelerator if accelerate's shared state was reset since it was built (a TRL config made since resets it)."
+    from accelerate.state import is_initialized
+    if not is_initialized(): trainer.create_accelerator_and_postprocess()
+    return trainer
