@@ -11,7 +11,8 @@ from .layouts import SFT_KINDS
 from .data import Data
 
 # %% auto #0
-__all__ = ['METHODS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings']
+__all__ = ['METHODS', 'MAX_STEPS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings', 'plain',
+           'model_bounds']
 
 # %% ../nbs/05_methods.ipynb #62b78ae7
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Bound:
     whole:bool=False # an int (a count: steps, rows, a rank)
     lo_open:bool=False # `lo` itself is not allowed
     hi_open:bool=False # `hi` itself is not allowed
+    why:str='' # where `hi` comes from, said in messages (ftnb's ceiling, a model's context)
 
     def ok(self, v) -> bool:
         "Whether `v` is within this bound (a bool, a string or NaN never is)."
@@ -56,7 +58,7 @@ class Bound:
 
     def __str__(self):
         ends = [f"{'>' if self.lo_open else '≥'} {self.lo}" if self.lo is not None else '', f"{'<' if self.hi_open else '≤'} {self.hi}" if self.hi is not None else '']
-        return f"a {'whole ' if self.whole else ''}number " + ' and '.join(e for e in ends if e)
+        return f"a {'whole ' if self.whole else ''}number " + ' and '.join(e for e in ends if e) + (f" ({self.why})" if self.why else '')
 
 # %% ../nbs/05_methods.ipynb #ead823ce
 _PROMPTED = ('prompt_only', 'conversation', 'preference', 'prompt_completion')  # data whose prompts GRPO and RLOO can sample from
@@ -87,8 +89,12 @@ def method(name:str) -> Method:
     return METHODS[name]
 
 # %% ../nbs/05_methods.ipynb #376f84d3
+# Ten million optimizer steps is about 12 days at 10 steps a second (a tiny model on a GPU), and 20 times Llama 2's whole
+# pretraining (2 T tokens at 4 M tokens a step: 500 k steps); fine-tuning takes hundreds to thousands. Beyond it is a typo.
+MAX_STEPS = 10**7
+
 _COUNT, _SOME, _RATE = Bound(1, whole=True), Bound(0, lo_open=True), Bound(0, 1, lo_open=True, hi_open=True)
-BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=_COUNT, epochs=_SOME, num_train_epochs=_SOME, batch_size=_COUNT,
+BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=Bound(1, MAX_STEPS, whole=True, why="ftnb's ceiling, about 12 days at 10 steps a second"), epochs=_SOME, num_train_epochs=_SOME, batch_size=_COUNT,
               per_device_train_batch_size=_COUNT, per_device_eval_batch_size=_COUNT, gradient_accumulation_steps=_COUNT,
               seed=Bound(0, 2**32 - 1, whole=True), max_length=_COUNT, max_completion_length=_COUNT, max_prompt_length=_COUNT,
               warmup_steps=Bound(0, whole=True), weight_decay=Bound(0), max_grad_norm=Bound(0), logging_steps=_SOME, save_steps=_SOME,
@@ -105,9 +111,10 @@ def _eval_problem(v) -> str|None:
 
 def setting_problems(settings:dict, # settings by name: a recipe's arguments, TRL config fields, `lora`'s options in a `lora` dict
                      method_name:str|None=None, # the method, whose own bounds (`Method.bounds`) apply too
+                     more:dict|None=None, # bounds that apply too, over those: the model's (`model_bounds`)
                     ) -> dict:
     "The settings outside ftnb's bounds (`BOUNDS`), by name (a `lora` option by its own), each with a message naming it, its value and the range."
-    bounds = BOUNDS | (METHODS[method_name].bounds if method_name in METHODS else {})
+    bounds = BOUNDS | (METHODS[method_name].bounds if method_name in METHODS else {}) | (more or {})
     bad = {}
     for k, v in settings.items():
         if k == 'eval' and (p := _eval_problem(v)): bad[k] = p
@@ -119,7 +126,53 @@ def setting_problems(settings:dict, # settings by name: a recipe's arguments, TR
 
 def check_settings(settings:dict, # settings by name (see `setting_problems`)
                    method_name:str|None=None, # the method, whose own bounds apply too
-                   where:str=''): # who was given them, for the message (a recipe's name)
+                   where:str='', # who was given them, for the message (a recipe's name)
+                   more:dict|None=None): # bounds that apply too: the model's (`model_bounds`)
     "Raise an `FtnbError` naming every setting outside ftnb's bounds, its value and the range allowed."
-    if bad := setting_problems(settings, method_name):
+    if bad := setting_problems(settings, method_name, more):
         raise FtnbError(f"{where or method_name or 'settings'}: " + '; '.join(bad.values()) + ". Give values in range.")
+
+# %% ../nbs/05_methods.ipynb #c7d47c14
+def plain(v):
+    "`v` with every numpy or torch scalar (a 0-d array or tensor too) as the Python value it holds, inside dicts, lists and tuples too."
+    if getattr(v, 'ndim', None) == 0 and callable(getattr(v, 'item', None)): return v.item()
+    if type(v) in (list, tuple): return type(v)(plain(x) for x in v)
+    if type(v) is dict: return {k: plain(x) for k, x in v.items()}
+    return v
+
+# %% ../nbs/05_methods.ipynb #6812e731
+_CONTEXT = ('max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length')  # what configs call the longest sequence
+_WIDTH = ('hidden_size', 'd_model', 'n_embd')
+_LENGTHS = ('max_length', 'max_prompt_length', 'max_completion_length')  # settings counted in tokens of one sequence
+
+def _config_int(cfg, names) -> tuple:
+    "The first of these config fields holding a positive int, as (name, value); (None, None) when none does."
+    return next(((n, v) for n in names if isinstance(v := getattr(cfg, n, None), int) and not isinstance(v, bool) and v > 0), (None, None))
+
+def _text_config(model):
+    cfg = model.model.config
+    return cfg.get_text_config() if hasattr(cfg, 'get_text_config') else cfg  # a vision-language model's: its text part's
+
+def _context(model) -> tuple:
+    "The longest sequence `model` takes and where that number comes from; (None, '') when nothing says."
+    cfg = _text_config(model)
+    n, ctx = _config_int(cfg, _CONTEXT)
+    rope = getattr(cfg, 'rope_scaling', None)
+    if isinstance(rope, dict) and isinstance(rope.get('original_max_position_embeddings'), int) and isinstance(rope.get('factor'), (int, float)):
+        longer = int(rope['original_max_position_embeddings'] * rope['factor'])  # YaRN-style scaling: the config keeps the original length
+        if longer > (ctx or 0): return longer, f"config.rope_scaling, {rope['original_max_position_embeddings']} × {rope['factor']}"
+    if ctx: return ctx, f'config.{n}'
+    t = getattr(getattr(model, 'tokenizer', None), 'model_max_length', None)
+    if isinstance(t, int) and 0 < t < 10**9: return t, "its tokenizer's model_max_length"  # transformers' "no limit" is 1e30
+    return None, ''
+
+# %% ../nbs/05_methods.ipynb #1ac463bb
+def model_bounds(model, # a `ftnb.models.Model` (its network's config and its tokenizer are read)
+                ) -> dict:
+    "The bounds `model` sets, by setting: lengths in tokens up to its context, LoRA's rank up to its hidden size; each says where its limit comes from."
+    name, out = getattr(model, 'name', '?'), {}
+    ctx, where = _context(model)
+    if ctx: out |= {k: Bound(1, ctx, whole=True, why=f"the context of model {name!r}: {where}") for k in _LENGTHS}
+    n, width = _config_int(_text_config(model), _WIDTH)
+    if width: out['r'] = Bound(1, width, whole=True, why=f"the hidden size of model {name!r}: config.{n}")
+    return out
