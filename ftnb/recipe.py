@@ -11,7 +11,7 @@ from .models import Model, load_model, lora_config, count_params, copy_model, is
 from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
-from .methods import method, METHODS, BOUNDS, check_settings
+from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bounds
 from .trainer import CHECKPOINTING
 from .budget import train_settings, memory_estimate, step_flops, time_estimate
 from .run import Run, new_run_dir
@@ -155,6 +155,13 @@ def without_secrets(overrides:dict, # TRL settings given
     return rest, secrets
 
 # %% ../nbs/10_recipe.ipynb #a4073903
+def _epoch_steps(method_name, epochs, rows:int, batch_size:int) -> int:
+    "The optimizer steps `epochs` passes over `rows` take; an `FtnbError` past ftnb's ceiling (`ftnb.methods.MAX_STEPS`)."
+    n, bound = epochs * rows / batch_size, BOUNDS['max_steps']
+    if n > bound.hi: raise FtnbError(f"{method_name}: epochs={epochs!r} of {rows} rows at batch_size={batch_size} make {n:.3g} optimizer steps; "
+                                     f"max_steps must be {bound}. Give fewer epochs.")
+    return max(1, math.ceil(n))
+
 def recipe(method_name:str, # the method: its record gives the TRL config and trainer classes
            m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
            kw:dict, # the recipe's settings: `recipe_args`, and any other TRL config field
@@ -173,7 +180,7 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     overrides, secrets = without_secrets(overrides)
     a['batch_size'], overrides = batch_split(a['batch_size'], overrides)
     hw = detect_hardware()
-    steps = a['max_steps'] or max(1, math.ceil(a['epochs'] * len(d) / a['batch_size']))
+    steps = a['max_steps'] or _epoch_steps(method_name, a['epochs'], len(d), a['batch_size'])
     lora = a['lora']
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
     bits = 4 if getattr(m.model, 'is_loaded_in_4bit', False) else 8 if getattr(m.model, 'is_loaded_in_8bit', False) else None
@@ -207,9 +214,10 @@ def at_the_door(fn_name:str, # the recipe, for the messages
                 given:dict, # the arguments as given: ftnb's names, and TRL's under 'overrides'
                 params, # the names the recipe takes
                ) -> dict:
-    "The arguments checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
-    a, over = dict(given), dict(given.get('overrides', {}))
-    check_settings({k: v for k, v in a.items() if k != 'overrides'} | over, fn_name if fn_name in METHODS else None, fn_name)
+    "The arguments as plain Python values (a numpy or torch scalar as the number it holds), checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
+    a = {k: v if k in ('model', 'data') else plain(v) for k, v in given.items()}  # a model or rows as they are
+    over = dict(a.pop('overrides', {}))
+    check_settings(a | over, fn_name if fn_name in METHODS else None, fn_name)
     from transformers import TrainingArguments
     default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | {k: p.default for k, p in params.items()}
     if none := [k for k, v in (a | over).items() if v is None and k in BOUNDS and default.get(k) not in (None, inspect.Parameter.empty, dataclasses.MISSING)]:
@@ -242,6 +250,9 @@ def recorded(recipe_fn):
         a = at_the_door(recipe_fn.__name__, sig.bind(*args, **kwargs).arguments, sig.parameters)
         over = a.get('overrides', {})
         a['model'] = as_model(a.get('model', sig.parameters['model'].default))
+        name = recipe_fn.__name__
+        check_settings({k: v for k, v in a.items() if k not in ('model', 'data', 'overrides')} | over, name if name in METHODS else None, name,
+                       model_bounds(a['model']))  # what the model allows (its context, its width), now that it is loaded
         if a.get('data') is not None and not isinstance(a['data'], Data): a['data'] = load_data(a['data'])
         run = recipe_fn(**{k: v for k, v in a.items() if k in own and k != 'overrides'},
                         **{n: a.get(n, p.default) for n, p in shared.items()}, **over)
