@@ -4,11 +4,11 @@
 
 # %% ../nbs/09_dashboard.ipynb #87c50d85
 from __future__ import annotations
-import time, dataclasses, enum, threading
+import time, math, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
-from .methods import method, setting_problems
+from .methods import method, setting_problems, model_bounds, Bound, BOUNDS
 from .trainer import last_checkpoint
 from .budget import training_state_gb
 from .run import Run
@@ -166,6 +166,21 @@ def _field_widget(name:str, value, choices=None, desc:str|None=None):
         return w
     return None
 
+def _lr_slider(box) -> widgets.FloatLogSlider:
+    "A log slider for the learning rate in `box`: dragging it puts its value, to three significant digits, in the box; the box moves it."
+    s = widgets.FloatLogSlider(base=10, min=-7, max=-1, step=.05, readout=False, layout=widgets.Layout(width='200px'))
+    def follow(_=None):
+        v = box.value
+        if not BOUNDS['lr'].ok(v): return  # the box shows it and the panel names the problem; the slider stays
+        e = math.log10(v)
+        s.min, s.max, s._following = min(s.min, math.floor(e)), max(s.max, e), True  # widened to show any valid rate: never clamped
+        try: s.value = v
+        finally: s._following = False
+    def lead(c):
+        if not getattr(s, '_following', False): box.value = float(f"{c['new']:.3g}")
+    follow(); box.observe(follow, 'value'); s.observe(lead, 'value')
+    return s
+
 def _read(w):
     "A widget's value as a setting: an empty text box that stood for None is None, numbers in text are numbers."
     v = w.value
@@ -186,12 +201,9 @@ class SettingsPanel(widgets.VBox):
             if name not in sig or (_COMMON[name] and not hasattr(a, _COMMON[name])): continue
             v = _value(run, name)
             if v is None: continue
-            if name == 'lr': w = widgets.FloatLogSlider(value=v, base=10, min=-7, max=-1, step=.05, readout_format='.1e',
-                                                       description='learning rate', style={'description_width': '150px'}, layout=widgets.Layout(width='420px'))
-            elif isinstance(v, int): w = widgets.BoundedIntText(value=v, min=1, max=10**7, description=name.replace('_', ' '),
-                                                               style={'description_width': '150px'}, layout=widgets.Layout(width='320px'))
-            else: w = _field_widget(name, v, desc=name.replace('_', ' '))
-            self.common[name] = w
+            self.common[name] = _field_widget(name, v, desc='learning rate' if name == 'lr' else name.replace('_', ' '))  # a box: any value, as it is
+        self.lr_slider = _lr_slider(self.common['lr']) if 'lr' in self.common else None
+        self.limits = model_bounds(run.model)  # the model's context and width (`problems` checks them)
         peft = run.trainer_kwargs.get('peft_config')
         if peft is not None:
             for k, d, v in (('r', 'LoRA rank', peft.r), ('alpha', 'LoRA alpha', peft.lora_alpha), ('dropout', 'LoRA dropout', peft.lora_dropout)):
@@ -209,7 +221,7 @@ class SettingsPanel(widgets.VBox):
         for w in self.fields(): w.observe(self._changed, 'value')
         acc = widgets.Accordion([widgets.VBox(list(self.advanced.values()))])
         acc.set_title(0, f'advanced ({len(self.advanced)} {type(a).__name__} fields)'); acc.selected_index = None
-        rows = list(self.common.values())
+        rows = [widgets.HBox([w, self.lr_slider]) if n == 'lr' else w for n, w in self.common.items()]
         if 'max_steps' in self.common: rows.insert(rows.index(self.common['max_steps']) + 1, self.epochs)
         super().__init__(rows + ([widgets.HBox(list(self.lora.values()))] if self.lora else []) + [acc])
         self.add_class('ftnb-settings')
@@ -218,15 +230,10 @@ class SettingsPanel(widgets.VBox):
     def fields(self): return [*self.common.values(), *self.lora.values(), *self.advanced.values()]
 
 # %% ../nbs/09_dashboard.ipynb #5a03f05e
-def _round(v): return float(f"{v:.3g}") if isinstance(v, float) else v
-
 @patch
 def changes(self:SettingsPanel) -> dict:
-    "The recipe arguments that differ from the run's current settings."
-    ch = {}
-    for n, w in self.common.items():
-        v = _round(w.value) if n == 'lr' else w.value
-        if v != (_round(_value(self.run, n)) if n == 'lr' else _value(self.run, n)): ch[n] = v
+    "The recipe arguments that differ from the run's current settings, each exactly as its widget holds it."
+    ch = {n: w.value for n, w in self.common.items() if w.value != _value(self.run, n)}
     peft = self.run.trainer_kwargs.get('peft_config')
     if self.lora:
         new = dict(r=self.lora['r'].value, alpha=self.lora['alpha'].value, dropout=self.lora['dropout'].value)
@@ -251,9 +258,9 @@ def _trl(self:SettingsPanel, ch:dict) -> dict:
 # %% ../nbs/09_dashboard.ipynb #28ea22a0
 @patch
 def problems(self:SettingsPanel) -> dict:
-    "Invalid settings by name, with the reason; empty when all are valid: ftnb's bounds (`ftnb.methods.BOUNDS`, which the recipes check too), then TRL's."
+    "Invalid settings by name, with the reason; empty when all are valid: ftnb's bounds and the model's (`ftnb.methods.BOUNDS`, `model_bounds`: what the recipes check), then TRL's."
     ch = self.changes()
-    bad = setting_problems(ch, self.run.method)
+    bad = setting_problems(ch, self.run.method, self.limits)
     if bad: return bad
     trl = self._trl(ch)
     if not trl: return {}
@@ -289,7 +296,7 @@ def _show_epochs(self:SettingsPanel):
 @patch
 def lock(self:SettingsPanel, locked:bool=True):
     "Disable the widgets: settings are fixed once training has started."
-    for w in self.fields(): w.disabled = locked
+    for w in self.fields() + ([self.lr_slider] if self.lr_slider else []): w.disabled = locked
 
 # %% ../nbs/09_dashboard.ipynb #bd18e62c
 def _tabs(run, train) -> widgets.Tab:
@@ -318,8 +325,9 @@ class Dashboard(_Shown, widgets.VBox):
         self.resume_btn, self.code_btn = bt('Resume', 'ftnb-resume', 'repeat'), _w(widgets.ToggleButton(description='Show code', icon='code'), 'ftnb-code-toggle')
         self._can_sample = method(run.method).generates and (run.sampling is not None or run.data is not None and run.data.kind != 'text')
         every = samples_every if samples_every is not None else (run.sampling['every'] if run.sampling else max(1, (run.max_steps or 5) // 5))
-        self.every = widgets.BoundedIntText(value=every if self._can_sample else 0, min=0, max=10**7, description='samples every',
-                                            disabled=not self._can_sample, style={'description_width': '100px'}, layout=widgets.Layout(width='190px'))
+        self.every = widgets.IntText(value=every if self._can_sample else 0, description='samples every',  # a box: any value, as it is
+                                     disabled=not self._can_sample, style={'description_width': '100px'}, layout=widgets.Layout(width='190px'))
+        self.every.observe(lambda c: self._validated(self.panel.problems() if _fresh(run) else {}), 'value')
         self.reason = _w(widgets.HTML(), 'ftnb-reason')
         self.code = _w(widgets.HTML(), 'ftnb-code')
         run.on('state', self._on_state)  # before the live view's: buttons follow at once, then the (slower) chart
@@ -353,8 +361,12 @@ def _on_state(self:Dashboard, run, state):
         self.train.children = [self.live]  # the settings are history now; the summary stays
         self._update_display()
 
+_EVERY = Bound(0, whole=True)  # steps between sample answers; 0 for none
+
 @patch
 def _validated(self:Dashboard, bad:dict):
+    if self._can_sample and not _EVERY.ok(v := self.every.value): bad = bad | dict(samples_every=f"samples_every={v!r}: samples_every must be {_EVERY} (0: none)")
+    self.every.layout.border = '2px solid #c62828' if 'samples_every' in bad else ''
     self.start_btn.disabled = bool(bad) or not _fresh(self.run) or self._busy.locked()
     why = '; '.join(bad.values())
     self.start_btn.tooltip = why
