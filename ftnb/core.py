@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
-           'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'detect_hardware', 'environment', 'in_vscode',
-           'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'secret_name', 'redact', 'no_telemetry']
+           'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'detect_hardware',
+           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'secret_name',
+           'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -148,6 +149,10 @@ def _free_ram_gb() -> float:
             if l.startswith('MemAvailable:'): return int(l.split()[1]) * 1024 / 1e9
     except (OSError, ValueError, IndexError): pass
     return 0.
+
+def memory_available_gb() -> float:
+    "Memory new allocations can take now, in GB: `MemAvailable` where the system reports it (Linux), else all memory (macOS); 0 when unknown."
+    return _free_ram_gb() or _ram_gb()
 
 def _cpu_name() -> str:
     return _cpuinfo('model name') or platform.processor() or platform.machine()
