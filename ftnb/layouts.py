@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, re, math, numbers
 from collections import Counter
 from .core import FtnbError, excerpt, did_you_mean
+from .sources import json_depth_limit, json_depth
 
 # %% auto #0
 __all__ = ['KINDS', 'SFT_KINDS', 'ROLES', 'LAYOUTS', 'FORMATS', 'RowError', 'read_tool_call', 'final_answer', 'Layout', 'layout',
@@ -36,12 +37,21 @@ def _blank(field, v:str):
     "The error for an empty or whitespace-only text."
     return RowError(field, 'is empty' if v == '' else 'is empty (only whitespace)', v)
 
-def _text(row, field, allow_empty=False) -> str:
-    "Text that is not blank; with `allow_empty`, exactly '' is allowed (a pair's silent answer), whitespace still is not."
+def _silent(field, v:str=''):
+    "The error for a rejected answer that is exactly empty: unlike a chosen one, it has no reading but a field left unfilled."
+    return RowError(field, "is empty (a rejected answer that says nothing is most often one a script failed to write, and the pair would teach "
+                           "only that saying something beats saying nothing; only a chosen answer may be empty, where silence is the better answer)", v)
+
+def _text(row, field) -> str:
+    "Text that is not blank."
     v = _get(row, field)
     if not isinstance(v, str): raise RowError(field, f"is {type(v).__name__}, expected text", v)
-    if not v.strip() and (v or not allow_empty): raise _blank(field, v)
+    if not v.strip(): raise _blank(field, v)
     return v
+
+def _deep(field, s:str) -> RowError:
+    "The error for JSON text in a field nested deeper than Python's JSON reader goes (which would raise a bare RecursionError)."
+    return RowError(field, f"is JSON nested {json_depth(s)[0]:,} levels deep, and Python's JSON reader goes about {json_depth_limit():,} levels deep", s)
 
 def _lost(field:str, key:str, what:str='key') -> RowError:
     return RowError(field, f"has the {what} {key!r}, which ftnb does not read, so it would be lost. Rename it to one ftnb reads "
@@ -84,6 +94,7 @@ def _arguments(a, field):
     if isinstance(a, str):
         try: a = json.loads(a) if a.strip() else {}
         except json.JSONDecodeError as e: raise RowError(field, f"is not valid JSON ({e.msg} at column {e.colno})", a) from None
+        except RecursionError: raise _deep(field, a) from None
     if not isinstance(a, dict): raise RowError(field, f"is {type(a).__name__}, expected the arguments as an object (or JSON text of one)", a)
     return a
 
@@ -92,6 +103,7 @@ def _tool_call(tc, field, ignore=()) -> dict:
     if isinstance(tc, str):
         try: tc = json.loads(tc)
         except json.JSONDecodeError as e: raise RowError(field, f"is text that is not a JSON tool call ({e.msg})", tc) from None
+        except RecursionError: raise _deep(field, tc) from None
     if not isinstance(tc, dict): raise RowError(field, f"is {type(tc).__name__}, expected a tool call with a name and arguments", tc)
     fn, f = (tc['function'], f"{field}.function") if 'function' in tc else (tc, field)
     if not isinstance(fn, dict): raise RowError(f, f"is {type(fn).__name__}, expected {{'name', 'arguments'}}", fn)
@@ -115,6 +127,7 @@ def _tool_calls(v, field, ignore=()) -> list:
     if isinstance(v, str):
         try: v = json.loads(v)
         except json.JSONDecodeError as e: raise RowError(field, f"is text that is not JSON ({e.msg})", v) from None
+        except RecursionError: raise _deep(field, v) from None
     return [_tool_call(tc, f"{field}[{j}]", ignore) for j, tc in enumerate(v)] if isinstance(v, list) else [_tool_call(v, field, ignore)]
 
 # %% ../nbs/04b_layouts.ipynb #b2da5f2b
@@ -170,6 +183,7 @@ def _tools(v, field='tools') -> list:
         if not v.strip(): return []
         try: v = json.loads(v)
         except json.JSONDecodeError as e: raise RowError(field, f"is text that is not a JSON list of tools ({e.msg})", v) from None
+        except RecursionError: raise _deep(field, v) from None
     if isinstance(v, dict): v = [v]
     if not isinstance(v, list): raise RowError(field, f"is {type(v).__name__}, expected a list of tools", v)
     out = []
@@ -213,34 +227,39 @@ def _after_prompt(turns:list, prompt:list, field:str) -> list:
         raise RowError(field, f"starts with a {turns[0]['role']} turn that is not the prompt; an answer is the assistant's turns after the prompt", turns[0]['content'])
     return turns
 
+def _nothing(v) -> bool:
+    "Whether an answer says exactly nothing: '', or one assistant message whose content is '' and which holds nothing else."
+    if isinstance(v, str): return v == ''
+    one = v if isinstance(v, dict) else (v[0] if isinstance(v, list) and len(v) == 1 else None)
+    role = one.get('role', one.get('from')) if isinstance(one, dict) else None
+    return isinstance(role, str) and _ROLE_NAMES.get(role.lower()) == 'assistant' and one.get('content', one.get('value')) == '' and len(one) == 2
+
 def _answer(v, field, prompt:list, ignore=(), allow_empty=False) -> list:
-    "An answer as turns: text, one message, or messages (those repeating the prompt cut)."
+    "An answer as turns: text, one message, or messages (those repeating the prompt cut); `allow_empty`: one that says nothing (`_nothing`) too."
+    if allow_empty and _nothing(v): return [dict(role='assistant', content='')]
     if isinstance(v, str):
-        if not v.strip() and (v or not allow_empty): raise _blank(field, v)
+        if not v.strip(): raise _blank(field, v)
         return [dict(role='assistant', content=v)]
-    if allow_empty and isinstance(v, (list, dict)):
-        one = v if isinstance(v, dict) else (v[0] if len(v) == 1 else None)
-        role = one.get('role', one.get('from')) if isinstance(one, dict) else None
-        if isinstance(role, str) and _ROLE_NAMES.get(role.lower()) == 'assistant' and one.get('content', one.get('value')) == '' and len(one) == 2:
-            return [dict(role='assistant', content='')]
     t = _after_prompt(_messages(v, field, need_assistant=False, ignore=ignore), prompt, field)
     if not any(m['role'] == 'assistant' for m in t): raise RowError(field, 'has no assistant turn', v)
     return t
 
 def _standard(row) -> bool: return _system_text(row) is None and _missing(row.get('tools'))
 
-def _pair(row, prompt, chosen, rejected, ignore=()) -> dict:
-    "A preference pair: plain text when all three are text and nothing else rides along, else turns."
+def _pair(row, prompt, chosen, rejected, ignore=(), fields=('chosen', 'rejected')) -> dict:
+    "A preference pair: plain text when all three are text and nothing else rides along, else turns. `fields`: the two answers' names in the row."
+    cf, rf = fields
+    if _nothing(rejected): raise _silent(rf)
     if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str) and _standard(row):
         if not prompt.strip(): raise _blank('prompt', prompt)
-        for f, v in (('chosen', chosen), ('rejected', rejected)):
+        for f, v in ((cf, chosen), (rf, rejected)):
             if not v.strip() and v: raise _blank(f, v)
         out = dict(prompt=prompt, chosen=chosen, rejected=rejected)
     else:
         p = _with_system(row, _as_turns(prompt, 'prompt', ignore=ignore))
-        out = dict(prompt=p, chosen=_answer(chosen, 'chosen', p, ignore, True), rejected=_answer(rejected, 'rejected', p, ignore, True)) | _row_tools(row)
+        out = dict(prompt=p, chosen=_answer(chosen, cf, p, ignore, True), rejected=_answer(rejected, rf, p, ignore)) | _row_tools(row)
     if out['chosen'] == out['rejected']:
-        raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', chosen if isinstance(chosen, str) else out['chosen'][-1]['content'])
+        raise RowError(cf, f"is identical to {rf}: the pair teaches nothing", chosen if isinstance(chosen, str) else out['chosen'][-1]['content'])
     return out
 
 def _label(row, field):
@@ -248,15 +267,15 @@ def _label(row, field):
     if type(lab).__name__ not in ('bool', 'bool_'): raise RowError(field, f"is {type(lab).__name__}, expected True or False", lab)
     return bool(lab)
 
-def _unpaired(row, prompt, completion, label_field, ignore=()) -> dict:
-    "One answer marked desirable or not (KTO)."
+def _unpaired(row, prompt, completion, label_field, ignore=(), field='completion') -> dict:
+    "One answer marked desirable or not (KTO); `field`: the answer's name in the row."
     lab = _label(row, label_field)
     if isinstance(prompt, str) and isinstance(completion, str) and _standard(row):
         if not prompt.strip(): raise _blank('prompt', prompt)
-        if not completion.strip(): raise _blank('completion', completion)
+        if not completion.strip(): raise _blank(field, completion)
         return dict(prompt=prompt, completion=completion, label=lab)
     p = _with_system(row, _as_turns(prompt, 'prompt', ignore=ignore))
-    return dict(prompt=p, completion=_answer(completion, 'completion', p, ignore), label=lab) | _row_tools(row)
+    return dict(prompt=p, completion=_answer(completion, field, p, ignore), label=lab) | _row_tools(row)
 
 def _split_last(msgs:list, field) -> tuple[list, list]:
     "A conversation as (prompt, its final assistant turn)."
@@ -336,8 +355,11 @@ def _implicit(row, ignore=()):
     "Pairs without a prompt column: whole transcripts (hh-rlhf's text or messages), or texts sharing a beginning (TRL's implicit prompt)."
     c, r = _get(row, 'chosen'), _get(row, 'rejected')
     if isinstance(c, str) and isinstance(r, str) and not (_HH.search(c) or _HH.search(r)):
+        if c == r: raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', c)
         k = _common_prefix(c, r)
         if k == 0 or not c[:k].strip(): raise RowError('chosen', 'shares no beginning with rejected, so there is no prompt; add a prompt column', c)
+        for f, v, other in (('chosen', c, 'rejected'), ('rejected', r, 'chosen')):
+            if len(v) == k: raise RowError(f, f"is where {other} begins: taken as the prompt, their shared beginning leaves nothing of it as an answer; add a prompt column", v)
         return _pair(row, c[:k], c[k:], r[k:], ignore)
     cm = _hh_messages(c, 'chosen') if isinstance(c, str) else _messages(c, 'chosen', ignore=ignore)
     rm = _hh_messages(r, 'rejected') if isinstance(r, str) else _messages(r, 'rejected', ignore=ignore)
@@ -345,6 +367,7 @@ def _implicit(row, ignore=()):
     while k < min(len(cm), len(rm)) - 1 and cm[k] == rm[k]: k += 1
     if k == 0: raise RowError('chosen', 'shares no opening turn with rejected, so there is no prompt', cm[0]['content'])
     out = dict(prompt=_with_system(row, cm[:k]), chosen=_answer_turns(cm[k:], 'chosen'), rejected=_answer_turns(rm[k:], 'rejected')) | _row_tools(row)
+    if out['rejected'] == [dict(role='assistant', content='')]: raise _silent('rejected')  # a transcript's final "Assistant:" with nothing after it
     if out['chosen'] == out['rejected']: raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', out['chosen'][-1]['content'])
     return out
 
@@ -387,17 +410,19 @@ def _ranked(row, ignore=()):
     order = []
     for j, a in enumerate(v):
         f = f"answers[{j}]"
-        if isinstance(a, str): order.append((j, a)); continue
+        if isinstance(a, str): order.append((j, a, f)); continue
         if not isinstance(a, dict): raise RowError(f, f"is {type(a).__name__}, expected an answer (text, or {{'answer', 'rank'}})", a)
         for k in a:
             if k not in ('answer', 'text', 'rank', 'score') and k not in ignore: raise _lost(f, k)
         key = 'rank' if 'rank' in a else 'score' if 'score' in a else None
         r = a.get(key)
         if key is None or isinstance(r, bool) or not isinstance(r, (int, float)): raise RowError(f, "has no numeric 'rank' (1 is best) or 'score' (higher is better)", a)
-        order.append((r if key == 'rank' else -r, _content(a.get('answer', a.get('text')), f"{f}.answer")))
+        t = 'answer' if 'answer' in a or 'text' not in a else 'text'
+        if _missing(a.get(t)): raise RowError(f"{f}.{t}", 'is missing')
+        order.append((r if key == 'rank' else -r, _content(a[t], f"{f}.{t}"), f"{f}.{t}"))
     order.sort(key=lambda x: x[0])
     if order[0][0] == order[-1][0] and not all(isinstance(a, str) for a in v): raise RowError('answers', 'ranks every answer the same: there is no best and worst', v)
-    return _pair(row, _get(row, 'prompt'), order[0][1], order[-1][1], ignore)
+    return _pair(row, _get(row, 'prompt'), order[0][1], order[-1][1], ignore, (order[0][2], order[-1][2]))
 
 def _conversation_last(field, label):
     "A whole conversation whose last assistant turn is the answer judged (axolotl's argilla_chat KTO)."
@@ -463,7 +488,7 @@ LAYOUTS = [
            lambda row, ignore=(): _pair(row, _user(row, 'question'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
            'axolotl chatml.intel', dict(system='Be brief.', question='What colour is the sky?', chosen='Blue.', rejected='Green.')),
     Layout('argilla_preference', 'preference', ('instruction', 'chosen_response', 'rejected_response'), _SYS,
-           lambda row, ignore=(): _pair(row, _user(row, 'instruction'), _get(row, 'chosen_response'), _get(row, 'rejected_response'), ignore),
+           lambda row, ignore=(): _pair(row, _user(row, 'instruction'), _get(row, 'chosen_response'), _get(row, 'rejected_response'), ignore, ('chosen_response', 'rejected_response')),
            'axolotl chatml.argilla', dict(instruction='What colour is the sky?', chosen_response='Blue.', rejected_response='Green.')),
     Layout('kto', 'unpaired_preference', ('prompt', 'completion', 'label'), _SYS + _TOOLS,
            lambda row, ignore=(): _unpaired(row, _get(row, 'prompt'), _get(row, 'completion'), 'label', ignore),
@@ -473,7 +498,7 @@ LAYOUTS = [
     Layout('messages_kto', 'unpaired_preference', ('messages', 'kto_tag'), _SYS + _TOOLS, _conversation_kto('messages'), 'LLaMA-Factory openai KTO',
            dict(messages=[_M('user', 'What colour is the sky?'), _M('assistant', 'Blue.')], kto_tag=True)),
     Layout('alpaca_kto', 'unpaired_preference', ('instruction', 'output', 'kto_tag'), ('input', 'history') + _SYS,
-           lambda row, ignore=(): _unpaired(row, _instruction(row, ignore), _get(row, 'output'), 'kto_tag', ignore),
+           lambda row, ignore=(): _unpaired(row, _instruction(row, ignore), _get(row, 'output'), 'kto_tag', ignore, 'output'),
            'LLaMA-Factory alpaca KTO', dict(instruction='What colour is the sky?', output='Green.', kto_tag=False)),
     Layout('instruction_kto', 'unpaired_preference', ('instruction', 'completion', 'label'), _SYS,
            lambda row, ignore=(): _unpaired(row, _user(row, 'instruction'), _get(row, 'completion'), 'label', ignore),
