@@ -14,7 +14,7 @@ from .sources import records, Source
 from .layouts import RowError, layout, detect_format, check_columns, convert, usual_shapes, check_shapes
 
 # %% auto #0
-__all__ = ['Data', 'load_data', 'reference_answers', 'answer_budget']
+__all__ = ['MAX_NESTING', 'Data', 'load_data', 'reference_answers', 'answer_budget']
 
 # %% ../nbs/04c_data.ipynb #b078ecd7
 def _preview(row:dict, n:int=70) -> str:
@@ -72,13 +72,33 @@ def _report(dropped, n) -> str:
     return f"Dropped {len(dropped)} of {n} rows: " + '; '.join(f"{c} × {w}" for w, c in why.most_common(5)) + \
            f" (first: row {dropped[0][0]}; see .dropped)"
 
-def _keys_used(rows) -> set:
-    "Every key of every message in converted rows, and their columns: to tell which ignored names were present."
-    out = set()
-    def walk(v):
-        if isinstance(v, dict): out.update(v); [walk(x) for x in v.values()]
-        elif isinstance(v, list): [walk(x) for x in v]
-    walk(rows); return out
+MAX_NESTING = 100  # the deepest a row may nest (a tool's JSON schema: about 15 levels); deeper breaks the JSON writers and templates that render it
+
+def _keys_used(rows) -> tuple[set, list]:
+    "Every key of every dict in `rows` (to tell which ignored names were present), and how deep each row nests: walked without recursion."
+    keys, depths = set(), []
+    for r in rows:
+        top, stack = 0, [(r, 1)] if isinstance(r, (dict, list)) else []
+        while stack:
+            v, d = stack.pop()
+            top = max(top, d)
+            if isinstance(v, dict): keys.update(v)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (dict, list)))
+        depths.append(top)
+    return keys, depths
+
+def _nesting(row) -> RowError|None:
+    "The error for a row nesting deeper than `MAX_NESTING`, naming its column and the way down; None where it does not."
+    stack = [(row, 1, ())]
+    while stack:
+        v, d, path = stack.pop()
+        if d > MAX_NESTING:
+            down = ''.join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[:6]).lstrip('.')
+            why = (f"nests more than {MAX_NESTING} levels deep (down {down}…): no chat record nests this deep, "
+                   "and the JSON writers and chat templates that render it would fail on it")
+            return RowError(str(path[0]), why) if isinstance(row, dict) else RowError('(row)', why, None)
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        stack.extend((x, d + 1, path + (k,)) for k, x in items if isinstance(x, (dict, list)))
 
 # %% ../nbs/04c_data.ipynb #660ced47
 def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
@@ -108,8 +128,10 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
     if l.refused: raise FtnbError(f"{where}: {l.refused}")
     check_columns(kept, fmt, where, ignore)
     usual, out, dropped = usual_shapes(kept, l.columns), [], []
+    given, depths = _keys_used(rows)
     for i, r in enumerate(kept):
         try:
+            if depths[i] > MAX_NESTING and (e := _nesting(r)): raise e
             c = convert(r, fmt, ignore)
             check_shapes(r, usual)
             if system:
@@ -122,7 +144,7 @@ def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame
                 raise FtnbError(f"Row {i} of {where}{where.file_of(i)}: {msg}. ({'Detected format' if format is None else 'Format, as given'}: {fmt}.) Fix the row, or pass on_error='drop' to skip bad rows.") from None
             dropped.append((i, msg))
     if not out: raise FtnbError(f"Every row of {where} was dropped; the first, row {dropped[0][0]}: {dropped[0][1]}")
-    given = present | _keys_used(rows)
+    given |= present
     d = Data(out, l.kind, fmt, where, dropped, sorted(k for k in ignore if k in given))
     if dropped and not quiet: print(_report(dropped, len(rows)))
     return d
