@@ -4,7 +4,7 @@
 
 # %% ../nbs/04d_tokens.ipynb #bcec0a82
 from __future__ import annotations
-import json
+import json, re
 from collections import Counter
 from fastcore.basics import patch
 from .core import FtnbError
@@ -105,6 +105,48 @@ def show(self:Data, tokenizer, # the tokenizer (with its chat template) training
     idx = list(range(min(rows, len(self)))) if isinstance(rows, int) else list(rows)
     return MaskView([(i, e) for i in idx for e in encode(tokenizer, self.kind, self.rows[i])], max_length)
 
+# %% ../nbs/04d_tokens.ipynb #527ba8bb
+def _control_tokens(tok) -> list[str]:
+    "The tokenizer's special tokens as text would spell them: `all_special_tokens` and the added tokens flagged special, longest first."
+    added = [t.content for t in getattr(tok, 'added_tokens_decoder', {}).values() if getattr(t, 'special', False)]
+    return sorted({t for t in [*tok.all_special_tokens, *added] if isinstance(t, str) and t.strip()}, key=len, reverse=True)
+
+def _strings(v, field:str):
+    "(field, text) for every string inside `v`, in order, walked without recursion (a tool call's arguments may nest deep)."
+    stack = [(field, v)]
+    while stack:
+        f, x = stack.pop()
+        if isinstance(x, str): yield f, x
+        elif isinstance(x, dict): stack.extend((f"{f}.{k}", y) for k, y in reversed(list(x.items())))
+        elif isinstance(x, list): stack.extend((f"{f}[{j}]", y) for j, y in reversed(list(enumerate(x))))
+
+def _control_hits(rows:list, tok) -> list[tuple[int, str, str]]:
+    "(row, field, token) for the first control token in each string the chat template renders: messages, answers given as turns, tools."
+    toks = _control_tokens(tok)
+    if not toks: return []
+    heads, rx, out = {t[:2] for t in toks}, re.compile('|'.join(map(re.escape, toks))), []
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            if not isinstance(v, list): continue  # plain text goes to the model as written, without the template
+            for f, s in _strings(v, k):
+                if any(h in s for h in heads) and (m := rx.search(s)): out.append((i, f, m.group()))
+    return out
+
+@patch
+def check_control_tokens(self:Data, tokenizer) -> Data:
+    "These rows, if no text the chat template renders holds one of the tokenizer's control tokens; else an error naming the first rows, fields and tokens."
+    if self.kind == 'text': return self  # text rows are rendered already, by design
+    hits = _control_hits(self.rows, tokenizer)
+    if not hits: return self
+    first = {}
+    for i, f, t in hits: first.setdefault(i, (f, t))  # each row's first
+    more = f"; and {len(first) - 5} more rows" if len(first) > 5 else ''
+    raise FtnbError(f"{len(first)} of {len(self)} rows hold the tokenizer's control tokens in their text: "
+                    + '; '.join(f"row {i}, field {f!r}: {t!r}" for i, (f, t) in list(first.items())[:5]) + more +
+                    ". The chat template would make them real turn markers: text a user typed would end a turn, or start one of the assistant's "
+                    "that nobody wrote, and the model would learn from it. Remove them from the text. If these rows are "
+                    "conversations already rendered with a chat template, load them as plain text (a 'text' column), which is trained as written.")
+
 # %% ../nbs/04d_tokens.ipynb #37ebf005
 def _with_extras(r:dict) -> bool:
     "Whether a converted row carries what some templates cannot render: tools, calls, tool results or reasoning."
@@ -114,6 +156,7 @@ def _with_extras(r:dict) -> bool:
 @patch
 def for_template(self:Data, tokenizer) -> Data:
     "These rows with what the tokenizer's template cannot render written into the messages (`chat_messages`): for trainers that render rows themselves."
+    self.check_control_tokens(tokenizer)
     if not any(_with_extras(r) for r in self.rows): return self
     def one(r):
         r, tools = dict(r), r.get('tools')
@@ -133,6 +176,7 @@ def encodings(self:Data, tokenizer) -> list[list[dict]]:
     "`encode` of every row, kept for this tokenizer and template, so `stats` then `tokenize` (as `sft` does) encode once."
     key = (id(tokenizer), tokenizer.chat_template, tokenizer.eos_token)
     if getattr(self, '_enc_key', None) != key:
+        self.check_control_tokens(tokenizer)
         self._enc, self._enc_key = [encode(tokenizer, self.kind, r) for r in self.rows], key
     return self._enc
 
