@@ -4,10 +4,11 @@
 
 # %% ../nbs/01_markup.ipynb #df366de5
 from __future__ import annotations
-import io, html, base64, functools
+import io, re, html, base64, functools
 
 # %% auto #0
-__all__ = ['esc', 'html_table', 'prompt_text', 'fmt_time', 'fmt_value', 'png', 'png_uri', 'img_html', 'chart']
+__all__ = ['esc', 'html_table', 'prompt_text', 'md_text', 'md_code', 'md_fence', 'fmt_time', 'fmt_number', 'fmt_value', 'png',
+           'png_uri', 'img_html', 'chart']
 
 # %% ../nbs/01_markup.ipynb #a3475d9a
 def esc(s, n:int|None=None) -> str:
@@ -30,11 +31,38 @@ def prompt_text(p) -> str:
     "What a prompt asks: the string, or the last user message of a message list."
     return p if isinstance(p, str) else next((m['content'] for m in reversed(p) if m.get('role') == 'user'), str(p))
 
+# %% ../nbs/01_markup.ipynb #d59a77b4
+_MD_INLINE = re.compile(r'([\\`*\[\]<>&|~$]|(?<![^\W_])_|_(?![^\W_]))')  # '_' inside a word (snake_case) emphasises nothing: kept
+
+def md_text(s, n:int|None=None) -> str:
+    "`s` as Markdown text, shown as written: markup characters escaped, line breaks as spaces, shortened to `n` characters."
+    s = ' '.join(str(s).splitlines()); s = s if n is None or len(s) <= n else s[:n - 1] + '…'
+    s = _MD_INLINE.sub(r'\\\1', s)
+    if s[:1] in ('#', '+', '-', '=') and s[1:2] in ('', ' ', '\t', s[0]): s = '\\' + s  # a heading, a list item or a rule
+    return re.sub(r'^(\d+)([.)])(?=\s|$)', r'\1\\\2', s)  # a numbered list item
+
+def md_code(s) -> str:
+    "`s` as a Markdown code span: fenced by one backtick more than its longest run of them, line breaks as spaces."
+    s = ' '.join(str(s).splitlines())
+    if not s: return ''
+    tick = '`' * (max(map(len, re.findall('`+', s)), default=0) + 1)
+    pad = ' ' if s[0] == '`' or s[-1] == '`' else ''
+    return f"{tick}{pad}{s}{pad}{tick}"
+
+def md_fence(code:str, lang:str='') -> str:
+    "`code` as a fenced Markdown code block whose fence is longer than any run of backticks inside."
+    tick = '`' * max(3, max(map(len, re.findall('`+', code)), default=0) + 1)
+    return f"{tick}{lang}\n{code}\n{tick}"
+
 # %% ../nbs/01_markup.ipynb #45d04e16
 def fmt_time(s:float|None) -> str:
     "Seconds as m:ss, or h:mm:ss from an hour on ('' for None)."
     if s is None: return ''
     s = int(round(s)); return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+def fmt_number(v, spec:str='', default:str='?') -> str:
+    "A number formatted with `spec`; `default` for None; anything else (a string read where a number belongs) as its text, for the caller to escape."
+    return default if v is None else format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 def fmt_value(v) -> str:
     "A setting or metric, short: 1e-3, 3.16e-3, 0.3517 (small floats in e-notation with their significant digits kept)."
