@@ -9,6 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError
 from .models import Model, is_peft, quiet_bars
+from .files import whole_folder, whole_file, write_atomic
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'QUANTIZE_TYPES', 'CHATML_TEMPLATE', 'FORMATS', 'gguf_arch', 'gguf_tensors', 'gguf_pre_tokenizer',
@@ -191,21 +192,18 @@ def save_gguf(net, # a causal LM network (peft adapters are merged into a copy)
     path, qt, arch = Path(path), _qtype(quantize), gguf_arch(net.get_base_model() if is_peft(net) else net)
     if path.suffix != '.gguf': raise FtnbError(f"save_gguf writes a file ending in .gguf; got {str(path)!r}.")
     net = merged_net(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + '.part')
-    w = gguf.GGUFWriter(part, arch)
-    try:
-        w.add_type(gguf.GGUFType.MODEL); w.add_name(name or path.stem)
-        add_hparams(w, net, arch, quantize.lower())
-        add_tokenizer(w, tokenizer, net.get_input_embeddings().weight.shape[0])
-        plan = [(n, t, _tensor_type(n, t, qt)) for n, t in gguf_tensors(net, arch)]
-        for n, t, q in plan: w.add_tensor_info(n, *_info(t, q), raw_dtype=q)
-        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file()
-        for n, t, q in tqdm(plan, desc=f"GGUF {quantize}", unit='tensor', disable=not progress, leave=False):
-            w.write_tensor_data(gguf.quants.quantize(t.detach().float().cpu().numpy(), q))
-        w.close(); os.replace(part, path)
-    finally:
-        w.close(); part.unlink(missing_ok=True)
+    with whole_file(path) as part:  # the file appears whole, or not at all: an earlier one stays until then
+        w = gguf.GGUFWriter(part, arch)
+        try:
+            w.add_type(gguf.GGUFType.MODEL); w.add_name(name or path.stem)
+            add_hparams(w, net, arch, quantize.lower())
+            add_tokenizer(w, tokenizer, net.get_input_embeddings().weight.shape[0])
+            plan = [(n, t, _tensor_type(n, t, qt)) for n, t in gguf_tensors(net, arch)]
+            for n, t, q in plan: w.add_tensor_info(n, *_info(t, q), raw_dtype=q)
+            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file()
+            for n, t, q in tqdm(plan, desc=f"GGUF {quantize}", unit='tensor', disable=not progress, leave=False):
+                w.write_tensor_data(gguf.quants.quantize(t.detach().float().cpu().numpy(), q))
+        finally: w.close()
     return path
 
 # %% ../nbs/02b_formats.ipynb #392fdb06
@@ -229,15 +227,25 @@ def chatml_system(tokenizer) -> str|None:
     return m.group(1) if m else None
 
 # %% ../nbs/02b_formats.ipynb #a40ec703
+def _modelfile_value(what:str, s:str, quote:str='') -> str:
+    "`s` as a Modelfile value between `quote`s, or a clear error where Ollama would read it otherwise (a Modelfile has no escapes)."
+    multiline = quote == '"""'  # only a triple-quoted value may span lines
+    bad = [c for c in dict.fromkeys(s) if not c.isprintable() and not (multiline and c in '\n\r\t')]
+    if quote and quote in s: bad.insert(0, quote)
+    if bad:
+        raise FtnbError(f"{what} {s!r} cannot be written into an Ollama Modelfile: it holds {' and '.join(map(repr, bad))}. A Modelfile has "
+                        "no escapes: the value would end there and the rest be read as commands. Use a value without them.")
+    return f"{quote}{s}{quote}"
+
 def ollama_modelfile(gguf_file, # the .gguf file (the Modelfile refers to it by name, beside it)
                      tokenizer, # the tokenizer whose chat template is translated
                      system:str|None=None # a default system prompt; default the one the chat template adds, if any
                     ) -> str:
-    "The text of an Ollama Modelfile for `gguf_file`: FROM, a Go TEMPLATE for ChatML chat templates, stop tokens, SYSTEM."
+    "The text of an Ollama Modelfile for `gguf_file`: FROM, a Go TEMPLATE for ChatML chat templates, stop tokens, SYSTEM; an error for a value it cannot hold."
     default = chatml_system(tokenizer)
     system = default or None if system is None else system
-    if system and '"""' in system: raise FtnbError('The system prompt contains """, which a Modelfile cannot quote.')
-    lines = [f"# Ollama Modelfile written by ftnb. Create the model with:  ollama create <name> -f Modelfile", f"FROM ./{Path(gguf_file).name}"]
+    lines = ["# Ollama Modelfile written by ftnb. Create the model with:  ollama create <name> -f Modelfile",
+             "FROM " + _modelfile_value('The file name', f"./{Path(gguf_file).name}")]
     if default is not None:
         lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
         stops = ['<|im_start|>', '<|im_end|>']
@@ -245,8 +253,8 @@ def ollama_modelfile(gguf_file, # the .gguf file (the Modelfile refers to it by 
         lines.append("# No TEMPLATE: the chat template is not ChatML, so it was not translated; Ollama picks one for the chat template inside the .gguf.")
         stops = []
     if tokenizer.eos_token and tokenizer.eos_token not in stops: stops.append(tokenizer.eos_token)
-    if system: lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    if system: lines.append("SYSTEM " + _modelfile_value('The system prompt', system, '"""'))
+    lines += ["PARAMETER stop " + _modelfile_value("The stop sequence (the tokenizer's end-of-sequence token)", s, '"') for s in stops]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/02b_formats.ipynb #73524c41
@@ -257,26 +265,37 @@ def gguf_name(name:str, quantize:str) -> str:
     stem = re.sub(r'\.gguf$', '', Path(str(name)).name) or 'model'
     return re.sub(r'[^\w.-]+', '-', stem) + f'-{quantize.lower()}.gguf'
 
+def _model_folder(path:Path) -> Path:
+    "`path` if a model can be saved there: new, empty, or an earlier save (`config.json` or `adapter_config.json`), which is replaced whole."
+    if path.is_file(): raise FtnbError(f"{path} is a file: format='hf' writes a folder. Give a new folder, or one an earlier save wrote.")
+    if path.is_dir() and any(path.iterdir()) and not any((path/f).exists() for f in ('config.json', 'adapter_config.json')):
+        raise FtnbError(f"{path} is not empty and holds no saved model: save into a new or empty folder, or one an earlier save wrote "
+                        "(it is replaced whole), so that nothing else there is lost.")
+    return path
+
 @patch
-def save(self:Model, path, # a folder; for 'gguf' also a .gguf file name
+def save(self:Model, path, # a folder (new, empty, or an earlier save, replaced whole); for 'gguf' also a .gguf file name
          format:str='hf', # 'hf' (transformers folder) or 'gguf' (one file for llama.cpp/Ollama, with a Modelfile beside it)
          quantize:str|None=None, # GGUF type: 'f32', 'f16' (default), 'bf16' or 'q8_0'
          merged:bool=False, # 'hf': fold LoRA into the weights (always done for 'gguf')
          system:str|None=None, # 'gguf': the Modelfile's default system prompt
          progress:bool=True): # 'gguf': a progress bar while writing
-    "Save this model with its tokenizer: a transformers folder or a GGUF file with an Ollama Modelfile; returns the folder or file."
+    "Save this model with its tokenizer, whole or not at all: a transformers folder or a GGUF file with an Ollama Modelfile; returns the folder or file."
     if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
     if format == 'hf' and quantize: raise FtnbError("quantize= is for format='gguf'; a transformers folder keeps the weights' own precision.")
     path = Path(path)
+    if format == 'hf': _model_folder(path)
+    else:
+        q = (quantize or 'f16').lower(); _qtype(q)
+        f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
+        modelfile = ollama_modelfile(f, self.tokenizer, system)  # its errors come before the long write
     net = merged_net(self.model) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':
-            with quiet_bars(): net.save_pretrained(path); self.tokenizer.save_pretrained(path)
+            with whole_folder(path) as tmp, quiet_bars(): net.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
             return path
-        q = (quantize or 'f16').lower(); _qtype(q)
-        f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
         save_gguf(net, self.tokenizer, f, q, name=Path(str(self.name)).name, progress=progress)
-        (f.parent/'Modelfile').write_text(ollama_modelfile(f, self.tokenizer, system))
+        write_atomic(f.parent/'Modelfile', modelfile)
         return f
     finally:
         if net is not self.model:  # the merged copy is a whole model (on a GPU, GBs): free it now
