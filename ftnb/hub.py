@@ -8,14 +8,14 @@ import os, re, json, shutil, tempfile
 from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError, redact
-from .markup import fmt_time, fmt_value, png, png_uri
-from .models import is_peft
+from .markup import fmt_time, fmt_value, fmt_number, png, png_uri, md_text, md_code, md_fence
+from .models import is_peft, looks_local
 from .methods import method
-from .files import write_atomic
+from .files import write_atomic, whole_folder, whole_file
 from .run import Run
 from .history import RunRecord
 from .views import history_plot, chart_keys
-from .report import eval_plot, report_settings
+from .report import eval_plot, report_settings, _numbers
 
 # %% auto #0
 __all__ = ['HUB_IDS', 'base_on_hub', 'card_data', 'model_card', 'hub_folder', 'check_repo_id', 'hub_offline', 'hub_token']
@@ -23,15 +23,19 @@ __all__ = ['HUB_IDS', 'base_on_hub', 'card_data', 'model_card', 'hub_folder', 'c
 # %% ../nbs/18a_hub.ipynb #146fab04
 HUB_IDS = {'smollm2-135m-instruct': ('HuggingFaceTB/SmolLM2-135M-Instruct', 'apache-2.0')}  # the models ftnb knows by alias: their Hub id and license
 
-def base_on_hub(name:str, # the model a run started from, as it records it: an alias, a Hub id or a folder
-               ) -> str|None:
-    "The Hub id of a run's base model: an alias's, or the name itself when it has a Hub id's form and is no local path; else None."
+def _hub_id(name:str) -> str|None:
+    "`name` if the Hub would take it as a repo id, else None."
     from huggingface_hub.utils import validate_repo_id, HFValidationError
-    if name.lower() in HUB_IDS: return HUB_IDS[name.lower()][0]
-    if name.count('/') != 1 or name.startswith(('.', '~', '/')) or Path(name).expanduser().exists(): return None
     try: validate_repo_id(name)
     except HFValidationError: return None
     return name
+
+def base_on_hub(name:str, # the model a run started from, as it records it: an alias, a Hub id or a folder
+               ) -> str|None:
+    "The Hub id of a run's base model: an alias's, or the name itself when it has a Hub id's form and is no local path; else None."
+    if name.lower() in HUB_IDS: return HUB_IDS[name.lower()][0]
+    if name.count('/') != 1 or looks_local(name) or Path(name).expanduser().exists(): return None
+    return _hub_id(name)
 
 # %% ../nbs/18a_hub.ipynb #c35a88ef
 def card_data(rec:RunRecord, # the run's folder, read
@@ -42,22 +46,25 @@ def card_data(rec:RunRecord, # the run's folder, read
     adapter = bool(rec.settings.get('lora')) and not merged
     known = HUB_IDS.get(rec.model.lower())
     hub_data = re.search(r'from the Hub: (\S+)$', rec.data)
+    dataset = _hub_id(hub_data[1]) if hub_data else None  # a data set id the Hub takes, or none
     return ModelCardData(base_model=base_on_hub(rec.model), library_name='peft' if adapter else 'transformers',
                          tags=['ftnb', 'trl', rec.method] + (['lora'] if rec.settings.get('lora') else []),
-                         license=license or (known[1] if known else None), datasets=[hub_data[1]] if hub_data else None,
+                         license=license or (known[1] if known else None), datasets=[dataset] if dataset else None,
                          pipeline_tag='text-generation' if method(rec.method).generates else 'text-classification')
 
 # %% ../nbs/18a_hub.ipynb #b2a15dec
 _TRL_SHOWN = ('lr_scheduler_type', 'warmup_steps', 'weight_decay', 'max_grad_norm', 'per_device_train_batch_size', 'gradient_accumulation_steps')
 
 def _md_table(rows, head) -> str:
-    cell = lambda c: str(c).replace('|', '\\|').replace('\n', ' ')
+    "A Markdown table of cells that are Markdown already (`md_text`, `md_code`): a '|' not yet escaped is escaped, line breaks become spaces."
+    cell = lambda c: re.sub(r'(?<!\\)\|', r'\\|', ' '.join(str(c).splitlines()))
     return '\n'.join(['| ' + ' | '.join(map(cell, head)) + ' |', '|' + '---|' * len(head)] + ['| ' + ' | '.join(map(cell, r)) + ' |' for r in rows])
 
 def _image(fig, name:str, folder) -> str:
-    "Where the card finds a chart: a PNG file written into `folder`, or inline (a preview in a notebook)."
+    "Where the card finds a chart: a PNG file written (whole) into `folder`, or inline (a preview in a notebook)."
     if folder is None: return png_uri(fig, 100)
-    (Path(folder)/name).write_bytes(png(fig, 100)); return name
+    with whole_file(Path(folder)/name) as f: f.write_bytes(png(fig, 100))
+    return name
 
 def _settings(rec:RunRecord) -> dict:
     s, c = {k: v for k, v in report_settings(rec).items() if k not in ('rows', 'eval_rows')}, rec.info.get('trl_config', {})  # rows: in Training
@@ -72,30 +79,33 @@ def _training(rec:RunRecord, merged:bool) -> str:
     m, s, summ = method(rec.method), rec.settings, rec.summary
     base = base_on_hub(rec.model)
     what = ('a LoRA adapter' if not merged else 'the merged model (LoRA folded into the weights)') if s.get('lora') else 'the whole model (full fine-tuning)'
-    rows = [['base model', f"[{base}](https://huggingface.co/{base})" if base else f"`{rec.model}` ({rec.info.get('model_source', '')})"],
+    secs, hw = summ.get('seconds'), str(rec.info.get('hardware', '?')).removeprefix('Hardware: ')
+    rows = [['base model', f"[{base}](https://huggingface.co/{base})" if base else f"{md_code(rec.model)} ({md_text(rec.info.get('model_source', ''))})"],
             ['method', f"{rec.method.upper()}: {m.title} (TRL's `{m.trainer.rsplit('.', 1)[-1]}`)"],
-            ['weights', what], ['data', rec.data],
-            ['rows', f"{s.get('rows', '?')} trained on, {s.get('eval_rows', 0)} held out for evaluation"],
-            ['training', f"{summ.get('step', '?')} of {summ.get('max_steps', s.get('max_steps', '?'))} steps ({rec.state}), "
-                         f"{fmt_time(summ.get('seconds')) or '?'} on {rec.info.get('hardware', '?').removeprefix('Hardware: ')}"]]
-    if rec.info.get('base_run'): rows.insert(1, ['continues', f"the run `{Path(rec.info['base_run']).name}`, merged into the base first"])
+            ['weights', what], ['data', md_text(rec.data)],
+            ['rows', md_text(f"{s.get('rows', '?')} trained on, {s.get('eval_rows', 0)} held out for evaluation")],
+            ['training', md_text(f"{fmt_number(summ.get('step'))} of {fmt_number(summ.get('max_steps', s.get('max_steps')))} steps ({rec.state}), "
+                                 f"{fmt_time(secs) if isinstance(secs, (int, float)) else '?'} on {hw}")]]
+    if rec.info.get('base_run'): rows.insert(1, ['continues', f"the run {md_code(Path(str(rec.info['base_run'])).name)}, merged into the base first"])
     return '## Training\n\n' + _md_table(rows, ['', ''])
 
 def _results(rec:RunRecord, folder) -> str:
     out = ['## Results']
     first = next((h for h in rec.history if 'loss' in h), {})
-    rows = [[k, fmt_value(v) + (f" (first {fmt_value(first['loss'])})" if k == 'loss' and first else '')] for k, v in rec.key_metrics().items()]
+    rows = [[md_text(k), md_text(fmt_value(v) + (f" (first {fmt_value(first['loss'])})" if k == 'loss' and first else ''))] for k, v in rec.key_metrics().items()]
     if rows: out.append('Final values:\n\n' + _md_table(rows, ['metric', 'value']))
-    if rec.history: out.append(f"![Training curves]({_image(history_plot(rec.history, chart_keys(rec.method), cols=4), 'training.png', folder)})")
+    if hist := _numbers(rec.history): out.append(f"![Training curves]({_image(history_plot(hist, chart_keys(rec.method), cols=4), 'training.png', folder)})")
     return '\n\n'.join(out)
 
 def _evaluation(rec:RunRecord, folder) -> str:
     ev = rec.evaluation
     if ev is None: return ''
-    t, ks = ev.table(), list(ev.models)
-    out = [f"## Evaluation\n\nOn {len(ev.prompts)} rows{' of ' + ev.label if ev.label else ''}, after training (`tuned`) and before (`base`):",
-           _md_table([[m] + [f"{v[k]:.4g}" if k in v else '' for k in ks] for m, v in t.items()], ['metric', *ks])]
-    if {'base', 'tuned'} <= set(ks): out.append(f"Win rate of tuned over base ({ev.metrics[0]}): **{ev.win_rate():.0%}** (ties count half).")
+    try: t, ks = ev.table(), list(ev.models)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # an evaluation.json that does not add up
+        return f"## Evaluation\n\nevaluation.json could not be read ({md_text(type(e).__name__)}: {md_text(e)})."
+    out = [f"## Evaluation\n\nOn {len(ev.prompts)} rows{' of ' + md_text(ev.label) if ev.label else ''}, after training (`tuned`) and before (`base`):",
+           _md_table([[md_text(m)] + [md_text(fmt_number(v[k], '.4g')) if k in v else '' for k in ks] for m, v in t.items()], ['metric', *map(md_text, ks)])]
+    if {'base', 'tuned'} <= set(ks): out.append(f"Win rate of tuned over base ({md_text(ev.metrics[0])}): **{ev.win_rate():.0%}** (ties count half).")
     out.append(f"![Evaluation]({_image(eval_plot(ev, f'Evaluation on {len(ev.prompts)} rows'), 'evaluation.png', folder)})")
     return '\n\n'.join(out)
 
@@ -103,18 +113,19 @@ def _evaluation(rec:RunRecord, folder) -> str:
 def _code(rec:RunRecord) -> str:
     code = rec.info.get('code')
     if not code: return ''
-    return (f"## How it was made\n\nWith [ftnb](https://github.com/ftnb/ftnb), in a notebook (`model` was `{rec.model}`, `data` was {rec.data}):"
-            f"\n\n```python\nfrom ftnb.all import *\n{code}\n```")
+    return (f"## How it was made\n\nWith [ftnb](https://github.com/ftnb/ftnb), in a notebook (`model` was {md_code(rec.model)}, `data` was {md_text(rec.data)}):"
+            f"\n\n{md_fence(f'from ftnb.all import *{chr(10)}{code}', 'python')}")
 
 def _usage(rec:RunRecord, repo_id:str|None, merged:bool) -> str:
     if not repo_id: return ''
     if rec.settings.get('lora') and not merged:
         base = base_on_hub(rec.model)
-        note = '' if base else f"\n\nIts base model, `{rec.model}`, is not on the Hub: load it yourself and apply the adapter with `PeftModel.from_pretrained(base, {repo_id!r})`."
-        return (f"## Use it\n\n```python\nfrom peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
-                f"model = AutoPeftModelForCausalLM.from_pretrained({repo_id!r})\ntokenizer = AutoTokenizer.from_pretrained({repo_id!r})\n```{note}")
-    return (f"## Use it\n\n```python\nfrom transformers import pipeline\n"
-            f"chat = pipeline('text-generation', model={repo_id!r})\nchat([{{'role': 'user', 'content': 'Hello!'}}])\n```")
+        note = '' if base else (f"\n\nIts base model, {md_code(rec.model)}, is not on the Hub: load it yourself and apply the adapter with "
+                                f"{md_code(f'PeftModel.from_pretrained(base, {repo_id!r})')}.")
+        return ("## Use it\n\n" + md_fence("from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
+                f"model = AutoPeftModelForCausalLM.from_pretrained({repo_id!r})\ntokenizer = AutoTokenizer.from_pretrained({repo_id!r})", 'python') + note)
+    return ("## Use it\n\n" + md_fence(f"from transformers import pipeline\nchat = pipeline('text-generation', model={repo_id!r})\n"
+            "chat([{'role': 'user', 'content': 'Hello!'}])", 'python'))
 
 # %% ../nbs/18a_hub.ipynb #2278d850
 def model_card(source, # a `Run`, a `RunRecord` (from `runs()`) or a run folder
@@ -127,8 +138,8 @@ def model_card(source, # a `Run`, a `RunRecord` (from `runs()`) or a run folder
     from huggingface_hub import ModelCard
     rec = source if isinstance(source, RunRecord) else RunRecord(source.run_dir if isinstance(source, Run) else source)
     title = repo_id.split('/')[-1] if repo_id else f"{rec.method.upper()} run {rec.name}"
-    settings = _md_table([[k, fmt_value(v)] for k, v in _settings(rec).items() if v is not None], ['setting', 'value'])
-    parts = [f"# {title}", f"{rec.method.upper()} of `{rec.model}`, made with ftnb over TRL.", _training(rec, merged),
+    settings = _md_table([[md_text(k), md_text(fmt_value(v))] for k, v in _settings(rec).items() if v is not None], ['setting', 'value'])
+    parts = [f"# {md_text(title)}", f"{rec.method.upper()} of {md_code(rec.model)}, made with ftnb over TRL.", _training(rec, merged),
              f"## Settings\n\n{settings}", _results(rec, folder), _evaluation(rec, folder), _code(rec), _usage(rec, repo_id, merged)]
     body = '\n\n'.join(p for p in parts if p)
     return str(ModelCard(f"---\n{card_data(rec, merged, license).to_yaml()}\n---\n\n{redact(body)}\n"))
@@ -169,15 +180,16 @@ def hub_folder(run:Run, # a trained run (finished or stopped)
                merged:bool=False, # the merged model instead of the LoRA adapter
                license:str|None=None, # the model's license; default the base model's where ftnb knows it
               ) -> Path:
-    "Write exactly what `Run.push` uploads into `path`: the weights and tokenizer, README.md (the model card) and its charts, settings.json (secrets masked), metrics.jsonl."
+    "Write exactly what `Run.push` uploads into `path`, whole or not at all: the weights and tokenizer, README.md (the model card) and its charts, settings.json (secrets masked), metrics.jsonl."
     _check_pushable(run, merged)
     p = _empty_folder(path)
-    run.save(p, merged=merged)
-    _point_at_base(p, run.model.name)
     rec = RunRecord(run.run_dir)
-    (p/'README.md').write_text(model_card(rec, repo_id, merged, license, folder=p), encoding='utf-8')  # after save: peft writes a README of its own
-    (p/'settings.json').write_text(json.dumps(redact(rec.info), indent=2, default=str))
-    if (run.run_dir/'metrics.jsonl').exists(): shutil.copy(run.run_dir/'metrics.jsonl', p/'metrics.jsonl')
+    with whole_folder(p) as tmp:  # staged beside it, renamed into place once complete
+        run.save(tmp, merged=merged)
+        _point_at_base(tmp, run.model.name)
+        (tmp/'README.md').write_text(model_card(rec, repo_id, merged, license, folder=tmp), encoding='utf-8')  # after save: peft writes a README of its own
+        (tmp/'settings.json').write_text(json.dumps(redact(rec.info), indent=2, default=str))
+        if (run.run_dir/'metrics.jsonl').exists(): shutil.copy(run.run_dir/'metrics.jsonl', tmp/'metrics.jsonl')
     return p
 
 # %% ../nbs/18a_hub.ipynb #28f79a66
