@@ -9,14 +9,15 @@ from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
 from .core import FtnbError, job_process
-from .models import Model, ALIASES, copy_model, quiet_bars
+from .models import Model, ALIASES, copy_model, quiet_bars, looks_local
+from .markup import md_code
 from .data import Data, load_data
-from .files import json_lines
+from .files import json_lines, whole_folder
 from .trainer import last_checkpoint
 from .run import Run
 
 # %% auto #0
-__all__ = ['PROFILES', 'TRAIN_PY', 'README', 'STOP_FILE', 'accelerate_config', 'StopRequest', 'train_job']
+__all__ = ['PROFILES', 'TRAIN_PY', 'README', 'JOB_FILES', 'STOP_FILE', 'accelerate_config', 'StopRequest', 'train_job']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
 PROFILES = dict(single_gpu='single_gpu', ddp='multi_gpu', fsdp2='fsdp2', zero2='zero2', zero3='zero3', cpu='multi_gpu')  # ftnb's name: TRL's file
@@ -41,7 +42,7 @@ def _loadable(name:str) -> bool:
     "Whether another process can load a model by this name: an alias, a file or folder, or a Hub id."
     import re
     return (name.lower() in ALIASES or Path(name).expanduser().exists()
-            or bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', name)) and not name.startswith(('.', '~')))
+            or bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', name)) and not looks_local(name))
 
 def _root_model(run_dir) -> str:
     "The model name at the start of a chain of runs (SFT, then DPO on it, ...)."
@@ -82,7 +83,7 @@ def _write_jsonl(d:Data, path:Path):
         raise FtnbError(f"export: {path.name} reads back as {len(back)} rows of {back.kind}, not {len(d)} of {d.kind}")
 
 # %% ../nbs/18b_launch.ipynb #0e0e94a5
-TRAIN_PY = '''"""{method} run exported by ftnb from {run_dir}.
+TRAIN_PY = '''"""{method} run exported by ftnb from the notebook run in `exported_from` (below).
 Run it: accelerate launch --config_file accelerate/<profile>.yaml train.py [run folder] [--resume]  (see README.md)"""
 import sys
 from pathlib import Path
@@ -90,6 +91,7 @@ from ftnb.all import load_data, load_model, load_run
 from ftnb.launch import train_job
 {imports}
 
+exported_from = {run_dir!r}  # the notebook run this job makes again
 here = Path(__file__).resolve().parent
 args = [a for a in sys.argv[1:] if not a.startswith('--')]
 run_dir = Path(args[0]) if args else here/'run'
@@ -103,12 +105,12 @@ def _sampling_line(run:Run) -> str:
     "`run.sample_every(...)` as the notebook set it, or nothing."
     s = run.sampling
     if not s: return ''
-    return f"\nrun.sample_every({s['every']}, prompts={s['prompts']!r}, max_new_tokens={s['max_new_tokens']})"
+    return f"\nrun.sample_every({s['every']!r}, prompts={s['prompts']!r}, max_new_tokens={s['max_new_tokens']!r})"
 
 def _precision(args) -> str: return 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'no'
 
 def _job_files(run:Run, folder:Path) -> str:
-    "Write data, eval data and (if needed) the model into `folder`; return train.py's text."
+    "Write data, eval data and (if needed) the model into `folder`; return train.py's text, every value in it written by `repr`."
     fn, kw = run.call
     imports = {f"from {fn.__module__} import {fn.__name__}"}
     for k, v in kw.items():
@@ -119,7 +121,7 @@ def _job_files(run:Run, folder:Path) -> str:
     ev = kw.get('eval')
     if isinstance(ev, Data): _write_jsonl(ev, folder/'eval.jsonl')
     call = run.code().split('\n')[0]
-    return TRAIN_PY.format(method=run.method, imports='\n'.join(sorted(imports)), run_dir=run.run_dir, model_line=_model_line(kw['model'], folder),
+    return TRAIN_PY.format(method=run.method, imports='\n'.join(sorted(imports)), run_dir=str(run.run_dir), model_line=_model_line(kw['model'], folder),
                            eval_line="\neval_data = load_data(here/'eval.jsonl')" if isinstance(ev, Data) else '',
                            call=call[:-1] + ', run_dir=run_dir)', sampling_line=_sampling_line(run))
 
@@ -147,24 +149,48 @@ What was run where ftnb is tested: the `cpu` profile, 2 processes over gloo (tes
 profiles (ddp, fsdp2, zero2, zero3) come from the same code and were only checked by loading them with
 accelerate's own config loader; they have not been run by ftnb's tests.
 '''
+JOB_FILES = ('train.py', 'data.jsonl', 'eval.jsonl', 'config.yaml', 'README.md', 'accelerate', 'model')  # what export writes
+
+def _is_job(folder:Path) -> bool:
+    "Whether `folder` holds a job `export` wrote: its train.py opens as export writes it."
+    try: first = (folder/'train.py').read_text(errors='replace').split('\n', 1)[0]
+    except OSError: return False
+    return first.startswith('"""') and ' run exported by ftnb from ' in first
+
+def _names(ps:list) -> str: return ', '.join(ps[:8]) + (f" and {len(ps) - 8} more" if len(ps) > 8 else '')
+
+def _job_folder(folder:Path) -> Path:
+    "`folder` if a job can be exported there: new, empty, or a job export wrote (replaced whole); else an error naming what would be replaced."
+    if folder.is_file(): raise FtnbError(f"{folder} is a file: export writes a job folder. Export into a new or empty folder.")
+    have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not have: return folder
+    if not _is_job(folder):
+        raise FtnbError(f"{folder} is not empty and holds no job export wrote: exporting would replace what is there ({_names(have)}). "
+                        "Export into a new or empty folder, so that nothing else is overwritten.")
+    if more := [n for n in have if n not in JOB_FILES]:
+        raise FtnbError(f"{folder} holds a job export wrote, and more: {_names(more)}. Exporting again replaces the job folder whole, which "
+                        "would delete them: move them out, or export into a new or empty folder.")
+    return folder
 
 @patch
-def export(self:Run, folder, # the job folder to write (made if missing)
+def export(self:Run, folder, # the job folder to write: new, empty, or a job export wrote before (replaced whole)
            num_processes:int|None=None, # processes written into the accelerate files (default: TRL's, 8)
           ) -> Path:
-    "Write this run as a self-contained job for `accelerate launch`: train.py, the data as JSONL, the TRL config as YAML, accelerate profiles and a README."
+    "Write this run as a self-contained job for `accelerate launch`, whole or not at all: train.py, the data as JSONL, the TRL config as YAML, accelerate profiles and a README."
     import yaml
     if self.call is None: raise FtnbError("export: this run was not made by a recipe (sft, dpo, ...), so there is no call to write as a script.")
-    folder = Path(folder); (folder/'accelerate').mkdir(parents=True, exist_ok=True)
-    (folder/'train.py').write_text(_job_files(self, folder))
-    cfg = {k: v for k, v in json.loads(json.dumps(self.args.to_dict(), default=str)).items() if k != 'output_dir'}
-    (folder/'config.yaml').write_text(f"# {type(self.args).__name__} as ftnb chose it on {self.hardware.device} (for reading: train.py chooses again where it runs)\n"
-                                      + yaml.safe_dump(cfg, sort_keys=True))
-    for p in PROFILES:
-        (folder/'accelerate'/f'{p}.yaml').write_text(yaml.safe_dump(accelerate_config(p, num_processes, _precision(self.args))))
-    ev = self.call[1].get('eval')
-    (folder/'README.md').write_text(README.format(method=self.method.upper(), run_dir=self.run_dir, device=self.hardware.device,
-                                                  eval=' (and `eval.jsonl`)' if isinstance(ev, Data) else '', batch=self.settings.get('batch_size')))
+    folder = _job_folder(Path(folder))
+    with whole_folder(folder) as tmp:  # staged beside it, renamed into place once complete
+        (tmp/'accelerate').mkdir()
+        (tmp/'train.py').write_text(_job_files(self, tmp))
+        cfg = {k: v for k, v in json.loads(json.dumps(self.args.to_dict(), default=str)).items() if k != 'output_dir'}
+        (tmp/'config.yaml').write_text(f"# {type(self.args).__name__} as ftnb chose it on {self.hardware.device} (for reading: train.py chooses again where it runs)\n"
+                                       + yaml.safe_dump(cfg, sort_keys=True))
+        for p in PROFILES:
+            (tmp/'accelerate'/f'{p}.yaml').write_text(yaml.safe_dump(accelerate_config(p, num_processes, _precision(self.args))))
+        ev = self.call[1].get('eval')
+        (tmp/'README.md').write_text(README.format(method=self.method.upper(), run_dir=md_code(self.run_dir), device=self.hardware.device,
+                                                   eval=' (and `eval.jsonl`)' if isinstance(ev, Data) else '', batch=self.settings.get('batch_size')))
     return folder
 
 # %% ../nbs/18b_launch.ipynb #f3008f1e
