@@ -71,9 +71,9 @@ def _numbers(history:list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if _is_num(v)} for h in history if _is_num(h.get('step'))]
 
 def _samples(samples:list[dict]) -> list[dict]:
-    "Sample records as `samples_table` draws them: outputs and prompts as text, the step a number or escaped text (the table writes it as it is)."
+    "Sample records as `samples_table` draws them: outputs and prompts as text (it escapes them, and the step)."
     ok = lambda p: isinstance(p, str) or isinstance(p, list) and all(isinstance(m, dict) and 'content' in m for m in p)
-    return [dict(s, step=s.get('step') if _is_num(s.get('step')) else esc(s.get('step')), outputs=[str(o) for o in s['outputs']],
+    return [dict(s, outputs=[str(o) for o in s['outputs']],
                  prompts=[p if ok(p) else str(p) for p in s.get('prompts') or []])
             for s in samples if isinstance(s.get('outputs'), list)]
 

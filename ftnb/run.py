@@ -205,7 +205,7 @@ def _write_summary(self:Run):
 
 # %% ../nbs/06_run.ipynb #dc5a8b26
 RUN_FILES = ('settings.json', 'summary.json', 'metrics.jsonl', 'samples.jsonl', 'evaluation.json', 'report.html', 'README.md',
-             'training.png', 'evaluation.png', 'launch.log', 'answers.json', 'loss.png', 'job', 'adapter', 'model', 'merged', 'gguf')  # what ftnb writes in a run folder
+             'training.png', 'evaluation.png', 'launch.log', 'stop-request', 'answers.json', 'loss.png', 'job', 'adapter', 'model', 'merged', 'gguf')  # what ftnb writes in a run folder
 
 def run_work(run_dir) -> list[str]:
     "What a folder holds that a new run there would overwrite, in words: checkpoints, logged steps, saved models, an evaluation, files that are not a run's."

@@ -181,7 +181,7 @@ def samples_table(run, cols:int=3) -> str:
     if not run.samples: return ''
     ss = run.samples if len(run.samples) <= cols else [run.samples[0], *run.samples[-(cols - 1):]]
     td = "style='text-align:left;vertical-align:top;max-width:320px;overflow-wrap:anywhere'"
-    head = ''.join(f"<th style='text-align:left;white-space:nowrap'>step {s['step']}</th>" for s in ss)
+    head = ''.join(f"<th style='text-align:left;white-space:nowrap'>step {esc(s['step'])}</th>" for s in ss)
     rows = ''.join(f"<tr><td {td}><i>{esc(prompt_text(p), 80)}</i></td>"
                    + ''.join(f"<td {td}>{esc(s['outputs'][i], 240) or '<i style=white-space:nowrap>(empty)</i>'}</td>" for s in ss) + "</tr>"
                    for i, p in enumerate(ss[0].get('prompts') or (run.sampling or {}).get('prompts', [])))
