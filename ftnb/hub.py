@@ -15,7 +15,7 @@ from .files import write_atomic, whole_folder, whole_file
 from .run import Run
 from .history import RunRecord
 from .views import history_plot, chart_keys
-from .report import eval_plot, report_settings, _numbers
+from .report import eval_plot, report_settings, numeric_history
 
 # %% auto #0
 __all__ = ['HUB_IDS', 'base_on_hub', 'card_data', 'model_card', 'hub_folder', 'check_repo_id', 'hub_offline', 'hub_token']
@@ -94,7 +94,7 @@ def _results(rec:RunRecord, folder) -> str:
     first = next((h for h in rec.history if 'loss' in h), {})
     rows = [[md_text(k), md_text(fmt_value(v) + (f" (first {fmt_value(first['loss'])})" if k == 'loss' and first else ''))] for k, v in rec.key_metrics().items()]
     if rows: out.append('Final values:\n\n' + _md_table(rows, ['metric', 'value']))
-    if hist := _numbers(rec.history): out.append(f"![Training curves]({_image(history_plot(hist, chart_keys(rec.method), cols=4), 'training.png', folder)})")
+    if hist := numeric_history(rec.history): out.append(f"![Training curves]({_image(history_plot(hist, chart_keys(rec.method), cols=4), 'training.png', folder)})")
     return '\n\n'.join(out)
 
 def _evaluation(rec:RunRecord, folder) -> str:

@@ -135,7 +135,12 @@ def check_settings(settings:dict, # settings by name (see `setting_problems`)
 # %% ../nbs/05_methods.ipynb #c7d47c14
 def plain(v):
     "`v` with every numpy or torch scalar (a 0-d array or tensor too) as the Python value it holds, inside dicts, lists and tuples too."
-    if getattr(v, 'ndim', None) == 0 and callable(getattr(v, 'item', None)): return v.item()
+    if getattr(v, 'ndim', None) == 0 and callable(getattr(v, 'item', None)):
+        x, size = v.item(), getattr(getattr(v, 'dtype', None), 'itemsize', 8)
+        if isinstance(x, float) and size in (2, 4) and str(v.dtype).rsplit('.', 1)[-1] in ('float16', 'float32'):  # the decimal the user wrote, not the binary's expansion
+            import numpy as np
+            return float(np.format_float_positional((np.float32 if size == 4 else np.float16)(x), unique=True))
+        return x
     if type(v) in (list, tuple): return type(v)(plain(x) for x in v)
     if type(v) is dict: return {k: plain(x) for k, x in v.items()}
     return v

@@ -18,7 +18,7 @@ from .markup import esc, prompt_text, fmt_time, fmt_value, fmt_number, img_html,
 from .views import history_plot, chart_keys, samples_table
 
 # %% auto #0
-__all__ = ['eval_plot', 'report_settings', 'report_html', 'report']
+__all__ = ['eval_plot', 'report_settings', 'numeric_history', 'report_html', 'report']
 
 # %% ../nbs/18_report.ipynb #811701be
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:24px auto;padding:0 16px;color:#222}
@@ -66,7 +66,7 @@ def report_settings(rec:RunRecord, # the run's folder, read
     "The settings a page about the run shows: the key ones (`RunRecord.key_settings`), then the rest ftnb recorded but the data."
     return rec.key_settings() | {k: v for k, v in rec.settings.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}
 
-def _numbers(history:list[dict]) -> list[dict]:
+def numeric_history(history:list[dict]) -> list[dict]:
     "The logged records as numbers only (what a chart can draw): a value that is not a number, or a record without a step, is left out."
     return [{k: v for k, v in h.items() if _is_num(v)} for h in history if _is_num(h.get('step'))]
 
@@ -109,7 +109,7 @@ def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord
     if summ.get('peak_gb'): cards.append((f"{fmt_number(summ['peak_gb'], '.2f')} GB", 'peak memory'))
     body = [f"<h1>{esc(title)}</h1><div class='sub'>{' · '.join(sub)}</div>{err}",
             "<div class='cards'>" + ''.join(f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in cards) + "</div>"]
-    hist = _numbers(rec.history)
+    hist = numeric_history(rec.history)
     body.append("<h2>Training curves</h2>" + (img_html(history_plot(hist, chart_keys(rec.method), cols=4), 'training curves')
                                                if hist else "<p>No metrics were logged.</p>"))
     body.append("<h2>Sample answers during training</h2>" + (samples_table(SimpleNamespace(samples=_samples(rec.samples), sampling=None), cols=4)

@@ -59,7 +59,7 @@ def test_widget_click_reaches_the_kernel(lab, page):
 
 DASHBOARD = ["""import os; os.environ['HF_HUB_OFFLINE'] = '1'
 from ftnb.models import tiny_model; from ftnb.samples import persona_data; from ftnb.sft import sft
-run = sft(tiny_model(seed=0), persona_data(n=48), lora=False, lr=1e-2, max_steps=3000, batch_size=4, run_dir='run',
+run = sft(tiny_model(seed=0), persona_data(n=48), lora=False, lr=1e-2, max_steps=3000, batch_size=4,
           logging_steps=1, save_steps=100000)""",
              'run.dashboard()']
 

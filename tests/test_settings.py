@@ -34,7 +34,7 @@ def test_numpy_and_torch_scalars_are_taken_as_the_python_numbers_they_hold(tiny,
     a = run.args
     assert kinds(dict(steps=a.max_steps, lr=a.learning_rate, seed=a.seed, warmup=a.warmup_steps, length=a.max_length)) == \
            dict(steps=int, lr=float, seed=int, warmup=int, length=int)
-    assert (a.max_steps, a.seed, a.max_length, run.settings['batch_size']) == (3, 7, 256, 4) and a.learning_rate == float(np.float32(1e-3))
+    assert (a.max_steps, a.seed, a.max_length, run.settings['batch_size']) == (3, 7, 256, 4) and a.learning_rate == 1e-3  # the decimal written, not float32's binary expansion (0.0010000000474974513)
     assert run.call[1]['lora'] == dict(r=4, alpha=8., dropout=0.) and kinds(run.call[1]['lora']) == dict(r=int, alpha=float, dropout=float)
     assert type(run.trainer_kwargs['peft_config'].r) is int
     json.dumps(run.settings)  # what settings.json and the summary are made of
