@@ -382,6 +382,7 @@ def _show_code(self:Dashboard):
 def start(self:Dashboard, _=None):
     "Apply the panel's settings and start training (what the Start button does)."
     if not self._busy.acquire(blocking=False): return
+    failed = ''
     try:
         if not _fresh(self.run) or self.start_btn.disabled: return
         self.start_btn.disabled = True
@@ -390,11 +391,12 @@ def start(self:Dashboard, _=None):
         self.run.sample_every(self.every.value)
         self.run.start(background=self.mode == 'background')
     except Exception as e:
-        self.reason.value = f"<span style='color:#c62828'><b>{esc(type(e).__name__)}</b>: {esc(e, 1500)}</span>"
+        failed = f"<span style='color:#c62828'><b>{esc(type(e).__name__)}</b>: {esc(e, 1500)}</span>"
         if _fresh(self.run): self.start_btn.disabled = False
     finally:
         self._busy.release()
         self._validated(self.panel.problems() if _fresh(self.run) else {})  # a state change during the click saw the lock held
+        if failed: self.reason.value = failed + (f"<br>{self.reason.value}" if self.reason.value else '')  # why Start failed stays in view
 
 @patch
 def stop(self:Dashboard, _=None):

@@ -202,3 +202,12 @@ def test_a_run_that_failed_before_training_can_start_again(tmp_path):
     assert not d.start_btn.disabled and not d.panel.fields()[0].disabled  # settings may still change
     d.start(); run.wait()  # built again from its recipe, without the bad argument
     assert run.state == 'finished' and run.step == 3
+
+def test_start_refused_by_its_folder_says_why_in_the_panel_and_can_be_clicked_again(tmp_path):
+    "A folder holding someone else's files: Start's error stays in view (it was cleared by the re-check after the click), and nothing is written."
+    (tmp_path/'notes.md').write_text('mine')
+    run = sft(tiny_model(), persona_data(n=8), max_steps=1, batch_size=4, run_dir=tmp_path)
+    d = Dashboard(run)
+    d.start()
+    assert 'holds work' in d.reason.value and 'notes.md' in d.reason.value and not d.start_btn.disabled
+    assert run.state == 'ready' and sorted(os.listdir(tmp_path)) == ['notes.md']
