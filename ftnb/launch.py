@@ -332,7 +332,7 @@ def launch(self:Run, num_processes:int=2, # processes to start (GPUs to use, or 
     b = self.settings.get('batch_size')
     if b and b % num_processes: raise FtnbError(f"batch_size={b} does not split over {num_processes} processes; make the run with a multiple of {num_processes}")
     name = 'cpu' if cpu else 'single_gpu' if num_processes == 1 else profile
-    job = self.export(self.run_dir/'job', num_processes)
+    job = self.export(self.run_dir/'job', num_processes).resolve()  # accelerate runs in the job folder: every path it gets is absolute
     if resume and last_checkpoint(self.run_dir) is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
     (self.run_dir/STOP_FILE).unlink(missing_ok=True)
     try: pid_before = json.loads((self.run_dir/'summary.json').read_text()).get('pid')

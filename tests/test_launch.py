@@ -88,3 +88,10 @@ def test_launch_refuses_what_cannot_run(tmp_path):
     run = tiny_run(tmp_path)
     with pytest.raises(FtnbError, match='needs GPUs'): run.launch(2, profile='zero3', cpu=True)
     with pytest.raises(FtnbError, match='split'): run.launch(3, cpu=True)
+
+def test_a_relative_run_folder_launches_from_any_working_directory(tmp_path, monkeypatch):
+    "`sft(..., run_dir='ddp')` then `launch(2)`: accelerate ran in the job folder and was handed 'ddp/job/accelerate/cpu.yaml' relative to the notebook."
+    monkeypatch.chdir(tmp_path)
+    run = sft(tiny_model(seed=0), persona_data(n=32), lora=False, lr=1e-2, max_steps=2, batch_size=4, run_dir='ddp', logging_steps=1, save_steps=1000)
+    run.launch(num_processes=2).wait()
+    assert run.state == 'finished' and run.step == 2, (tmp_path/'ddp'/'launch.log').read_text()[-2000:]
