@@ -17,7 +17,7 @@ from .methods import method, METHODS
 from .views import history_plot, check_keys
 
 # %% auto #0
-__all__ = ['folder_problems', 'RunRecord', 'load_run', 'RunHistory', 'runs']
+__all__ = ['MACHINE_FIELDS', 'folder_problems', 'RunRecord', 'load_run', 'RunHistory', 'runs']
 
 # %% ../nbs/17_history.ipynb #3d871061
 def _read(p:Path) -> dict|None:
@@ -160,6 +160,9 @@ def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
     "A finished, stopped or killed run back from its folder, ready to generate, compare, evaluate and report."
     return _load(run_dir, model, checkpoint)
 
+MACHINE_FIELDS = ('tf32', 'bf16_full_eval', 'fp16_full_eval', 'optim', 'fsdp', 'fsdp_config', 'deepspeed', 'ddp_backend',
+                  'torch_compile', 'torch_compile_backend', 'torch_compile_mode')  # TRL config fields of the machine that trained: this one chooses its own (a GPU run's tf32 fails on a CPU)
+
 def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
     rec = RunRecord(run_dir)
     info, d = rec.info, rec.run_dir
@@ -180,7 +183,7 @@ def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
     fields = {f.name for f in dataclasses.fields(cfg_cls) if f.init}
     with warnings.catch_warnings():  # deprecated fields come back as they were saved: no need to warn twice
         warnings.simplefilter('ignore')
-        saved = {k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir'}
+        saved = {k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir' and k not in MACHINE_FIELDS}
         args = cfg_cls(**saved | detect_hardware().trainer_args, output_dir=str(d))  # precision and device of this machine: a GPU run loads on a CPU
     run = Run(rec.method, Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}"), trainer_cls, args, None,
               settings=rec.settings, estimate=info.get('estimate_gb'), run_dir=d)

@@ -149,3 +149,14 @@ def test_training_sends_nothing_unless_the_user_opts_in(opt_in):
     out = subprocess.run([sys.executable, '-c', NET], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT).stdout
     assert 'STATE finished' in out, out
     assert ('ATTEMPTS 0' in out) != opt_in, out  # opted in, TRL's ping tries to go out (and the test blocks it)
+
+def test_a_run_trained_with_gpu_only_settings_loads_on_this_machine(tmp_path):
+    "A GPU run's config (tf32, bf16 evaluation, a paged 8-bit optimizer, FSDP, compile) loads on a CPU: the machine's own fields are chosen here."
+    run = tiny(tmp_path/'r').start(background=False, quiet=True)
+    s = json.loads((run.run_dir/'settings.json').read_text())
+    s['trl_config'] |= dict(tf32=True, bf16=True, bf16_full_eval=True, optim='paged_adamw_8bit', fsdp='full_shard', torch_compile=True, ddp_backend='nccl')
+    (run.run_dir/'settings.json').write_text(json.dumps(s))
+    back = load_run(run.run_dir, model=tiny_model())
+    a = back.args
+    assert (a.tf32, a.bf16_full_eval, a.torch_compile, a.use_cpu) == (None, False, False, True) and not a.fsdp
+    assert isinstance(back.generate('Hi', max_new_tokens=2), str)
