@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 # %% auto #0
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
            'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'detect_hardware',
-           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'secret_name',
-           'redact', 'no_telemetry']
+           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'local_gpu',
+           'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -163,10 +163,11 @@ def detect_hardware() -> Hardware:
     import torch
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        try: free = torch.cuda.mem_get_info(0)[0] / 1e9  # what is left once the weights already loaded (and other processes) are counted
+        g = local_gpu() if local_gpu() < torch.cuda.device_count() else 0  # in a launched job, this process's own GPU
+        p = torch.cuda.get_device_properties(g)
+        try: free = torch.cuda.mem_get_info(g)[0] / 1e9  # what is left once the weights already loaded (and other processes) are counted
         except Exception: free = 0.  # an old driver, or a fake device in tests
-        return Hardware('cuda', p.name, tuple(torch.cuda.get_device_capability(0)), p.total_memory/1e9,
+        return Hardware('cuda', p.name, tuple(torch.cuda.get_device_capability(g)), p.total_memory/1e9,
                         torch.cuda.device_count(), cpus, free_gb=free)
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
         return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus)
@@ -233,6 +234,10 @@ def cache_dir(*parts) -> Path:
 def job_process() -> tuple[int, int]:
     "This process's rank in a launched job and the job's number of processes: `(0, 1)` in a notebook."
     return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+
+def local_gpu() -> int:
+    "The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and torchrun), else 0."
+    return int(os.environ.get('LOCAL_RANK', '0'))
 
 # %% ../nbs/00_core.ipynb #e11c1f43
 import re

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
-from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
+from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean, local_gpu
 from .chat import chat_text
 from .markup import md_text, md_code
 
@@ -284,11 +284,11 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
     hw = detect_hardware()
     if quantize:
         kwargs['quantization_config'] = quantization_config(quantize, hw)
-        kwargs.setdefault('device_map', {'': 0})
+        kwargs.setdefault('device_map', {'': local_gpu()})  # each process of a launched job on its own GPU
     target = device or hw.device
     if not dtype:  # what training there uses: a T4's float16 (LoRA adapters train in float32), bfloat16 on an A100 or a CPU that has it
         dtype = hw.dtype if target.split(':')[0] == hw.device else Hardware('cpu', cpu_bf16=cpu_bf16()).dtype if target == 'cpu' else 'float32'
-    if target.startswith('cuda'): kwargs.setdefault('device_map', {'': 0 if target == 'cuda' else target})  # straight to the GPU, not through CPU RAM
+    if target.startswith('cuda'): kwargs.setdefault('device_map', {'': local_gpu() if target == 'cuda' else target})  # straight to this process's GPU, not through CPU RAM
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
     try:

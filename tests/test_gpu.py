@@ -229,3 +229,29 @@ def test_qlora_sft_and_reward_model_train_on_this_gpu(tmp_path):
     rm.start(background=False, quiet=True)
     assert rm.state == 'finished'
     assert torch.cuda.memory_allocated() < 2e9
+
+def test_each_process_of_a_launched_job_loads_onto_its_own_gpu(tmp_path, monkeypatch):
+    "`device_map={'': 0}` put every process's copy (or 4-bit model: accelerate refuses) on GPU 0; the process with LOCAL_RANK=1 uses GPU 1."
+    t = tiny_model(); t.model.save_pretrained(tmp_path); t.tokenizer.save_pretrained(tmp_path)
+    got = {}
+    def fake(where, **kw): got.update(kw); return t.model
+    monkeypatch.setenv('LOCAL_RANK', '1'); monkeypatch.setenv('RANK', '3'); monkeypatch.setenv('WORLD_SIZE', '4')
+    with patch('ftnb.models.detect_hardware', return_value=T4()), patch('transformers.AutoModelForCausalLM.from_pretrained', side_effect=fake):
+        load_model(str(tmp_path))
+        assert got['device_map'] == {'': 1}
+        got.clear()
+        with patch('ftnb.models.quantization_config', return_value='4-bit'): load_model(str(tmp_path), quantize=4)
+        assert got['device_map'] == {'': 1} and got['quantization_config'] == '4-bit'
+
+def test_a_launched_process_measures_its_own_gpu(monkeypatch):
+    "Each process sized its batch from GPU 0's free memory; it reads its own GPU's now."
+    seen = []
+    props = SimpleNamespace(name='T4', total_memory=16e9)
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    with patch('torch.cuda.is_available', return_value=True), patch('torch.cuda.device_count', return_value=2), \
+         patch('torch.cuda.get_device_properties', side_effect=lambda g: seen.append(g) or props), \
+         patch('torch.cuda.mem_get_info', side_effect=lambda g: seen.append(g) or (3e9, 16e9)), \
+         patch('torch.cuda.get_device_capability', side_effect=lambda g: seen.append(g) or (7, 5)):
+        from ftnb.core import detect_hardware
+        hw = detect_hardware()
+    assert set(seen) == {1} and hw.free_gb == 3.
