@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
-           'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'detect_hardware',
-           'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process', 'local_gpu',
+           'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'local_gpu',
+           'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process',
            'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
@@ -158,6 +158,10 @@ def _cpu_name() -> str:
     return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 # %% ../nbs/00_core.ipynb #a0132df4
+def local_gpu() -> int:
+    "The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and torchrun), else 0."
+    return int(os.environ.get('LOCAL_RANK', '0'))
+
 def detect_hardware() -> Hardware:
     "Find the best device torch can use here and the precision to train in on it."
     import torch
@@ -234,10 +238,6 @@ def cache_dir(*parts) -> Path:
 def job_process() -> tuple[int, int]:
     "This process's rank in a launched job and the job's number of processes: `(0, 1)` in a notebook."
     return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
-
-def local_gpu() -> int:
-    "The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and torchrun), else 0."
-    return int(os.environ.get('LOCAL_RANK', '0'))
 
 # %% ../nbs/00_core.ipynb #e11c1f43
 import re
