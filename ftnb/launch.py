@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
 from .core import FtnbError, job_process
-from .models import Model, ALIASES, copy_model, quiet_bars, looks_local
+from .models import Model, ALIASES, copy_model, quiet_bars, looks_local, quantized_bits
 from .markup import md_code
 from .data import Data, load_data
 from .files import json_lines, whole_folder
@@ -54,8 +54,8 @@ def _model_line(m:Model, folder:Path) -> str:
     base = getattr(m, 'run_dir', None)
     if base and _loadable(_root_model(base)): return f"model = load_run({str(Path(base).resolve())!r}).policy()"
     if not base and _loadable(m.name):
-        p = Path(m.name).expanduser()
-        return f"model = load_model({str(p.resolve()) if p.exists() else m.name!r})"
+        p, bits = Path(m.name).expanduser(), quantized_bits(m.model)
+        return f"model = load_model({str(p.resolve()) if p.exists() else m.name!r}{f', quantize={bits}' if bits else ''})"  # QLoRA stays QLoRA
     if any('lora_' in n for n, _ in m.model.named_parameters()):
         raise FtnbError(f"export: the model {m.name!r} exists only in memory and carries LoRA layers from training in this kernel, "
                         "so it cannot be saved as the job's base. Save the base model first (save_pretrained), load it with "

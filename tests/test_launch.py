@@ -95,3 +95,14 @@ def test_a_relative_run_folder_launches_from_any_working_directory(tmp_path, mon
     run = sft(tiny_model(seed=0), persona_data(n=32), lora=False, lr=1e-2, max_steps=2, batch_size=4, run_dir='ddp', logging_steps=1, save_steps=1000)
     run.launch(num_processes=2).wait()
     assert run.state == 'finished' and run.step == 2, (tmp_path/'ddp'/'launch.log').read_text()[-2000:]
+
+def test_a_qlora_run_exports_a_qlora_job(tmp_path):
+    "The job loaded the model without quantize=, so a 4-bit notebook run became a 16-bit job."
+    t = tiny_model(seed=0); t.model.save_pretrained(tmp_path/'base'); t.tokenizer.save_pretrained(tmp_path/'base')
+    from ftnb.models import load_model
+    m = load_model(str(tmp_path/'base'), dtype='float32')
+    run = sft(m, persona_data(n=16), max_steps=1, batch_size=4, run_dir=tmp_path/'run')
+    assert f"load_model({str((tmp_path/'base').resolve())!r})" in (run.export(tmp_path/'job16')/'train.py').read_text()
+    m.model.is_loaded_in_4bit = True  # what bitsandbytes marks (no GPU here to load one)
+    src = (run.export(tmp_path/'job4')/'train.py').read_text()
+    assert f"load_model({str((tmp_path/'base').resolve())!r}, quantize=4)" in src
