@@ -13,8 +13,8 @@ from .models import quiet_bars
 
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
-           'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables', 'quiet_prep',
-           'accelerator_ready']
+           'loss_scaled', 'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables',
+           'quiet_prep', 'accelerator_ready']
 
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
@@ -87,6 +87,10 @@ def _not_finite(trainer, what:str) -> str:
             f"Try a lower learning rate ({a.learning_rate:g} now: try {a.learning_rate / 10:g}), or another precision "
             f"({OTHER_PRECISION[precision_of(a)]}).")
 
+def loss_scaled(trainer) -> bool:
+    "Whether `trainer` scales its loss (float16): an infinite gradient norm is then an overflow the scaler skips by design, with torch's grad scaler or DeepSpeed's own."
+    return trainer.accelerator.scaler is not None or (getattr(trainer, 'is_deepspeed_enabled', False) and bool(trainer.args.fp16))
+
 class FiniteSteps:
     "Trainer mixin: a loss or gradient norm that is not finite (nan, inf) stops training with an error, before the optimizer applies the step."
     _ftnb_bad = None
@@ -99,7 +103,7 @@ class FiniteSteps:
     def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.24) calls it at every optimizer step, just before the step
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         bad, self._ftnb_bad = self._ftnb_bad, None
-        if bad is None and norm is not None and self.accelerator.scaler is None and not math.isfinite(float(norm)): bad = f"the gradient norm is {float(norm)}"
+        if bad is None and norm is not None and not loss_scaled(self) and not math.isfinite(float(norm)): bad = f"the gradient norm is {float(norm)}"
         if bad: raise FtnbError(_not_finite(self, bad))
         return norm
 

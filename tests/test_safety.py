@@ -161,3 +161,18 @@ def test_a_second_run_started_at_the_same_time_is_refused_with_a_reason(tmp_path
     assert first.state == 'finished'
     second.start(background=False, quiet=True)  # once the first is done, the second trains
     assert second.state == 'finished' and logged_steps(second.run_dir) == list(range(1, 7))
+
+def test_a_deepspeed_fp16_overflow_is_skipped_not_fatal(tmp_path):
+    "DeepSpeed reports an infinite norm on loss-scale overflow steps (normal early in fp16) and skips them itself; FiniteSteps stopped the job there."
+    from types import SimpleNamespace
+    from ftnb.trainer import FiniteSteps
+    class Base:
+        def _get_grad_norm(self, model, grad_norm=None): return float('inf')
+    class T(FiniteSteps, Base): pass
+    t = T()
+    t.accelerator, t.state = SimpleNamespace(scaler=None), SimpleNamespace(global_step=3)
+    t.args = SimpleNamespace(fp16=True, bf16=False, learning_rate=1e-4, output_dir=str(tmp_path))
+    t.is_deepspeed_enabled = True
+    assert t._get_grad_norm(None) == float('inf')  # DeepSpeed skips the step and lowers its scale
+    t.is_deepspeed_enabled = False  # the same infinite norm with no scaler at all: a real failure
+    with pytest.raises(FtnbError, match='gradient norm is inf'): t._get_grad_norm(None)
