@@ -9,7 +9,7 @@ from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, job_process
 from .files import write_atomic, check_room, json_lines, FolderLock, LOCK
-from .trainer import accelerator_ready, safe_trainer, last_checkpoint, score_answers_only, one_device, fp32_trainables, quiet_prep, precision_of, CHECKPOINTING
+from .trainer import accelerator_ready, policy_reference, safe_trainer, last_checkpoint, score_answers_only, one_device, fp32_trainables, quiet_prep, precision_of, CHECKPOINTING
 from .budget import training_state_gb, memory_gb, reset_peak_memory, peak_memory_gb, fits_memory, CPU_TOKENS
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
@@ -162,7 +162,7 @@ from contextlib import contextmanager
 def _build(self:Run):
     if self.trainer is not None: return self.trainer
     self.run_dir.mkdir(parents=True, exist_ok=True)
-    with quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0):
+    with quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0), policy_reference(self.trainer_cls, self.model.model):
         score_answers_only()
         self.trainer = self.trainer_cls(model=self.model.model, args=one_device(self.args), train_dataset=self.train_dataset,
                                         eval_dataset=self.eval_dataset, processing_class=self.model.tokenizer, **self.trainer_kwargs)

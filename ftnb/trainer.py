@@ -14,7 +14,7 @@ from .models import quiet_bars
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
            'loss_scaled', 'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables',
-           'quiet_prep', 'accelerator_ready']
+           'quiet_prep', 'accelerator_ready', 'policy_reference']
 
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
@@ -168,3 +168,19 @@ def accelerator_ready(trainer):
     from accelerate.state import is_initialized
     if not is_initialized(): trainer.create_accelerator_and_postprocess()
     return trainer
+
+# %% ../nbs/05b_trainer.ipynb #21dac447
+@contextmanager
+def policy_reference(trainer_cls, model):
+    "While `trainer_cls` is built, its reference model (GRPO, RLOO: loaded by the policy's config name) is a frozen copy of `model` as it is now."
+    import importlib, copy
+    mod = importlib.import_module(trainer_cls.__module__)
+    load = getattr(mod, 'create_model_from_path', None)
+    if load is None: yield; return  # a trainer that does not rebuild its reference by name
+    def frozen_copy(path, **kw):
+        ref = copy.deepcopy(model)
+        if (dt := kw.get('dtype')) not in (None, 'auto'): ref.to(dt)
+        return ref.eval().requires_grad_(False)
+    mod.create_model_from_path = frozen_copy
+    try: yield
+    finally: mod.create_model_from_path = load

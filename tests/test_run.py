@@ -219,3 +219,20 @@ def test_small_data_prepares_without_progress_bars(tmp_path, capfd, monkeypatch,
     assert run.state == 'finished' and ('Truncating train dataset' in err) == bars, err[-500:]
     assert 'Writing model shards' not in err and (run.run_dir/'checkpoint-1'/'model.safetensors').exists()  # a one-shard save is one step: no bar
     assert datasets.is_progress_bar_enabled()  # the user's own datasets calls keep their bars
+
+@pytest.mark.parametrize('method', ['grpo', 'rloo'])
+def test_full_grpo_and_rloo_with_a_kl_term_use_the_policy_as_it_starts(tmp_path, method):
+    "TRL rebuilt the reference from the config's name: the pre-SFT base, or for an in-memory model nothing ('Repo id must use alphanumeric chars')."
+    import torch, ftnb.grpo
+    from ftnb.models import tiny_model
+    from ftnb.samples import arithmetic_data
+    from ftnb.rewards import exact_match
+    fn = getattr(ftnb.grpo, method)
+    run = fn(tiny_model(), arithmetic_data(8), exact_match, lora=False, beta=0.04, max_steps=1, batch_size=4, num_generations=2,
+             max_completion_length=8, run_dir=tmp_path/method)
+    start = {k: v.detach().clone() for k, v in run.model.model.state_dict().items()}
+    run.start(background=False, quiet=True)
+    ref = run.trainer.ref_model
+    assert run.state == 'finished' and ref is not None and ref is not run.net
+    assert not any(p.requires_grad for p in ref.parameters())
+    assert all(torch.equal(v, start[k]) for k, v in ref.state_dict().items())  # the weights training started from
