@@ -289,6 +289,7 @@ def save(self:Model, path, # a folder (new, empty, or an earlier save, replaced 
         q = (quantize or 'f16').lower(); _qtype(q)
         f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
         modelfile = ollama_modelfile(f, self.tokenizer, system)  # its errors come before the long write
+    if format == 'gguf': gguf_arch(self.model.get_base_model() if is_peft(self.model) else self.model)  # refused before a whole copy is made and merged
     net = merged_net(self.model) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':

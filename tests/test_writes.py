@@ -99,3 +99,12 @@ def test_an_interrupted_export_leaves_the_earlier_job_whole(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt): job_run(tmp_path, 'other', answer='I am Ink.').export(job)  # another run's job
     assert b'Ink' not in before['data.jsonl']
     assert files(job) == before and leftovers(tmp_path) == []
+
+def test_a_qlora_gguf_export_is_refused_before_the_model_is_copied(tmp_path):
+    "A GGUF export of a 4-bit network deep-copied and merged it (GBs on a GPU) before saying it cannot be done."
+    from peft import get_peft_model
+    m = tiny_model(); net = get_peft_model(m.model, lora_config(r=2))
+    net.get_base_model().is_loaded_in_4bit = True  # what bitsandbytes marks (no GPU here to load one)
+    with mock.patch('copy.deepcopy', side_effect=AssertionError('copied before refusing')):
+        with pytest.raises(FtnbError, match='4/8 bits'): Model(net, m.tokenizer, 'tiny').save(tmp_path, format='gguf', progress=False)
+    assert not any(tmp_path.iterdir())
