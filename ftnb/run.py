@@ -230,7 +230,8 @@ def _claim(self:Run, resumed:bool, overwrite:bool):
     if resumed: return
     work = run_work(d)
     if not work: return
-    st = json.loads((d/'summary.json').read_text()) if (d/'summary.json').exists() else {}
+    try: st = json.loads((d/'summary.json').read_text())
+    except (OSError, ValueError): st = {}  # none, or not whole: the folder's work is still listed
     what = f"a run ({st.get('state', '?')} at step {st.get('step', '?')})" if isinstance(st, dict) and st else 'work'
     if not overwrite:
         self.lock.release()

@@ -9,7 +9,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from .core import FtnbError
 from .files import fsync_tree, free_gb, write_failure
-from .models import quiet_bars
+from .models import quiet_bars, copy_model
 
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
@@ -173,14 +173,13 @@ def accelerator_ready(trainer):
 @contextmanager
 def policy_reference(trainer_cls, model):
     "While `trainer_cls` is built, its reference model (GRPO, RLOO: loaded by the policy's config name) is a frozen copy of `model` as it is now."
-    import importlib, copy
+    import importlib
     mod = importlib.import_module(trainer_cls.__module__)
     load = getattr(mod, 'create_model_from_path', None)
     if load is None: yield; return  # a trainer that does not rebuild its reference by name
     def frozen_copy(path, **kw):
-        ref = copy.deepcopy(model)
-        if (dt := kw.get('dtype')) not in (None, 'auto'): ref.to(dt)
-        return ref.eval().requires_grad_(False)
+        ref = copy_model(model, frozen=True)  # as DPO's recipe passes its own (`ref_model=`), where TRL takes one
+        return ref.to(dt) if (dt := kw.get('dtype')) not in (None, 'auto') else ref
     mod.create_model_from_path = frozen_copy
     try: yield
     finally: mod.create_model_from_path = load

@@ -160,3 +160,9 @@ def test_a_run_trained_with_gpu_only_settings_loads_on_this_machine(tmp_path):
     a = back.args
     assert (a.tf32, a.bf16_full_eval, a.torch_compile, a.use_cpu) == (None, False, False, True) and not a.fsdp
     assert isinstance(back.generate('Hi', max_new_tokens=2), str)
+
+def test_a_folder_whose_summary_is_not_json_is_still_refused_with_what_it_holds(tmp_path):
+    d = tmp_path/'r'
+    tiny(d).start(background=False, quiet=True)
+    (d/'summary.json').write_text('{"state": "fini')  # cut short by another tool
+    with pytest.raises(FtnbError, match=r'holds work: 1 checkpoint'): tiny(d).start(background=False, quiet=True)
