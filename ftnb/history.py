@@ -155,7 +155,7 @@ def _base_model(info:dict, model:Model|None, d:Path, seen:tuple=()) -> Model:
 
 def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
              model:Model|None=None, # the base model (of the first run in a chain), when it cannot be loaded by its name (`tiny_model()`); it is copied
-             checkpoint=None, # a checkpoint folder to load instead of the newest
+             checkpoint=None, # a checkpoint folder to load instead of the newest; False: none, the base model as training started (a job still training)
             ) -> Run:
     "A finished, stopped or killed run back from its folder, ready to generate, compare, evaluate and report."
     return _load(run_dir, model, checkpoint)
@@ -167,12 +167,13 @@ def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
     rec = RunRecord(run_dir)
     info, d = rec.info, rec.run_dir
     if not isinstance(info.get('trl_config'), dict): raise FtnbError(f"{d} cannot be loaded: its settings.json has no TRL config (trl_config)")
-    ck = Path(checkpoint) if checkpoint else _weights(d, rec.summary)
+    ck = None if checkpoint is False else Path(checkpoint) if checkpoint else _weights(d, rec.summary)
     base = _base_model(info, model, d, seen)
     if not method(rec.method).generates:  # a reward model: the score head goes on first
         from ftnb.rewards import scoring_model
         base = scoring_model(base)
-    if (ck/'adapter_config.json').exists():
+    if ck is None: net = base.model
+    elif (ck/'adapter_config.json').exists():
         from peft import PeftModel
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
@@ -185,7 +186,7 @@ def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
         warnings.simplefilter('ignore')
         saved = {k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir' and k not in MACHINE_FIELDS}
         args = cfg_cls(**saved | detect_hardware().trainer_args, output_dir=str(d))  # precision and device of this machine: a GPU run loads on a CPU
-    run = Run(rec.method, Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}"), trainer_cls, args, None,
+    run = Run(rec.method, Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}" if ck else base.source), trainer_cls, args, None,
               settings=rec.settings, estimate=info.get('estimate_gb'), run_dir=d)
     s = rec.summary
     run.history, run.samples = rec.history, rec.samples

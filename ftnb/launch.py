@@ -4,7 +4,7 @@
 
 # %% ../nbs/18b_launch.ipynb #5615f606
 from __future__ import annotations
-import os, sys, json, time, socket, threading, subprocess, importlib.util
+import os, re, sys, json, time, socket, threading, subprocess, importlib.util
 from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
@@ -12,21 +12,26 @@ from .core import FtnbError, job_process
 from .models import Model, ALIASES, copy_model, quiet_bars, looks_local, quantized_bits
 from .markup import md_code
 from .data import Data, load_data
-from .files import json_lines, whole_folder
-from .trainer import last_checkpoint
+from .files import json_lines, whole_folder, FolderLock, process_alive
+from .trainer import last_checkpoint, CHECKPOINTING
 from .run import Run
 
 # %% auto #0
-__all__ = ['PROFILES', 'TRAIN_PY', 'README', 'JOB_FILES', 'STOP_FILE', 'accelerate_config', 'StopRequest', 'train_job']
+__all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README', 'JOB_FILES', 'STOP_FILE', 'SHARED_FILE',
+           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'follow']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
-PROFILES = dict(single_gpu='single_gpu', ddp='multi_gpu', fsdp2='fsdp2', zero2='zero2', zero3='zero3', cpu='multi_gpu')  # ftnb's name: TRL's file
+PROFILES = dict(single_gpu='single_gpu', ddp='multi_gpu', fsdp1='fsdp1', fsdp2='fsdp2', zero1='zero1', zero2='zero2', zero3='zero3', cpu='multi_gpu')  # ftnb's name: TRL's file
+MAIN_PORT = 29500  # the main machine's port in a job on several machines (torch's default)
 
 def accelerate_config(profile:str, # one of `PROFILES`
-                      num_processes:int|None=None, # processes to start (default: TRL's, 8)
+                      num_processes:int|None=None, # processes in the whole job, every machine's together (default: TRL's, 8)
                       mixed_precision:str|None=None, # 'bf16', 'fp16' or 'no' (default: TRL's, bf16)
+                      num_machines:int=1, # machines the job runs on
+                      main_address:str|None=None, # several machines: the address of machine 0, which the others reach
+                      main_port:int=MAIN_PORT, # several machines: its port
                      ) -> dict:
-    "TRL's accelerate config for `profile`, as a dict, with this job's processes and precision; 'cpu' is DDP on the CPU over gloo."
+    "TRL's accelerate config for `profile`, as a dict, with this job's processes, machines and precision; 'cpu' is DDP on the CPU over gloo."
     import yaml
     if profile not in PROFILES: raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
     one = profile == 'cpu' and num_processes == 1  # accelerate refuses DDP with one process
@@ -35,6 +40,10 @@ def accelerate_config(profile:str, # one of `PROFILES`
     if profile == 'cpu': cfg['use_cpu'] = True
     if num_processes: cfg['num_processes'] = num_processes
     if mixed_precision: cfg['mixed_precision'] = mixed_precision
+    (cfg.get('deepspeed_config') or {}).pop('gradient_accumulation_steps', None)  # zero1 fixes it at 1: the run's own must count, or DeepSpeed stops on the mismatch
+    if num_machines > 1:
+        cfg |= dict(num_machines=num_machines, machine_rank=0, main_process_port=main_port)
+        if main_address: cfg['main_process_ip'] = main_address
     return cfg
 
 # %% ../nbs/18b_launch.ipynb #fe403e8b
@@ -84,17 +93,18 @@ def _write_jsonl(d:Data, path:Path):
 
 # %% ../nbs/18b_launch.ipynb #0e0e94a5
 TRAIN_PY = '''"""{method} run exported by ftnb from the notebook run in `exported_from` (below).
-Run it: accelerate launch --config_file accelerate/<profile>.yaml train.py [run folder] [--resume]  (see README.md)"""
+Run it: bash launch.sh [run folder] [--resume]  (or accelerate launch ... train.py; see README.md)"""
 import sys
 from pathlib import Path
 from ftnb.all import load_data, load_model, load_run
-from ftnb.launch import train_job
+from ftnb.launch import train_job, job_setup
 {imports}
 
 exported_from = {run_dir!r}  # the notebook run this job makes again
 here = Path(__file__).resolve().parent
 args = [a for a in sys.argv[1:] if not a.startswith('--')]
 run_dir = Path(args[0]) if args else here/'run'
+job_setup()  # before the model loads (DeepSpeed ZeRO-3 partitions it as it loads)
 {model_line}
 data = load_data(here/'data.jsonl'){eval_line}
 {call}{sampling_line}
@@ -126,30 +136,99 @@ def _job_files(run:Run, folder:Path) -> str:
                            call=call[:-1] + ', run_dir=run_dir)', sampling_line=_sampling_line(run))
 
 # %% ../nbs/18b_launch.ipynb #0f0661b0
+LAUNCH_SH = r'''#!/usr/bin/env bash
+# Start this machine's share of the {method} job exported by ftnb: NUM_PROCESSES processes here, on each of NUM_MACHINES machines.
+#   bash launch.sh [run folder] [--resume]                                   one machine
+#   MACHINE_RANK=1 MAIN_ADDRESS=<machine 0> bash launch.sh [run folder] ...  each machine of several, 0 on the main one
+# Settings (environment, defaults from the export): PROFILE={profile} (an accelerate/ file: ddp, fsdp1, fsdp2, zero1, zero2,
+# zero3, single_gpu, cpu), NUM_PROCESSES={procs} (on each machine), NUM_MACHINES={machines}, MACHINE_RANK, MAIN_ADDRESS{address_note},
+# MAIN_PORT={port}, PYTHON (default python3: the Python that has ftnb). On several machines the run folder must be on a filesystem they all share.
+set -euo pipefail
+here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
+profile=${{PROFILE:-{profile}}}; procs=${{NUM_PROCESSES:-{procs}}}; machines=${{NUM_MACHINES:-{machines}}}
+config="$here/accelerate/$profile.yaml"
+[ -f "$config" ] || {{ echo "launch.sh: no profile $profile: $config is missing (profiles: $(cd "$here/accelerate" && ls | sed 's/.yaml$//' | tr '\n' ' '))" >&2; exit 2; }}
+more=()
+if [ "$machines" -gt 1 ]; then
+  more=(--machine_rank "${{MACHINE_RANK:?set MACHINE_RANK: 0 on the main machine, 1 to $((machines - 1)) on the others}}"
+        --main_process_ip "${{MAIN_ADDRESS{address}}}")
+fi
+if [ "$profile" = cpu ]; then
+  export ACCELERATE_USE_CPU=1 OMP_NUM_THREADS=${{OMP_NUM_THREADS:-1}}
+  [ "$machines" -gt 1 ] || export GLOO_SOCKET_IFNAME=${{GLOO_SOCKET_IFNAME:-lo}}
+fi
+exec "${{PYTHON:-python3}}" -m accelerate.commands.launch --config_file "$config" --num_machines "$machines" --num_processes $((procs * machines)) \
+  --main_process_port "${{MAIN_PORT:-{port}}}" "${{more[@]}}" "$here/train.py" "$@"
+'''
+
+SLURM_SH = r'''#!/usr/bin/env bash
+#SBATCH --job-name=ftnb-{method}
+#SBATCH --nodes={machines}
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={procs}
+#SBATCH --output=slurm-%j.log
+# The {method} job exported by ftnb, on {machines} node(s) of {procs} GPU(s): submit it from this folder,
+#   sbatch slurm.sbatch [run folder] [--resume]
+# One task a node starts that node's processes through launch.sh; the first node of the allocation is machine 0.
+# The run folder (default: run/ in this folder) must be on a filesystem every node sees. Follow it from a notebook with
+# ftnb.launch.follow(run folder).
+set -euo pipefail
+cd "${{SLURM_SUBMIT_DIR:-.}}"
+[ -f launch.sh ] || {{ echo "slurm.sbatch: submit it from the job folder (the one holding launch.sh); this is $PWD" >&2; exit 2; }}
+export NUM_MACHINES=${{SLURM_NNODES:-{machines}}} NUM_PROCESSES=${{NUM_PROCESSES:-{procs}}} MAIN_PORT=${{MAIN_PORT:-{port}}}
+export MAIN_ADDRESS=${{MAIN_ADDRESS:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}}
+srun --kill-on-bad-exit=1 bash -c 'MACHINE_RANK=$SLURM_NODEID exec bash launch.sh "$@"' launch.sh "$@"
+'''
+
 README = '''# {method} job exported by ftnb
 
 `train.py` makes the same recipe call as the notebook run in {run_dir}, on `data.jsonl`{eval}, and trains;
-only the first process writes the run folder (metrics.jsonl, summary.json, samples, checkpoints).
+only the first process of the whole job writes the run folder (metrics.jsonl, summary.json, samples, checkpoints).
 `config.yaml` shows the TRL settings the notebook chose on its hardware ({device}); the job chooses its own for the
-hardware it runs on, the same way, splitting the batch of {batch} rows a step over the processes.
+hardware it runs on, the same way, splitting the batch of {batch} rows a step over all its processes, every machine's
+together (so {batch} must divide by their number). The processes agree on one split: the fewest rows a step any of them fits.
 
-Run it (the run folder is the first argument, `run/` here by default; `--resume` continues from its newest checkpoint):
+## One machine
 
-    accelerate launch --config_file accelerate/ddp.yaml --num_processes 8 train.py      # one process per GPU
-    accelerate launch --config_file accelerate/fsdp2.yaml --num_processes 8 train.py    # FSDP2
-    accelerate launch --config_file accelerate/zero2.yaml --num_processes 8 train.py    # DeepSpeed ZeRO-2 (pip install deepspeed)
-    accelerate launch --config_file accelerate/zero3.yaml --num_processes 8 train.py    # DeepSpeed ZeRO-3
-    accelerate launch --config_file accelerate/single_gpu.yaml train.py                 # one GPU
-    OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo accelerate launch --config_file accelerate/cpu.yaml --num_processes 2 train.py  # CPU, gloo
+    bash launch.sh                                 # {procs} processes with the {profile} profile; the run folder is run/ here
+    bash launch.sh /path/to/run --resume           # another run folder; continue from its newest checkpoint
+    PROFILE=fsdp2 NUM_PROCESSES=8 bash launch.sh   # FSDP2 on 8 GPUs; also fsdp1, zero1, zero2, zero3 (pip install deepspeed), single_gpu
+    PROFILE=cpu NUM_PROCESSES=2 bash launch.sh     # processes on the CPU, over gloo
 
-To stop a job at the next step with a checkpoint, create the file `stop-request` in the run folder.
+`launch.sh` runs `accelerate launch` with a file of `accelerate/` (TRL's own profiles, with this run's precision):
 
-The accelerate files are TRL's own profiles (`trl/accelerate_configs/`), with the precision this run uses.
-What was run where ftnb is tested: the `cpu` profile, 2 processes over gloo (tests/test_launch.py). The GPU
-profiles (ddp, fsdp2, zero2, zero3) come from the same code and were only checked by loading them with
-accelerate's own config loader; they have not been run by ftnb's tests.
+    accelerate launch --config_file accelerate/ddp.yaml --num_processes 8 train.py [run folder] [--resume]
+
+## Several machines
+
+Every machine runs the same script with its own rank; machine 0's address is the one the others reach:
+
+    MACHINE_RANK=0 MAIN_ADDRESS={address} NUM_MACHINES={machines} bash launch.sh   # on machine 0
+    MACHINE_RANK=1 MAIN_ADDRESS={address} NUM_MACHINES={machines} bash launch.sh   # on machine 1, and so on
+
+On Slurm, `sbatch slurm.sbatch` (submitted from this folder) does this: one task a node, the allocation's first node as
+machine 0. The same job with torch's own launcher, DDP only (FSDP and ZeRO need the accelerate files):
+
+    torchrun --nnodes {machines} --node_rank $MACHINE_RANK --nproc_per_node {procs} --master_addr {address} --master_port {port} train.py [run folder]
+
+**A shared filesystem is required.** The run folder must be one folder that every machine sees (NFS, Lustre, a cluster's
+home or scratch): the first process writes the checkpoints and every process reads them on `--resume`. The job checks it
+as it starts: each process looks for a file the first one wrote, and if any machine does not see it, every process stops
+with an error that names those machines and the folder, before anything trains.
+
+## Stop, resume, follow
+
+To stop a job at the next step with a checkpoint, create the file `stop-request` in the run folder. `--resume` continues
+from the newest checkpoint. From a notebook, `ftnb.launch.follow(run folder)` follows a job started anywhere: its state,
+metrics and samples live, `run.stop()` to stop it, and the trained weights when it ends.
+
+## What has run
+
+Where ftnb is tested, on a CPU (tests/test_launch.py): the `cpu` profile with 2 processes on one machine, as 2 machines
+of 1 process each on 127.0.0.1, and through `slurm.sbatch` with stand-ins for Slurm's `srun` and `scontrol`. The GPU
+profiles are written by the same code and checked with accelerate's own config loader.
 '''
-JOB_FILES = ('train.py', 'data.jsonl', 'eval.jsonl', 'config.yaml', 'README.md', 'accelerate', 'model')  # what export writes
+JOB_FILES = ('train.py', 'launch.sh', 'slurm.sbatch', 'data.jsonl', 'eval.jsonl', 'config.yaml', 'README.md', 'accelerate', 'model')  # what export writes
 
 def _is_job(folder:Path) -> bool:
     "Whether `folder` holds a job `export` wrote: its train.py opens as export writes it."
@@ -172,13 +251,36 @@ def _job_folder(folder:Path) -> Path:
                         "would delete them: move them out, or export into a new or empty folder.")
     return folder
 
+_ADDRESS = re.compile(r'^[A-Za-z0-9][A-Za-z0-9.:_-]*$')  # a host name, an IPv4 or IPv6 address: what a shell line can hold as it is
+
+def _machines(num_processes, num_machines:int, main_address, main_port:int, batch=None):
+    "Check a job's shape before anything is written or started; an error says which value is wrong and what would do."
+    if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
+        raise FtnbError(f"num_processes must be a whole number of at least 1 (processes on each machine), got {num_processes!r}")
+    if not isinstance(num_machines, int) or num_machines < 1: raise FtnbError(f"num_machines must be a whole number of at least 1, got {num_machines!r}")
+    if main_address is not None and not (isinstance(main_address, str) and _ADDRESS.match(main_address)):
+        raise FtnbError(f"main_address={main_address!r} is not a host name or an IP address (letters, digits, '.', ':', '-', '_')")
+    if not isinstance(main_port, int) or not 0 < main_port < 65536: raise FtnbError(f"main_port must be a port number from 1 to 65535, got {main_port!r}")
+    total = (num_processes or 0) * num_machines
+    if batch and total and batch % total:
+        raise FtnbError(f"batch_size={batch} does not split over {total} processes ({num_processes} on each of {num_machines} machine(s)); "
+                        f"make the run with a multiple of {total}, or use a number of processes that divides {batch}")
+    return total
+
 @patch
 def export(self:Run, folder, # the job folder to write: new, empty, or a job export wrote before (replaced whole)
-           num_processes:int|None=None, # processes written into the accelerate files (default: TRL's, 8)
+           num_processes:int|None=None, # processes on each machine (its GPUs, or CPU processes); default: TRL's, 8
+           num_machines:int=1, # machines the job runs on: each starts its share with launch.sh and its own MACHINE_RANK
+           main_address:str|None=None, # several machines: machine 0's address, which the others reach (else given as MAIN_ADDRESS when they start)
+           main_port:int=MAIN_PORT, # several machines: machine 0's port
+           profile:str='ddp', # launch.sh's profile unless PROFILE says another (every profile is written)
           ) -> Path:
-    "Write this run as a self-contained job for `accelerate launch`, whole or not at all: train.py, the data as JSONL, the TRL config as YAML, accelerate profiles and a README."
+    "Write this run as a self-contained job for one machine or several, whole or not at all: train.py, the data as JSONL, launch.sh, slurm.sbatch, accelerate profiles, the TRL config and a README."
     import yaml
     if self.call is None: raise FtnbError("export: this run was not made by a recipe (sft, dpo, ...), so there is no call to write as a script.")
+    if profile not in PROFILES: raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
+    total = _machines(num_processes, num_machines, main_address, main_port, self.settings.get('batch_size'))
+    procs = num_processes or 8
     folder = _job_folder(Path(folder))
     with whole_folder(folder) as tmp:  # staged beside it, renamed into place once complete
         (tmp/'accelerate').mkdir()
@@ -187,9 +289,16 @@ def export(self:Run, folder, # the job folder to write: new, empty, or a job exp
         (tmp/'config.yaml').write_text(f"# {type(self.args).__name__} as ftnb chose it on {self.hardware.device} (for reading: train.py chooses again where it runs)\n"
                                        + yaml.safe_dump(cfg, sort_keys=True))
         for p in PROFILES:
-            (tmp/'accelerate'/f'{p}.yaml').write_text(yaml.safe_dump(accelerate_config(p, num_processes, _precision(self.args))))
+            c = accelerate_config(p, total or None, _precision(self.args), num_machines, main_address, main_port)
+            (tmp/'accelerate'/f'{p}.yaml').write_text(yaml.safe_dump(c))
+        shape = dict(method=self.method, profile=profile, procs=procs, machines=num_machines, port=main_port)
+        unset = ':?set MAIN_ADDRESS: the address of machine 0, which the others reach'
+        (tmp/'launch.sh').write_text(LAUNCH_SH.format(**shape, address_note=f'={main_address}' if main_address else '',
+                                                      address=f':-{main_address}' if main_address else unset))
+        (tmp/'slurm.sbatch').write_text(SLURM_SH.format(**shape))
+        for f in ('launch.sh', 'slurm.sbatch'): (tmp/f).chmod(0o755)
         ev = self.call[1].get('eval')
-        (tmp/'README.md').write_text(README.format(method=self.method.upper(), run_dir=md_code(self.run_dir), device=self.hardware.device,
+        (tmp/'README.md').write_text(README.format(**shape, run_dir=md_code(self.run_dir), device=self.hardware.device, address=main_address or '<machine 0>',
                                                    eval=' (and `eval.jsonl`)' if isinstance(ev, Data) else '', batch=self.settings.get('batch_size')))
     return folder
 
@@ -207,9 +316,62 @@ class StopRequest(TrainerCallback):
         if asked[0] and self.run.state == 'running': self.run.stop()
 
 # %% ../nbs/18b_launch.ipynb #65bc68b6
+def job_setup():
+    "Call before the model loads in a launched job: under DeepSpeed ZeRO-3, transformers then partitions the weights as they load (`zero.Init`) instead of loading them whole in every process."
+    global _ZERO3
+    if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() != 'true' or os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') != '3': return None
+    if os.environ.get('ACCELERATE_DEEPSPEED_ZERO3_INIT', 'true').lower() != 'true': return None
+    from accelerate.utils import DeepSpeedPlugin
+    _ZERO3 = DeepSpeedPlugin()  # accelerate launch's settings, from the environment
+    _ZERO3.set_deepspeed_weakref()  # what the Trainer's accelerator would do, but only once the model is loaded
+    return _ZERO3
+
+_ZERO3 = None  # kept alive: transformers holds the config by a weak reference
+
+SHARED_FILE = '.ftnb-shared'  # written by the first process as a job starts, read by all: one run folder on every machine
+
+def _split(args) -> tuple:
+    return args.per_device_train_batch_size, args.gradient_accumulation_steps, bool(getattr(args, CHECKPOINTING, False))
+
+def one_split(splits:list) -> tuple:
+    "The split every process trains with, from each one's own `(rows a device step, accumulation, checkpointing)`: the fewest rows any fits, the same rows a step."
+    rows = splits[0][0] * splits[0][1]
+    if any(p * a != rows for p, a, _ in splits): raise FtnbError(f"The processes planned different batches: {splits}; they must share one batch_size")
+    per = min(p for p, _, _ in splits)
+    return per, rows // per, any(c for _, _, c in splits)
+
+def agree(run:Run) -> Run:
+    "In a job of several processes: check that every machine sees the run folder, and make all processes train with one split of the batch."
+    a = run.args
+    if a.world_size < 2: return run  # the first look at world_size sets up the processes' group
+    from accelerate.utils import broadcast_object_list, gather_object
+    state, d = a.distributed_state, run.run_dir
+    token = [f"{socket.gethostname()}-{os.getpid()}-{time.time()}" if state.is_main_process else None]
+    broadcast_object_list(token, from_process=0)
+    if state.is_main_process: d.mkdir(parents=True, exist_ok=True); (d/SHARED_FILE).write_text(token[0])
+    state.wait_for_everyone()
+    try: sees = (d/SHARED_FILE).read_text() == token[0]
+    except OSError: sees = False
+    mine = dict(rank=state.process_index, host=socket.gethostname(), sees=sees, split=_split(a))
+    everyone = gather_object([mine])
+    state.wait_for_everyone()
+    if state.is_main_process: (d/SHARED_FILE).unlink(missing_ok=True)
+    if blind := sorted({p['host'] for p in everyone if not p['sees']}):
+        raise FtnbError(f"The run folder {d} is not shared: the processes on {', '.join(blind)} do not see the file the first process wrote "
+                        f"there. A job on several machines needs one run folder that every machine sees (NFS, Lustre, a cluster's shared "
+                        "home or scratch): give train.py such a folder. Nothing was trained.")
+    per, acc, ckpt = one_split([p['split'] for p in everyone])
+    if (per, acc, ckpt) != _split(a):
+        print(f"ftnb: process {state.process_index}: {_split(a)[0]} rows a device step fitted here; all processes train with {per} "
+              f"(accumulating {acc}{', recomputing activations' if ckpt else ''}), the fewest any process fits", flush=True)
+        a.per_device_train_batch_size, a.gradient_accumulation_steps = per, acc
+        setattr(a, CHECKPOINTING, ckpt)
+    return run
+
 def train_job(run:Run, # the run `train.py`'s recipe call made
               resume:bool=False): # continue from the newest checkpoint in the run folder, if there is one
     "Train `run` in a launched job (every process calls this): stoppable by file, metrics printed to the log by the first process."
+    agree(run)
     run.trainer_kwargs['callbacks'] = list(run.trainer_kwargs.get('callbacks') or []) + [StopRequest(run)]
     rank, world = job_process()[0], run.world_size
     if run.is_main: run.on('log', lambda run, record: print(json.dumps(record), flush=True))
@@ -221,7 +383,7 @@ def train_job(run:Run, # the run `train.py`'s recipe call made
 def _free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _job_env(cpu:bool, n:int) -> dict:
+def _job_env(cpu:bool, n:int, machines:int=1) -> dict:
     "The environment of the job: this kernel's, with ftnb importable from the same place, and gloo's settings on a CPU."
     import ftnb
     env = dict(os.environ)
@@ -230,7 +392,7 @@ def _job_env(cpu:bool, n:int) -> dict:
         env['PYTHONPATH'] = os.pathsep.join([here] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     if cpu:
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // n))
-        env.setdefault('GLOO_SOCKET_IFNAME', 'lo0' if sys.platform == 'darwin' else 'lo')
+        if machines == 1: env.setdefault('GLOO_SOCKET_IFNAME', 'lo0' if sys.platform == 'darwin' else 'lo')  # several machines: gloo finds the interface that reaches them
         env['ACCELERATE_USE_CPU'] = '1'
     return env
 
@@ -305,6 +467,9 @@ def _follow(self:Run, proc, pos:dict, poll:float=.5):
     if proc.returncode == 0 and state in ('finished', 'stopped'):
         try: self._take_weights()
         except Exception as e: self.error, state = e, 'failed'
+    elif getattr(proc, 'why', None) is not None:  # a job started elsewhere: its output is in that launcher's log
+        self.error, state = FtnbError(f"The job writing {self.run_dir} failed: {proc.why}. Its processes' output is in the log of what started "
+                                      "it (for slurm.sbatch, slurm-<job id>.log beside it)."), 'failed'
     else:
         log = self.run_dir/'launch.log'
         self.error, state = FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"), 'failed'
@@ -313,36 +478,14 @@ def _follow(self:Run, proc, pos:dict, poll:float=.5):
 
 # %% ../nbs/18b_launch.ipynb #07c91fe4
 def _ask_to_stop(run, state):
-    "A listener: a launched run asked to stop writes the stop file its job looks for."
+    "A listener: a launched or followed run asked to stop writes the stop file its job looks for."
     if state == 'stopping' and getattr(run, 'process', None) is not None and run.process.poll() is None:
         (run.run_dir/STOP_FILE).touch()
 
 @patch
-def launch(self:Run, num_processes:int=2, # processes to start (GPUs to use, or CPU processes)
-           profile:str='ddp', # accelerate profile: 'ddp', 'fsdp2', 'zero2', 'zero3', 'single_gpu' (see `PROFILES`)
-           cpu:bool|None=None, # train on the CPU (DDP over gloo); default: when this machine has no CUDA GPU
-           resume:bool=False): # continue from the newest checkpoint in the run folder
-    "Train this run as a job of `num_processes` processes through `accelerate launch`, followed here live: state, metrics, samples, stop."
-    if self.training: raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
-    if self.trainer is not None: raise FtnbError("This run has trained in this kernel; launch a new run (run.code() shows its call).")
-    cpu = self.hardware.device != 'cuda' if cpu is None else cpu
-    if cpu and profile not in ('ddp', 'cpu', 'single_gpu'):
-        raise FtnbError(f"profile={profile!r} needs GPUs; on the CPU the processes train with DDP over gloo: profile='ddp'")
-    if num_processes < 1: raise FtnbError(f"num_processes must be at least 1, got {num_processes}")
-    b = self.settings.get('batch_size')
-    if b and b % num_processes: raise FtnbError(f"batch_size={b} does not split over {num_processes} processes; make the run with a multiple of {num_processes}")
-    name = 'cpu' if cpu else 'single_gpu' if num_processes == 1 else profile
-    job = self.export(self.run_dir/'job', num_processes).resolve()  # accelerate runs in the job folder: every path it gets is absolute
-    if resume and last_checkpoint(self.run_dir) is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
-    (self.run_dir/STOP_FILE).unlink(missing_ok=True)
-    try: pid_before = json.loads((self.run_dir/'summary.json').read_text()).get('pid')
-    except (OSError, ValueError): pid_before = None
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(job/'accelerate'/f'{name}.yaml'),
-           '--num_processes', str(num_processes), '--main_process_port', str(_free_port()), str(job/'train.py'), str(self.run_dir.resolve())]
-    with open(self.run_dir/'launch.log', 'w') as log:
-        log.write(' '.join(cmd) + '\n\n'); log.flush()
-        self.process = subprocess.Popen(cmd + (['--resume'] if resume else []), cwd=job, env=_job_env(cpu, num_processes),
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _start_following(self:Run, proc, pid_before):
+    "Follow `proc` (the job's processes, or a stand-in for a job started elsewhere) from a thread, as a Run training here would look."
+    self.process = proc
     if not getattr(self, '_launched', False): self.on('state', _ask_to_stop); self._launched = True
     if not self.viewed and self.show is not None: self.show()
     self.error, self.state, self.session_start, self.session_step = None, 'running', time.time(), self.step
@@ -350,6 +493,80 @@ def launch(self:Run, num_processes:int=2, # processes to start (GPUs to use, or 
     pos = dict(metrics=0, samples=0, checkpoints={c.name for c in self.run_dir.glob('checkpoint-*')}, pid_before=pid_before,
                known=self.history, known_samples=self.samples)  # the folder is read from its start: what is known is not emitted again
     self.history, self.samples = [], []
-    self.thread = threading.Thread(target=self._follow, args=(self.process, pos), name=f"ftnb-launch-{self.method}", daemon=True)
+    self.thread = threading.Thread(target=self._follow, args=(proc, pos), name=f"ftnb-follow-{self.method}", daemon=True)
     self.thread.start()
     return self
+
+@patch
+def launch(self:Run, num_processes:int=2, # processes on this machine (its GPUs, or CPU processes)
+           profile:str='ddp', # accelerate profile: 'ddp', 'fsdp1', 'fsdp2', 'zero1', 'zero2', 'zero3', 'single_gpu' (see `PROFILES`)
+           cpu:bool|None=None, # train on the CPU (DDP over gloo); default: when this machine has no CUDA GPU
+           resume:bool=False, # continue from the newest checkpoint in the run folder
+           num_machines:int=1, # machines in the job: this one is machine 0; each other one starts its share with the job's launch.sh (the line is printed)
+           main_address:str|None=None, # several machines: this machine's address as the others reach it
+           main_port:int|None=None): # several machines: its port (default `MAIN_PORT`); one machine: a free one
+    "Train this run as a job of `num_processes` processes on each of `num_machines` machines through `accelerate launch`, followed here live: state, metrics, samples, stop."
+    if self.training: raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
+    if self.trainer is not None: raise FtnbError("This run has trained in this kernel; launch a new run (run.code() shows its call).")
+    cpu = self.hardware.device != 'cuda' if cpu is None else cpu
+    if cpu and profile not in ('ddp', 'cpu', 'single_gpu'):
+        raise FtnbError(f"profile={profile!r} needs GPUs; on the CPU the processes train with DDP over gloo: profile='ddp'")
+    if num_machines > 1 and not main_address:
+        raise FtnbError(f"num_machines={num_machines}: pass main_address=, this machine's address as the other machines reach it (`hostname -I` shows it)")
+    port = main_port or (MAIN_PORT if num_machines > 1 else _free_port())
+    _machines(num_processes, num_machines, main_address, port, self.settings.get('batch_size'))
+    name = 'cpu' if cpu else 'single_gpu' if num_processes * num_machines == 1 else profile
+    job = self.export(self.run_dir/'job', num_processes, num_machines, main_address, port, name).resolve()  # every path the job gets is absolute
+    if resume and last_checkpoint(self.run_dir) is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
+    (self.run_dir/STOP_FILE).unlink(missing_ok=True)
+    try: pid_before = json.loads((self.run_dir/'summary.json').read_text()).get('pid')
+    except (OSError, ValueError): pid_before = None
+    d = self.run_dir.resolve()
+    cmd = ['bash', str(job/'launch.sh'), str(d)] + (['--resume'] if resume else [])
+    env = _job_env(cpu, num_processes, num_machines) | dict(PYTHON=sys.executable, MACHINE_RANK='0', MAIN_PORT=str(port))
+    with open(self.run_dir/'launch.log', 'w') as log:
+        log.write(' '.join(cmd) + '\n\n'); log.flush()
+        proc = subprocess.Popen(cmd, cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if num_machines > 1:
+        print(f"ftnb: machine 0 of {num_machines} started; the job waits for the others. On each other machine (the run folder {d} must be "
+              f"shared with it), start its share, with MACHINE_RANK from 1 to {num_machines - 1}:\n  MACHINE_RANK=1 MAIN_ADDRESS={main_address} "
+              f"MAIN_PORT={port} bash {job/'launch.sh'} {d}{' --resume' if resume else ''}", flush=True)
+    return self._start_following(proc, pid_before)
+
+# %% ../nbs/18b_launch.ipynb #37bf2e84
+class _Elsewhere:
+    "Stands for the processes of a job this kernel did not start: running while its run folder is locked, then ended as its summary says."
+    def __init__(self, run_dir:Path): self.run_dir, self.returncode, self.why = Path(run_dir), None, ''
+    def poll(self):
+        if self.returncode is not None: return self.returncode
+        h = FolderLock(self.run_dir).holder()
+        if h is not None and not (h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not process_alive(h['pid'])):
+            return None  # held by a live process (or one on another machine, which only it can release)
+        try: s = json.loads((self.run_dir/'summary.json').read_text())
+        except (OSError, ValueError): s = {}
+        state = s.get('state') if isinstance(s, dict) else None
+        self.returncode = 0 if state in ('finished', 'stopped') and h is None else 1
+        if self.returncode:
+            self.why = (f"its process {h.get('pid')} on this machine ended without releasing the folder (killed?)" if h is not None
+                        else f"summary.json says {state!r}")
+        return self.returncode
+
+def _ended(d:Path) -> bool:
+    try: return json.loads((d/'summary.json').read_text()).get('state') in ('finished', 'stopped', 'failed')
+    except (OSError, ValueError, AttributeError): return False
+
+def follow(run_dir, # the run folder a job writes, on a filesystem this machine sees
+           model:Model|None=None, # the base model, when it cannot be loaded by its name (as for `load_run`)
+           timeout:float=600, # seconds to wait for the job to start writing the folder
+          ) -> Run:
+    "Follow a job started elsewhere (`launch.sh`, `slurm.sbatch`, another machine) live from its run folder: state, metrics, samples, `stop()`, and its weights when it ends."
+    from ftnb.history import load_run
+    d, t0 = Path(run_dir), time.time()
+    while not ((d/'settings.json').exists() and (FolderLock(d).holder() is not None or _ended(d))):
+        if time.time() - t0 > timeout:
+            raise FtnbError(f"No job started in {d} within {timeout:.0f} s (no settings.json and lock file from a training process). "
+                            "Check that the job runs (its log) and that this path is the run folder it was given, on a filesystem shared with it.")
+        time.sleep(.5)
+    run = load_run(d, model=model, checkpoint=False)  # the base model: the trained weights are taken when the job ends
+    return run._start_following(_Elsewhere(d), pid_before=None)
+

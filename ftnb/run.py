@@ -51,14 +51,14 @@ class _RunCallback(TrainerCallback):
         if r.is_main: write_atomic(r.run_dir/'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in r.history))  # in a job on N processes, only the first writes the folder
         r.session_start, r.session_step = time.time(), state.global_step
         r._session, r.started = r.session_start, r.started or datetime.now().isoformat(timespec='seconds')
-        if r.sampling and not r.samples and r.is_main: r._sample(state.global_step)  # the answers before training, to compare against
+        if r.sampling and not r.samples and r.samples_here: r._sample(state.global_step)  # the answers before training, to compare against
     def on_step_end(self, args, state, control, **kw):
         r = self.run
         r.step = state.global_step
         if r._stop.is_set():
             control.should_training_stop = True
             control.should_save = True
-        elif r.sampling and r.is_main and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
+        elif r.sampling and r.samples_here and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
     def on_log(self, args, state, control, logs=None, **kw):
         r = self.run
         rec = dict(logs or {}, step=state.global_step)
@@ -469,12 +469,38 @@ def sample_every(self:Run, every:int|None=None, # steps between samples; default
     self.sampling = dict(every=every or max(1, self.max_steps // 5), prompts=ps, max_new_tokens=max_new_tokens)
     return self
 
+@patch(as_prop=True)
+def sharded(self:Run) -> bool:
+    "Whether the weights are split over the job's processes (FSDP, DeepSpeed ZeRO-3): a generation then needs every process."
+    tr = self.trainer
+    if tr is None or self.world_size < 2: return False
+    from trl.distributed import DistributedBackend
+    b = DistributedBackend(tr.accelerator)
+    return b.is_fsdp or b.is_zero3
+
+@patch(as_prop=True)
+def samples_here(self:Run) -> bool:
+    "Whether this process takes part in sampling: the first process, or every process when the weights are sharded."
+    return self.is_main or self.sharded
+
+@contextmanager
+def _whole_net(run):
+    "The network to generate with: the run's own, or under FSDP and ZeRO-3 the weights gathered in every process, as TRL's GRPO generates."
+    if not run.sharded: yield run.net; return
+    from trl.distributed import DistributedBackend
+    from trl.models.utils import unwrap_model_for_generation
+    tr = run.trainer
+    with unwrap_model_for_generation(tr.model_wrapped, tr.accelerator) as m, DistributedBackend(tr.accelerator).summon_full_params(tr.model_wrapped, recurse=False):
+        yield m
+
 @patch
 def _sample(self:Run, step:int):
     s, net, t = self.sampling, self.net, time.time()
     training, cache = net.training, net.config.use_cache
-    try: outs = _generate(net, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'], system=self.system)
+    try:
+        with _whole_net(self) as whole: outs = _generate(whole, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'], system=self.system)
     finally: net.train(training); net.config.use_cache = cache  # back to exactly how the trainer had it
+    if not self.is_main: return  # the other processes only helped generate
     rec = dict(step=step, prompts=s['prompts'], outputs=outs, seconds=round(time.time() - t, 2))  # prompts too: the folder alone tells the story
     self.samples.append(rec)
     with open(self.run_dir/'samples.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')

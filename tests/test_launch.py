@@ -34,7 +34,8 @@ def test_export_writes_a_job_that_makes_the_same_call(tmp_path):
         c = load_config_from_file(str(job/'accelerate'/f'{p}.yaml'))
         assert c.num_processes == 2 and c.mixed_precision == ('bf16' if run.args.bf16 else 'no')
     assert load_config_from_file(str(job/'accelerate'/'cpu.yaml')).use_cpu
-    assert 'accelerate launch --config_file accelerate/zero3.yaml' in (job/'README.md').read_text()
+    readme = (job/'README.md').read_text()
+    assert 'PROFILE=fsdp2 NUM_PROCESSES=8 bash launch.sh' in readme and 'accelerate launch --config_file accelerate/ddp.yaml' in readme
 
 def test_export_points_a_chained_run_at_the_run_it_continues(tmp_path):
     sft_dir = tmp_path/'sft'; sft_dir.mkdir()
