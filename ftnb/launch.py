@@ -4,7 +4,7 @@
 
 # %% ../nbs/18b_launch.ipynb #5615f606
 from __future__ import annotations
-import os, re, sys, json, time, socket, threading, subprocess, importlib.util
+import os, re, sys, json, time, warnings, socket, threading, subprocess, importlib.util
 from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
@@ -18,7 +18,7 @@ from .run import Run
 
 # %% auto #0
 __all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README', 'JOB_FILES', 'STOP_FILE', 'SHARED_FILE',
-           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'follow']
+           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'off_gpu', 'follow']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
 PROFILES = dict(single_gpu='single_gpu', ddp='multi_gpu', fsdp1='fsdp1', fsdp2='fsdp2', zero1='zero1', zero2='zero2', zero3='zero3', cpu='multi_gpu')  # ftnb's name: TRL's file
@@ -473,6 +473,7 @@ def _follow(self:Run, proc, pos:dict, poll:float=.5):
     else:
         log = self.run_dir/'launch.log'
         self.error, state = FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"), 'failed'
+    if parked := getattr(self, 'parked', None): self.model.model.to(parked); self.parked = None  # back where the notebook had it
     self.state = state
     self.events.emit('state', run=self, state=state)
 
@@ -481,6 +482,19 @@ def _ask_to_stop(run, state):
     "A listener: a launched or followed run asked to stop writes the stop file its job looks for."
     if state == 'stopping' and getattr(run, 'process', None) is not None and run.process.poll() is None:
         (run.run_dir/STOP_FILE).touch()
+
+def off_gpu(m:Model):
+    "Move the notebook's copy of a model to the CPU while a launched job trains, since the job's first process uses the same GPU; returns the device to move it back to, or None where it stays."
+    import torch
+    p = next(m.model.parameters(), None)
+    if p is None or p.device.type != 'cuda': return None
+    if quantized_bits(m.model):  # bitsandbytes' packed weights do not move to the CPU and back
+        gb = sum(t.numel() * t.element_size() for t in m.model.parameters()) / 1e9
+        warnings.warn(f"ftnb: the notebook's {quantized_bits(m.model)}-bit model stays on {p.device} while the job trains: about {gb:.1f} GB there "
+                      "that the job's first process cannot use. If the job runs short of memory there, launch from a fresh kernel.")
+        return None
+    m.model.to('cpu'); torch.cuda.empty_cache()
+    return p.device
 
 @patch
 def _start_following(self:Run, proc, pid_before):
@@ -524,6 +538,7 @@ def launch(self:Run, num_processes:int=2, # processes on this machine (its GPUs,
     d = self.run_dir.resolve()
     cmd = ['bash', str(job/'launch.sh'), str(d)] + (['--resume'] if resume else [])
     env = _job_env(cpu, num_processes, num_machines) | dict(PYTHON=sys.executable, MACHINE_RANK='0', MAIN_PORT=str(port))
+    self.parked = off_gpu(self.model)  # the job's first process needs this GPU whole
     with open(self.run_dir/'launch.log', 'w') as log:
         log.write(' '.join(cmd) + '\n\n'); log.flush()
         proc = subprocess.Popen(cmd, cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

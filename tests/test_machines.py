@@ -171,3 +171,34 @@ def test_the_slurm_script_runs_a_job_followed_from_the_notebook(tmp_path, cleanu
 
 def test_follow_says_when_no_job_starts(tmp_path):
     with pytest.raises(FtnbError, match='No job started in'): follow(tmp_path/'nothing', timeout=1)
+
+def test_zero3_jobs_set_up_deepspeed_before_the_model_loads(tmp_path, monkeypatch):
+    "transformers partitions weights as they load (zero.Init) only if DeepSpeed's config exists then; the Trainer made it after the model was whole in every process."
+    import accelerate.utils
+    monkeypatch.setattr(ftnb.launch, '_ZERO3', None)  # job_setup keeps its plugin here: put back afterwards
+    src = (tiny_run(tmp_path/'run').export(tmp_path/'job')/'train.py').read_text()
+    assert src.index('job_setup()') < src.index('model = load_model(')
+    made = []
+    class Plugin:  # DeepSpeed is not installed here: accelerate's plugin, as far as job_setup uses it
+        def set_deepspeed_weakref(self): made.append('weakref')
+    monkeypatch.setattr(accelerate.utils, 'DeepSpeedPlugin', Plugin)
+    assert ftnb.launch.job_setup() is None and made == []  # no DeepSpeed: nothing
+    monkeypatch.setenv('ACCELERATE_USE_DEEPSPEED', 'true'); monkeypatch.setenv('ACCELERATE_DEEPSPEED_ZERO_STAGE', '2')
+    assert ftnb.launch.job_setup() is None and made == []  # ZeRO-2 keeps whole weights in every process
+    monkeypatch.setenv('ACCELERATE_DEEPSPEED_ZERO_STAGE', '3')
+    assert isinstance(ftnb.launch.job_setup(), Plugin) and made == ['weakref']
+
+def test_the_notebooks_model_leaves_the_gpu_while_a_job_trains(recwarn):
+    "The notebook's model stayed on GPU 0 during a launched job, whose first process loads onto GPU 0 too."
+    import torch
+    from ftnb.models import Model
+    from ftnb.launch import off_gpu
+    class OnGPU(torch.nn.Module):  # no GPU here: a network that says its weights are on cuda:0, and records where it is sent
+        def __init__(self): super().__init__(); self.w = torch.nn.Parameter(torch.zeros(4)); self.sent = []
+        def parameters(self, recurse=True): yield type('P', (), dict(device=torch.device('cuda', 0), numel=lambda s: 4, element_size=lambda s: 2))()
+        def to(self, *a, **k): self.sent.append(a[0]); return self
+    t = tiny_model()
+    net = OnGPU(); assert off_gpu(Model(net, t.tokenizer, 'x')) == torch.device('cuda', 0) and net.sent == ['cpu']
+    q = OnGPU(); q.is_loaded_in_4bit = True
+    assert off_gpu(Model(q, t.tokenizer, 'x')) is None and q.sent == [] and 'stays on cuda:0' in str(recwarn.pop().message)
+    assert off_gpu(t) is None  # on the CPU already
