@@ -225,8 +225,8 @@ metrics and samples live, `run.stop()` to stop it, and the trained weights when 
 ## What has run
 
 Where ftnb is tested, on a CPU (tests/test_launch.py): the `cpu` profile with 2 processes on one machine, as 2 machines
-of 1 process each on 127.0.0.1, and through `slurm.sbatch` with stand-ins for Slurm's `srun` and `scontrol`. The GPU
-profiles are written by the same code and checked with accelerate's own config loader.
+of 1 process each on 127.0.0.1, through `slurm.sbatch` with stand-ins for Slurm's `srun` and `scontrol`, and the torchrun line
+on one machine. The GPU profiles are written by the same code and checked with accelerate's own config loader.
 '''
 JOB_FILES = ('train.py', 'launch.sh', 'slurm.sbatch', 'data.jsonl', 'eval.jsonl', 'config.yaml', 'README.md', 'accelerate', 'model')  # what export writes
 

@@ -202,3 +202,13 @@ def test_the_notebooks_model_leaves_the_gpu_while_a_job_trains(recwarn):
     q = OnGPU(); q.is_loaded_in_4bit = True
     assert off_gpu(Model(q, t.tokenizer, 'x')) is None and q.sent == [] and 'stays on cuda:0' in str(recwarn.pop().message)
     assert off_gpu(t) is None  # on the CPU already
+
+def test_the_readmes_torchrun_line_trains_the_job(tmp_path):
+    port = free_port()
+    job = tiny_run(tmp_path/'nb', steps=3).export(tmp_path/'job', num_processes=2, main_address='127.0.0.1', main_port=port)
+    line = next(l.strip() for l in (job/'README.md').read_text().splitlines() if l.strip().startswith('torchrun '))
+    cmd = line.replace('$MACHINE_RANK', '0').replace('[run folder]', str(tmp_path/'run')).split()
+    cmd[0] = str(Path(sys.executable).parent/'torchrun')
+    p = subprocess.run(cmd, cwd=job, env=job_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and 'ftnb: process 1 of 2: finished at step 3/3' in p.stdout, (p.stdout + p.stderr)[-3000:]
+    assert loss_steps(tmp_path/'run') == [1, 2, 3]
