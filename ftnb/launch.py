@@ -397,11 +397,13 @@ def _job_env(cpu:bool, n:int, machines:int=1) -> dict:
     return env
 
 def _tail(p:Path, n:int=20) -> str:
-    "The end of a job's log before torchrun's own report of the failure (the processes' error comes first)."
+    "What a failed job's log says: the first ftnb error a process raised (the others then fail only because it left), then the end before torchrun's report."
     try: lines = p.read_text(errors='replace').splitlines()
     except OSError: return '(no log)'
     cut = next((i for i, l in enumerate(lines) if 'torch/distributed/elastic' in l and 'failed' in l), len(lines))
-    return '\n'.join(lines[:cut][-n:])
+    cause = next((m for l in lines if (m := re.match(r'^\[rank(\d+)\]: (?:ftnb\.core\.)?FtnbError: (.*)', l))), None)
+    first = f"process {cause[1]}: {cause[2]}\n...\n" if cause else ''
+    return first + '\n'.join(lines[:cut][-n:])
 
 # %% ../nbs/18b_launch.ipynb #d9e8c2b0
 def _new_lines(p:Path, pos:int) -> tuple[list, int, bool]:

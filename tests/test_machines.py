@@ -212,3 +212,20 @@ def test_the_readmes_torchrun_line_trains_the_job(tmp_path):
     p = subprocess.run(cmd, cwd=job, env=job_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and 'ftnb: process 1 of 2: finished at step 3/3' in p.stdout, (p.stdout + p.stderr)[-3000:]
     assert loss_steps(tmp_path/'run') == [1, 2, 3]
+
+def test_one_process_with_a_bad_step_ends_the_job_with_that_processs_error(tmp_path, monkeypatch):
+    """Suspected: a process whose own loss was not finite stops alone and the others wait for it forever (under a loss scaler an
+    infinite norm is skipped by design, so only that process stops). Ruled out: torchrun's agent ends the others when one fails.
+    What was wrong: the error shown was the others' 'Connection closed by peer', not the cause."""
+    bad = ("import os, trl, ftnb.trainer\nftnb.trainer.loss_scaled = lambda trainer: True  # as with float16's scaler (none on a CPU)\n"
+           "if os.environ.get('RANK') == '1':\n    fit = trl.SFTTrainer.compute_loss\n"
+           "    def nan_loss(self, *a, **k):\n        l = fit(self, *a, **k)\n        return l * float('nan') if self.state.global_step >= 1 else l\n"
+           "    trl.SFTTrainer.compute_loss = nan_loss\ntrain_job(run, resume=")
+    monkeypatch.setattr(ftnb.launch, 'TRAIN_PY', ftnb.launch.TRAIN_PY.replace('train_job(run, resume=', bad))
+    run = tiny_run(tmp_path/'run', steps=4)
+    run.launch(num_processes=2)
+    try:
+        with pytest.raises(FtnbError, match=r'(?s)exit code 1\)\. .*\nprocess 1: Training stopped at step 2: the loss is nan'): run.wait(150)
+    finally:
+        if run.process.poll() is None: os.killpg(run.process.pid, signal.SIGKILL)
+    assert run.state == 'failed'
