@@ -158,6 +158,12 @@ def _cpu_name() -> str:
     return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 # %% ../nbs/00_core.ipynb #a0132df4
+def _mps_free_gb() -> float:
+    "What an Apple GPU can still take, in GB: Metal's recommended working set for this process less what its tensors hold now (0 when torch cannot say)."
+    import torch
+    try: return max(0., (torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()) / 1e9)
+    except (AttributeError, RuntimeError): return 0.  # a torch before these calls
+
 def local_gpu() -> int:
     "The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and torchrun), else 0."
     return int(os.environ.get('LOCAL_RANK', '0'))
@@ -174,7 +180,7 @@ def detect_hardware() -> Hardware:
         return Hardware('cuda', p.name, tuple(torch.cuda.get_device_capability(g)), p.total_memory/1e9,
                         torch.cuda.device_count(), cpus, free_gb=free)
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-        return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus)
+        return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus, free_gb=_mps_free_gb())
     return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus, free_gb=_free_ram_gb(), cpu_bf16=cpu_bf16())
 
 # %% ../nbs/00_core.ipynb #01fdb72e

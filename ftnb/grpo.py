@@ -26,7 +26,7 @@ def _sampled(method_name, model, data, rewards, reward_weights, num_generations,
     return recipe(method_name, m, d, ev, d.for_template(m.tokenizer).dataset, ev.for_template(m.tokenizer).dataset if ev is not None else None,
                   kw | dict(max_steps=steps, batch_size=batch_size * num_generations),  # TRL's batch counts answers
                   seq=st.quantile(.95) + max_completion_length, reference=beta > 0, trainer_kwargs=dict(reward_funcs=funcs),
-                  eval_multiple=num_generations,
+                  eval_multiple=num_generations, samples=True,  # the memory estimate counts sampling the whole batch's answers
                   config=dict(num_generations=num_generations, max_completion_length=max_completion_length, temperature=temperature,
                               beta=beta, reward_weights=reward_weights, train_sampling_strategy='random', logging_steps=1,
                               **({'num_generations_eval': num_generations} if ev is not None else {})),

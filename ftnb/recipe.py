@@ -12,14 +12,14 @@ from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
 from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bounds
-from .trainer import CHECKPOINTING
+from .trainer import CHECKPOINTING, kbit_upcast
 from .budget import train_settings, memory_estimate, step_flops, time_estimate
 from .run import Run, new_run_dir
 import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
-__all__ = ['SHARED', 'ALIASES', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model', 'prepare',
-           'batch_split', 'without_secrets', 'recipe', 'at_the_door', 'recorded']
+__all__ = ['SHARED', 'REFUSED', 'ALIASES', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model',
+           'prepare', 'batch_split', 'without_secrets', 'recipe', 'at_the_door', 'recorded']
 
 # %% ../nbs/10_recipe.ipynb #7068ae9d
 def recipe_args(lr:float|None=None, # peak learning rate; default `default_lr` (a tenth of SFT's for preference and RL methods)
@@ -48,12 +48,18 @@ def default_lr(n_params:int, lora:bool, method_name:str='sft') -> float:
     return lr * method(method_name).lr_scale
 
 # %% ../nbs/10_recipe.ipynb #34d7e4b7
+REFUSED = dict(auto_find_batch_size="ftnb fits the batch to this device's memory itself (`ftnb.budget.train_settings`). transformers' "
+               "search would cut per_device_train_batch_size by a tenth at each out-of-memory error and keep gradient_accumulation_steps, "
+               "so the effective batch would change silently (and GRPO's groups of num_generations answers would split across batches). "
+               "Leave it out; for less memory give a smaller batch_size, per_device_train_batch_size or max_length")  # TRL fields ftnb refuses, and why
+
 def _check_overrides(cfg_cls, kw:dict):
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     bad = [k for k in kw if k not in names]
     if bad:
         hints = [f"{k!r}{did_you_mean(k, names)}" for k in bad]
         raise FtnbError(f"Unknown {cfg_cls.__name__} setting(s): {', '.join(hints)}")
+    if refused := [k for k in kw if k in REFUSED and kw[k]]: raise FtnbError(f"{refused[0]}={kw[refused[0]]!r}: {REFUSED[refused[0]]}.")
 
 _PIP = dict(azure_ml='azureml-core', comet_ml='comet-ml', flyte='flytekit', kubeflow='kubeflow', neptune='neptune')
 
@@ -69,6 +75,10 @@ def check_report_to(report_to):
             raise FtnbError(f"report_to={name!r} needs the {name} package, which this kernel cannot import: pip install "
                             f"{_PIP.get(name, name)} (ftnb does not depend on it). Or leave report_to out: the run folder keeps "
                             f"metrics.jsonl and ftnb.history.runs() charts it. ({e})") from None
+
+def _loaded_dtype(net) -> str:
+    "The dtype name of `net`'s first floating-point weight (a 4-bit model's unquantized ones)."
+    return next((str(p.dtype).removeprefix('torch.') for p in net.parameters() if p.is_floating_point()), 'float32')
 
 def _lora_trainable(model, cfg) -> int:
     "Parameters LoRA adds to every targeted linear layer (all but the output head)."
@@ -171,6 +181,7 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
            config:dict|None=None, settings:dict|None=None, # the method's TRL fields, and extra settings to record
            reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
            min_batch:int=1, eval_multiple:int=1, # the method's batch limits (see `train_settings`)
+           samples:bool=False, # the trainer samples answers for the process's whole batch before each optimizer step (GRPO, RLOO)
           ) -> Run:
     "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
     cfg_cls, trainer_cls = method(method_name).classes()
@@ -186,7 +197,10 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     bits = quantized_bits(m.model)
     ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')  # a reference scores every batch as training goes
     memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft), reference_pass=ref_pass,
-                               reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout))
+                               reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout),
+                               loaded_dtype=_loaded_dtype(m.model), upcast=kbit_upcast(m.model, trainer_cls, hw.bf16),  # weights made float32 after the fit
+                               reference_later='ref_model' not in (trainer_kwargs or {}),  # GRPO's and RLOO's copy is made with the trainer
+                               generation_rows=a['batch_size'] // job_process()[1] if samples else 0)
     s = train_settings(hw, steps, a['batch_size'], memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), seq=seq, has_eval=ev is not None,
                        min_batch=min_batch, eval_multiple=eval_multiple)
     est = memory(s['per_device_train_batch_size'], checkpointing=s[CHECKPOINTING])  # what the chosen settings need

@@ -9,12 +9,12 @@ from pathlib import Path
 from contextlib import contextmanager
 from .core import FtnbError
 from .files import fsync_tree, free_gb, write_failure
-from .models import quiet_bars, copy_model
+from .models import quiet_bars, copy_model, quantized_bits
 
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
            'loss_scaled', 'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables',
-           'quiet_prep', 'accelerator_ready', 'policy_reference']
+           'quiet_prep', 'kbit_upcast', 'accelerator_ready', 'policy_reference']
 
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
@@ -161,6 +161,20 @@ def _checkpointing_field() -> str:
     return 'activation_checkpointing' if 'activation_checkpointing' in names else 'gradient_checkpointing'
 
 CHECKPOINTING = _checkpointing_field()
+
+# %% ../nbs/05b_trainer.ipynb #c871b187
+_BACK_TO_BF16 = ('lm_head', 'embed_tokens', 'wte', 'wpe')  # what TRL's `peft_module_casting_to_bf16` casts back under bf16
+
+def kbit_upcast(net, # the model as loaded
+                trainer_cls, # the TRL trainer class that will train it
+                bf16:bool, # training in bfloat16
+               ) -> int:
+    "Half-precision weights of a 4/8-bit `net` that `trainer_cls` leaves float32 once built: those peft's `prepare_model_for_kbit_training` upcasts (the trainer's module calls it: ORPO, CPO), less what TRL casts back under bf16."
+    import importlib, torch
+    if not quantized_bits(net): return 0
+    if 'prepare_model_for_kbit_training' not in vars(importlib.import_module(trainer_cls.__module__)): return 0
+    return sum(p.numel() for name, p in net.named_parameters() if p.dtype in (torch.float16, torch.bfloat16)
+               and type(p).__name__ != 'Params4bit' and not (bf16 and any(x in name for x in _BACK_TO_BF16)))
 
 # %% ../nbs/05b_trainer.ipynb #5800746e
 def accelerator_ready(trainer):
