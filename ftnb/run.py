@@ -247,12 +247,15 @@ def _claim(self:Run, resumed:bool, overwrite:bool):
 
 @patch
 def _over_memory(self:Run, insist:bool) -> str|None:
-    "Why a CPU run's plan cannot start, if its memory estimate exceeds the RAM available (there, running out kills the kernel)."
-    if insist or self.hardware.device != 'cpu' or not self.estimate or fits_memory(self.hardware, self.estimate): return None
+    "Why a CPU or Apple GPU run's plan cannot start, if its memory estimate exceeds the memory available (there, running out kills the kernel or swaps)."
+    dev = self.hardware.device
+    if insist or dev not in ('cpu', 'mps') or not self.estimate or fits_memory(self.hardware, self.estimate): return None
     need, have = training_state_gb(self.estimate), self.hardware.free_gb or self.hardware.memory_gb
+    where = ("of RAM available: on a CPU, running out of memory kills the kernel and everything in it" if dev == 'cpu' else
+             "that Metal recommends for this Apple GPU: beyond it the GPU shares the Mac's memory, which swaps to a crawl or fails")
     return (f"This plan needs about {need:.1f} GB to train ({self.estimate['total']:.1f} GB with the weights), and this machine has "
-            f"{have:.2f} GB of RAM available: on a CPU, running out of memory kills the kernel and everything in it. Lower max_length, "
-            "batch_size or the LoRA rank (run.estimate_table() shows where the memory goes), or start(exceed_memory=True) to try anyway.")
+            f"{have:.2f} GB {where}. Lower max_length, batch_size or the LoRA rank (run.estimate_table() shows where the memory goes), "
+            "or start(exceed_memory=True) to try anyway.")
 
 # %% ../nbs/06_run.ipynb #28ae9768
 CHECKPOINT_EXTRA_GB = .02  # what a checkpoint holds beside weights and optimizer: the tokenizer (SmolLM2's is 3.5 MB, big vocabularies' 10-15 MB), configs, trainer and RNG state
@@ -332,8 +335,9 @@ def _graceful_sigint(run):
 def _train(self:Run, ckpt):
     state = 'failed'
     try:
-        tr, dev = accelerator_ready(self._build()), self.hardware.device
-        before = memory_gb(dev); reset_peak_memory(dev)
+        dev = self.hardware.device
+        before = memory_gb(dev); reset_peak_memory(dev)  # before the build: the adapters, float32 copies and a reference it makes are training state, as estimated
+        tr = accelerator_ready(self._build())
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             tr.train(resume_from_checkpoint=str(ckpt) if ckpt else None)

@@ -145,3 +145,10 @@ def test_a_reference_made_with_the_trainer_is_training_state(tmp_path):
     from ftnb.prefs import dpo
     d = dpo(tiny_model(), preference_pairs(n=8), lora=False, max_steps=1, batch_size=4, run_dir=tmp_path/'d')
     assert 'reference copy' not in d.estimate and training_state_gb(d.estimate) == pytest.approx(d.estimate['total'] - d.estimate['weights'] - d.estimate['reference model'])
+
+def test_an_apple_gpu_plan_beyond_its_budget_is_refused_unless_insisted(tmp_path):
+    "Only a CPU plan was checked against its memory before starting; on an Apple GPU, running over swaps the Mac to a crawl."
+    run = sft(tiny_model(), persona_data(n=8), max_steps=1, batch_size=4, run_dir=tmp_path/'r')
+    run.hardware = Hardware('mps', 'Apple GPU', memory_gb=16, free_gb=.01)
+    with pytest.raises(FtnbError, match=r'Metal recommends.*exceed_memory=True'): run.start(background=False, quiet=True)
+    assert not (tmp_path/'r').exists()
