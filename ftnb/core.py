@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
            'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'local_gpu',
            'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process',
-           'secret_name', 'redact', 'no_telemetry']
+           'sharded_job', 'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -244,6 +244,12 @@ def cache_dir(*parts) -> Path:
 def job_process() -> tuple[int, int]:
     "This process's rank in a launched job and the job's number of processes: `(0, 1)` in a notebook."
     return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+
+def sharded_job() -> str|None:
+    "'fsdp' or 'zero3' when this process belongs to a job whose weights are split over its processes (as `accelerate launch` tells it), else None."
+    if os.environ.get('ACCELERATE_USE_FSDP', '').lower() == 'true': return 'fsdp'
+    if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() == 'true' and os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') == '3': return 'zero3'
+    return None
 
 # %% ../nbs/00_core.ipynb #e11c1f43
 import re

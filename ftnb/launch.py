@@ -8,7 +8,7 @@ import os, re, sys, json, time, warnings, socket, threading, subprocess, importl
 from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
-from .core import FtnbError, job_process
+from .core import FtnbError, job_process, local_gpu
 from .models import Model, ALIASES, copy_model, quiet_bars, looks_local, quantized_bits
 from .markup import md_code
 from .data import Data, load_data
@@ -317,8 +317,10 @@ class StopRequest(TrainerCallback):
 
 # %% ../nbs/18b_launch.ipynb #65bc68b6
 def job_setup():
-    "Call before the model loads in a launched job: under DeepSpeed ZeRO-3, transformers then partitions the weights as they load (`zero.Init`) instead of loading them whole in every process."
+    "Call before the model loads in a launched job: each process's own GPU becomes its default one, and under DeepSpeed ZeRO-3 transformers partitions the weights as they load (`zero.Init`) instead of loading them whole in every process."
     global _ZERO3
+    import torch
+    if torch.cuda.is_available() and local_gpu() < torch.cuda.device_count(): torch.cuda.set_device(local_gpu())  # where bitsandbytes quantizes without a device_map (ZeRO-3)
     if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() != 'true' or os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') != '3': return None
     if os.environ.get('ACCELERATE_DEEPSPEED_ZERO3_INIT', 'true').lower() != 'true': return None
     from accelerate.utils import DeepSpeedPlugin

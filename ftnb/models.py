@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
-from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean, local_gpu
+from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean, local_gpu, sharded_job
 from .chat import chat_text
 from .markup import md_text, md_code
 
@@ -255,7 +255,8 @@ def _resolve(name) -> tuple[Path|None, str]:
 
 # %% ../nbs/02_models.ipynb #1509554e
 def quantization_config(bits:int, # 4 (QLoRA, NF4) or 8
-                        hw=None): # the hardware (default: detected)
+                        hw=None, # the hardware (default: detected)
+                        sharded:bool=False): # the weights will be split over a job's processes (FSDP, ZeRO-3)
     "A `BitsAndBytesConfig` for `bits`, or a clear error where bitsandbytes cannot run."
     import torch
     hw = hw or detect_hardware()
@@ -267,8 +268,9 @@ def quantization_config(bits:int, # 4 (QLoRA, NF4) or 8
         raise FtnbError(f"quantize={bits} needs the bitsandbytes package: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
     if bits == 8: return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if hw.bf16 else torch.float16)
+    compute = torch.bfloat16 if hw.bf16 else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
+                              **({'bnb_4bit_quant_storage': compute} if sharded else {}))  # FSDP and ZeRO-3 split tensors of one dtype: 4-bit packed in it
 
 # %% ../nbs/02_models.ipynb #5883a1f0
 def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or Hub id
@@ -282,14 +284,14 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path, source = _resolve(name)
     if source.startswith('adapter'): return _load_adapter(path, dtype=dtype, device=device, quantize=quantize, **kwargs)
-    hw = detect_hardware()
+    hw, split = detect_hardware(), sharded_job()  # FSDP, ZeRO-3: the trainer places (or ZeRO-3 partitions) the weights; ZeRO-3 refuses a device_map
     if quantize:
-        kwargs['quantization_config'] = quantization_config(quantize, hw)
-        kwargs.setdefault('device_map', {'': local_gpu()})  # each process of a launched job on its own GPU
+        kwargs['quantization_config'] = quantization_config(quantize, hw, sharded=bool(split))
+        if split != 'zero3': kwargs.setdefault('device_map', {'': local_gpu()})  # each process of a launched job on its own GPU
     target = device or hw.device
     if not dtype:  # what training there uses: a T4's float16 (LoRA adapters train in float32), bfloat16 on an A100 or a CPU that has it
         dtype = hw.dtype if target.split(':')[0] == hw.device else Hardware('cpu', cpu_bf16=cpu_bf16()).dtype if target == 'cpu' else 'float32'
-    if target.startswith('cuda'): kwargs.setdefault('device_map', {'': local_gpu() if target == 'cuda' else target})  # straight to this process's GPU, not through CPU RAM
+    if target.startswith('cuda') and not split: kwargs.setdefault('device_map', {'': local_gpu() if target == 'cuda' else target})  # straight to this process's GPU, not through CPU RAM
     where = str(path) if path else str(name)
     hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
     try:
@@ -301,7 +303,7 @@ def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or 
         raise FtnbError(f"Could not load {str(name)!r} from the Hugging Face Hub ({str(e).splitlines()[0]}). "
                         "Offline? Use a local folder, a .gguf file or the alias 'smollm2-135m-instruct'.") from e
     with_pad_token(tok)
-    if 'device_map' not in kwargs: model.to(target)
+    if 'device_map' not in kwargs and not split: model.to(target)
     return Model(model, tok, str(name), source)
 
 # %% ../nbs/02_models.ipynb #867338ac

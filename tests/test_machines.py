@@ -229,3 +229,30 @@ def test_one_process_with_a_bad_step_ends_the_job_with_that_processs_error(tmp_p
     finally:
         if run.process.poll() is None: os.killpg(run.process.pid, signal.SIGKILL)
     assert run.state == 'failed'
+
+@pytest.mark.parametrize('split', ['fsdp', 'zero3'])
+def test_sharded_jobs_leave_placement_to_the_trainer_and_pack_4bit_weights_in_the_compute_dtype(tmp_path, monkeypatch, split):
+    """Each process loaded onto its own GPU by device_map, which ZeRO-3 refuses ("not compatible with passing a device_map") and FSDP
+    does not want (it places and shards the weights itself); and 4-bit weights packed as uint8 beside bf16 ones are not sharded by FSDP."""
+    from unittest.mock import patch
+    from ftnb.core import Hardware, sharded_job
+    from ftnb.models import load_model, quantization_config
+    t = tiny_model(); t.model.save_pretrained(tmp_path); t.tokenizer.save_pretrained(tmp_path)
+    got = {}
+    def fake(where, **kw): got.update(kw); return t.model
+    if split == 'fsdp': monkeypatch.setenv('ACCELERATE_USE_FSDP', 'true')
+    else: monkeypatch.setenv('ACCELERATE_USE_DEEPSPEED', 'true'); monkeypatch.setenv('ACCELERATE_DEEPSPEED_ZERO_STAGE', '3')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert sharded_job() == split
+    a100 = Hardware('cuda', 'A100', (8, 0), 80., 2, free_gb=70.)
+    with patch('ftnb.models.detect_hardware', return_value=a100), patch('transformers.AutoModelForCausalLM.from_pretrained', side_effect=fake), \
+         patch.object(type(t.model), 'to', side_effect=AssertionError('moved by hand')):
+        load_model(str(tmp_path))
+        assert 'device_map' not in got
+        got.clear()
+        with patch('ftnb.models.quantization_config', side_effect=lambda bits, hw, sharded: ('4-bit', sharded)): load_model(str(tmp_path), quantize=4)
+        assert got['quantization_config'] == ('4-bit', True) and got.get('device_map') == (None if split == 'zero3' else {'': 1})
+    with patch('importlib.util.find_spec', return_value=object()):
+        import torch
+        q = quantization_config(4, a100, sharded=True)
+        assert q.bnb_4bit_quant_storage == torch.bfloat16 and quantization_config(4, a100).bnb_4bit_quant_storage == torch.uint8
