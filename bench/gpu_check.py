@@ -521,6 +521,8 @@ def main(argv=None):
     a.add_argument('--work', default=None); a.add_argument('--budget', type=float, default=400.); a.add_argument('--only', default='')
     a = sub.add_parser('smoke', help='on a CPU: smol, a tiny stand-in and run --smoke, all in a scratch folder')
     a.add_argument('--out', default=None); a.add_argument('--budget', type=float, default=600.)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['--smoke']: argv[0] = 'smoke'  # `gpu_check.py --smoke`: the CPU smoke run
     args = p.parse_args(argv)
     if args.cmd == 'pins': print('\n'.join(pins()))
     elif args.cmd == 'prepare': print(f"gpu_check: {args.dest} holds {prepare(Path(args.dest)):.1f} MiB")
