@@ -1,12 +1,13 @@
 """GPU decisions with faked hardware, and the GPU bugs that a CPU can show: precision and memory choices for a T4 or an A100,
 QLoRA's half-precision adapters, several GPUs in one process, a GPU run loaded on a CPU, 4-bit parameter counts, memory held
-after a run, the full-fine-tuning reference. Tests flagged `cuda` need a GPU and skip here, saying so."""
+after a run, the full-fine-tuning reference. Tests flagged `cuda` need a GPU and skip here, saying so; the others pass on a CPU host
+and on a GPU host alike (a CPU machine is faked where a test is about one). `bash .gpu/gpu_check.sh` runs this file on a GPU."""
 import json, gc, weakref, importlib.util
 from types import SimpleNamespace
 from unittest.mock import patch
 import pytest, torch
 from ftnb.core import FtnbError, Hardware, detect_hardware
-from ftnb.models import tiny_model, load_model, count_params, lora_config, Model, generate
+from ftnb.models import tiny_model, load_model, count_params, lora_config, Model, generate, quantized_bits
 from ftnb.samples import persona_data, preference_pairs, arithmetic_data
 from ftnb.trainer import fp32_trainables, CHECKPOINTING
 from ftnb.budget import train_settings, memory_estimate, CPU_TOKENS
@@ -145,9 +146,17 @@ def test_a_gpu_run_loads_on_a_cpu_machine(tmp_path):
     f = tmp_path/'r'/'settings.json'; s = json.loads(f.read_text())
     s['trl_config'] |= dict(bf16=True, fp16=False, use_cpu=False)  # as saved on an A100
     f.write_text(json.dumps(s))
-    back = load_run(tmp_path/'r', model=tiny_model())
-    assert back.args.use_cpu and back.args.bf16 == detect_hardware().bf16 and not back.args.fp16  # this CPU's own precision
-    assert back.generate('Who are you?', max_new_tokens=4) == run.generate('Who are you?', max_new_tokens=4)
+    here = detect_hardware()
+    cpu = here if here.device == 'cpu' else Hardware('cpu')  # on a GPU host, the machine that loads it is a CPU one, faked
+    with patch('ftnb.history.detect_hardware', return_value=cpu), patch('ftnb.run.detect_hardware', return_value=cpu):
+        back = load_run(tmp_path/'r', model=tiny_model())
+    assert back.args.use_cpu and back.args.bf16 == cpu.bf16 and not back.args.fp16  # the CPU's own precision
+    lora = lambda net: {n: p.detach().cpu() for n, p in net.named_parameters() if 'lora_' in n}
+    trained, loaded = lora(run.net), lora(back.net)
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[n], loaded[n]) for n in trained)  # the adapter as trained
+    if here.device == 'cpu':  # the same weights on the same device answer alike (a GPU run answers on the GPU: its rounding differs)
+        assert back.generate('Who are you?', max_new_tokens=4) == run.generate('Who are you?', max_new_tokens=4)
+    else: assert isinstance(back.generate('Who are you?', max_new_tokens=4), str)
 
 # ---- 4-bit models ----
 
@@ -171,7 +180,10 @@ def test_load_model_of_an_adapter_keeps_quantize(tmp_path):
     t = tiny_model(); t.model.save_pretrained(tmp_path/'base'); t.tokenizer.save_pretrained(tmp_path/'base')
     base = load_model(str(tmp_path/'base'))
     get_peft_model(base.model, lora_config(r=4)).save_pretrained(tmp_path/'adapter')
-    with pytest.raises(FtnbError, match='needs an NVIDIA GPU'): load_model(str(tmp_path/'adapter'), quantize=4)  # was dropped silently
+    with patch('ftnb.models.detect_hardware', return_value=Hardware('cpu')), pytest.raises(FtnbError, match='needs an NVIDIA GPU'):
+        load_model(str(tmp_path/'adapter'), quantize=4)  # was dropped silently: on a CPU machine the base's 4-bit load is refused
+    if torch.cuda.is_available() and importlib.util.find_spec('bitsandbytes'):  # on a GPU the base loads in 4 bits under the adapter
+        assert quantized_bits(load_model(str(tmp_path/'adapter'), quantize=4).model) == 4
 
 # ---- memory held after a run ----
 
@@ -207,8 +219,8 @@ def test_full_fine_tuned_sft_then_dpo_uses_the_sft_model_as_reference(tmp_path):
     d = dpo(s, preference_pairs(n=8), lora=False, max_steps=1, batch_size=4, run_dir=tmp_path/'dpo')
     d._build()
     ref = dict(d.trainer.ref_model.named_parameters())
-    sft_w, base_w = s.net.model.embed_tokens.weight, tiny_model(seed=0).model.model.embed_tokens.weight
-    w = ref['model.embed_tokens.weight'].to(sft_w.device)
+    sft_w, base_w = s.net.model.embed_tokens.weight.detach().cpu(), tiny_model(seed=0).model.model.embed_tokens.weight
+    w = ref['model.embed_tokens.weight'].detach().cpu()  # on a GPU host the runs' weights are on the GPU, the fresh base on the CPU
     assert torch.equal(w, sft_w) and not torch.equal(w, base_w)  # TRL alone reloads config._name_or_path: the original base
 
 def test_preference_accuracy_waits_for_a_training_run(tmp_path, capsys):
