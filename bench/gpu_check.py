@@ -547,7 +547,9 @@ def smoke(out:Path|None=None, budget:float=600.) -> dict:
     os.environ['FTNB_CACHE'] = str(scratch/'cache')  # the stand-in converts into a cache of its own, as on the GPU machine
     print(json.dumps(standin(scratch/'smol', site, tiny=True)), flush=True)
     importlib.invalidate_caches()
-    d = run_check(out, scratch/'work', True, budget)
+    try: d = run_check(out, scratch/'work', True, budget)
+    finally:
+        if not out.is_relative_to(scratch): shutil.rmtree(scratch, ignore_errors=True)  # about 130 MB of runs and cache
     print(f"gpu_check smoke: report in {out/'gpu_check.json'}")
     return d
 

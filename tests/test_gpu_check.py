@@ -57,9 +57,10 @@ def _errors(x, where=''):
     if isinstance(x, list): return [e for v in x for e in _errors(v, where)]
     return [f"{where}: {x}"] if isinstance(x, str) and x.startswith('skipped') and x != gc.NEEDS_CUDA else []
 
+@pytest.mark.slow
 def test_the_smoke_run_records_every_experiment_without_an_error(tmp_path):
     "The whole check on a tiny stand-in (about 1.5 minutes on 2 CPU cores): every API call and JSON field the GPU run makes."
-    p = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_check.py'), 'smoke', '--out', str(tmp_path)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_check.py'), '--smoke', '--out', str(tmp_path)], capture_output=True, text=True,
                        timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     d = json.loads((tmp_path/'gpu_check.json').read_text())
