@@ -7,13 +7,14 @@ from __future__ import annotations
 import os, re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
-from .core import FtnbError
-from .models import Model, is_peft, quiet_bars
+from .core import FtnbError, detect_hardware
+from .models import Model, is_peft, quiet_bars, quantized_bits, load_model, looks_local, ALIASES
 from .files import whole_folder, whole_file, write_atomic
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'QUANTIZE_TYPES', 'CHATML_TEMPLATE', 'FORMATS', 'gguf_arch', 'gguf_tensors', 'gguf_pre_tokenizer',
-           'add_tokenizer', 'add_hparams', 'merged_net', 'save_gguf', 'chatml_system', 'ollama_modelfile', 'gguf_name']
+           'add_tokenizer', 'add_hparams', 'merged_net', 'reloadable', 'merge_onto_16bit', 'save_gguf', 'chatml_system',
+           'ollama_modelfile', 'gguf_name']
 
 # %% ../nbs/02b_formats.ipynb #a3b25681
 ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'llama', 'Qwen2ForCausalLM': 'qwen2', 'Qwen3ForCausalLM': 'qwen3'}
@@ -180,6 +181,29 @@ def merged_net(net):
     import copy
     return copy.deepcopy(net).merge_and_unload() if is_peft(net) else net
 
+def reloadable(name) -> bool:
+    "Whether `load_model(name)` can load `name` again: an alias, an existing file or folder, or a Hub id."
+    s = str(name).strip()
+    return s.lower() in ALIASES or Path(s).expanduser().exists() or (not looks_local(s) and bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', s)))
+
+def merge_onto_16bit(model:Model):
+    "`model`'s LoRA merged onto its base reloaded in 16 bits (float32 on a CPU) where the base is 4/8-bit (QLoRA); else `merged_net`."
+    import peft
+    net = model.model
+    if not (is_peft(net) and quantized_bits(net.get_base_model())): return merged_net(net)
+    cfg = net.peft_config['default']
+    name = cfg.base_model_name_or_path if model.source.startswith('adapter') else model.name
+    if not reloadable(name):
+        raise FtnbError(f"Cannot merge the LoRA of {model.name!r} onto 16-bit weights: its base is loaded in {quantized_bits(net.get_base_model())} bits "
+                        f"and {str(name)!r} cannot be loaded again (not an alias, a folder or a Hub id). Save the adapter with run.save(), "
+                        "load the base in 16 bits with load_model(name) (no quantize=), apply the adapter and merge there.")
+    dev = next(net.parameters()).device
+    dtype = ('bfloat16' if detect_hardware().bf16 else 'float16') if dev.type == 'cuda' else 'float32'
+    base = load_model(name, dtype=dtype, device=str(dev)).model
+    new = peft.get_peft_model(base, cfg)
+    peft.set_peft_model_state_dict(new, peft.get_peft_model_state_dict(net))
+    return new.merge_and_unload()
+
 def save_gguf(net, # a causal LM network (peft adapters are merged into a copy)
               tokenizer, # its tokenizer, with its chat template
               path, # the .gguf file to write
@@ -289,8 +313,9 @@ def save(self:Model, path, # a folder (new, empty, or an earlier save, replaced 
         q = (quantize or 'f16').lower(); _qtype(q)
         f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
         modelfile = ollama_modelfile(f, self.tokenizer, system)  # its errors come before the long write
-    if format == 'gguf': gguf_arch(self.model.get_base_model() if is_peft(self.model) else self.model)  # refused before a whole copy is made and merged
-    net = merged_net(self.model) if merged or format == 'gguf' else self.model
+    qlora = is_peft(self.model) and quantized_bits(self.model.get_base_model())
+    if format == 'gguf' and not qlora: gguf_arch(self.model.get_base_model() if is_peft(self.model) else self.model)  # refused before a whole copy is made and merged
+    net = merge_onto_16bit(self) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':
             with whole_folder(path) as tmp, quiet_bars(): net.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest, torch
 import gguf
 from ftnb.core import FtnbError
-from ftnb.models import Model, tiny_model, copy_model, lora_config
+from ftnb.models import Model, tiny_model, copy_model, lora_config, load_model
 from ftnb.samples import chat_row
 from ftnb.data import load_data
 from ftnb.sft import sft
@@ -100,11 +100,16 @@ def test_an_interrupted_export_leaves_the_earlier_job_whole(tmp_path, monkeypatc
     assert b'Ink' not in before['data.jsonl']
     assert files(job) == before and leftovers(tmp_path) == []
 
-def test_a_qlora_gguf_export_is_refused_before_the_model_is_copied(tmp_path):
-    "A GGUF export of a 4-bit network deep-copied and merged it (GBs on a GPU) before saying it cannot be done."
+def test_a_qlora_gguf_export_is_written_from_a_16bit_merge_without_copying_the_4bit_network(tmp_path):
+    "A GGUF export of a 4-bit (QLoRA) network merges the adapter onto the base reloaded in 16 bits; the 4-bit network is never deep-copied."
     from peft import get_peft_model
-    m = tiny_model(); net = get_peft_model(m.model, lora_config(r=2))
+    m = tiny_model(); base = tmp_path/'base'; m.model.save_pretrained(base); m.tokenizer.save_pretrained(base)
+    net = get_peft_model(load_model(str(base), dtype='float32', device='cpu').model, lora_config(r=2))
     net.get_base_model().is_loaded_in_4bit = True  # what bitsandbytes marks (no GPU here to load one)
-    with mock.patch('copy.deepcopy', side_effect=AssertionError('copied before refusing')):
-        with pytest.raises(FtnbError, match='4/8 bits'): Model(net, m.tokenizer, 'tiny').save(tmp_path, format='gguf', progress=False)
-    assert not any(tmp_path.iterdir())
+    import copy; real = copy.deepcopy
+    def deepcopy(x, *a, **k):
+        assert x is not net and x is not net.get_base_model(), 'the 4-bit network was copied'
+        return real(x, *a, **k)
+    with mock.patch('copy.deepcopy', deepcopy):
+        f = Model(net, m.tokenizer, str(base)).save(tmp_path/'out', format='gguf', progress=False)
+    assert f.exists() and f.suffix == '.gguf' and (f.parent/'Modelfile').exists()
