@@ -7,24 +7,25 @@ from __future__ import annotations
 import os, re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
-from .core import FtnbError, detect_hardware
-from .models import Model, is_peft, quiet_bars, quantized_bits, load_model, looks_local, ALIASES
+from .core import FtnbError, memory_available_gb
+from .models import Model, is_peft, quiet_bars, quantized_bits, load_model, looks_local, count_params, ALIASES
 from .files import whole_folder, whole_file, write_atomic
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'QUANTIZE_TYPES', 'CHATML_TEMPLATE', 'FORMATS', 'gguf_arch', 'gguf_tensors', 'gguf_pre_tokenizer',
-           'add_tokenizer', 'add_hparams', 'merged_net', 'reloadable', 'merge_onto_16bit', 'save_gguf', 'chatml_system',
-           'ollama_modelfile', 'gguf_name']
+           'add_tokenizer', 'add_hparams', 'merged_net', 'reloadable', 'merge_place', 'reload_16bit',
+           'merge_onto_16bit', 'save_gguf', 'chatml_system', 'ollama_modelfile', 'gguf_name']
 
 # %% ../nbs/02b_formats.ipynb #a3b25681
 ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'llama', 'Qwen2ForCausalLM': 'qwen2', 'Qwen3ForCausalLM': 'qwen3'}
 QUANTIZE_TYPES = ('f32', 'f16', 'bf16', 'q8_0')
 
 def gguf_arch(net) -> str:
-    "llama.cpp's architecture name for a Hugging Face causal LM network, or a clear error for one the exporter does not know."
-    if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
-        raise FtnbError("GGUF export needs full-precision weights, and this network is loaded in 4/8 bits (QLoRA). Save the adapter "
-                        "(run.save()), load the base model without quantize=, apply the adapter, and export that.")
+    "llama.cpp's architecture name for a Hugging Face causal LM network (a peft one's base), or a clear error for one the exporter does not know."
+    lora, net = is_peft(net), net.get_base_model() if is_peft(net) else net
+    if quantized_bits(net) and not lora:  # with LoRA, the adapter goes onto the base loaded again in 16 bits (`merge_onto_16bit`)
+        raise FtnbError(f"GGUF export needs full-precision weights, and this network is loaded in {quantized_bits(net)} bits with no LoRA "
+                        "adapter to merge: there is nothing trained to export. Load the model without quantize= and export that.")
     cls = type(net).__name__
     if cls not in ARCHITECTURES:
         raise FtnbError(f"GGUF export does not support the architecture {cls} (yet); supported: {', '.join(ARCHITECTURES)}. "
@@ -186,25 +187,61 @@ def reloadable(name) -> bool:
     s = str(name).strip()
     return s.lower() in ALIASES or Path(s).expanduser().exists() or (not looks_local(s) and bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', s)))
 
-def merge_onto_16bit(model:Model):
-    "`model`'s LoRA merged onto its base reloaded in 16 bits (float32 on a CPU) where the base is 4/8-bit (QLoRA); else `merged_net`."
-    import peft
-    net = model.model
+def merge_place(device:str, # where the quantized network is: 'cuda:0', 'cpu', ...
+                n_params:int, # its parameters (`count_params`, 4-bit ones at their real number)
+                free_gb:float, # memory that GPU can still take (GB)
+                bf16:bool=True, # the GPU computes in bfloat16 (Ampere and later); else float16
+               ) -> tuple[str, str]:
+    "Device and dtype to load a quantized network's base again in for merging: its GPU in 16 bits where the copy fits (10% to spare), else the CPU."
+    if not device.startswith('cuda'): return 'cpu', 'float32'
+    return (device if free_gb >= 2.2 * n_params / 1e9 else 'cpu'), ('bfloat16' if bf16 else 'float16')
+
+# %% ../nbs/02b_formats.ipynb #388f93d7
+def _cuda_free_gb(device) -> float:
+    "What the GPU `device` can still take (GB), counting memory torch's allocator holds but does not use."
+    import torch
+    return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)) / 1e9
+
+def reload_16bit(net # a peft network whose base is loaded in 4/8 bits (QLoRA)
+                ):
+    "The base network under `net`'s adapters loaded again in 16 bits from where it was loaded, placed by `merge_place`; a clear error where it cannot be."
+    import torch
+    base = net.get_base_model(); bits, name = quantized_bits(base), base.name_or_path
+    what = f"The LoRA of this QLoRA model cannot be merged onto 16-bit weights: its base is loaded in {bits} bits from {name!r}"
+    todo = ("save the adapter (run.save(), or model.save(folder)), load the base's 16-bit weights with load_model(...) (no quantize=), "
+            "put the adapter on them with peft.PeftModel.from_pretrained(base.model, folder) and save that with merged=True.")
+    if getattr(getattr(base, 'hf_quantizer', None), 'pre_quantized', False):
+        raise FtnbError(f"{what}, a checkpoint stored quantized: loading it again gives {bits}-bit weights too. Get the 16-bit original, then {todo}")
+    if not reloadable(name): raise FtnbError(f"{what}, which cannot be loaded again (no such alias, file or folder, nor a Hub id). Instead, {todo}")
+    dev, n = next(net.parameters()).device, count_params(base)[0]
+    cuda = dev.type == 'cuda'
+    where, dtype = merge_place(str(dev), n, _cuda_free_gb(dev) if cuda else 0., cuda and torch.cuda.get_device_capability(dev) >= (8, 0))
+    need, ram = n * (4 if dtype == 'float32' else 2) / 1e9, memory_available_gb()
+    if where == 'cpu' and 0 < ram < 1.1 * need:
+        raise FtnbError(f"{what}: its {dtype} copy needs about {need:.1f} GB, more than {'the GPU or ' if cuda else ''}this machine's memory "
+                        f"({ram:.1f} GB) has free. Free memory (delete the trainer and other models) and save again, or {todo}")
+    fresh = load_model(name, dtype=dtype, device=where).model
+    got, had = tuple(fresh.get_input_embeddings().weight.shape), tuple(base.get_input_embeddings().weight.shape)
+    if quantized_bits(fresh): raise FtnbError(f"{what}, and loaded again it is {quantized_bits(fresh)}-bit too. Get the 16-bit original, then {todo}")
+    if got != had: raise FtnbError(f"{what}, and loaded again its embeddings are {got}, not the {had} trained on (resized after loading?). Instead, {todo}")
+    return fresh
+
+# %% ../nbs/02b_formats.ipynb #b268b779
+def merge_onto_16bit(net):
+    "`net` with LoRA folded in, to save: onto its base loaded again in 16 bits where that base is 4/8-bit (QLoRA), else into a copy (`merged_net`)."
+    import copy, peft, warnings
     if not (is_peft(net) and quantized_bits(net.get_base_model())): return merged_net(net)
-    cfg = net.peft_config['default']
-    name = cfg.base_model_name_or_path if model.source.startswith('adapter') else model.name
-    if not reloadable(name):
-        raise FtnbError(f"Cannot merge the LoRA of {model.name!r} onto 16-bit weights: its base is loaded in {quantized_bits(net.get_base_model())} bits "
-                        f"and {str(name)!r} cannot be loaded again (not an alias, a folder or a Hub id). Save the adapter with run.save(), "
-                        "load the base in 16 bits with load_model(name) (no quantize=), apply the adapter and merge there.")
-    dev = next(net.parameters()).device
-    dtype = ('bfloat16' if detect_hardware().bf16 else 'float16') if dev.type == 'cuda' else 'float32'
-    base = load_model(name, dtype=dtype, device=str(dev)).model
-    new = peft.get_peft_model(base, cfg)
-    peft.set_peft_model_state_dict(new, peft.get_peft_model_state_dict(net))
+    a, fresh = net.active_adapter, reload_16bit(net)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')  # transformers 5 about peft's call
+        new = peft.get_peft_model(fresh, copy.deepcopy(net.peft_config[a]), adapter_name=a)
+    res = peft.set_peft_model_state_dict(new, peft.get_peft_model_state_dict(net, adapter_name=a), adapter_name=a)
+    lost = [k for k in res.missing_keys if 'lora_' in k] + list(res.unexpected_keys)
+    if lost: raise FtnbError(f"The adapter did not fit the base loaded again in 16 bits: {len(lost)} weights found no place ({lost[0]}, ...).")
     return new.merge_and_unload()
 
-def save_gguf(net, # a causal LM network (peft adapters are merged into a copy)
+# %% ../nbs/02b_formats.ipynb #556f8c71
+def save_gguf(net, # a causal LM network (LoRA is merged: into a copy, or onto a QLoRA base loaded again in 16 bits)
               tokenizer, # its tokenizer, with its chat template
               path, # the .gguf file to write
               quantize:str='f16', # 'f32', 'f16', 'bf16' or 'q8_0'
@@ -213,9 +250,9 @@ def save_gguf(net, # a causal LM network (peft adapters are merged into a copy)
     "Write `net` and `tokenizer` as one GGUF file for llama.cpp, LM Studio and Ollama; returns the path."
     import gguf
     from tqdm.auto import tqdm
-    path, qt, arch = Path(path), _qtype(quantize), gguf_arch(net.get_base_model() if is_peft(net) else net)
+    path, qt, arch = Path(path), _qtype(quantize), gguf_arch(net)
     if path.suffix != '.gguf': raise FtnbError(f"save_gguf writes a file ending in .gguf; got {str(path)!r}.")
-    net = merged_net(net)
+    net = merge_onto_16bit(net)
     with whole_file(path) as part:  # the file appears whole, or not at all: an earlier one stays until then
         w = gguf.GGUFWriter(part, arch)
         try:
@@ -313,9 +350,8 @@ def save(self:Model, path, # a folder (new, empty, or an earlier save, replaced 
         q = (quantize or 'f16').lower(); _qtype(q)
         f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
         modelfile = ollama_modelfile(f, self.tokenizer, system)  # its errors come before the long write
-    qlora = is_peft(self.model) and quantized_bits(self.model.get_base_model())
-    if format == 'gguf' and not qlora: gguf_arch(self.model.get_base_model() if is_peft(self.model) else self.model)  # refused before a whole copy is made and merged
-    net = merge_onto_16bit(self) if merged or format == 'gguf' else self.model
+    if format == 'gguf': gguf_arch(self.model)  # refused before a whole copy is made (or a QLoRA base loaded again) and merged
+    net = merge_onto_16bit(self.model) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':
             with whole_folder(path) as tmp, quiet_bars(): net.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
