@@ -57,9 +57,8 @@ def _errors(x, where=''):
     if isinstance(x, list): return [e for v in x for e in _errors(v, where)]
     return [f"{where}: {x}"] if isinstance(x, str) and x.startswith('skipped') and x != gc.NEEDS_CUDA else []
 
-@pytest.mark.slow
 def test_the_smoke_run_records_every_experiment_without_an_error(tmp_path):
-    "The whole check on a tiny stand-in (about 1.5 minutes on 2 CPU cores): every API call and JSON field the GPU run makes."
+    "The whole check on a tiny stand-in (about 1.5 minutes on 2 CPU cores): every API call and JSON field the GPU run makes. In the fast suite, so CI runs the check's code as the GPU will."
     p = subprocess.run([sys.executable, str(ROOT/'bench'/'gpu_check.py'), '--smoke', '--out', str(tmp_path)], capture_output=True, text=True,
                        timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
