@@ -316,11 +316,17 @@ class StopRequest(TrainerCallback):
         if asked[0] and self.run.state == 'running': self.run.stop()
 
 # %% ../nbs/18b_launch.ipynb #65bc68b6
+def _on_cpu_n(obj, location:str):
+    "torch's loader for a checkpoint mapped to 'cpu:N' (transformers before 5.17 maps a CPU job's optimizer state there): the CPU; None for any other place."
+    return obj if location.startswith('cpu:') else None
+
 def job_setup():
     "Call before the model loads in a launched job: each process's own GPU becomes its default one, and under DeepSpeed ZeRO-3 transformers partitions the weights as they load (`zero.Init`) instead of loading them whole in every process."
     global _ZERO3
     import torch
     if torch.cuda.is_available() and local_gpu() < torch.cuda.device_count(): torch.cuda.set_device(local_gpu())  # where bitsandbytes quantizes without a device_map (ZeRO-3)
+    global _CPU_N
+    if not _CPU_N: torch.serialization.register_package(9, lambda obj: None, _on_cpu_n); _CPU_N = True  # older transformers resume a CPU job with map_location='cpu:0'
     if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() != 'true' or os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') != '3': return None
     if os.environ.get('ACCELERATE_DEEPSPEED_ZERO3_INIT', 'true').lower() != 'true': return None
     from accelerate.utils import DeepSpeedPlugin
@@ -328,6 +334,7 @@ def job_setup():
     _ZERO3.set_deepspeed_weakref()  # what the Trainer's accelerator would do, but only once the model is loaded
     return _ZERO3
 
+_CPU_N = False  # `_on_cpu_n` registered with torch's loader (once a process)
 _ZERO3 = None  # kept alive: transformers holds the config by a weak reference
 
 SHARED_FILE = '.ftnb-shared'  # written by the first process as a job starts, read by all: one run folder on every machine
