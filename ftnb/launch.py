@@ -9,8 +9,9 @@ from pathlib import Path
 from fastcore.basics import patch
 from transformers import TrainerCallback
 from .core import FtnbError, job_process, local_gpu
-from .models import Model, ALIASES, copy_model, quiet_bars, looks_local, quantized_bits
+from .models import Model, copy_model, quiet_bars, quantized_bits
 from .markup import md_code
+from .formats import reloadable
 from .data import Data, load_data
 from .files import json_lines, whole_folder, FolderLock, process_alive
 from .trainer import last_checkpoint, CHECKPOINTING
@@ -47,12 +48,6 @@ def accelerate_config(profile:str, # one of `PROFILES`
     return cfg
 
 # %% ../nbs/18b_launch.ipynb #fe403e8b
-def _loadable(name:str) -> bool:
-    "Whether another process can load a model by this name: an alias, a file or folder, or a Hub id."
-    import re
-    return (name.lower() in ALIASES or Path(name).expanduser().exists()
-            or bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', name)) and not looks_local(name))
-
 def _root_model(run_dir) -> str:
     "The model name at the start of a chain of runs (SFT, then DPO on it, ...)."
     info = json.loads((Path(run_dir)/'settings.json').read_text())
@@ -61,8 +56,8 @@ def _root_model(run_dir) -> str:
 def _model_line(m:Model, folder:Path) -> str:
     "The line of train.py that gets the model: by name, from the run it continues, or saved into the job folder."
     base = getattr(m, 'run_dir', None)
-    if base and _loadable(_root_model(base)): return f"model = load_run({str(Path(base).resolve())!r}).policy()"
-    if not base and _loadable(m.name):
+    if base and reloadable(_root_model(base)): return f"model = load_run({str(Path(base).resolve())!r}).policy()"
+    if not base and reloadable(m.name):
         p, bits = Path(m.name).expanduser(), quantized_bits(m.model)
         return f"model = load_model({str(p.resolve()) if p.exists() else m.name!r}{f', quantize={bits}' if bits else ''})"  # QLoRA stays QLoRA
     if any('lora_' in n for n, _ in m.model.named_parameters()):
