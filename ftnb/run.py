@@ -58,7 +58,7 @@ class _RunCallback(TrainerCallback):
         if r._stop.is_set():
             control.should_training_stop = True
             control.should_save = True
-        elif r.sampling and r.samples_here and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps): r._sample(r.step)
+        elif r.sampling and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps) and r.samples_here: r._sample(r.step)  # asked only on a sampling step
     def on_log(self, args, state, control, logs=None, **kw):
         r = self.run
         rec = dict(logs or {}, step=state.global_step)
