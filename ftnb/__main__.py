@@ -9,4 +9,5 @@ __all__ = []
 #| eval: false
 from .cli import main
 
-if __name__ == '__main__': raise SystemExit(main())
+if __name__ == '__main__':
+    raise SystemExit(main())

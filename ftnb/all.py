@@ -9,7 +9,17 @@ __all__ = []
 from .core import FtnbError, detect_hardware
 from .models import Model, load_model, tiny_model, lora_config
 from .formats import save_gguf, ollama_modelfile
-from .samples import chat_row, persona_data, persona_questions, everyday_questions, arithmetic_data, preference_pairs, NEUTRAL_SYSTEM, tool_call_data, TOOLS
+from ftnb.samples import (
+    chat_row,
+    persona_data,
+    persona_questions,
+    everyday_questions,
+    arithmetic_data,
+    preference_pairs,
+    NEUTRAL_SYSTEM,
+    tool_call_data,
+    TOOLS,
+)
 from .data import Data, load_data
 from .layouts import LAYOUTS, FORMATS
 from .chat import chat_text
@@ -20,7 +30,18 @@ from .views import history_plot
 from .dashboard import Dashboard
 from .sft import sft
 from .prefs import dpo, kto, orpo, preference_accuracy
-from .rewards import REWARDS, exact_match, format_reward, length_penalty, extract_answer, completion_text, parse_tool_calls, tool_call, reward_model, model_reward
+from ftnb.rewards import (
+    REWARDS,
+    exact_match,
+    format_reward,
+    length_penalty,
+    extract_answer,
+    completion_text,
+    parse_tool_calls,
+    tool_call,
+    reward_model,
+    model_reward,
+)
 from .grpo import grpo, rloo
 from .sampling import rejection_sample
 from .evaluate import evaluate, interval, paired
@@ -30,10 +51,62 @@ from .hub import model_card, hub_folder
 from .launch import PROFILES, accelerate_config
 from .quickstart import quickstart
 
-__all__ = ['FtnbError', 'detect_hardware', 'Model', 'load_model', 'tiny_model', 'lora_config', 'save_gguf',
-           'ollama_modelfile', 'chat_row', 'persona_data',
-           'persona_questions', 'everyday_questions', 'arithmetic_data', 'preference_pairs', 'NEUTRAL_SYSTEM', 'tool_call_data', 'TOOLS', 'Data', 'load_data', 'LAYOUTS', 'FORMATS', 'chat_text', 'METHODS', 'Run',
-           'new_run_dir', 'last_checkpoint', 'history_plot', 'Dashboard', 'sft', 'dpo', 'kto', 'orpo',
-           'preference_accuracy', 'REWARDS', 'exact_match', 'format_reward', 'length_penalty', 'extract_answer', 'completion_text', 'parse_tool_calls', 'tool_call', 'reward_model', 'model_reward',
-           'grpo', 'rloo', 'rejection_sample', 'evaluate', 'interval', 'paired', 'runs', 'load_run', 'report', 'model_card', 'hub_folder', 'PROFILES',
-           'accelerate_config', 'quickstart']  # exactly what `import *` gives
+__all__ = [
+    'FtnbError',
+    'detect_hardware',
+    'Model',
+    'load_model',
+    'tiny_model',
+    'lora_config',
+    'save_gguf',
+    'ollama_modelfile',
+    'chat_row',
+    'persona_data',
+    'persona_questions',
+    'everyday_questions',
+    'arithmetic_data',
+    'preference_pairs',
+    'NEUTRAL_SYSTEM',
+    'tool_call_data',
+    'TOOLS',
+    'Data',
+    'load_data',
+    'LAYOUTS',
+    'FORMATS',
+    'chat_text',
+    'METHODS',
+    'Run',
+    'new_run_dir',
+    'last_checkpoint',
+    'history_plot',
+    'Dashboard',
+    'sft',
+    'dpo',
+    'kto',
+    'orpo',
+    'preference_accuracy',
+    'REWARDS',
+    'exact_match',
+    'format_reward',
+    'length_penalty',
+    'extract_answer',
+    'completion_text',
+    'parse_tool_calls',
+    'tool_call',
+    'reward_model',
+    'model_reward',
+    'grpo',
+    'rloo',
+    'rejection_sample',
+    'evaluate',
+    'interval',
+    'paired',
+    'runs',
+    'load_run',
+    'report',
+    'model_card',
+    'hub_folder',
+    'PROFILES',
+    'accelerate_config',
+    'quickstart',
+]  # exactly what `import *` gives

@@ -16,191 +16,319 @@ __all__ = ['CPU_TOKENS', 'LOGIT_COPIES', 'RUNTIME_GB', 'SAMPLING_COPIES', 'STEP_
            'time_estimate']
 
 # %% ../nbs/05c_budget.ipynb #b51d7776
-def _interval(total:int, n:int, lo:int=1) -> int: return max(lo, total // n) if total > 0 else lo
+def _interval(total: int, n: int, lo: int = 1) -> int:
+    return max(lo, total // n) if total > 0 else lo
 
-def _row_sizes(batch_size:int, min_batch:int=1) -> list[int]:
-    "Rows per device step to try, largest first: the divisors of `batch_size` (so the effective batch stays exact) from `min_batch` up."
+
+def _row_sizes(batch_size: int, min_batch: int = 1) -> list[int]:
+    """Rows per device step to try, largest first: the divisors of `batch_size` (so the effective batch stays exact)
+    from `min_batch` up."""
     return [d for d in range(batch_size, 0, -1) if batch_size % d == 0 and d >= min(min_batch, batch_size)]
 
-def training_state_gb(est:dict) -> float:
-    "What training adds to memory already in use, from a `memory_estimate`: all but what is loaded before the fit (the weights as loaded, a reference model the recipe copied)."
-    return est['total'] - est['weights'] - est.get('reference model', 0.)
+
+def training_state_gb(est: dict) -> float:
+    """What training adds to memory already in use, from a `memory_estimate`: all but what is loaded before the fit (the
+    weights as loaded, a reference model the recipe copied)."""
+    return est['total'] - est['weights'] - est.get('reference model', 0.0)
+
 
 CPU_TOKENS = 512  # tokens in a CPU micro-batch beyond which a step gets no faster per token, only bigger and padded more (bench/speed.py)
 
-def fits_memory(hw:Hardware, e:dict) -> bool:
-    "Whether an estimate's training state fits in the budget: 90% of a CUDA GPU's free memory, 80% of a CPU's available RAM or of what Metal leaves an Apple GPU (memory the system shares)."
-    share = .9 if hw.device == 'cuda' else .8
-    if hw.free_gb: return training_state_gb(e) <= share * hw.free_gb  # the weights are loaded already: free memory is net of them
+
+def fits_memory(hw: Hardware, e: dict) -> bool:
+    """Whether an estimate's training state fits in the budget: 90% of a CUDA GPU's free memory, 80% of a CPU's
+    available RAM or of what Metal leaves an Apple GPU (memory the system shares)."""
+    share = 0.9 if hw.device == 'cuda' else 0.8
+    if hw.free_gb:
+        return training_state_gb(e) <= share * hw.free_gb  # the weights are loaded already: free memory is net of them
     return e['total'] <= share * hw.memory_gb if hw.memory_gb else True
 
-def _fit(hw:Hardware, batch_size:int, memory, min_batch:int, seq:int=512) -> tuple[int, bool]:
+
+def _fit(hw: Hardware, batch_size: int, memory, min_batch: int, seq: int = 512) -> tuple[int, bool]:
     "Rows per device step and whether to checkpoint, for the memory free on the device."
     sizes = _row_sizes(batch_size, min_batch)
     if hw.device == 'cpu':  # a CPU is no faster on bigger batches: the fewest rows that hold CPU_TOKENS, if they fit
         enough = [s for s in sizes if s * seq >= CPU_TOKENS] or sizes[:1]
         for per in [enough[-1]] + [s for s in sizes if s < enough[-1]]:
-            if fits_memory(hw, memory(per, False)): return per, False
+            if fits_memory(hw, memory(per, False)):
+                return per, False
     else:
-        for ckpt in (False, True):  # a GPU (CUDA or Apple's): small device batches waste it, so below 4 rows checkpointing comes first
+        for ckpt in (
+            False,
+            True,
+        ):  # a GPU (CUDA or Apple's): small device batches waste it, so below 4 rows checkpointing comes first
             for per in sizes if ckpt else [s for s in sizes if s >= min(4, batch_size)]:
-                if fits_memory(hw, memory(per, ckpt)): return per, ckpt
+                if fits_memory(hw, memory(per, ckpt)):
+                    return per, ckpt
     return sizes[-1], True  # nothing fits: the smallest step; training will say if memory runs out
 
-def train_settings(hw:Hardware, # the hardware to train on
-                   max_steps:int, # optimizer steps planned
-                   batch_size:int=8, # target effective batch (rows per optimizer step)
-                   memory=None, # `memory(rows, checkpointing)` -> a `memory_estimate`, for the rows per device step
-                   seq:int=512, # tokens per row the estimate assumes
-                   has_eval:bool=False, # an eval set is given
-                   min_batch:int=1, # the method's fewest rows on a device (KTO: `KTO_KL_ROWS`)
-                   eval_multiple:int=1, # eval batches hold a multiple of this many rows (GRPO: num_generations)
-                  ) -> dict:
+
+def train_settings(
+    hw: Hardware,  # the hardware to train on
+    max_steps: int,  # optimizer steps planned
+    batch_size: int = 8,  # target effective batch (rows per optimizer step)
+    memory=None,  # `memory(rows, checkpointing)` -> a `memory_estimate`, for the rows per device step
+    seq: int = 512,  # tokens per row the estimate assumes
+    has_eval: bool = False,  # an eval set is given
+    min_batch: int = 1,  # the method's fewest rows on a device (KTO: `KTO_KL_ROWS`)
+    eval_multiple: int = 1,  # eval batches hold a multiple of this many rows (GRPO: num_generations)
+) -> dict:
     "TRL config fields chosen for this hardware and run length."
-    s = dict(hw.trainer_args, max_steps=max_steps, logging_steps=_interval(max_steps, 100), save_strategy='steps',
-             save_steps=_interval(max_steps, 5, 10), save_total_limit=2, report_to='none', train_sampling_strategy='group_by_length')
+    s = dict(
+        hw.trainer_args,
+        max_steps=max_steps,
+        logging_steps=_interval(max_steps, 100),
+        save_strategy='steps',
+        save_steps=_interval(max_steps, 5, 10),
+        save_total_limit=2,
+        report_to='none',
+        train_sampling_strategy='group_by_length',
+    )
     world = job_process()[1]  # processes of a launched job (`accelerate launch`): they share the batch
-    if batch_size % world: raise FtnbError(f"batch_size={batch_size} does not split over {world} processes; give a multiple of {world}")
+    if batch_size % world:
+        raise FtnbError(f"batch_size={batch_size} does not split over {world} processes; give a multiple of {world}")
     batch_size //= world
     per, ckpt = batch_size, False
-    if memory is not None: per, ckpt = _fit(hw, batch_size, memory, min_batch, seq)
+    if memory is not None:
+        per, ckpt = _fit(hw, batch_size, memory, min_batch, seq)
     s |= {'per_device_train_batch_size': per, 'gradient_accumulation_steps': batch_size // per, CHECKPOINTING: ckpt}
-    if has_eval: s |= dict(eval_strategy='steps', eval_steps=_interval(max_steps, 10), per_device_eval_batch_size=-(-per // eval_multiple) * eval_multiple)
+    if has_eval:
+        s |= dict(
+            eval_strategy='steps',
+            eval_steps=_interval(max_steps, 10),
+            per_device_eval_batch_size=-(-per // eval_multiple) * eval_multiple,
+        )
     return s
 
 # %% ../nbs/05c_budget.ipynb #d4b6affa
 _BYTES = dict(float32=4, bfloat16=2, float16=2)
 LOGIT_COPIES = 5  # float32 copies of a token's vocabulary logits alive at a step's peak (measured with answers-only scoring: SFT 3.9, DPO 6.0)
-RUNTIME_GB = .3  # what a first step allocates whatever the batch: kernels' workspaces, the allocator's slack (measured: SFT 0.29)
+RUNTIME_GB = 0.3  # what a first step allocates whatever the batch: kernels' workspaces, the allocator's slack (measured: SFT 0.29)
 SAMPLING_COPIES = 4  # float32 copies of the next token's vocabulary scores while sampling (logits, processed, probabilities, the draw)
 
-def _kv_bytes(cfg, b:float) -> float:
+
+def _kv_bytes(cfg, b: float) -> float:
     "Bytes of KV cache a token holds over all layers, at `b` bytes a number."
     h, L = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12)
     heads = getattr(cfg, 'num_attention_heads', None) or max(1, h // 64)
     hd = getattr(cfg, 'head_dim', None) or h // heads
     return 2 * L * (getattr(cfg, 'num_key_value_heads', None) or heads) * hd * b
 
-def memory_estimate(model, # the model (before or after peft wraps it)
-                    batch:int, seq:int, # rows per device step and their token length
-                    dtype:str='float32', # training precision
-                    trainable:int|None=None, # trainable parameters (default: those with requires_grad)
-                    checkpointing:bool=False, # activation checkpointing on
-                    reference:bool=False, # the method keeps a frozen reference copy
-                    quant_bits:int|None=None, # 4 for QLoRA base weights
-                    lora_dropout:bool=False, # LoRA with dropout (its adapters keep their own dropped-out inputs)
-                    reference_pass:bool=False, # a reference model scores each batch as it trains (DPO, KTO without precomputed log-probs)
-                    loaded_dtype:str|None=None, # the dtype the weights are in now (default `dtype`, as `load_model` loads them)
-                    upcast:int=0, # frozen half-precision parameters the trainer makes float32 (`ftnb.trainer.kbit_upcast`: ORPO's QLoRA)
-                    reference_later:bool=False, # the trainer makes the reference copy (GRPO, RLOO), after the fit: training state
-                    generation_rows:int=0, # answers sampled at once before a step (GRPO, RLOO: the process's whole batch), `seq` tokens each
-                   ) -> dict:
-    "Estimated training memory in GB by component; all but 'weights' and 'reference model' comes after the weights are loaded."
+
+def memory_estimate(
+    model,  # the model (before or after peft wraps it)
+    batch: int,
+    seq: int,  # rows per device step and their token length
+    dtype: str = 'float32',  # training precision
+    trainable: int | None = None,  # trainable parameters (default: those with requires_grad)
+    checkpointing: bool = False,  # activation checkpointing on
+    reference: bool = False,  # the method keeps a frozen reference copy
+    quant_bits: int | None = None,  # 4 for QLoRA base weights
+    lora_dropout: bool = False,  # LoRA with dropout (its adapters keep their own dropped-out inputs)
+    # a reference model scores each batch as it trains (DPO, KTO without precomputed log-probs)
+    reference_pass: bool = False,
+    loaded_dtype: str | None = None,  # the dtype the weights are in now (default `dtype`, as `load_model` loads them)
+    # frozen half-precision parameters the trainer makes float32 (`ftnb.trainer.kbit_upcast`: ORPO's QLoRA)
+    upcast: int = 0,
+    reference_later: bool = False,  # the trainer makes the reference copy (GRPO, RLOO), after the fit: training state
+    # answers sampled at once before a step (GRPO, RLOO: the process's whole batch), `seq` tokens each
+    generation_rows: int = 0,
+) -> dict:
+    """Estimated training memory in GB by component; all but 'weights' and 'reference model' comes after the weights are
+    loaded."""
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)  # 4-bit weights at their real size
     t = trainable if trainable is not None else t
     adapters = trainable is not None and trainable != n  # LoRA: new parameters on top of the frozen weights
     b, lb = _BYTES.get(dtype, 4), _BYTES.get(loaded_dtype or dtype, 4)
-    h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
+    h, L, V = (
+        getattr(cfg, 'hidden_size', 1024),
+        getattr(cfg, 'num_hidden_layers', 12),
+        getattr(cfg, 'vocab_size', 32000),
+    )
     I = getattr(cfg, 'intermediate_size', None) or 4 * h
     qb = quant_bits / 8 if quant_bits else lb
-    est = {'weights': n * qb if adapters else (n - t) * qb + t * lb}  # as loaded: the free memory the fit budgets from is net of them
-    if adapters: est['LoRA adapters'] = t * 4; n += t
-    up = upcast * 2 + (0 if adapters else t * (4 - lb))  # `fp32_trainables` makes half-precision trainables float32 as the trainer is built
-    if up: est['float32 copies'] = up
-    layer = b * (10 * h + 4 * I) + (8 * h if b < 4 else 0)  # bytes a token keeps for backward in one layer (measured); half precision adds the norms' float32 copies
-    if adapters and lora_dropout: layer += b * (8 * h + I)  # dropout's masked copies of the adapters' inputs
-    act = batch * seq * (L * h * b + layer if checkpointing else L * layer)  # checkpointing keeps each layer's input, and recomputes one layer
-    est |= {'gradients': t * 4, 'optimizer (AdamW)': t * 8, 'activations': act, 'logits': batch * seq * V * 4 * LOGIT_COPIES,
-            'runtime': RUNTIME_GB * 1e9}
-    if reference_pass: est['reference logits'] = est['logits']  # measured: DPO's training state holds a second set of logits
-    if generation_rows:  # KV cache, one layer's prefill, the sampled token's scores; a step's gradients and activations are gone by then
-        kb = 4 if not adapters and t else b if quant_bits else lb  # generation runs without autocast, in the weights' own dtype
+    est = {
+        'weights': n * qb if adapters else (n - t) * qb + t * lb
+    }  # as loaded: the free memory the fit budgets from is net of them
+    if adapters:
+        est['LoRA adapters'] = t * 4
+        n += t
+    up = upcast * 2 + (
+        0 if adapters else t * (4 - lb)
+    )  # `fp32_trainables` makes half-precision trainables float32 as the trainer is built
+    if up:
+        est['float32 copies'] = up
+    layer = b * (10 * h + 4 * I) + (
+        8 * h if b < 4 else 0
+    )  # bytes a token keeps for backward in one layer (measured); half precision adds the norms' float32 copies
+    if adapters and lora_dropout:
+        layer += b * (8 * h + I)  # dropout's masked copies of the adapters' inputs
+    act = (
+        batch * seq * (L * h * b + layer if checkpointing else L * layer)
+    )  # checkpointing keeps each layer's input, and recomputes one layer
+    est |= {
+        'gradients': t * 4,
+        'optimizer (AdamW)': t * 8,
+        'activations': act,
+        'logits': batch * seq * V * 4 * LOGIT_COPIES,
+        'runtime': RUNTIME_GB * 1e9,
+    }
+    if reference_pass:
+        est['reference logits'] = est['logits']  # measured: DPO's training state holds a second set of logits
+    if (
+        generation_rows
+    ):  # KV cache, one layer's prefill, the sampled token's scores; a step's gradients and activations are gone by then
+        kb = (
+            4 if not adapters and t else b if quant_bits else lb
+        )  # generation runs without autocast, in the weights' own dtype
         gen = generation_rows * (seq * (_kv_bytes(cfg, kb) + (3 * I + 4 * h) * kb) + V * 4 * SAMPLING_COPIES)
         step = sum(est[k] for k in ('gradients', 'activations', 'logits', 'reference logits') if k in est)
-        est['generation'] = max(0., gen - step)  # what sampling needs beyond the training step's own peak
-    if reference: est['reference copy' if reference_later else 'reference model'] = n * lb
+        est['generation'] = max(0.0, gen - step)  # what sampling needs beyond the training step's own peak
+    if reference:
+        est['reference copy' if reference_later else 'reference model'] = n * lb
     est = {k: v / 1e9 for k, v in est.items()}
     est['total'] = sum(est.values())
     return est
 
 # %% ../nbs/05c_budget.ipynb #e1369537
 def _mps_stats() -> bool:
-    "Whether torch keeps MPS allocator statistics, its peak included, behind `torch.accelerator` (recent torch; older ones raise)."
+    """Whether torch keeps MPS allocator statistics, its peak included, behind `torch.accelerator` (recent torch; older
+    ones raise)."""
     import torch
-    try: return 'allocated_bytes.all.peak' in torch.accelerator.memory_stats()
-    except (AttributeError, RuntimeError, TypeError, ValueError): return False
+
+    try:
+        return 'allocated_bytes.all.peak' in torch.accelerator.memory_stats()
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return False
+
 
 _MPS_PEAK = dict(peak=0, stop=None)  # where torch keeps no MPS peak: the highest allocation seen by a sampling thread
 
-def _sample_mps(stop, every:float=.005):
+
+def _sample_mps(stop, every: float = 0.005):
     import torch
-    while not stop.wait(every): _MPS_PEAK['peak'] = max(_MPS_PEAK['peak'], torch.mps.current_allocated_memory())
+
+    while not stop.wait(every):
+        _MPS_PEAK['peak'] = max(_MPS_PEAK['peak'], torch.mps.current_allocated_memory())
+
 
 def _stop_sampling():
-    if _MPS_PEAK['stop'] is not None: _MPS_PEAK['stop'].set(); _MPS_PEAK['stop'] = None
+    if _MPS_PEAK['stop'] is not None:
+        _MPS_PEAK['stop'].set()
+        _MPS_PEAK['stop'] = None
 
-def reset_peak_memory(device:str):
-    "Start measuring the peak afresh: CUDA's or MPS's peak statistics (MPS on an older torch: a thread sampling its allocations), or this process's resident high-water mark (Linux `clear_refs`)."
+
+def reset_peak_memory(device: str):
+    """Start measuring the peak afresh: CUDA's or MPS's peak statistics (MPS on an older torch: a thread sampling its
+    allocations), or this process's resident high-water mark (Linux `clear_refs`)."""
     import torch, threading
-    if device == 'cuda': torch.cuda.reset_peak_memory_stats(); return
+
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        return
     if device == 'mps':
         _stop_sampling()
-        if _mps_stats(): torch.accelerator.reset_peak_memory_stats(); return
+        if _mps_stats():
+            torch.accelerator.reset_peak_memory_stats()
+            return
         stop = threading.Event()
         _MPS_PEAK.update(peak=torch.mps.current_allocated_memory(), stop=stop)
         threading.Thread(target=_sample_mps, args=(stop,), daemon=True, name='ftnb-mps-peak').start()
         return
-    try: Path('/proc/self/clear_refs').write_text('5')
-    except OSError: pass  # no /proc (macOS): the peak then counts from the process's start
+    try:
+        Path('/proc/self/clear_refs').write_text('5')
+    except OSError:
+        pass  # no /proc (macOS): the peak then counts from the process's start
 
-def peak_memory_gb(device:str) -> float:
-    "Measured peak since the last reset: memory allocated by tensors on CUDA and MPS (where sampled, reading it ends the sampling), this process's peak resident memory on a CPU."
+
+def peak_memory_gb(device: str) -> float:
+    """Measured peak since the last reset: memory allocated by tensors on CUDA and MPS (where sampled, reading it ends
+    the sampling), this process's peak resident memory on a CPU."""
     import torch
-    if device == 'cuda': return torch.cuda.max_memory_allocated() / 1e9
+
+    if device == 'cuda':
+        return torch.cuda.max_memory_allocated() / 1e9
     if device == 'mps':
-        if _mps_stats(): return torch.accelerator.max_memory_allocated() / 1e9
+        if _mps_stats():
+            return torch.accelerator.max_memory_allocated() / 1e9
         _stop_sampling()
         return max(_MPS_PEAK['peak'], torch.mps.current_allocated_memory()) / 1e9
     try:
         for l in Path('/proc/self/status').read_text().splitlines():
-            if l.startswith('VmHWM:'): return int(l.split()[1]) * 1024 / 1e9
-    except (OSError, ValueError, IndexError): pass
+            if l.startswith('VmHWM:'):
+                return int(l.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1e9 if sys.platform == 'darwin' else 1e6)  # bytes on macOS, KB on Linux
 
-def memory_gb(device:str) -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+        1e9 if sys.platform == 'darwin' else 1e6
+    )  # bytes on macOS, KB on Linux
+
+
+def memory_gb(device: str) -> float:
     "Memory in use now: tensors allocated on CUDA or MPS, this process's resident memory on a CPU."
     import torch
-    if device == 'cuda': return torch.cuda.memory_allocated() / 1e9
-    if device == 'mps': return torch.mps.current_allocated_memory() / 1e9
-    try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
-    except (OSError, ValueError, IndexError): return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
+
+    if device == 'cuda':
+        return torch.cuda.memory_allocated() / 1e9
+    if device == 'mps':
+        return torch.mps.current_allocated_memory() / 1e9
+    try:
+        return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e9
+    except (OSError, ValueError, IndexError):
+        return peak_memory_gb(device)  # no /proc (macOS): the peak is what there is
 
 # %% ../nbs/05c_budget.ipynb #baf10950
-STEP_EFFICIENCY = {'cpu': .2, 'cpu/float32': .33, 'cuda': .4, 'mps': .3}  # share of the matmul probe's speed a training step reaches, by device (and dtype where it differs). CPU measured: bf16 SFT .17, DPO .24; float32 (an AVX2 EPYC, no bf16) SFT .34: its slower products leave less to everything else. GPUs: a guess
+STEP_EFFICIENCY = {
+    'cpu': 0.2,
+    'cpu/float32': 0.33,
+    'cuda': 0.4,
+    'mps': 0.3,
+}  # share of the matmul probe's speed a training step reaches, by device (and dtype where it differs). CPU measured: bf16 SFT .17, DPO .24; float32 (an AVX2 EPYC, no bf16) SFT .34: its slower products leave less to everything else. GPUs: a guess
 
-def step_flops(model, # the model (before or after peft wraps it)
-               tokens:float, # tokens in one optimizer step (all micro-batches)
-               trainable:int|None=None, # trainable parameters (LoRA's adapters, or all)
-               reference:bool=False, # a frozen reference scores the same tokens (DPO, KTO)
-               seq:int=512, # tokens per sequence (attention's cost grows with it)
-               scored:float=1., # share of the tokens the LM head scores (TRL's fused head skips prompts and padding)
-              ) -> float:
-    "Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per trainable weight, and attention; the LM head's share only on scored tokens."
+
+def step_flops(
+    model,  # the model (before or after peft wraps it)
+    tokens: float,  # tokens in one optimizer step (all micro-batches)
+    trainable: int | None = None,  # trainable parameters (LoRA's adapters, or all)
+    reference: bool = False,  # a frozen reference scores the same tokens (DPO, KTO)
+    seq: int = 512,  # tokens per sequence (attention's cost grows with it)
+    scored: float = 1.0,  # share of the tokens the LM head scores (TRL's fused head skips prompts and padding)
+) -> float:
+    """Floating-point operations of one optimizer step: forward 2N a token, backward 2N for the activations plus 2 per
+    trainable weight, and attention; the LM head's share only on scored tokens."""
     cfg = getattr(model, 'config', None)
     n, t = count_params(model)
     t = trainable if trainable is not None else t
-    h, L, V = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12), getattr(cfg, 'vocab_size', 32000)
+    h, L, V = (
+        getattr(cfg, 'hidden_size', 1024),
+        getattr(cfg, 'num_hidden_layers', 12),
+        getattr(cfg, 'vocab_size', 32000),
+    )
     get_head = getattr(model, 'get_output_embeddings', None)
-    head = V * h if get_head is not None and get_head() is not None else 0  # a reward model's head is a score, not the vocabulary
-    body = n - V * h - (0 if getattr(cfg, 'tie_word_embeddings', False) else head)  # the embedding is a lookup, not a product
+    head = (
+        V * h if get_head is not None and get_head() is not None else 0
+    )  # a reward model's head is a score, not the vocabulary
+    body = (
+        n - V * h - (0 if getattr(cfg, 'tie_word_embeddings', False) else head)
+    )  # the embedding is a lookup, not a product
     attn = 2 * L * h * seq  # causal QKᵀ and AV, forward
     fwd = 2 * body + 2 * head * scored + attn
-    return tokens * (fwd + (fwd + attn + 2 * min(t, n)) + (fwd if reference else 0))  # backward: twice the attention, and the trainable weights' gradients
+    return tokens * (
+        fwd + (fwd + attn + 2 * min(t, n)) + (fwd if reference else 0)
+    )  # backward: twice the attention, and the trainable weights' gradients
 
-def time_estimate(flops:float, # `step_flops` of one step
-                  dtype:str='float32', device:str='cpu') -> float:
-    "Estimated seconds for `flops`: the speed of a matrix product measured here (`matmul_gflops`) times the share a training step reaches."
+
+def time_estimate(
+    flops: float,  # `step_flops` of one step
+    dtype: str = 'float32',
+    device: str = 'cpu',
+) -> float:
+    """Estimated seconds for `flops`: the speed of a matrix product measured here (`matmul_gflops`) times the share a
+    training step reaches."""
     dev = device.split(':')[0]
-    return flops / (matmul_gflops(dtype, device) * 1e9 * STEP_EFFICIENCY.get(f'{dev}/{dtype}', STEP_EFFICIENCY.get(dev, .3)))
+    return flops / (
+        matmul_gflops(dtype, device) * 1e9 * STEP_EFFICIENCY.get(f'{dev}/{dtype}', STEP_EFFICIENCY.get(dev, 0.3))
+    )

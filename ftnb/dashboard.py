@@ -21,37 +21,61 @@ from .playground import Playground, DataExplorer
 __all__ = ['LiveView', 'summary_html', 'SettingsPanel', 'Dashboard']
 
 # %% ../nbs/09_dashboard.ipynb #8674b1ba
-def _w(widget, cls:str):
-    widget.add_class(cls); return widget
+def _w(widget, cls: str):
+    widget.add_class(cls)
+    return widget
 
 # %% ../nbs/09_dashboard.ipynb #cc3e4835
-def _bundle(widget, static:str) -> dict:
+def _bundle(widget, static: str) -> dict:
     "Display data for a widget, with static HTML for front ends that do not run widgets."
-    return {'application/vnd.jupyter.widget-view+json': dict(version_major=2, version_minor=0, model_id=widget.model_id),
-            'text/plain': f"{type(widget).__name__}: {widget.run.status()}", 'text/html': static}
+    return {
+        'application/vnd.jupyter.widget-view+json': dict(version_major=2, version_minor=0, model_id=widget.model_id),
+        'text/plain': f"{type(widget).__name__}: {widget.run.status()}",
+        'text/html': static,
+    }
+
 
 class _Shown:
     "Display as a widget plus static HTML (`_static`), and update that display when the run finishes."
+
     _handle = None
+
     def _static(self) -> str:
         return summary_html(self.run) if self.run.state == 'finished' else f"<pre>{esc(repr(self.run))}</pre>"
+
     def _ipython_display_(self, **kwargs):
         from IPython.display import display
+
         self._handle = display(_bundle(self, self._static()), raw=True, display_id=True)
+
     def _update_display(self):
-        if self._handle is not None: self._handle.update(_bundle(self, self._static()), raw=True)
+        if self._handle is not None:
+            self._handle.update(_bundle(self, self._static()), raw=True)
 
 # %% ../nbs/09_dashboard.ipynb #1d34c4f4
 class LiveView(_Shown, widgets.VBox):
-    "Live widgets for a Run: state, progress (step, ETA, tokens/s, memory), charts of its metrics, sample answers, errors."
-    def __init__(self, run:Run, keys=None, # metrics to chart; default `chart_keys(run.method)`
-                 fps:float=5.): # most redraws a second
+    """Live widgets for a Run: state, progress (step, ETA, tokens/s, memory), charts of its metrics, sample answers,
+    errors."""
+
+    def __init__(
+        self,
+        run: Run,
+        keys=None,  # metrics to chart; default `chart_keys(run.method)`
+        fps: float = 5.0,
+    ):  # most redraws a second
         self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
         self.fig = chart(dpi=72, layout=None)  # no layout engine: fixed margins draw twice as fast
         self.status = _w(widgets.HTML(layout=widgets.Layout(min_width='170px')), 'ftnb-state')
         self.progress = _w(widgets.HTML(), 'ftnb-progress')
-        self.bar = _w(widgets.IntProgress(min=0, max=max(1, run.max_steps or 1), value=run.step, layout=widgets.Layout(width='60%')), 'ftnb-bar')
-        self.chart = _w(widgets.Image(format='png', layout=widgets.Layout(max_width='100%', align_self='flex-start')), 'ftnb-chart')  # its own size, not stretched
+        self.bar = _w(
+            widgets.IntProgress(
+                min=0, max=max(1, run.max_steps or 1), value=run.step, layout=widgets.Layout(width='60%')
+            ),
+            'ftnb-bar',
+        )
+        self.chart = _w(
+            widgets.Image(format='png', layout=widgets.Layout(max_width='100%', align_self='flex-start')), 'ftnb-chart'
+        )  # its own size, not stretched
         self.samples = _w(widgets.HTML(), 'ftnb-samples')
         self.error = _w(widgets.HTML(), 'ftnb-error')
         self._live = [widgets.HBox([self.status, self.bar, self.progress]), self.chart, self.samples, self.error]
@@ -59,179 +83,284 @@ class LiveView(_Shown, widgets.VBox):
         self.add_class('ftnb-live')
         self._tokens, self.draws = None, 0
         self.redraw = Throttle(self._draw, fps)
-        self.tick = Throttle(self._progress, fps, share=1.)
-        run.on('state', self.on_state); run.on('log', self.on_log); run.on('eval', self.on_log); run.on('sample', self.on_sample)
+        self.tick = Throttle(self._progress, fps, share=1.0)
+        run.on('state', self.on_state)
+        run.on('log', self.on_log)
+        run.on('eval', self.on_log)
+        run.on('sample', self.on_sample)
         run.viewed = True
         self.on_state(run, run.state)
-        if run.history: self._draw()
-        if run.samples: self.on_sample(run, run.samples[-1])
+        if run.history:
+            self._draw()
+        if run.samples:
+            self.on_sample(run, run.samples[-1])
 
 # %% ../nbs/09_dashboard.ipynb #db99c906
 @patch
-def _progress(self:LiveView):
+def _progress(self: LiveView):
     r = self.run
     self.bar.max, self.bar.value = max(1, r.max_steps or 1), min(r.step, r.max_steps or r.step)
     self.progress.value = progress_line(r, self._tokens)
 
+
 @patch
-def _draw(self:LiveView):
+def _draw(self: LiveView):
     draw_history(self.fig, self.run.history, self.metrics)
     self.chart.value = png(self.fig)
     self.draws += 1
 
-@patch
-def on_log(self:LiveView, run, record):
-    self._tokens = note_tokens(self._tokens, record)
-    self.tick(); self.redraw()
 
 @patch
-def on_sample(self:LiveView, run, record): self.samples.value = samples_table(run)
+def on_log(self: LiveView, run, record):
+    self._tokens = note_tokens(self._tokens, record)
+    self.tick()
+    self.redraw()
+
+
+@patch
+def on_sample(self: LiveView, run, record):
+    self.samples.value = samples_table(run)
 
 # %% ../nbs/09_dashboard.ipynb #46bc3908
 def _duration(run) -> str:
     t0 = run.session_start
     return f" in {fmt_time(time.time() - t0)}" if t0 else ''
 
+
 def summary_html(run, fig=None) -> str:
     "A finished (or stopped) run as compact HTML: a headline, its chart embedded, its last metrics and sample answers."
     losses = [h['loss'] for h in run.history if 'loss' in h]
     head = f"<b>{run.method.upper()} {run.state}</b> at step {run.step}/{run.max_steps}{_duration(run)}"
-    if losses: head += f" · loss {losses[0]:.3g} → {losses[-1]:.3g}"
+    if losses:
+        head += f" · loss {losses[0]:.3g} → {losses[-1]:.3g}"
     if run.training_gb is not None:
-        head += f" · training added {run.training_gb:.1f} GB" + (f" (estimate {training_state_gb(run.estimate):.1f})" if run.estimate else '')
+        head += f" · training added {run.training_gb:.1f} GB" + (
+            f" (estimate {training_state_gb(run.estimate):.1f})" if run.estimate else ''
+        )
     head += f" · <code>{esc(run.run_dir)}</code>"
     img = ''
     if run.history:
         fig = draw_history(fig or chart(dpi=72), run.history, chart_keys(run.method))
         img = f"<img src='{png_uri(fig)}' style='max-width:100%'>"
-    return (f"<div class='ftnb-summary'>{head}<br>{img}<br>{metrics_table(run)}"
-            f"{samples_table(run)}{error_html(run)}</div>")
+    return (
+        f"<div class='ftnb-summary'>{head}<br>{img}<br>{metrics_table(run)}{samples_table(run)}{error_html(run)}</div>"
+    )
 
 # %% ../nbs/09_dashboard.ipynb #13b14a19
 @patch
-def on_state(self:LiveView, run, state):
+def on_state(self: LiveView, run, state):
     self.status.value = state_html(run, state)
     self.error.value = error_html(run)
     if state in ('stopped', 'finished', 'failed'):
-        self.redraw.flush(); self._progress()
-    else: self.tick(force=True)
-    if state == 'finished': self.finish()
+        self.redraw.flush()
+        self._progress()
+    else:
+        self.tick(force=True)
+    if state == 'finished':
+        self.finish()
+
 
 @patch
-def finish(self:LiveView):
+def finish(self: LiveView):
     "Replace the live widgets by the run's compact summary."
     self.children = [_w(widgets.HTML(summary_html(self.run, self.fig)), 'ftnb-summary')]
     self._update_display()
 
 # %% ../nbs/09_dashboard.ipynb #953c989d
-_COMMON = dict(lr='learning_rate', max_steps='max_steps', batch_size=None, max_length='max_length', beta='beta',
-               num_generations='num_generations', max_completion_length='max_completion_length')
-_TRAINING = ('warmup_steps', 'lr_scheduler_type', 'weight_decay', 'max_grad_norm', 'optim', 'adam_beta1', 'adam_beta2',
-             'logging_steps', 'save_steps', 'save_total_limit', 'eval_steps', 'seed')
-_MANAGED = {'output_dir', 'use_cpu', 'bf16', 'fp16', 'report_to', 'push_to_hub', 'hub_model_id', 'hub_token', 'logging_dir',
-            'activation_checkpointing', 'gradient_checkpointing', 'per_device_train_batch_size', 'gradient_accumulation_steps',
-            'per_device_eval_batch_size', 'dataset_text_field', 'dataset_num_proc', 'model_init_kwargs', 'ref_model_init_kwargs',
-            'completion_only_loss', 'assistant_only_loss'}  # sft's loss= says which tokens train
+_COMMON = dict(
+    lr='learning_rate',
+    max_steps='max_steps',
+    batch_size=None,
+    max_length='max_length',
+    beta='beta',
+    num_generations='num_generations',
+    max_completion_length='max_completion_length',
+)
+_TRAINING = (
+    'warmup_steps',
+    'lr_scheduler_type',
+    'weight_decay',
+    'max_grad_norm',
+    'optim',
+    'adam_beta1',
+    'adam_beta2',
+    'logging_steps',
+    'save_steps',
+    'save_total_limit',
+    'eval_steps',
+    'seed',
+)
+_MANAGED = {
+    'output_dir',
+    'use_cpu',
+    'bf16',
+    'fp16',
+    'report_to',
+    'push_to_hub',
+    'hub_model_id',
+    'hub_token',
+    'logging_dir',
+    'activation_checkpointing',
+    'gradient_checkpointing',
+    'per_device_train_batch_size',
+    'gradient_accumulation_steps',
+    'per_device_eval_batch_size',
+    'dataset_text_field',
+    'dataset_num_proc',
+    'model_init_kwargs',
+    'ref_model_init_kwargs',
+    'completion_only_loss',
+    'assistant_only_loss',
+}  # sft's loss= says which tokens train
 
-def _batch(args) -> int: return args.per_device_train_batch_size * args.gradient_accumulation_steps
+
+def _batch(args) -> int:
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps
+
 
 def _sig(run) -> dict:
     import inspect
+
     return inspect.signature(run.call[0]).parameters if run.call else {}
 
-def _value(run, name:str):
+
+def _value(run, name: str):
     "The value a common setting has in this run."
-    if name == 'batch_size' and not run.call: return _batch(run.args)  # otherwise the recipe's: rows (GRPO's: prompts) per step
-    if _COMMON.get(name): return getattr(run.args, _COMMON[name])
+    if name == 'batch_size' and not run.call:
+        return _batch(run.args)  # otherwise the recipe's: rows (GRPO's: prompts) per step
+    if _COMMON.get(name):
+        return getattr(run.args, _COMMON[name])
     p = _sig(run)[name]
     return run.call[1].get(name, p.default)
 
 # %% ../nbs/09_dashboard.ipynb #39204a32
-def _choices(f) -> list|None:
+def _choices(f) -> list | None:
     md = f.metadata or {}
     return list(md['choices']) if 'choices' in md else None
 
-def _field_widget(name:str, value, choices=None, desc:str|None=None):
+
+def _field_widget(name: str, value, choices=None, desc: str | None = None):
     "A widget for one setting, chosen by its value's type; None for types the panel does not edit (lists, dicts)."
     st, lay = {'description_width': '150px'}, widgets.Layout(width='320px')
     kw = dict(description=desc or name, style=st, layout=lay)
-    if isinstance(value, enum.Enum): value = value.value
-    if isinstance(value, bool): return widgets.Checkbox(value=value, indent=False, **kw)
-    if choices and value in choices: return widgets.Dropdown(options=choices, value=value, **kw)
-    if isinstance(value, int): return widgets.IntText(value=value, **kw)
-    if isinstance(value, float): return widgets.FloatText(value=value, **kw)
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return widgets.Checkbox(value=value, indent=False, **kw)
+    if choices and value in choices:
+        return widgets.Dropdown(options=choices, value=value, **kw)
+    if isinstance(value, int):
+        return widgets.IntText(value=value, **kw)
+    if isinstance(value, float):
+        return widgets.FloatText(value=value, **kw)
     if isinstance(value, str) or value is None:
         w = widgets.Text(value='' if value is None else value, placeholder='None' if value is None else '', **kw)
         w._ftnb_none = value is None  # an empty box means None
         return w
     return None
 
+
 def _lr_slider(box) -> widgets.FloatLogSlider:
-    "A log slider for the learning rate in `box`: dragging it puts its value, to three significant digits, in the box; the box moves it."
-    s = widgets.FloatLogSlider(base=10, min=-7, max=-1, step=.05, readout=False, layout=widgets.Layout(width='200px'))
+    """A log slider for the learning rate in `box`: dragging it puts its value, to three significant digits, in the box;
+    the box moves it."""
+    s = widgets.FloatLogSlider(base=10, min=-7, max=-1, step=0.05, readout=False, layout=widgets.Layout(width='200px'))
+
     def follow(_=None):
         v = box.value
-        if not BOUNDS['lr'].ok(v): return  # the box shows it and the panel names the problem; the slider stays
+        if not BOUNDS['lr'].ok(v):
+            return  # the box shows it and the panel names the problem; the slider stays
         e = math.log10(v)
-        s.min, s.max, s._following = min(s.min, math.floor(e)), max(s.max, e), True  # widened to show any valid rate: never clamped
-        try: s.value = v
-        finally: s._following = False
+        s.min, s.max, s._following = (
+            min(s.min, math.floor(e)),
+            max(s.max, e),
+            True,
+        )  # widened to show any valid rate: never clamped
+        try:
+            s.value = v
+        finally:
+            s._following = False
+
     def lead(c):
-        if not getattr(s, '_following', False): box.value = float(f"{c['new']:.3g}")
-    follow(); box.observe(follow, 'value'); s.observe(lead, 'value')
+        if not getattr(s, '_following', False):
+            box.value = float(f"{c['new']:.3g}")
+
+    follow()
+    box.observe(follow, 'value')
+    s.observe(lead, 'value')
     return s
+
 
 def _read(w):
     "A widget's value as a setting: an empty text box that stood for None is None, numbers in text are numbers."
     v = w.value
     if isinstance(w, widgets.Text) and getattr(w, '_ftnb_none', False):
-        if v.strip() == '': return None
+        if v.strip() == '':
+            return None
         for t in (int, float):
-            try: return t(v)
-            except ValueError: pass
+            try:
+                return t(v)
+            except ValueError:
+                pass
     return v
 
 # %% ../nbs/09_dashboard.ipynb #966315c3
 class SettingsPanel(widgets.VBox):
-    "Widgets for a ready run's settings, generated from its TRL config and recipe; `changes()` is what differs, `problems()` what is invalid."
-    def __init__(self, run:Run, on_change=None):
+    """Widgets for a ready run's settings, generated from its TRL config and recipe; `changes()` is what differs,
+    `problems()` what is invalid."""
+
+    def __init__(self, run: Run, on_change=None):
         self.run, self.on_change, self.common, self.lora, self.advanced = run, on_change, {}, {}, {}
         sig, a = _sig(run), run.args
         for name in _COMMON:
-            if name not in sig or (_COMMON[name] and not hasattr(a, _COMMON[name])): continue
+            if name not in sig or (_COMMON[name] and not hasattr(a, _COMMON[name])):
+                continue
             v = _value(run, name)
-            if v is None: continue
-            self.common[name] = _field_widget(name, v, desc='learning rate' if name == 'lr' else name.replace('_', ' '))  # a box: any value, as it is
+            if v is None:
+                continue
+            self.common[name] = _field_widget(
+                name, v, desc='learning rate' if name == 'lr' else name.replace('_', ' ')
+            )  # a box: any value, as it is
         self.lr_slider = _lr_slider(self.common['lr']) if 'lr' in self.common else None
         self.limits = model_bounds(run.model)  # the model's context and width (`problems` checks them)
         peft = run.trainer_kwargs.get('peft_config')
         if peft is not None:
-            for k, d, v in (('r', 'LoRA rank', peft.r), ('alpha', 'LoRA alpha', peft.lora_alpha), ('dropout', 'LoRA dropout', peft.lora_dropout)):
+            for k, d, v in (
+                ('r', 'LoRA rank', peft.r),
+                ('alpha', 'LoRA alpha', peft.lora_alpha),
+                ('dropout', 'LoRA dropout', peft.lora_dropout),
+            ):
                 self.lora[k] = _field_widget(k, v, desc=d)
         self._fields = {f.name: f for f in dataclasses.fields(a)}
         from transformers import TrainingArguments
+
         base = {f.name for f in dataclasses.fields(TrainingArguments)}
         names = [n for n in self._fields if n not in base] + list(_TRAINING)
         taken = set(_COMMON.values()) | _MANAGED
         for n in dict.fromkeys(names):
-            if n in taken or n not in self._fields or not self._fields[n].init: continue
+            if n in taken or n not in self._fields or not self._fields[n].init:
+                continue
             w = _field_widget(n, getattr(a, n), _choices(self._fields[n]))
-            if w is not None: self.advanced[n] = w
+            if w is not None:
+                self.advanced[n] = w
         self.epochs = widgets.HTML()
-        for w in self.fields(): w.observe(self._changed, 'value')
+        for w in self.fields():
+            w.observe(self._changed, 'value')
         acc = widgets.Accordion([widgets.VBox(list(self.advanced.values()))])
-        acc.set_title(0, f'advanced ({len(self.advanced)} {type(a).__name__} fields)'); acc.selected_index = None
+        acc.set_title(0, f'advanced ({len(self.advanced)} {type(a).__name__} fields)')
+        acc.selected_index = None
         rows = [widgets.HBox([w, self.lr_slider]) if n == 'lr' else w for n, w in self.common.items()]
-        if 'max_steps' in self.common: rows.insert(rows.index(self.common['max_steps']) + 1, self.epochs)
+        if 'max_steps' in self.common:
+            rows.insert(rows.index(self.common['max_steps']) + 1, self.epochs)
         super().__init__(rows + ([widgets.HBox(list(self.lora.values()))] if self.lora else []) + [acc])
         self.add_class('ftnb-settings')
         self._show_epochs()
 
-    def fields(self): return [*self.common.values(), *self.lora.values(), *self.advanced.values()]
+    def fields(self):
+        return [*self.common.values(), *self.lora.values(), *self.advanced.values()]
 
 # %% ../nbs/09_dashboard.ipynb #5a03f05e
 @patch
-def changes(self:SettingsPanel) -> dict:
+def changes(self: SettingsPanel) -> dict:
     "The recipe arguments that differ from the run's current settings, each exactly as its widget holds it."
     ch = {n: w.value for n, w in self.common.items() if w.value != _value(self.run, n)}
     peft = self.run.trainer_kwargs.get('peft_config')
@@ -242,11 +371,13 @@ def changes(self:SettingsPanel) -> dict:
             ch['lora'] = (old if isinstance(old, dict) else {}) | new
     for n, w in self.advanced.items():
         v, cur = _read(w), getattr(self.run.args, n)
-        if v != (cur.value if isinstance(cur, enum.Enum) else cur): ch[n] = v
+        if v != (cur.value if isinstance(cur, enum.Enum) else cur):
+            ch[n] = v
     return ch
 
+
 @patch
-def _trl(self:SettingsPanel, ch:dict) -> dict:
+def _trl(self: SettingsPanel, ch: dict) -> dict:
     "The TRL config fields these changes set (what `dataclasses.replace` checks)."
     out = {_COMMON[k]: v for k, v in ch.items() if _COMMON.get(k)}
     if 'batch_size' in ch:  # GRPO and RLOO count prompts; TRL's batch counts their answers
@@ -257,17 +388,22 @@ def _trl(self:SettingsPanel, ch:dict) -> dict:
 
 # %% ../nbs/09_dashboard.ipynb #28ea22a0
 @patch
-def problems(self:SettingsPanel) -> dict:
-    "Invalid settings by name, with the reason; empty when all are valid: ftnb's bounds and the model's (`ftnb.methods.BOUNDS`, `model_bounds`: what the recipes check), then TRL's."
+def problems(self: SettingsPanel) -> dict:
+    """Invalid settings by name, with the reason; empty when all are valid: ftnb's bounds and the model's
+    (`ftnb.methods.BOUNDS`, `model_bounds`: what the recipes check), then TRL's."""
     ch = self.changes()
     bad = setting_problems(ch, self.run.method, self.limits)
-    if bad: return bad
+    if bad:
+        return bad
     trl = self._trl(ch)
-    if not trl: return {}
+    if not trl:
+        return {}
     import warnings
+
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore'); dataclasses.replace(self.run.args, **trl)
+            warnings.simplefilter('ignore')
+            dataclasses.replace(self.run.args, **trl)
     except Exception as e:
         msg = str(e).split('\n')[0]
         named = [k for k in ch if k in msg or _COMMON.get(k, k) in msg]
@@ -276,67 +412,125 @@ def problems(self:SettingsPanel) -> dict:
 
 # %% ../nbs/09_dashboard.ipynb #d00ae5bb
 @patch
-def _by_name(self:SettingsPanel, name): return self.common.get(name) or self.lora.get(name) or self.advanced.get(name)
+def _by_name(self: SettingsPanel, name):
+    return self.common.get(name) or self.lora.get(name) or self.advanced.get(name)
+
 
 @patch
-def _changed(self:SettingsPanel, change):
-    self._last = next((n for n in (*self.common, *self.lora, *self.advanced) if self._by_name(n) is change['owner']), None)
+def _changed(self: SettingsPanel, change):
+    self._last = next(
+        (n for n in (*self.common, *self.lora, *self.advanced) if self._by_name(n) is change['owner']), None
+    )
     self._show_epochs()
     bad = self.problems()
     for n in (*self.common, *self.lora, *self.advanced):
         self._by_name(n).layout.border = '2px solid #c62828' if n in bad else ''
-    if self.on_change: self.on_change(bad)
+    if self.on_change:
+        self.on_change(bad)
+
 
 @patch
-def _show_epochs(self:SettingsPanel):
-    if 'max_steps' not in self.common or not self.run.data: return
+def _show_epochs(self: SettingsPanel):
+    if 'max_steps' not in self.common or not self.run.data:
+        return
     b = self.common['batch_size'].value if 'batch_size' in self.common else _value(self.run, 'batch_size')
-    self.epochs.value = f"<span style='color:#555;margin-left:158px'>≈ {self.common['max_steps'].value * b / len(self.run.data):.2f} epochs of {len(self.run.data)} rows</span>"
+    self.epochs.value = (
+        "<span style='color:#555;margin-left:158px'>≈ "
+        f"{self.common['max_steps'].value * b / len(self.run.data):.2f} epochs of "
+        f"{len(self.run.data)} rows</span>"
+    )
+
 
 @patch
-def lock(self:SettingsPanel, locked:bool=True):
+def lock(self: SettingsPanel, locked: bool = True):
     "Disable the widgets: settings are fixed once training has started."
-    for w in self.fields() + ([self.lr_slider] if self.lr_slider else []): w.disabled = locked
+    for w in self.fields() + ([self.lr_slider] if self.lr_slider else []):
+        w.disabled = locked
 
 # %% ../nbs/09_dashboard.ipynb #bd18e62c
 def _tabs(run, train) -> widgets.Tab:
     "Train, then Playground (language-model runs) and Data (the run's rows as training sees them)."
     kids, titles = [train], ['Train']
-    if method(run.method).generates: kids.append(Playground(run)); titles.append('Playground')
-    if run.data is not None: kids.append(DataExplorer(run.data, run.tokenizer, getattr(run.args, 'max_length', None))); titles.append('Data')
+    if method(run.method).generates:
+        kids.append(Playground(run))
+        titles.append('Playground')
+    if run.data is not None:
+        kids.append(DataExplorer(run.data, run.tokenizer, getattr(run.args, 'max_length', None)))
+        titles.append('Data')
     tabs = widgets.Tab(kids)
-    for i, t in enumerate(titles): tabs.set_title(i, t)
+    for i, t in enumerate(titles):
+        tabs.set_title(i, t)
     return tabs
 
-def _mode(mode:str|None) -> str:
+
+def _mode(mode: str | None) -> str:
     "'background' (a thread: Jupyter) or 'foreground' (in the cell: Colab, where thread updates do not show)."
-    if mode is None: return 'foreground' if environment() == 'colab' else 'background'
-    if mode not in ('background', 'foreground'): raise FtnbError(f"mode must be 'background' or 'foreground', got {mode!r}")
+    if mode is None:
+        return 'foreground' if environment() == 'colab' else 'background'
+    if mode not in ('background', 'foreground'):
+        raise FtnbError(f"mode must be 'background' or 'foreground', got {mode!r}")
     return mode
 
+
 class Dashboard(_Shown, widgets.VBox):
-    "A Run's notebook dashboard: settings panel, Start/Stop/Resume, live progress and charts, sample answers, errors, code."
-    def __init__(self, run:Run, mode:str|None=None, # 'background' (default in Jupyter) or 'foreground' (default in Colab)
-                 samples_every:int|None=None): # steps between sample answers; default a fifth of the run, 0 for none
+    """A Run's notebook dashboard: settings panel, Start/Stop/Resume, live progress and charts, sample answers, errors,
+    code."""
+
+    def __init__(
+        self,
+        run: Run,
+        mode: str | None = None,  # 'background' (default in Jupyter) or 'foreground' (default in Colab)
+        samples_every: int | None = None,
+    ):  # steps between sample answers; default a fifth of the run, 0 for none
         self.run, self.mode, self._busy = run, _mode(mode), threading.Lock()
         self.panel = SettingsPanel(run, on_change=self._validated)
-        bt = lambda d, cls, icon, style='': _w(widgets.Button(description=d, icon=icon, button_style=style, layout=widgets.Layout(width='110px')), cls)
-        self.start_btn, self.stop_btn = bt('Start', 'ftnb-start', 'play', 'success'), bt('Stop', 'ftnb-stop', 'stop', 'danger')
-        self.resume_btn, self.code_btn = bt('Resume', 'ftnb-resume', 'repeat'), _w(widgets.ToggleButton(description='Show code', icon='code'), 'ftnb-code-toggle')
-        self._can_sample = method(run.method).generates and (run.sampling is not None or run.data is not None and run.data.kind != 'text')
-        every = samples_every if samples_every is not None else (run.sampling['every'] if run.sampling else max(1, (run.max_steps or 5) // 5))
-        self.every = widgets.IntText(value=every if self._can_sample else 0, description='samples every',  # a box: any value, as it is
-                                     disabled=not self._can_sample, style={'description_width': '100px'}, layout=widgets.Layout(width='190px'))
+        bt = lambda d, cls, icon, style='': _w(
+            widgets.Button(description=d, icon=icon, button_style=style, layout=widgets.Layout(width='110px')), cls
+        )
+        self.start_btn, self.stop_btn = (
+            bt('Start', 'ftnb-start', 'play', 'success'),
+            bt('Stop', 'ftnb-stop', 'stop', 'danger'),
+        )
+        self.resume_btn, self.code_btn = (
+            bt('Resume', 'ftnb-resume', 'repeat'),
+            _w(widgets.ToggleButton(description='Show code', icon='code'), 'ftnb-code-toggle'),
+        )
+        self._can_sample = method(run.method).generates and (
+            run.sampling is not None or run.data is not None and run.data.kind != 'text'
+        )
+        every = (
+            samples_every
+            if samples_every is not None
+            else (run.sampling['every'] if run.sampling else max(1, (run.max_steps or 5) // 5))
+        )
+        self.every = widgets.IntText(
+            value=every if self._can_sample else 0,
+            description='samples every',  # a box: any value, as it is
+            disabled=not self._can_sample,
+            style={'description_width': '100px'},
+            layout=widgets.Layout(width='190px'),
+        )
         self.every.observe(lambda c: self._validated(self.panel.problems() if _fresh(run) else {}), 'value')
         self.reason = _w(widgets.HTML(), 'ftnb-reason')
         self.code = _w(widgets.HTML(), 'ftnb-code')
         run.on('state', self._on_state)  # before the live view's: buttons follow at once, then the (slower) chart
         self.live = LiveView(run)
-        self.start_btn.on_click(self.start); self.stop_btn.on_click(self.stop); self.resume_btn.on_click(self.resume)
+        self.start_btn.on_click(self.start)
+        self.stop_btn.on_click(self.stop)
+        self.resume_btn.on_click(self.resume)
         self.code_btn.observe(lambda c: self._show_code(), 'value')
-        hint = (widgets.HTML("<span style='color:#555'>Colab: training runs in this cell; the stop (interrupt) button stops it after the current step.</span>")
-                if self.mode == 'foreground' else widgets.HTML())
-        title = widgets.HTML(f"<b>{run.method.upper()}</b> · {esc(run.model.name)} · {esc(run.settings.get('data', ''), 120)} · <code>{esc(run.run_dir)}</code>")
+        hint = (
+            widgets.HTML(
+                "<span style='color:#555'>Colab: training runs in this cell; the stop (interrupt) button stops it "
+                "after the current step.</span>"
+            )
+            if self.mode == 'foreground'
+            else widgets.HTML()
+        )
+        title = widgets.HTML(
+            f"<b>{run.method.upper()}</b> · {esc(run.model.name)} · {esc(run.settings.get('data', ''), 120)} · "
+            f"<code>{esc(run.run_dir)}</code>"
+        )
         controls = widgets.HBox([self.start_btn, self.stop_btn, self.resume_btn, self.every, self.code_btn])
         self.train = widgets.VBox([self.panel, controls, self.reason, hint, self.code, self.live])
         self.tabs = _tabs(run, self.train)
@@ -349,8 +543,9 @@ def _fresh(run) -> bool:
     "Settings can still change: the run has not trained (ready, or failed before its trainer existed)."
     return run.state in ('ready', 'failed') and run.trainer is None
 
+
 @patch
-def _on_state(self:Dashboard, run, state):
+def _on_state(self: Dashboard, run, state):
     fresh = _fresh(run)
     self.panel.lock(not fresh)
     self.every.disabled = not fresh or not self._can_sample
@@ -361,84 +556,119 @@ def _on_state(self:Dashboard, run, state):
         self.train.children = [self.live]  # the settings are history now; the summary stays
         self._update_display()
 
+
 _EVERY = Bound(0, whole=True)  # steps between sample answers; 0 for none
 
+
 @patch
-def _validated(self:Dashboard, bad:dict):
-    if self._can_sample and not _EVERY.ok(v := self.every.value): bad = bad | dict(samples_every=f"samples_every={v!r}: samples_every must be {_EVERY} (0: none)")
+def _validated(self: Dashboard, bad: dict):
+    if self._can_sample and not _EVERY.ok(v := self.every.value):
+        bad = bad | dict(samples_every=f"samples_every={v!r}: samples_every must be {_EVERY} (0: none)")
     self.every.layout.border = '2px solid #c62828' if 'samples_every' in bad else ''
     self.start_btn.disabled = bool(bad) or not _fresh(self.run) or self._busy.locked()
     why = '; '.join(bad.values())
     self.start_btn.tooltip = why
     self.reason.value = f"<span style='color:#c62828'>Start is disabled: {esc(why)}</span>" if bad else ''
-    if self.code_btn.value: self._show_code()
+    if self.code_btn.value:
+        self._show_code()
+
 
 @patch
-def _show_code(self:Dashboard):
-    self.code.value = f"<pre style='font-size:12px'>{esc(self.run.code(**self.panel.changes()))}</pre>" if self.code_btn.value else ''
+def _show_code(self: Dashboard):
+    self.code.value = (
+        f"<pre style='font-size:12px'>{esc(self.run.code(**self.panel.changes()))}</pre>" if self.code_btn.value else ''
+    )
 
 # %% ../nbs/09_dashboard.ipynb #296b9305
 @patch
-def start(self:Dashboard, _=None):
+def start(self: Dashboard, _=None):
     "Apply the panel's settings and start training (what the Start button does)."
-    if not self._busy.acquire(blocking=False): return
+    if not self._busy.acquire(blocking=False):
+        return
     failed = ''
     try:
-        if not _fresh(self.run) or self.start_btn.disabled: return
+        if not _fresh(self.run) or self.start_btn.disabled:
+            return
         self.start_btn.disabled = True
         ch = self.panel.changes()
-        if ch or self.run.state == 'failed': self.run.reconfigure(**ch)  # a failed run is built again from its recipe
+        if ch or self.run.state == 'failed':
+            self.run.reconfigure(**ch)  # a failed run is built again from its recipe
         self.run.sample_every(self.every.value)
         self.run.start(background=self.mode == 'background')
     except Exception as e:
         failed = f"<span style='color:#c62828'><b>{esc(type(e).__name__)}</b>: {esc(e, 1500)}</span>"
-        if _fresh(self.run): self.start_btn.disabled = False
+        if _fresh(self.run):
+            self.start_btn.disabled = False
     finally:
         self._busy.release()
-        self._validated(self.panel.problems() if _fresh(self.run) else {})  # a state change during the click saw the lock held
-        if failed: self.reason.value = failed + (f"<br>{self.reason.value}" if self.reason.value else '')  # why Start failed stays in view
+        self._validated(
+            self.panel.problems() if _fresh(self.run) else {}
+        )  # a state change during the click saw the lock held
+        if failed:
+            self.reason.value = failed + (
+                f"<br>{self.reason.value}" if self.reason.value else ''
+            )  # why Start failed stays in view
+
 
 @patch
-def stop(self:Dashboard, _=None):
+def stop(self: Dashboard, _=None):
     "Ask the run to stop after this step (what the Stop button does)."
     self.run.stop()
 
+
 @patch
-def resume(self:Dashboard, _=None):
+def resume(self: Dashboard, _=None):
     "Continue from the newest checkpoint (what the Resume button does)."
-    if not self._busy.acquire(blocking=False): return
+    if not self._busy.acquire(blocking=False):
+        return
     try:
         self.resume_btn.disabled = True
         self.run.resume(background=self.mode == 'background')
-    except Exception as e: self.reason.value = f"<span style='color:#c62828'>{esc(e, 1500)}</span>"
-    finally: self._busy.release()
+    except Exception as e:
+        self.reason.value = f"<span style='color:#c62828'>{esc(e, 1500)}</span>"
+    finally:
+        self._busy.release()
 
 # %% ../nbs/09_dashboard.ipynb #3d86390c
 @patch
-def dashboard(self:Run, mode:str|None=None, # 'background' (Jupyter's default) or 'foreground' (Colab's)
-              samples_every:int|None=None): # steps between sample answers; default a fifth of the run, 0 for none
+def dashboard(
+    self: Run,
+    mode: str | None = None,  # 'background' (Jupyter's default) or 'foreground' (Colab's)
+    samples_every: int | None = None,  # steps between sample answers; default a fifth of the run, 0 for none
+):
     "This run's notebook dashboard (`ftnb.dashboard.Dashboard`), made once and then reused."
     if getattr(self, '_dashboard', None) is None:
         self._dashboard = Dashboard(self, mode, samples_every)
     return self._dashboard
 
+
 def _cell():
     "The number of the notebook cell running now (None outside IPython)."
     from IPython import get_ipython
+
     return getattr(get_ipython(), 'execution_count', None)
 
+
 @patch
-def show(self:Run):
-    "Show this run where it trains: its dashboard in Jupyter and Colab (its HTML view where widgets don't render), a console progress bar elsewhere."
+def show(self: Run):
+    """Show this run where it trains: its dashboard in Jupyter and Colab (its HTML view where widgets don't render), a
+    console progress bar elsewhere."""
     self.viewed = True
-    if environment() in ('notebook', 'colab'): self._ipython_display_()
-    else: ConsoleView(self)
+    if environment() in ('notebook', 'colab'):
+        self._ipython_display_()
+    else:
+        ConsoleView(self)
 
 # %% ../nbs/09_dashboard.ipynb #16f06932
 @patch
-def _ipython_display_(self:Run):
+def _ipython_display_(self: Run):
     from IPython.display import display
+
     env = environment()
-    if env not in ('notebook', 'colab'): display({'text/plain': repr(self)}, raw=True)
-    elif getattr(self, '_shown_in', None) is None or self._shown_in != _cell():  # `run.start()` ending a cell: one view, not two
-        display(self.dashboard() if widgets_render(env) else self.html_view()); self._shown_in = _cell()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML
+    if env not in ('notebook', 'colab'):
+        display({'text/plain': repr(self)}, raw=True)
+    elif (
+        getattr(self, '_shown_in', None) is None or self._shown_in != _cell()
+    ):  # `run.start()` ending a cell: one view, not two
+        display(self.dashboard() if widgets_render(env) else self.html_view())
+        self._shown_in = _cell()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML

@@ -4,189 +4,299 @@
 
 # %% ../nbs/04c_data.ipynb #534e815a
 from __future__ import annotations
-import json, math, random
-from pathlib import Path
+import json, random
 from collections import Counter
 from fastcore.basics import patch
-from .core import FtnbError, did_you_mean, excerpt
+from .core import FtnbError, excerpt
 from .markup import esc
-from .sources import records, Source
+from .sources import records
 from .layouts import RowError, layout, detect_format, check_columns, convert, usual_shapes, check_shapes
 
 # %% auto #0
 __all__ = ['MAX_NESTING', 'Data', 'load_data', 'reference_answers', 'answer_budget']
 
 # %% ../nbs/04c_data.ipynb #b078ecd7
-def _preview(row:dict, n:int=70) -> str:
+def _preview(row: dict, n: int = 70) -> str:
     def turn(m):
-        calls = ''.join(f" → {c['function']['name']}({json.dumps(c['function']['arguments'], ensure_ascii=False)})" for c in m.get('tool_calls', []))
-        return f"{m['role']}: " + (f"<think>{m['thinking']}</think> " if m.get('thinking') else '') + m['content'] + calls
+        calls = ''.join(
+            f" → {c['function']['name']}({json.dumps(c['function']['arguments'], ensure_ascii=False)})"
+            for c in m.get('tool_calls', [])
+        )
+        return (
+            f"{m['role']}: " + (f"<think>{m['thinking']}</think> " if m.get('thinking') else '') + m['content'] + calls
+        )
+
     def one(v):
-        if isinstance(v, list) and v and isinstance(v[0], dict) and 'role' in v[0]: return ' | '.join(map(turn, v))
-        if isinstance(v, list) and v and isinstance(v[0], dict) and 'function' in v[0]: return ', '.join(t['function']['name'] for t in v)
+        if isinstance(v, list) and v and isinstance(v[0], dict) and 'role' in v[0]:
+            return ' | '.join(map(turn, v))
+        if isinstance(v, list) and v and isinstance(v[0], dict) and 'function' in v[0]:
+            return ', '.join(t['function']['name'] for t in v)
         return str(v)
+
     return '; '.join(f"{k}={excerpt(one(v), n)}" for k, v in row.items())
 
+
 class Data:
-    "Rows converted to one of TRL's kinds, with the layout detected, the rows dropped and what the user chose to leave out."
-    def __init__(self, rows:list, kind:str, detected:str, source:str='', dropped:list|None=None, ignored:list|None=None):
-        self.rows, self.kind, self.detected, self.source, self.dropped, self.ignored = rows, kind, detected, source, dropped or [], ignored or []
+    """Rows converted to one of TRL's kinds, with the layout detected, the rows dropped and what the user chose to leave
+    out."""
+
+    def __init__(
+        self,
+        rows: list,
+        kind: str,
+        detected: str,
+        source: str = '',
+        dropped: list | None = None,
+        ignored: list | None = None,
+    ):
+        self.rows, self.kind, self.detected, self.source, self.dropped, self.ignored = (
+            rows,
+            kind,
+            detected,
+            source,
+            dropped or [],
+            ignored or [],
+        )
         self._ds = None
-    def __len__(self): return len(self.rows)
-    def __getitem__(self, i): return self.rows[i] if isinstance(i, int) else Data(self.rows[i], self.kind, self.detected, self.source)
-    def __iter__(self): return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i] if isinstance(i, int) else Data(self.rows[i], self.kind, self.detected, self.source)
+
+    def __iter__(self):
+        return iter(self.rows)
+
     @property
-    def columns(self) -> list: return list(self.rows[0]) if self.rows else []
+    def columns(self) -> list:
+        return list(self.rows[0]) if self.rows else []
+
     @property
     def dataset(self):
         "The rows as a `datasets.Dataset`, ready for a TRL trainer."
         if self._ds is None:
             from datasets import Dataset
+
             self._ds = Dataset.from_list(self.rows)
         return self._ds
 
     def _head(self):
         d = f", {len(self.dropped)} dropped" if self.dropped else ''
-        return f"{len(self)} rows of {self.kind} (detected {self.detected}{d})" + (f" from {self.source}" if self.source else '')
+        return f"{len(self)} rows of {self.kind} (detected {self.detected}{d})" + (
+            f" from {self.source}" if self.source else ''
+        )
+
     def __repr__(self):
-        lines = [f"Data: {self._head()}", f"  columns: {', '.join(self.columns)}"] + ([f"  left out: {', '.join(self.ignored)}"] if self.ignored else [])
+        lines = [f"Data: {self._head()}", f"  columns: {', '.join(self.columns)}"] + (
+            [f"  left out: {', '.join(self.ignored)}"] if self.ignored else []
+        )
         lines += [f"  [{i}] {_preview(r)}" for i, r in enumerate(self.rows[:2])]
         return '\n'.join(lines)
+
     def _repr_html_(self):
-        rows = ''.join(f"<tr><td>{i}</td><td style='text-align:left'>{esc(_preview(r, 160))}</td></tr>" for i, r in enumerate(self.rows[:3]))
+        rows = ''.join(
+            f"<tr><td>{i}</td><td style='text-align:left'>{esc(_preview(r, 160))}</td></tr>"
+            for i, r in enumerate(self.rows[:3])
+        )
         out = f"<br>left out: <code>{esc(', '.join(self.ignored))}</code>" if self.ignored else ''
-        return (f"<div><b>Data</b>: {esc(self._head())}<br>columns: <code>{', '.join(self.columns)}</code>{out}"
-                f"<table><tr><th>row</th><th style='text-align:left'>sample</th></tr>{rows}</table></div>")
+        return (
+            f"<div><b>Data</b>: {esc(self._head())}<br>columns: <code>{', '.join(self.columns)}</code>{out}"
+            f"<table><tr><th>row</th><th style='text-align:left'>sample</th></tr>{rows}</table></div>"
+        )
 
 # %% ../nbs/04c_data.ipynb #772af632
-def _rename(rows, columns:dict):
+def _rename(rows, columns: dict):
     if none := [k for k, v in columns.items() if v is None]:
         raise FtnbError(f"columns={columns}: to leave a column out, pass ignore={none!r}; columns= renames")
     present = set().union(*(r for r in rows[:200] if isinstance(r, dict))) if rows else set()
     missing = [c for c in columns if c not in present]
-    if missing: raise FtnbError(f"columns={columns}: {missing} not among the data's columns {sorted(present, key=str)}")
+    if missing:
+        raise FtnbError(f"columns={columns}: {missing} not among the data's columns {sorted(present, key=str)}")
     return [{columns.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r for r in rows]
+
 
 def _report(dropped, n) -> str:
     why = Counter(p for _, p in dropped)
-    return f"Dropped {len(dropped)} of {n} rows: " + '; '.join(f"{c} × {w}" for w, c in why.most_common(5)) + \
-           f" (first: row {dropped[0][0]}; see .dropped)"
+    return (
+        f"Dropped {len(dropped)} of {n} rows: "
+        + '; '.join(f"{c} × {w}" for w, c in why.most_common(5))
+        + f" (first: row {dropped[0][0]}; see .dropped)"
+    )
+
 
 MAX_NESTING = 100  # the deepest a row may nest (a tool's JSON schema: about 15 levels); deeper breaks the JSON writers and templates that render it
 
+
 def _keys_used(rows) -> tuple[set, list]:
-    "Every key of every dict in `rows` (to tell which ignored names were present), and how deep each row nests: walked without recursion."
+    """Every key of every dict in `rows` (to tell which ignored names were present), and how deep each row nests: walked
+    without recursion."""
     keys, depths = set(), []
     for r in rows:
         top, stack = 0, [(r, 1)] if isinstance(r, (dict, list)) else []
         while stack:
             v, d = stack.pop()
             top = max(top, d)
-            if isinstance(v, dict): keys.update(v)
+            if isinstance(v, dict):
+                keys.update(v)
             stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (dict, list)))
         depths.append(top)
     return keys, depths
 
-def _nesting(row) -> RowError|None:
+
+def _nesting(row) -> RowError | None:
     "The error for a row nesting deeper than `MAX_NESTING`, naming its column and the way down; None where it does not."
     stack = [(row, 1, ())]
     while stack:
         v, d, path = stack.pop()
         if d > MAX_NESTING:
             down = ''.join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[:6]).lstrip('.')
-            why = (f"nests more than {MAX_NESTING} levels deep (down {down}…): no chat record nests this deep, "
-                   "and the JSON writers and chat templates that render it would fail on it")
+            why = (
+                f"nests more than {MAX_NESTING} levels deep (down {down}…): no chat record nests this deep, "
+                "and the JSON writers and chat templates that render it would fail on it"
+            )
             return RowError(str(path[0]), why) if isinstance(row, dict) else RowError('(row)', why, None)
         items = v.items() if isinstance(v, dict) else enumerate(v)
         stack.extend((x, d + 1, path + (k,)) for k, x in items if isinstance(x, (dict, list)))
 
 # %% ../nbs/04c_data.ipynb #660ced47
-def load_data(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
-              format:str|None=None, # force a layout (see `FORMATS`) instead of detecting it
-              columns:dict|None=None, # rename columns first, e.g. {'query': 'prompt', 'reply': 'completion'}
-              ignore:list|None=None, # columns or message keys to leave out knowingly (every other one is read, or is an error)
-              on_error:str='raise', # 'raise': stop at the first bad row; 'drop': skip bad rows and report them
-              split:str|None=None, # split of a DatasetDict or Hub data set (default 'train')
-              name:str|None=None, # configuration of a Hub data set
-              system:str|None=None, # a system message for conversations and chat prompts that have none
-              documents:str='line', # how .txt files split into documents: 'line', 'paragraph' or 'file'
-              quiet:bool=False # do not print the report of dropped rows
-             ) -> Data:
+def load_data(
+    source,  # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
+    format: str | None = None,  # force a layout (see `FORMATS`) instead of detecting it
+    columns: dict | None = None,  # rename columns first, e.g. {'query': 'prompt', 'reply': 'completion'}
+    # columns or message keys to leave out knowingly (every other one is read, or is an error)
+    ignore: list | None = None,
+    on_error: str = 'raise',  # 'raise': stop at the first bad row; 'drop': skip bad rows and report them
+    split: str | None = None,  # split of a DatasetDict or Hub data set (default 'train')
+    name: str | None = None,  # configuration of a Hub data set
+    system: str | None = None,  # a system message for conversations and chat prompts that have none
+    documents: str = 'line',  # how .txt files split into documents: 'line', 'paragraph' or 'file'
+    quiet: bool = False,  # do not print the report of dropped rows
+) -> Data:
     "Read `source`, recognise its layout, convert every row to one of TRL's kinds and validate it."
-    if on_error not in ('raise', 'drop'): raise FtnbError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
+    if on_error not in ('raise', 'drop'):
+        raise FtnbError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
     ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
     rows, where = records(source, split, name, documents)
-    if not rows: raise FtnbError(f"{where.replace('a ', 'the ', 1) if where.startswith('a ') else where} is empty: no rows to load")
-    if columns: rows = _rename(rows, columns)
+    if not rows:
+        raise FtnbError(
+            f"{where.replace('a ', 'the ', 1) if where.startswith('a ') else where} is empty: no rows to load"
+        )
+    if columns:
+        rows = _rename(rows, columns)
     if not any(isinstance(r, dict) for r in rows[:200]):
-        raise FtnbError(f"Row 0 of {where}: is not a record (a dict of fields) but a {type(rows[0]).__name__}: {excerpt(rows[0])}")
+        raise FtnbError(
+            f"Row 0 of {where}: is not a record (a dict of fields) but a {type(rows[0]).__name__}: {excerpt(rows[0])}"
+        )
     present = {k for r in rows if isinstance(r, dict) for k in r}
-    kept = [{k: v for k, v in r.items() if k not in ignore} if isinstance(r, dict) else r for r in rows] if present & set(ignore) else rows
-    try: fmt = format or detect_format(kept)
-    except FtnbError as e: raise FtnbError(f"{where}: {e}") from None
+    kept = (
+        [{k: v for k, v in r.items() if k not in ignore} if isinstance(r, dict) else r for r in rows]
+        if present & set(ignore)
+        else rows
+    )
+    try:
+        fmt = format or detect_format(kept)
+    except FtnbError as e:
+        raise FtnbError(f"{where}: {e}") from None
     l = layout(fmt)
-    if l.refused: raise FtnbError(f"{where}: {l.refused}")
+    if l.refused:
+        raise FtnbError(f"{where}: {l.refused}")
     check_columns(kept, fmt, where, ignore)
     usual, out, dropped = usual_shapes(kept, l.columns), [], []
     given, depths = _keys_used(rows)
     for i, r in enumerate(kept):
         try:
-            if depths[i] > MAX_NESTING and (e := _nesting(r)): raise e
+            if depths[i] > MAX_NESTING and (e := _nesting(r)):
+                raise e
             c = convert(r, fmt, ignore)
             check_shapes(r, usual)
             if system:
                 k = 'messages' if l.kind == 'conversation' else 'prompt'
-                if isinstance(c.get(k), list) and c[k][0]['role'] != 'system': c[k] = [dict(role='system', content=system)] + c[k]
+                if isinstance(c.get(k), list) and c[k][0]['role'] != 'system':
+                    c[k] = [dict(role='system', content=system)] + c[k]
             out.append(c)
         except RowError as e:
-            msg = e.describe() if e.field != '(row)' else f"{e.problem}" + (f": {excerpt(e.value)}" if e.value is not None else '')
+            msg = (
+                e.describe()
+                if e.field != '(row)'
+                else f"{e.problem}" + (f": {excerpt(e.value)}" if e.value is not None else '')
+            )
             if on_error == 'raise':
-                raise FtnbError(f"Row {i} of {where}{where.file_of(i)}: {msg}. ({'Detected format' if format is None else 'Format, as given'}: {fmt}.) Fix the row, or pass on_error='drop' to skip bad rows.") from None
+                raise FtnbError(
+                    f"Row {i} of {where}{where.file_of(i)}: {msg}. "
+                    f"({'Detected format' if format is None else 'Format, as given'}: {fmt}.) Fix the row, or pass "
+                    "on_error='drop' to skip bad rows."
+                ) from None
             dropped.append((i, msg))
-    if not out: raise FtnbError(f"Every row of {where} was dropped; the first, row {dropped[0][0]}: {dropped[0][1]}")
+    if not out:
+        raise FtnbError(f"Every row of {where} was dropped; the first, row {dropped[0][0]}: {dropped[0][1]}")
     given |= present
     d = Data(out, l.kind, fmt, where, dropped, sorted(k for k in ignore if k in given))
-    if dropped and not quiet: print(_report(dropped, len(rows)))
+    if dropped and not quiet:
+        print(_report(dropped, len(rows)))
     return d
 
 # %% ../nbs/04c_data.ipynb #1ea38417
 @patch
-def split(self:Data, eval_size:float|int=0.1, # a fraction of the rows, or a number of rows
-          seed:int=42) -> tuple[Data, Data]:
+def split(
+    self: Data,
+    eval_size: float | int = 0.1,  # a fraction of the rows, or a number of rows
+    seed: int = 42,
+) -> tuple[Data, Data]:
     "A deterministic (train, eval) split."
     n = len(self)
     k = int(round(eval_size * n)) if isinstance(eval_size, float) else int(eval_size)
-    if not 0 < k < n: raise FtnbError(f"split: eval_size={eval_size} gives {k} eval rows of {n}; need at least one row on each side")
-    idx = list(range(n)); random.Random(seed).shuffle(idx)
+    if not 0 < k < n:
+        raise FtnbError(f"split: eval_size={eval_size} gives {k} eval rows of {n}; need at least one row on each side")
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
     mk = lambda ii: Data([self.rows[i] for i in sorted(ii)], self.kind, self.detected, self.source)
     return mk(idx[k:]), mk(idx[:k])
 
-@patch
-def to_unpaired(self:Data) -> Data:
-    "Preference pairs as KTO's unpaired rows: each pair gives a desirable and an undesirable completion."
-    if self.kind != 'preference': raise FtnbError(f"to_unpaired needs preference pairs; this data is {self.kind}")
-    rows = [dict(prompt=r['prompt'], completion=r[k], label=k == 'chosen') for r in self.rows for k in ('chosen', 'rejected')]
-    return Data(rows, 'unpaired_preference', self.detected, self.source)
 
 @patch
-def to_prompts(self:Data) -> Data:
+def to_unpaired(self: Data) -> Data:
+    "Preference pairs as KTO's unpaired rows: each pair gives a desirable and an undesirable completion."
+    if self.kind != 'preference':
+        raise FtnbError(f"to_unpaired needs preference pairs; this data is {self.kind}")
+    rows = [
+        dict(prompt=r['prompt'], completion=r[k], label=k == 'chosen')
+        for r in self.rows
+        for k in ('chosen', 'rejected')
+    ]
+    return Data(rows, 'unpaired_preference', self.detected, self.source)
+
+
+@patch
+def to_prompts(self: Data) -> Data:
     "Only the prompts (and `answer` where there is one), for GRPO and for sampling."
-    if self.kind == 'prompt_only': return self
-    if self.kind == 'text': raise FtnbError("to_prompts: plain text rows have no prompt")
+    if self.kind == 'prompt_only':
+        return self
+    if self.kind == 'text':
+        raise FtnbError("to_prompts: plain text rows have no prompt")
+
     def one(r):
         tools = {'tools': r['tools']} if r.get('tools') else {}  # what the prompt may call goes with it
         if self.kind == 'conversation':
             last = max(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
             return dict(prompt=r['messages'][:last]) | tools
         return dict(prompt=r['prompt']) | tools
+
     return Data([one(r) for r in self.rows], 'prompt_only', self.detected, self.source)
 
 # %% ../nbs/04c_data.ipynb #c687e191
 @patch
-def demonstrations(self:Data) -> Data:
-    "Question/answer rows as conversations to imitate: the question, then the worked solution ending in '#### <answer>'."
-    if self.detected != 'qa': raise FtnbError(f"demonstrations turns question/answer (qa) data into conversations; this data is {self.detected}")
-    rows = [dict(messages=r['prompt'] + [dict(role='assistant', content=f"{r['solution']}\n#### {r['answer']}".strip())]) for r in self.rows]
+def demonstrations(self: Data) -> Data:
+    """Question/answer rows as conversations to imitate: the question, then the worked solution ending in '####
+    <answer>'."""
+    if self.detected != 'qa':
+        raise FtnbError(
+            f"demonstrations turns question/answer (qa) data into conversations; this data is {self.detected}"
+        )
+    rows = [
+        dict(messages=r['prompt'] + [dict(role='assistant', content=f"{r['solution']}\n#### {r['answer']}".strip())])
+        for r in self.rows
+    ]
     return Data(rows, 'conversation', self.detected, self.source, self.dropped, self.ignored)
 
 # %% ../nbs/04c_data.ipynb #2636b11e
@@ -194,21 +304,32 @@ def _answer_text(x) -> str:
     "A completion as text: a string, or the contents of a message list."
     return x if isinstance(x, str) else ' '.join(str(m.get('content') or '') for m in x) if isinstance(x, list) else ''
 
-def reference_answers(d:Data) -> list[str]:
-    "The answers `d` holds, as text: completions, last assistant turns, chosen answers, or a worked solution and its result; none for bare prompts."
+
+def reference_answers(d: Data) -> list[str]:
+    """The answers `d` holds, as text: completions, last assistant turns, chosen answers, or a worked solution and its
+    result; none for bare prompts."""
+
     def one(r):
-        if 'messages' in r: return next((m['content'] for m in reversed(r['messages']) if m['role'] == 'assistant'), '')
+        if 'messages' in r:
+            return next((m['content'] for m in reversed(r['messages']) if m['role'] == 'assistant'), '')
         for k in ('completion', 'chosen'):
-            if k in r: return _answer_text(r[k])
+            if k in r:
+                return _answer_text(r[k])
         return ' '.join(str(r[k]) for k in ('solution', 'answer') if r.get(k) is not None)
+
     return [a for a in map(one, d.rows) if a]
 
-def answer_budget(d:Data, tokenizer, # the data, and the tokenizer that counts its answers
-                  lo:int=32, hi:int=512, # the fewest and the most tokens to allow
-                  default:int=128, # where the data holds no answers
-                 ) -> tuple[int, str]:
+
+def answer_budget(
+    d: Data,
+    tokenizer,  # the data, and the tokenizer that counts its answers
+    lo: int = 32,
+    hi: int = 512,  # the fewest and the most tokens to allow
+    default: int = 128,  # where the data holds no answers
+) -> tuple[int, str]:
     "Tokens to allow each answer, and why: half again the longest of the data's answers plus 16, rounded up to 16."
     refs = reference_answers(d)
-    if not refs: return default, "the default for questions without reference answers"
+    if not refs:
+        return default, "the default for questions without reference answers"
     n = max(len(tokenizer(a, add_special_tokens=False)['input_ids']) for a in refs)
     return min(hi, max(lo, -(-(n * 3 // 2 + 16) // 16) * 16)), f"sized by the data's answers, the longest {n} tokens"

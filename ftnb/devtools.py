@@ -14,16 +14,24 @@ __all__ = ['TEST_FLAGS', 'readme_markdown', 'write_readme', 'show_error', 'flagg
 # %% ../nbs/23_devtools.ipynb #3e45b1e9
 _HDR = "<!-- Generated from nbs/index.ipynb by `ftnb readme`: edit the notebook, not this file. -->\n\n"
 
-def _src(c): return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
 
-def _directives(src): return {l[3:].strip().split()[0] for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
+def _src(c):
+    return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
 
-def _text_output(o) -> str|None:
-    if o['output_type'] == 'stream' and o.get('name') == 'stdout': return ''.join(o['text'])
+
+def _directives(src):
+    return {l[3:].strip().split()[0] for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
+
+
+def _text_output(o) -> str | None:
+    if o['output_type'] == 'stream' and o.get('name') == 'stdout':
+        return ''.join(o['text'])
     if o['output_type'] in ('execute_result', 'display_data'):
         d = o.get('data', {})
-        if 'text/markdown' in d: return None  # rendered below as markdown
-        if 'text/plain' in d: return ''.join(d['text/plain'])
+        if 'text/markdown' in d:
+            return None  # rendered below as markdown
+        if 'text/plain' in d:
+            return ''.join(d['text/plain'])
     return None
 
 # %% ../nbs/23_devtools.ipynb #66d09d3a
@@ -33,18 +41,26 @@ def readme_markdown(nb_path='nbs/index.ipynb') -> str:
     out = [_HDR]
     for c in nb['cells']:
         src = _src(c)
-        if c['cell_type'] == 'markdown': out.append(src.strip() + '\n\n'); continue
-        if c['cell_type'] != 'code' or not src.strip(): continue
+        if c['cell_type'] == 'markdown':
+            out.append(src.strip() + '\n\n')
+            continue
+        if c['cell_type'] != 'code' or not src.strip():
+            continue
         d = _directives(src)
-        if d & {'hide', 'default_exp', 'exporti'}: continue
+        if d & {'hide', 'default_exp', 'exporti'}:
+            continue
         code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
-        if code: out.append(f"```python\n{code}\n```\n\n")
+        if code:
+            out.append(f"```python\n{code}\n```\n\n")
         for o in c.get('outputs', []):
             md = o.get('data', {}).get('text/markdown')
             t = _text_output(o)
-            if md: out.append(''.join(md).strip() + '\n\n')
-            elif t and t.strip(): out.append(f"```\n{t.rstrip()}\n```\n\n")
+            if md:
+                out.append(''.join(md).strip() + '\n\n')
+            elif t and t.strip():
+                out.append(f"```\n{t.rstrip()}\n```\n\n")
     return ''.join(out).rstrip() + '\n'
+
 
 def write_readme(nb_path='nbs/index.ipynb', dest='README.md') -> Path:
     "Write README.md from the index notebook."
@@ -52,13 +68,18 @@ def write_readme(nb_path='nbs/index.ipynb', dest='README.md') -> Path:
     return Path(dest)
 
 # %% ../nbs/23_devtools.ipynb #9d38ea8f
-def show_error(f, # a function of no arguments that must fail
-               contains:str=''): # text the error message must contain
-    "Call `f`, check that it raises an error whose message contains `contains`, and print that message as a user would see it."
-    try: f()
+def show_error(
+    f,  # a function of no arguments that must fail
+    contains: str = '',  # text the error message must contain
+):
+    """Call `f`, check that it raises an error whose message contains `contains`, and print that message as a user would
+    see it."""
+    try:
+        f()
     except Exception as e:
         msg = str(e)
-        if contains not in msg: raise AssertionError(f"expected {contains!r} in the error message, got: {msg}") from e
+        if contains not in msg:
+            raise AssertionError(f"expected {contains!r} in the error message, got: {msg}") from e
         print(f"{type(e).__name__}: {msg}")
         return
     raise AssertionError(f"expected an error containing {contains!r}; none was raised")
@@ -66,44 +87,84 @@ def show_error(f, # a function of no arguments that must fail
 # %% ../nbs/23_devtools.ipynb #94c216f9
 TEST_FLAGS = ('notest', 'slow', 'long')  # settings.ini's tst_flags: cells marked with one run only when it is asked for
 
-def _skipped(src:str, flags) -> bool:
+
+def _skipped(src: str, flags) -> bool:
     "Whether nbdev_test would skip this code cell: a test flag not asked for, `eval: false`, or the export cell."
     d = {l[3:].strip().split(':')[0].split()[0]: l for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
-    return bool((set(TEST_FLAGS) - set(flags)) & set(d)) or 'false' in d.get('eval', '').lower() or 'nbdev_export' + '(' in src
+    return (
+        bool((set(TEST_FLAGS) - set(flags)) & set(d))
+        or 'false' in d.get('eval', '').lower()
+        or 'nbdev_export' + '(' in src
+    )
+
 
 def flagged(path, flags) -> bool:
     "Whether the notebook at `path` has a code cell marked with one of the test `flags`."
     nb = json.loads(Path(path).read_text())
     return any(c['cell_type'] == 'code' and _skipped(_src(c), ()) and not _skipped(_src(c), flags) for c in nb['cells'])
 
-_NOISE = re.compile(r'\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption.*\n?')  # ipykernel 7 says it at every start
+
+_NOISE = re.compile(
+    r'\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption.*\n?'
+)  # ipykernel 7 says it at every start
+
 
 def _local_paths() -> list[str]:
-    "Absolute folders of this machine that have no place in a saved output: the repository, the Python environment, home."
+    """Absolute folders of this machine that have no place in a saved output: the repository, the Python environment,
+    home."""
     import sys
-    return sorted({str(Path.cwd().resolve().parent if Path.cwd().name == 'nbs' else Path.cwd().resolve()), sys.prefix, str(Path.home())} - {'/'})
+
+    return sorted(
+        {
+            str(Path.cwd().resolve().parent if Path.cwd().name == 'nbs' else Path.cwd().resolve()),
+            sys.prefix,
+            str(Path.home()),
+        }
+        - {'/'}
+    )
+
 
 class NotebookRun:
-    "What running a notebook in a real kernel gave, by cell index: errors, pictures, figures shown as text, local paths, seconds."
-    def __init__(self, path, ran:list, skipped:list, errors:dict, images:list, text_figures:list, paths:dict, seconds:dict, sources:dict):
+    """What running a notebook in a real kernel gave, by cell index: errors, pictures, figures shown as text, local
+    paths, seconds."""
+
+    def __init__(
+        self,
+        path,
+        ran: list,
+        skipped: list,
+        errors: dict,
+        images: list,
+        text_figures: list,
+        paths: dict,
+        seconds: dict,
+        sources: dict,
+    ):
         self.path, self.ran, self.skipped, self.errors, self.images = Path(path), ran, skipped, errors, images
         self.text_figures, self.paths, self.seconds, self.sources = text_figures, paths, seconds, sources
+
     @property
-    def ok(self) -> bool: return not self.errors and not self.text_figures
+    def ok(self) -> bool:
+        return not self.errors and not self.text_figures
+
     def __repr__(self):
-        s = (f"{self.path.name} in a kernel: {len(self.ran)} cells ran ({sum(self.seconds.values()):.0f} s), {len(self.skipped)} skipped, "
-             f"{len(self.images)} with a picture")
+        s = (
+            f"{self.path.name} in a kernel: {len(self.ran)} cells ran ({sum(self.seconds.values()):.0f} s), "
+            f"{len(self.skipped)} skipped, "
+            f"{len(self.images)} with a picture"
+        )
         s += ''.join(f"\n  cell {i}: {e}" for i, e in self.errors.items())
         s += ''.join(f"\n  cell {i}: a figure shown as text" for i in self.text_figures)
         s += ''.join(f"\n  cell {i}: a local path in the output ({p})" for i, p in self.paths.items())
         return s
 
 # %% ../nbs/23_devtools.ipynb #c9ae1736
-def _outcome(cell, local:list[str]) -> tuple:
+def _outcome(cell, local: list[str]) -> tuple:
     "A code cell's outputs read as (error, has a picture, shows a figure as text, a local path it prints)."
     err, pic, text_fig, path = None, False, False, None
     for o in cell.get('outputs', []):
-        if o['output_type'] == 'error': err = f"{o['ename']}: {o['evalue']}"[:300]
+        if o['output_type'] == 'error':
+            err = f"{o['ename']}: {o['evalue']}"[:300]
         data = o.get('data', {})
         pic |= 'image/png' in data or 'image/svg+xml' in data
         plain = ''.join(data.get('text/plain', ''))
@@ -112,79 +173,126 @@ def _outcome(cell, local:list[str]) -> tuple:
         path = path or next((p for p in local if p in text), None)
     return err, pic, text_fig, path
 
+
 def _is_bar(o) -> bool:
-    "A progress bar's output (tqdm's widget or its stderr lines): it means nothing once the work is done, so it is not saved."
+    """A progress bar's output (tqdm's widget or its stderr lines): it means nothing once the work is done, so it is not
+    saved."""
     import re
+
     bar = re.compile(r'^[^\n]*\d+%\|.*\|')
-    if o['output_type'] == 'stream': return o.get('name') == 'stderr' and all(bar.match(l) or not l.strip() for l in o['text'].replace('\r', '\n').split('\n'))
+    if o['output_type'] == 'stream':
+        return o.get('name') == 'stderr' and all(
+            bar.match(l) or not l.strip() for l in o['text'].replace('\r', '\n').split('\n')
+        )
     d = o.get('data', {})
     return 'application/vnd.jupyter.widget-view+json' in d and bool(bar.match(''.join(d.get('text/plain', ''))))
 
-def run_notebook(path, # the notebook
-                 flags=(), # test flags whose cells run too (`('slow',)`); cells marked with others keep their saved outputs
-                 save:bool=False, # write the new outputs into the notebook
-                 prelude:str='', # code the kernel runs first, not saved (tests cut costs with it)
-                 timeout:int=1800, # seconds a cell may take
-                 kernel:str='python3', # the Jupyter kernel
-                ) -> NotebookRun:
-    "Run a notebook's code cells in a fresh Jupyter kernel, in its folder, as a user's front end would; report what the outputs show."
+
+def run_notebook(
+    path,  # the notebook
+    flags=(),  # test flags whose cells run too (`('slow',)`); cells marked with others keep their saved outputs
+    save: bool = False,  # write the new outputs into the notebook
+    prelude: str = '',  # code the kernel runs first, not saved (tests cut costs with it)
+    timeout: int = 1800,  # seconds a cell may take
+    kernel: str = 'python3',  # the Jupyter kernel
+) -> NotebookRun:
+    """Run a notebook's code cells in a fresh Jupyter kernel, in its folder, as a user's front end would; report what
+    the outputs show."""
     import time, sys, tempfile, nbformat
     from nbclient import NotebookClient
-    path = Path(path); nb = nbformat.read(path, as_version=4)
-    c = NotebookClient(nb, kernel_name=kernel, timeout=timeout, allow_errors=True, resources={'metadata': {'path': str(path.parent.resolve())}})
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    c = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        timeout=timeout,
+        allow_errors=True,
+        resources={'metadata': {'path': str(path.parent.resolve())}},
+    )
     ran, skipped, errors, images, text_figs, paths, secs, local = [], [], {}, [], [], {}, {}, _local_paths()
     with tempfile.TemporaryFile('w+') as log:  # the kernel's own stderr, passed on less ipykernel's start-up notice
         with c.setup_kernel(stderr=log):
             if prelude:
                 c.execute_cell(nbformat.v4.new_code_cell(prelude), -1)
             for i, cell in enumerate(nb.cells):
-                if cell.cell_type != 'code' or not cell.source.strip(): continue
-                if _skipped(cell.source, flags): skipped.append(i); continue
-                t = time.time(); c.execute_cell(cell, i); secs[i] = time.time() - t; ran.append(i)
+                if cell.cell_type != 'code' or not cell.source.strip():
+                    continue
+                if _skipped(cell.source, flags):
+                    skipped.append(i)
+                    continue
+                t = time.time()
+                c.execute_cell(cell, i)
+                secs[i] = time.time() - t
+                ran.append(i)
                 err, pic, text_fig, p = _outcome(cell, local)
-                if err: errors[i] = err
-                if pic: images.append(i)
-                if text_fig: text_figs.append(i)
-                if p: paths[i] = p
-        log.seek(0); sys.stderr.write(_NOISE.sub('', log.read()))
+                if err:
+                    errors[i] = err
+                if pic:
+                    images.append(i)
+                if text_fig:
+                    text_figs.append(i)
+                if p:
+                    paths[i] = p
+        log.seek(0)
+        sys.stderr.write(_NOISE.sub('', log.read()))
     if save:
         for cell in nb.cells:
-            if cell.cell_type == 'code': cell.outputs = [o for o in cell.outputs if not _is_bar(o)]
+            if cell.cell_type == 'code':
+                cell.outputs = [o for o in cell.outputs if not _is_bar(o)]
         nbformat.write(nb, path)
-    return NotebookRun(path, ran, skipped, errors, images, text_figs, paths, secs, {i: c.source for i, c in enumerate(nb.cells)})
+    return NotebookRun(
+        path, ran, skipped, errors, images, text_figs, paths, secs, {i: c.source for i, c in enumerate(nb.cells)}
+    )
 
 # %% ../nbs/23_devtools.ipynb #2375fab6
-def _scratch_copy(root:Path, dest:Path):
+def _scratch_copy(root: Path, dest: Path):
     import shutil
-    for p in ['settings.ini', 'nbs', 'ftnb']: 
-        s = root/p
-        (shutil.copytree if s.is_dir() else shutil.copy)(s, dest/p)
+
+    for p in ['settings.ini', 'nbs', 'ftnb']:
+        s = root / p
+        (shutil.copytree if s.is_dir() else shutil.copy)(s, dest / p)
+
 
 def _in_dir(d, f):
     "Run `f` in folder `d`, with nbdev reading its settings there (it caches the first it read, whatever the folder)."
     import os
     from nbdev.config import get_config
-    old = os.getcwd(); os.chdir(d); get_config.cache_clear()
-    try: return f()
-    finally: os.chdir(old); get_config.cache_clear()
+
+    old = os.getcwd()
+    os.chdir(d)
+    get_config.cache_clear()
+    try:
+        return f()
+    finally:
+        os.chdir(old)
+        get_config.cache_clear()
 
 # %% ../nbs/23_devtools.ipynb #c79b6974
-def _changed_by(root, action, folder:str, pattern:str) -> list[str]:
+def _changed_by(root, action, folder: str, pattern: str) -> list[str]:
     "Files under `folder` that `action`, run in a scratch copy of the repository, changes or adds."
     import tempfile
+
     root = Path(root).resolve()
     with tempfile.TemporaryDirectory() as d:
-        d = Path(d); _scratch_copy(root, d)
+        d = Path(d)
+        _scratch_copy(root, d)
         _in_dir(d, action)
-        changed = lambda p: not (root/p.relative_to(d)).exists() or (root/p.relative_to(d)).read_text() != p.read_text()
-        return sorted(str(p.relative_to(d)) for p in (d/folder).rglob(pattern) if changed(p))
+        changed = lambda p: (
+            not (root / p.relative_to(d)).exists() or (root / p.relative_to(d)).read_text() != p.read_text()
+        )
+        return sorted(str(p.relative_to(d)) for p in (d / folder).rglob(pattern) if changed(p))
+
 
 def export_diff(root='.') -> list[str]:
     "Modules of `ftnb/` that `nbdev_export` would change."
     from nbdev.doclinks import nbdev_export
+
     return _changed_by(root, lambda: nbdev_export(path='nbs'), 'ftnb', '*.py')
+
 
 def clean_diff(root='.') -> list[str]:
     "Notebooks in `nbs/` that `nbdev_clean` would change."
     from nbdev.clean import nbdev_clean
+
     return _changed_by(root, lambda: nbdev_clean(fname='nbs'), 'nbs', '*.ipynb')

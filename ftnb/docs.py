@@ -9,8 +9,19 @@ from pathlib import Path
 from execnb.nbio import read_nb, write_nb, mk_cell
 from nbdev.process import NBProcessor, Processor
 from nbdev.frontmatter import FrontmatterProc
-from nbdev.processors import (populate_language, add_show_docs, mv_exports, strip_ansi, hide_line, filter_stream_,
-                              rm_header_dash, rm_export, clean_magics, hide_, strip_hidden_metadata)
+from nbdev.processors import (
+    populate_language,
+    add_show_docs,
+    mv_exports,
+    strip_ansi,
+    hide_line,
+    filter_stream_,
+    rm_header_dash,
+    rm_export,
+    clean_magics,
+    hide_,
+    strip_hidden_metadata,
+)
 from .core import FtnbError
 
 # %% auto #0
@@ -21,129 +32,225 @@ __all__ = ['PROCS', 'CSS', 'CONF', 'page_name', 'notebooks', 'signature', 'param
 # %% ../nbs/24_docs.ipynb #de0ecdd4
 _NUM = re.compile(r'^\d+[a-zA-Z0-9]*_')  # nbdev's page names: the number prefix goes
 
-def page_name(nb:Path, # a notebook
-              nbs:Path): # the notebooks' folder
+
+def page_name(
+    nb: Path,  # a notebook
+    nbs: Path,  # the notebooks' folder
+):
     "The page notebook `nb` becomes, without its number, as nbdev names it: `11_sft.ipynb` is `sft`."
     rel = Path(nb).relative_to(nbs)
     return '/'.join([*rel.parent.parts, _NUM.sub('', rel.stem.lower())])
 
-def _order(p:Path, nbs:Path):
-    rel = p.relative_to(nbs)
-    return (0 if rel == Path('index.ipynb') else 1 if rel.parts[0] == 'tutorials' else 2 if len(rel.parts) == 1 else 3, str(rel))
 
-def notebooks(nbs:Path) -> list[Path]:
-    "The notebooks of `nbs` that become pages (nbdev's `nbglob`: no `_` or `.` names), in sidebar order: home, tutorials, API."
+def _order(p: Path, nbs: Path):
+    rel = p.relative_to(nbs)
+    return (
+        0 if rel == Path('index.ipynb') else 1 if rel.parts[0] == 'tutorials' else 2 if len(rel.parts) == 1 else 3,
+        str(rel),
+    )
+
+
+def notebooks(nbs: Path) -> list[Path]:
+    """The notebooks of `nbs` that become pages (nbdev's `nbglob`: no `_` or `.` names), in sidebar order: home,
+    tutorials, API."""
     from nbdev.doclinks import nbglob
+
     return sorted(nbglob(nbs, func=Path), key=lambda p: _order(p, Path(nbs)))
 
 # %% ../nbs/24_docs.ipynb #95caf569
 class _Anno(str):
     "An annotation or default shown as written: its repr is its text."
-    def __repr__(self): return str(self)
 
-def _plain(v): return _Anno(v.__name__) if callable(v) and hasattr(v, '__name__') and not isinstance(v, type) else v
+    def __repr__(self):
+        return str(self)
 
-def signature(obj, # a function, method or class
-              method:bool=False): # leave out the first parameter (`self`, `cls`)
+
+def _plain(v):
+    return _Anno(v.__name__) if callable(v) and hasattr(v, '__name__') and not isinstance(v, type) else v
+
+
+def signature(
+    obj,  # a function, method or class
+    method: bool = False,  # leave out the first parameter (`self`, `cls`)
+):
     "`obj`'s parameters as Python writes them: `(a: int = 1, *, b: str | None = None) -> str`."
-    try: sig = inspect.signature(obj)
-    except (TypeError, ValueError): return '()'
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return '()'
     E = inspect.Parameter.empty
-    ps = [p.replace(annotation=_Anno(p.annotation) if isinstance(p.annotation, str) else p.annotation,
-                    default=_plain(p.default) if p.default is not E else E) for p in sig.parameters.values()]
-    if method and ps and ps[0].name in ('self', 'cls'): ps = ps[1:]
+    ps = [
+        p.replace(
+            annotation=_Anno(p.annotation) if isinstance(p.annotation, str) else p.annotation,
+            default=_plain(p.default) if p.default is not E else E,
+        )
+        for p in sig.parameters.values()
+    ]
+    if method and ps and ps[0].name in ('self', 'cls'):
+        ps = ps[1:]
     ra = E if inspect.isclass(obj) or getattr(obj, '__name__', '') == '__init__' else sig.return_annotation
     return str(sig.replace(parameters=ps, return_annotation=_Anno(ra) if isinstance(ra, str) else ra))
 
 # %% ../nbs/24_docs.ipynb #d073dd39
-def _cell(v) -> str: return str(v).replace('|', r'\|').replace('\n', ' ')
+def _cell(v) -> str:
+    return str(v).replace('|', r'\|').replace('\n', ' ')
 
-def params_table(obj): # a function, method or class
+
+def params_table(obj):  # a function, method or class
     "The parameters of `obj` with their type, default and comment (fastcore's docments), as a Markdown table."
     from fastcore.docments import docments
-    try: sig, d = inspect.signature(obj), docments(obj)
-    except (TypeError, ValueError): return ''
+
+    try:
+        sig, d = inspect.signature(obj), docments(obj)
+    except (TypeError, ValueError):
+        return ''
     E, rows = inspect.Parameter.empty, []
     for name, p in sig.parameters.items():
-        if name in ('self', 'cls'): continue
-        anno = '' if p.annotation is E else p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
+        if name in ('self', 'cls'):
+            continue
+        anno = (
+            ''
+            if p.annotation is E
+            else p.annotation
+            if isinstance(p.annotation, str)
+            else inspect.formatannotation(p.annotation)
+        )
         dflt = '' if p.default is E else f"`{_cell(repr(_plain(p.default)))}`"
-        rows.append(f"| **{_cell(name)}** | {f'`{_cell(anno)}`' if anno else ''} | {dflt} | {_cell(d.get(name) or '')} |")
-    if not any(d.get(n) for n in sig.parameters) and not d.get('return'): return ''  # nothing the signature does not say
-    if d.get('return'): rows.append(f"| **returns** | | | {_cell(d['return'])} |")
+        rows.append(
+            f"| **{_cell(name)}** | {f'`{_cell(anno)}`' if anno else ''} | {dflt} | {_cell(d.get(name) or '')} |"
+        )
+    if not any(d.get(n) for n in sig.parameters) and not d.get('return'):
+        return ''  # nothing the signature does not say
+    if d.get('return'):
+        rows.append(f"| **returns** | | | {_cell(d['return'])} |")
     return '| Parameter | Type | Default | Details |\n|---|---|---|---|\n' + '\n'.join(rows) if rows else ''
 
 # %% ../nbs/24_docs.ipynb #f2b4b4d6
-def api_entry(obj, # the symbol
-              name:str, # its name on the page: `sft`, `Run.start`
-              module:str, # the module it is imported from
-              comment:str=''): # what a value (not a function or class) is, from its `# comment`
+def api_entry(
+    obj,  # the symbol
+    name: str,  # its name on the page: `sft`, `Run.start`
+    module: str,  # the module it is imported from
+    comment: str = '',  # what a value (not a function or class) is, from its `# comment`
+):
     "The MyST text of `obj`'s entry: a Sphinx Python-domain object with its signature, docstring and parameters table."
-    if isinstance(obj, property): obj, kind = obj.fget, 'property'
-    elif inspect.isclass(obj): kind = 'class'
-    elif callable(obj): kind = 'method' if '.' in name else 'function'
-    else: kind = 'data'
+    if isinstance(obj, property):
+        obj, kind = obj.fget, 'property'
+    elif inspect.isclass(obj):
+        kind = 'class'
+    elif callable(obj):
+        kind = 'method' if '.' in name else 'function'
+    else:
+        kind = 'data'
     init = obj.__init__ if kind == 'class' and '__init__' in vars(obj) else obj
     head = name + (signature(init, method=kind != 'function') if kind in ('function', 'method', 'class') else '')
     opts, body = [f':module: {module}'], [comment if kind == 'data' else inspect.getdoc(obj) or '']
     if kind == 'data':
         opts.append(f':type: {type(obj).__name__}')
-        if isinstance(obj, dict): body.append('Keys: ' + ', '.join(f'`{k}`' for k in obj))
-        elif len(repr(obj)) < 80: opts.append(f':value: {obj!r}')
-    elif kind != 'property': body.append(params_table(obj))
+        if isinstance(obj, dict):
+            body.append('Keys: ' + ', '.join(f'`{k}`' for k in obj))
+        elif len(repr(obj)) < 80:
+            opts.append(f':value: {obj!r}')
+    elif kind != 'property':
+        body.append(params_table(obj))
     return f":::{{py:{kind}}} {head}\n" + '\n'.join(opts) + '\n\n' + '\n\n'.join(b for b in body if b) + '\n:::'
 
 # %% ../nbs/24_docs.ipynb #a4fe8f70
-def _shown(src:str) -> str|None:
+def _shown(src: str) -> str | None:
     "What `show_doc(x)` in `src` documents (`x`), or None when `src` is not a show_doc call."
-    try: body = ast.parse(src).body
-    except SyntaxError: return None
-    if len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(c := body[0].value, ast.Call) \
-       and getattr(c.func, 'id', None) == 'show_doc' and c.args: return ast.unparse(c.args[0])
+    try:
+        body = ast.parse(src).body
+    except SyntaxError:
+        return None
+    if (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(c := body[0].value, ast.Call)
+        and getattr(c.func, 'id', None) == 'show_doc'
+        and c.args
+    ):
+        return ast.unparse(c.args[0])
 
-def _comments(src:str) -> dict[int, str]:
+
+def _comments(src: str) -> dict[int, str]:
     "Line number to the text of its `# comment`, in `src`."
     import io, tokenize
-    try: return {t.start[0]: t.string.lstrip('#').strip() for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT}
-    except (tokenize.TokenError, SyntaxError): return {}
+
+    try:
+        return {
+            t.start[0]: t.string.lstrip('#').strip()
+            for t in tokenize.generate_tokens(io.StringIO(src).readline)
+            if t.type == tokenize.COMMENT
+        }
+    except (tokenize.TokenError, SyntaxError):
+        return {}
 
 # %% ../nbs/24_docs.ipynb #cc1cbee1
 class add_data_docs(Processor):
-    "Add a `show_doc` cell after each exported cell for the public values it assigns, as `add_show_docs` does for functions and classes."
+    """Add a `show_doc` cell after each exported cell for the public values it assigns, as `add_show_docs` does for
+    functions and classes."""
+
     def begin(self):
         nb = self.nb
         public, nb.comments_ = set(getattr(nb.module_, '__all__', [])), {}
-        for cell in reversed([c for c in nb.cells if c.cell_type == 'code' and c.directives_.keys() & {'export', 'exports'}]):
-            try: tree = ast.parse(cell.source)
-            except SyntaxError: continue
+        for cell in reversed(
+            [c for c in nb.cells if c.cell_type == 'code' and c.directives_.keys() & {'export', 'exports'}]
+        ):
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                continue
             cmts = _comments(cell.source)
-            values = [(n.targets[0].id, n) for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
+            values = [
+                (n.targets[0].id, n)
+                for n in tree.body
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+            ]
             for name, node in reversed([(nm, n) for nm, n in values if nm in public]):
                 nb.comments_[name] = cmts.get(node.lineno) or cmts.get(node.end_lineno) or ''
-                new = mk_cell(f'show_doc({name})'); new.has_sd = True
-                nb.cells.insert(next(i for i, c in enumerate(nb.cells) if c is cell) + 1, new)  # its place now: add_show_docs has inserted cells before it
+                new = mk_cell(f'show_doc({name})')
+                new.has_sd = True
+                nb.cells.insert(
+                    next(i for i, c in enumerate(nb.cells) if c is cell) + 1, new
+                )  # its place now: add_show_docs has inserted cells before it
 
 # %% ../nbs/24_docs.ipynb #f14f7c2e
-def _resolve(ns:dict, name:str):
+def _resolve(ns: dict, name: str):
     first, *rest = name.split('.')
     o = ns[first]
-    for r in rest: o = getattr(o, r)
+    for r in rest:
+        o = getattr(o, r)
     return o
 
+
 class render_show_docs(Processor):
-    "Replace each `show_doc(x)` cell by `x`'s entry, `x` looked up in the exported module: nothing of the notebook is run."
+    """Replace each `show_doc(x)` cell by `x`'s entry, `x` looked up in the exported module: nothing of the notebook is
+    run."""
+
     def cell(self, cell):
-        if cell.cell_type != 'code' or 'hide' in cell.directives_ or not (name := _shown(cell.source)): return  # hide_ drops a hidden one
+        if cell.cell_type != 'code' or 'hide' in cell.directives_ or not (name := _shown(cell.source)):
+            return  # hide_ drops a hidden one
         import ftnb.all
+
         mod = self.nb.module_
         ns = vars(ftnb.all) | (vars(mod) if mod else {})
-        try: obj = _resolve(ns, name)
+        try:
+            obj = _resolve(ns, name)
         except (KeyError, AttributeError):
-            raise FtnbError(f"{self.nb.path_}: show_doc({name}): no {name} in {mod.__name__ if mod else 'ftnb.all'} (run nbdev_export?)") from None
+            raise FtnbError(
+                f"{self.nb.path_}: show_doc({name}): no {name} in {mod.__name__ if mod else 'ftnb.all'} (run "
+                "nbdev_export?)"
+            ) from None
         owner = _resolve(ns, name.rsplit('.', 1)[0]) if '.' in name else obj
-        module = owner.__module__ if inspect.isclass(owner) or inspect.isfunction(owner) else mod.__name__ if mod else 'ftnb.all'
+        module = (
+            owner.__module__
+            if inspect.isclass(owner) or inspect.isfunction(owner)
+            else mod.__name__
+            if mod
+            else 'ftnb.all'
+        )
         cell.cell_type, cell.source = 'markdown', api_entry(obj, name, module, self.nb.comments_.get(name, ''))
-        for k in ('outputs', 'execution_count', 'has_sd'): cell.pop(k, None)  # a markdown cell has none of these
+        for k in ('outputs', 'execution_count', 'has_sd'):
+            cell.pop(k, None)  # a markdown cell has none of these
         self.nb.documented_.append((module, name))
 
 # %% ../nbs/24_docs.ipynb #29d0bb84
@@ -151,54 +258,114 @@ _LINK_ATTRS = re.compile(r'(\]\([^)\s]*\))\{[^}]*\}')  # [text](url){target="_bl
 _CALLOUT = re.compile(r'^:::+\s*\{\.callout-(\w+)[^}]*\}', re.M)  # ::: {.callout-note}
 _ADMONITIONS = ('note', 'tip', 'warning', 'important', 'caution')
 
-def quarto_to_myst(cell): # a notebook cell, changed in place
-    "Translate the Quarto-only syntax of `cell` to MyST: link attributes, callouts, and the `echo`, `output` and `include` options."
+
+def quarto_to_myst(cell):  # a notebook cell, changed in place
+    """Translate the Quarto-only syntax of `cell` to MyST: link attributes, callouts, and the `echo`, `output` and
+    `include` options."""
     if cell.cell_type == 'markdown':
         callout = lambda m: f":::{{{m[1] if m[1] in _ADMONITIONS else 'note'}}}"
         cell.source = _CALLOUT.sub(callout, _LINK_ATTRS.sub(r'\1', cell.source))
     for o in cell.get('outputs', []):
-        if md := o.get('data', {}).get('text/markdown'): o['data']['text/markdown'] = _LINK_ATTRS.sub(r'\1', ''.join(md))
-    if cell.cell_type != 'code': return
+        if md := o.get('data', {}).get('text/markdown'):
+            o['data']['text/markdown'] = _LINK_ATTRS.sub(r'\1', ''.join(md))
+    if cell.cell_type != 'code':
+        return
     d, tags = cell.directives_, []
-    if d.get('include:') == ['false']: del cell['source']; return
-    if d.get('echo:') == ['false']: tags.append('remove-input')
-    if d.get('output:') == ['false']: tags.append('remove-output')
-    if tags: cell.setdefault('metadata', {}).setdefault('tags', []).extend(tags)
+    if d.get('include:') == ['false']:
+        del cell['source']
+        return
+    if d.get('echo:') == ['false']:
+        tags.append('remove-input')
+    if d.get('output:') == ['false']:
+        tags.append('remove-output')
+    if tags:
+        cell.setdefault('metadata', {}).setdefault('tags', []).extend(tags)
 
 # %% ../nbs/24_docs.ipynb #2b5ea80e
-def _private_names(code:str) -> set[str]:
-    "The private names (`_name`, not `_` nor `__dunder__`) `code` uses bare, not as attributes; none where it does not parse."
+def _private_names(code: str) -> set[str]:
+    """The private names (`_name`, not `_` nor `__dunder__`) `code` uses bare, not as attributes; none where it does not
+    parse."""
     import io, tokenize
-    try: toks = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError): return set()
-    return {t.string for prev, t in zip([None] + toks, toks) if t.type == tokenize.NAME and re.match(r'_[A-Za-z]', t.string)
-            and not t.string.endswith('__') and not (prev and prev.string == '.')}
 
-def hide_private(cell): # a notebook cell, changed in place
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return set()
+    return {
+        t.string
+        for prev, t in zip([None] + toks, toks)
+        if t.type == tokenize.NAME
+        and re.match(r'_[A-Za-z]', t.string)
+        and not t.string.endswith('__')
+        and not (prev and prev.string == '.')
+    }
+
+
+def hide_private(cell):  # a notebook cell, changed in place
     "Leave out of the page a code cell that uses a private name: a test of a helper, not an example a reader can run."
-    if cell.cell_type == 'code' and cell.get('source') and _private_names(cell.source): del cell['source']
+    if cell.cell_type == 'code' and cell.get('source') and _private_names(cell.source):
+        del cell['source']
 
 # %% ../nbs/24_docs.ipynb #750c4fb8
 class title_cell(Processor):
-    "Make nbdev's front matter (from the `# Title` and `> summary` cell, or a raw YAML cell) the page's title and first paragraph, and name the page's module."
+    """Make nbdev's front matter (from the `# Title` and `> summary` cell, or a raw YAML cell) the page's title and
+    first paragraph, and name the page's module."""
+
     def end(self):
         fm, nb = getattr(self.nb, 'frontmatter_', None) or {}, self.nb
         cells = [c for c in nb.cells if not (c.cell_type == 'raw' and c.source.lstrip().startswith('---'))]
-        if fm.get('title'): cells.insert(0, mk_cell(f"# {fm['title']}" + (f"\n\n{fm['description']}" if fm.get('description') else ''), 'markdown'))
-        if nb.module_: cells.insert(1, mk_cell(f':::{{py:module}} {nb.module_.__name__}\n:::', 'markdown'))
+        if fm.get('title'):
+            cells.insert(
+                0,
+                mk_cell(f"# {fm['title']}" + (f"\n\n{fm['description']}" if fm.get('description') else ''), 'markdown'),
+            )
+        if nb.module_:
+            cells.insert(1, mk_cell(f':::{{py:module}} {nb.module_.__name__}\n:::', 'markdown'))
         nb.cells = cells
 
 # %% ../nbs/24_docs.ipynb #81fc35ac
-PROCS = [FrontmatterProc, populate_language, add_show_docs, add_data_docs, mv_exports, strip_ansi, hide_line, filter_stream_,
-         rm_header_dash, render_show_docs, quarto_to_myst, rm_export, hide_private, clean_magics, hide_, strip_hidden_metadata, title_cell]  # in the order they run
+PROCS = [
+    FrontmatterProc,
+    populate_language,
+    add_show_docs,
+    add_data_docs,
+    mv_exports,
+    strip_ansi,
+    hide_line,
+    filter_stream_,
+    rm_header_dash,
+    render_show_docs,
+    quarto_to_myst,
+    rm_export,
+    hide_private,
+    clean_magics,
+    hide_,
+    strip_hidden_metadata,
+    title_cell,
+]  # in the order they run
 
-def process_notebook(path:Path, # the notebook
-                     lib:str='ftnb'): # the package it exports to
-    "Notebook `path` made a page: nbdev's processors and ftnb's, in the order of `PROCS`; its documented symbols in `.documented_`."
+
+def process_notebook(
+    path: Path,  # the notebook
+    lib: str = 'ftnb',  # the package it exports to
+):
+    """Notebook `path` made a page: nbdev's processors and ftnb's, in the order of `PROCS`; its documented symbols in
+    `.documented_`."""
     nb = read_nb(path)
-    exp = next((m[1] for c in nb.cells if c.cell_type == 'code' for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)] if m), None)
-    try: nb.module_ = importlib.import_module(f'{lib}.{exp}') if exp else None
-    except ImportError as e: raise FtnbError(f"{path}: module {lib}.{exp} does not import ({e}): run nbdev_export") from e
+    exp = next(
+        (
+            m[1]
+            for c in nb.cells
+            if c.cell_type == 'code'
+            for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)]
+            if m
+        ),
+        None,
+    )
+    try:
+        nb.module_ = importlib.import_module(f'{lib}.{exp}') if exp else None
+    except ImportError as e:
+        raise FtnbError(f"{path}: module {lib}.{exp} does not import ({e}): run nbdev_export") from e
     nb.documented_ = [(nb.module_.__name__, '')] if nb.module_ else []
     NBProcessor(nb=nb, procs=PROCS).process()
     return nb
@@ -208,50 +375,75 @@ _BACKTICKED = re.compile(r'(?<![`}\w])`([A-Za-z_]\w*(?:\.\w+)*)(\(\))?`(?!`)')
 _LONG_TICKS = re.compile(r'(``+.*?``+)')  # code spans that show backticks: left as they are
 _CODE = re.compile(r'(``+.*?``+|`[^`]*`)')  # any code span
 
-def _prose(md:str, f) -> str:
+
+def _prose(md: str, f) -> str:
     "`md` with `f` applied to each line of prose: fenced code, directives and indented code are left as they are."
     lines, fence = md.split('\n'), None
     for i, l in enumerate(lines):
         s = l.lstrip()
-        if fence and s.startswith(fence): fence = None
-        elif not fence and s.startswith(('```', '~~~')): fence = s[:3]
-        elif not fence and not s.startswith(':::') and not l.startswith('    '): lines[i] = f(l)
+        if fence and s.startswith(fence):
+            fence = None
+        elif not fence and s.startswith(('```', '~~~')):
+            fence = s[:3]
+        elif not fence and not s.startswith(':::') and not l.startswith('    '):
+            lines[i] = f(l)
     return '\n'.join(lines)
 
-def _outside(spans:re.Pattern, f):
+
+def _outside(spans: re.Pattern, f):
     "`f` applied to the parts of a line that are not `spans`."
     return lambda l: ''.join(p if j % 2 else f(p) for j, p in enumerate(spans.split(l)))
 
-def symbol_targets(documented:list[tuple[str, str]]): # (module, name) of each entry, ('ftnb.sft', '') for a module's page
-    "How prose names each documented symbol (`sft`, `Run.start`, `ftnb.sft.sft`) or module (`ftnb.sft`): the name to its role and full name."
+
+def symbol_targets(
+    documented: list[tuple[str, str]],  # (module, name) of each entry, ('ftnb.sft', '') for a module's page
+):
+    """How prose names each documented symbol (`sft`, `Run.start`, `ftnb.sft.sft`) or module (`ftnb.sft`): the name to
+    its role and full name."""
     out, short = {}, {}
     for mod, name in documented:
         out[mod] = ('py:mod', mod)
-        if not name: continue
+        if not name:
+            continue
         out[f'{mod}.{name}'] = ('py:obj', f'{mod}.{name}')
         short.setdefault(name, set()).add(f'{mod}.{name}')
     return {n: ('py:obj', next(iter(fs))) for n, fs in short.items() if len(fs) == 1} | out
 
-def linkify(md:str, # Markdown
-            targets:dict): # from `symbol_targets`
-    "`md` with each backticked name of a documented symbol made a cross-reference; code blocks and directives left alone."
+
+def linkify(
+    md: str,  # Markdown
+    targets: dict,  # from `symbol_targets`
+):
+    """`md` with each backticked name of a documented symbol made a cross-reference; code blocks and directives left
+    alone."""
+
     def sub(m):
-        if m[1] not in targets: return m[0]
+        if m[1] not in targets:
+            return m[0]
         role, full = targets[m[1]]
         return f'{{{role}}}`{m[1]}{m[2] or ""} <{full}>`'
+
     return _prose(md, _outside(_LONG_TICKS, lambda s: _BACKTICKED.sub(sub, s)))
 
 # %% ../nbs/24_docs.ipynb #f3970b1b
 _NB_LINK = re.compile(r'\]\(([^)\s:#]+\.ipynb)(#[^)\s]*)?\)')
 
-def _retarget(md:str, here:Path, names:dict[Path, str]) -> str:
-    "`md`, of notebook `here`, with its links to notebooks sent to their pages (which have nbdev's names, not the notebooks')."
+
+def _retarget(md: str, here: Path, names: dict[Path, str]) -> str:
+    """`md`, of notebook `here`, with its links to notebooks sent to their pages (which have nbdev's names, not the
+    notebooks')."""
     import os
+
     def sub(m):
-        nb = (here.parent/m[1]).resolve()
-        if nb not in names: nb = (Path(os.path.commonpath(list(names))).parent/m[1]).resolve()  # the home page's links are the README's: from the repository's root
-        if nb not in names: return m[0]
+        nb = (here.parent / m[1]).resolve()
+        if nb not in names:
+            nb = (
+                Path(os.path.commonpath(list(names))).parent / m[1]
+            ).resolve()  # the home page's links are the README's: from the repository's root
+        if nb not in names:
+            return m[0]
         return f"]({os.path.relpath(names[nb] + '.ipynb', Path(names[here]).parent)}{m[2] or ''})"
+
     return _prose(md, _outside(_CODE, lambda s: _NB_LINK.sub(sub, s)))
 
 # %% ../nbs/24_docs.ipynb #7ccd3049
@@ -292,13 +484,18 @@ def linkcode_resolve(domain, info):
 
 _IMAGES = ('.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp')
 
-def _toctree(caption:str, pages:list[str]) -> str: return f":::{{toctree}}\n:caption: {caption}\n:hidden:\n\n" + '\n'.join(pages) + '\n:::'
+
+def _toctree(caption: str, pages: list[str]) -> str:
+    return f":::{{toctree}}\n:caption: {caption}\n:hidden:\n\n" + '\n'.join(pages) + '\n:::'
 
 # %% ../nbs/24_docs.ipynb #02648885
-def stage(nbs:Path, # the notebooks
-          src:Path, # an empty folder for Sphinx's sources
-          cfg): # nbdev's settings (`get_config()`)
-    "Write the notebooks of `nbs` into `src` as pages Sphinx reads, with their images and `conf.py`; return the page names."
+def stage(
+    nbs: Path,  # the notebooks
+    src: Path,  # an empty folder for Sphinx's sources
+    cfg,  # nbdev's settings (`get_config()`)
+):
+    """Write the notebooks of `nbs` into `src` as pages Sphinx reads, with their images and `conf.py`; return the page
+    names."""
     nbs = Path(nbs)
     found = notebooks(nbs)
     names = {p.resolve(): page_name(p, nbs) for p in found}
@@ -306,54 +503,86 @@ def stage(nbs:Path, # the notebooks
     targets = symbol_targets([d for nb in pages.values() for d in nb.documented_])
     for nb in pages.values():
         for c in nb.cells:
-            if c.cell_type == 'markdown': c.source = linkify(_retarget(c.source, Path(nb.path_).resolve(), names), targets)
+            if c.cell_type == 'markdown':
+                c.source = linkify(_retarget(c.source, Path(nb.path_).resolve(), names), targets)
     groups = {}
     for name in pages:
-        if name != 'index': groups.setdefault(name.split('/')[0].title() if '/' in name else 'API', []).append(name)
+        if name != 'index':
+            groups.setdefault(name.split('/')[0].title() if '/' in name else 'API', []).append(name)
     if 'index' not in pages:
         from execnb.nbio import new_nb
+
         pages['index'] = new_nb([mk_cell(f"# {cfg.title}\n\n{cfg.description}", 'markdown')])
     pages['index'].cells += [mk_cell(_toctree(cap, ps), 'markdown') for cap, ps in groups.items()]
     for name, nb in pages.items():
-        nb.metadata.setdefault('language_info', {'name': 'python'})  # ftnb's notebooks are Python, saved with a kernel or not
-        (src/name).parent.mkdir(parents=True, exist_ok=True)
-        write_nb(nb, src/f'{name}.ipynb')
+        nb.metadata.setdefault(
+            'language_info', {'name': 'python'}
+        )  # ftnb's notebooks are Python, saved with a kernel or not
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        write_nb(nb, src / f'{name}.ipynb')
     for f in nbs.rglob('*'):
         rel = f.relative_to(nbs)
         if f.suffix.lower() in _IMAGES and not any(p.startswith(('.', '_')) for p in rel.parts):
-            (src/rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy(f, src/rel)
-    (src/'_static').mkdir(exist_ok=True); (src/'_static'/'ftnb.css').write_text(CSS)
-    (src/'conf.py').write_text(CONF.format(title=cfg.title, author=cfg.author, copyright=cfg.copyright, description=cfg.description,
-                                            url=cfg.doc_host + cfg.doc_baseurl, git_url=cfg.git_url, branch=cfg.branch, root=str(cfg.config_path)))
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, src / rel)
+    (src / '_static').mkdir(exist_ok=True)
+    (src / '_static' / 'ftnb.css').write_text(CSS)
+    (src / 'conf.py').write_text(
+        CONF.format(
+            title=cfg.title,
+            author=cfg.author,
+            copyright=cfg.copyright,
+            description=cfg.description,
+            url=cfg.doc_host + cfg.doc_baseurl,
+            git_url=cfg.git_url,
+            branch=cfg.branch,
+            root=str(cfg.config_path),
+        )
+    )
     return list(pages)
 
 # %% ../nbs/24_docs.ipynb #2d447663
-def build_docs(dest='_docs', # folder the site is written to (a site built before is replaced)
-               nbs=None, # the notebooks' folder; default: `nbs_path` of the settings.ini above the working directory
-               strict:bool=True): # fail on any Sphinx warning: a broken reference, a cell that cannot be read
-    "Build the documentation site from the notebooks: static HTML that works offline and from `file://`; returns `dest`."
+def build_docs(
+    dest='_docs',  # folder the site is written to (a site built before is replaced)
+    nbs=None,  # the notebooks' folder; default: `nbs_path` of the settings.ini above the working directory
+    strict: bool = True,  # fail on any Sphinx warning: a broken reference, a cell that cannot be read
+):
+    """Build the documentation site from the notebooks: static HTML that works offline and from `file://`; returns
+    `dest`."""
     from io import StringIO
     from fastcore.foundation import find_file_parents
     from fastcore.xtras import working_directory
     from nbdev.config import get_config
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace
+
     root = find_file_parents('settings.ini', nbs)
-    if root is None: raise FtnbError(f"no settings.ini in {Path(nbs or '.').resolve()} or above it: run in the repository, or pass `nbs`")
+    if root is None:
+        raise FtnbError(
+            f"no settings.ini in {Path(nbs or '.').resolve()} or above it: run in the repository, or pass `nbs`"
+        )
     get_config.cache_clear()  # nbdev caches the first settings it read, whatever the folder; read this root's, and leave none behind
-    with working_directory(root): cfg = get_config()  # nbdev reads its settings from the working directory
+    with working_directory(root):
+        cfg = get_config()  # nbdev reads its settings from the working directory
     get_config.cache_clear()
     nbs, dest = Path(nbs or cfg.nbs_path).resolve(), Path(dest).resolve()
-    if dest.exists() and any(dest.iterdir()) and not (dest/'.buildinfo').exists():
+    if dest.exists() and any(dest.iterdir()) and not (dest / '.buildinfo').exists():
         raise FtnbError(f"{dest} holds files and no site built before: choose an empty or new folder")
     with tempfile.TemporaryDirectory(prefix='ftnb-docs-') as tmp:
-        tmp = Path(tmp); (src := tmp/'src').mkdir()
-        with working_directory(root): stage(nbs, src, cfg)
+        tmp = Path(tmp)
+        (src := tmp / 'src').mkdir()
+        with working_directory(root):
+            stage(nbs, src, cfg)
         warnings = StringIO()
         with docutils_namespace():  # Sphinx's registrations undone after: a second build in this process starts clean
-            Sphinx(src, src, tmp/'html', tmp/'doctrees', 'html', status=None, warning=warnings, freshenv=True).build()
-        if strict and warnings.getvalue().strip(): raise FtnbError('the docs build warned:\n' + warnings.getvalue())
-        shutil.rmtree(tmp/'html'/'_sources', ignore_errors=True)  # empty: the notebooks are not copied (html_copy_source)
+            Sphinx(
+                src, src, tmp / 'html', tmp / 'doctrees', 'html', status=None, warning=warnings, freshenv=True
+            ).build()
+        if strict and warnings.getvalue().strip():
+            raise FtnbError('the docs build warned:\n' + warnings.getvalue())
+        shutil.rmtree(
+            tmp / 'html' / '_sources', ignore_errors=True
+        )  # empty: the notebooks are not copied (html_copy_source)
         shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(tmp/'html', dest)
+        shutil.copytree(tmp / 'html', dest)
     return dest

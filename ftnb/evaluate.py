@@ -12,7 +12,7 @@ from .markup import esc, html_table
 from .models import Model, generate, is_peft, sequence_logps
 from .layouts import SFT_KINDS
 from .data import Data, load_data, answer_budget
-import ftnb.tokens  # Data.encodings, for the answer loss
+import ftnb.tokens  # noqa: F401 -- Data.encodings, for the answer loss
 from .files import write_atomic
 from .run import Run
 from .rewards import as_rewards, check_rewards, score_answers
@@ -21,85 +21,129 @@ from .rewards import as_rewards, check_rewards, score_answers
 __all__ = ['answer_loss', 'interval', 'paired', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0ddc21a3
-def answer_loss(net, tokenizer, d:Data, scoring_batch_size:int=8) -> float:
+def answer_loss(net, tokenizer, d: Data, scoring_batch_size: int = 8) -> float:
     "Mean cross-entropy per answer token of `net` on the rows of `d` (the tokens training would learn)."
-    import torch
-    if d.kind not in SFT_KINDS or d.kind == 'text': raise FtnbError(f"answer_loss needs rows with answers ({', '.join(SFT_KINDS[:2])}); this data is {d.kind}")
+    if d.kind not in SFT_KINDS or d.kind == 'text':
+        raise FtnbError(f"answer_loss needs rows with answers ({', '.join(SFT_KINDS[:2])}); this data is {d.kind}")
     es = [e for r in d.encodings(tokenizer) for e in r]
-    net.eval(); lp, n = 0., 0
+    net.eval()
+    lp, n = 0.0, 0
     for i in range(0, len(es), scoring_batch_size):
-        b = es[i:i + scoring_batch_size]
-        lp += sum(sequence_logps(net, b, tokenizer.pad_token_id)); n += sum(sum(e['mask'][1:]) for e in b)
+        b = es[i : i + scoring_batch_size]
+        lp += sum(sequence_logps(net, b, tokenizer.pad_token_id))
+        n += sum(sum(e['mask'][1:]) for e in b)
     return -lp / max(1, n)
 
 # %% ../nbs/16_evaluate.ipynb #b6fb2963
-def interval(scores:list, # one score a row
-             z:float=1.96, # 1.96: a 95% interval
-            ) -> tuple[float, float]:
+def interval(
+    scores: list,  # one score a row
+    z: float = 1.96,  # 1.96: a 95% interval
+) -> tuple[float, float]:
     "The interval of the mean of `scores`: Wilson's for right/wrong (0/1) scores, the normal approximation otherwise."
     n, m = len(scores), statistics.mean(scores)
-    if set(scores) <= {0., 1.}:
+    if set(scores) <= {0.0, 1.0}:
         d = 1 + z * z / n
         c, h = (m + z * z / (2 * n)) / d, z * math.sqrt(m * (1 - m) / n + z * z / (4 * n * n)) / d
-        return max(0., c - h), min(1., c + h)
+        return max(0.0, c - h), min(1.0, c + h)
     h = z * statistics.stdev(scores) / math.sqrt(n) if n > 1 else math.inf
     return m - h, m + h
 
-def paired(a:list, # scores of one model, a row each
-           b:list, # the other's, on the same rows
-          ) -> dict:
-    "`a` against `b` row by row: rows where `a` scores higher, lower, the same, and a two-sided sign test's p-value (ties left out)."
+
+def paired(
+    a: list,  # scores of one model, a row each
+    b: list,  # the other's, on the same rows
+) -> dict:
+    """`a` against `b` row by row: rows where `a` scores higher, lower, the same, and a two-sided sign test's p-value
+    (ties left out)."""
     better, worse = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
     n = better + worse
-    p = min(1., 2 * sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2 ** n) if n else 1.
+    p = min(1.0, 2 * sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2**n) if n else 1.0
     return dict(higher=better, lower=worse, same=len(a) - n, p=p)
 
 # %% ../nbs/16_evaluate.ipynb #f6244d16
 class Evaluation:
     "Metrics of one model, a base and a tuned one, or several by name, on the same data, with the answers they gave."
-    def __init__(self, prompts, columns, models:dict, label:str=''):
-        self.prompts, self.columns, self.models, self.label = prompts, columns, models, label  # models: name -> dict(answers, scores, loss)
+
+    def __init__(self, prompts, columns, models: dict, label: str = ''):
+        self.prompts, self.columns, self.models, self.label = (
+            prompts,
+            columns,
+            models,
+            label,
+        )  # models: name -> dict(answers, scores, loss)
+
     def save(self, path):
         "Write this evaluation (every answer and score) as JSON."
-        write_atomic(path, json.dumps(dict(prompts=self.prompts, columns=self.columns, models=self.models, label=self.label), default=str))  # whole: runs() may be reading it
+        write_atomic(
+            path,
+            json.dumps(
+                dict(prompts=self.prompts, columns=self.columns, models=self.models, label=self.label), default=str
+            ),
+        )  # whole: runs() may be reading it
         return path
+
     @classmethod
-    def load(cls, path): return cls(**json.loads(Path(path).read_text()))
-    def _scores(self, model:str, metric:str) -> list:
+    def load(cls, path):
+        return cls(**json.loads(Path(path).read_text()))
+
+    def _scores(self, model: str, metric: str) -> list:
         "One model's scores under one metric; an error with a \"did you mean\" for a name this evaluation does not have."
-        for what, name, known in (('model', model, self.models), ('metric', metric, self.models.get(model, {}).get('scores', {}))):
+        for what, name, known in (
+            ('model', model, self.models),
+            ('metric', metric, self.models.get(model, {}).get('scores', {})),
+        ):
             if name not in known:
-                raise FtnbError(f"This evaluation has no {what} {name!r}{did_you_mean(name, known)}; it has {', '.join(map(repr, known))}")
+                raise FtnbError(
+                    f"This evaluation has no {what} {name!r}{did_you_mean(name, known)}; it has "
+                    f"{', '.join(map(repr, known))}"
+                )
         return self.models[model]['scores'][metric]
-    def mean(self, model:str, metric:str) -> float: return statistics.mean(self._scores(model, metric))
+
+    def mean(self, model: str, metric: str) -> float:
+        return statistics.mean(self._scores(model, metric))
+
     @property
-    def metrics(self) -> list: return list(next(iter(self.models.values()))['scores'])
+    def metrics(self) -> list:
+        return list(next(iter(self.models.values()))['scores'])
+
     def table(self) -> dict:
         "Metric -> {model: value}: each metric's mean, and loss and perplexity where computed."
         t = {m: {k: self.mean(k, m) for k in self.models} for m in self.metrics}
         for k, v in self.models.items():
-            if v.get('loss') is not None: t.setdefault('loss', {})[k] = v['loss']; t.setdefault('perplexity', {})[k] = math.exp(v['loss'])
+            if v.get('loss') is not None:
+                t.setdefault('loss', {})[k] = v['loss']
+                t.setdefault('perplexity', {})[k] = math.exp(v['loss'])
         return t
-    def interval(self, model:str, metric:str) -> tuple[float, float]:
+
+    def interval(self, model: str, metric: str) -> tuple[float, float]:
         "The 95% interval of one model's mean under one metric (see `interval`)."
         return interval(self._scores(model, metric))
-    def paired(self, metric:str|None=None, a:str='tuned', b:str='base') -> dict:
-        "`a` against `b` on the same rows under `metric` (default the first): rows where `a` scores higher, lower, the same, and the sign test's p (see `paired`)."
+
+    def paired(self, metric: str | None = None, a: str = 'tuned', b: str = 'base') -> dict:
+        """`a` against `b` on the same rows under `metric` (default the first): rows where `a` scores higher, lower, the
+        same, and the sign test's p (see `paired`)."""
         m = metric or self.metrics[0]
         return paired(self._scores(a, m), self._scores(b, m))
-    def win_rate(self, metric:str|None=None, a:str='tuned', b:str='base') -> float:
+
+    def win_rate(self, metric: str | None = None, a: str = 'tuned', b: str = 'base') -> float:
         "How often `a` scores above `b` under `metric` (default the first), ties counted as half."
         c = self.paired(metric, a, b)
         return (c['higher'] + c['same'] / 2) / len(self.prompts)
+
     def _cells(self) -> list[list[str]]:
         "Rows of the table as text: metric, then each model's mean with its interval (loss and perplexity plain)."
         t, ks = self.table(), list(self.models)
+
         def cell(m, k, v):
-            if k not in v: return ''
-            if m in ('loss', 'perplexity'): return f"{v[k]:.4g}"
+            if k not in v:
+                return ''
+            if m in ('loss', 'perplexity'):
+                return f"{v[k]:.4g}"
             lo, hi = self.interval(k, m)
             return f"{v[k]:.3g} ({lo:.2g}–{hi:.2g})"
+
         return [[m] + [cell(m, k, v) for k in ks] for m, v in t.items()]
+
     def _verdicts(self) -> list[str]:
         "Tuned against base (or each model against the first), metric by metric, in words."
         ks = list(self.models)
@@ -108,42 +152,68 @@ class Evaluation:
         for a, b in vs:
             for m in self.metrics:
                 c = self.paired(m, a, b)
-                word = 'unlikely to be noise' if c['p'] < .05 else 'could be noise (more rows would tell)'
-                out.append(f"{m}: {a} higher than {b} on {c['higher']}, lower on {c['lower']}, same on {c['same']}; sign test p={c['p']:.2g}, {word}")
+                word = 'unlikely to be noise' if c['p'] < 0.05 else 'could be noise (more rows would tell)'
+                out.append(
+                    f"{m}: {a} higher than {b} on {c['higher']}, lower on {c['lower']}, same on {c['same']}; sign test "
+                    f"p={c['p']:.2g}, {word}"
+                )
         return out
-    def _title(self) -> str: return f"Evaluation on {len(self.prompts)} rows{f' ({self.label})' if self.label else ''}, means with 95% intervals"
+
+    def _title(self) -> str:
+        return (
+            f"Evaluation on {len(self.prompts)} rows{f' ({self.label})' if self.label else ''}, means with 95% "
+            "intervals"
+        )
+
     def __repr__(self):
         ks, rows = list(self.models), self._cells()
         w = max([22] + [len(c) + 2 for r in rows for c in r[1:]])
         lines = [self._title(), f"{'':<16}" + ''.join(f"{k:>{w}}" for k in ks)]
         lines += [f"{r[0]:<16}" + ''.join(f"{c:>{w}}" for c in r[1:]) for r in rows]
         return '\n'.join(lines + self._verdicts())
+
     def _repr_html_(self):
         v = ''.join(f"<li>{esc(s)}</li>" for s in self._verdicts())
-        return f"<b>{esc(self._title())}</b>{html_table(self._cells(), ['metric'] + list(self.models))}" + (f"<ul>{v}</ul>" if v else '')
+        return f"<b>{esc(self._title())}</b>{html_table(self._cells(), ['metric'] + list(self.models))}" + (
+            f"<ul>{v}</ul>" if v else ''
+        )
 
 # %% ../nbs/16_evaluate.ipynb #2c270fc5
-def _base(run:Run):
+def _base(run: Run):
     "A context giving the base network of a run: its adapter disabled, or the base model loaded again."
     net = run.net
-    if is_peft(net): return net, net.disable_adapter()
+    if is_peft(net):
+        return net, net.disable_adapter()
     from ftnb.models import load_model
+
     return load_model(run.model.name).model, nullcontext()
 
-def evaluate(source:Run|Model|dict, # a trained `Run` (base and tuned are compared), a `Model`, or several by name (`{'sft': run, 'dpo': run2}`: each Run's tuned model)
-             data, # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer` for exact match)
-             rewards='exact_match', # what to score answers with: a reward's name, a reward function, a reward-model run, or a list of them
-             max_rows:int|None=None, # evaluate the first `max_rows` rows only
-             max_new_tokens:int|None=None, # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
-             generation_batch_size:int=8, # prompts answered together
-             system:str|None=None, # a system message for prompts that have none; default a Run's (`Run.system`, its training data's)
-             loss:bool=True, # also the answer loss and perplexity, where the data has answers
-             quiet:bool=False, # say nothing of what it will generate, show no progress
-            ) -> Evaluation:
-    "Generate answers to `data`'s prompts and score them with `rewards` (and the eval loss); for a Run, base against tuned, saved in its folder."
-    if isinstance(data, (list, tuple)) and data and all(isinstance(q, str) for q in data): data = [dict(prompt=q) for q in data]  # plain questions
+
+def evaluate(
+    # a trained `Run` (base and tuned are compared), a `Model`, or several by name (`{'sft': run, 'dpo': run2}`: each
+    # Run's tuned model)
+    source: Run | Model | dict,
+    # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer`
+    # for exact match)
+    data,
+    # what to score answers with: a reward's name, a reward function, a reward-model run, or a list of them
+    rewards='exact_match',
+    max_rows: int | None = None,  # evaluate the first `max_rows` rows only
+    # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
+    max_new_tokens: int | None = None,
+    generation_batch_size: int = 8,  # prompts answered together
+    # a system message for prompts that have none; default a Run's (`Run.system`, its training data's)
+    system: str | None = None,
+    loss: bool = True,  # also the answer loss and perplexity, where the data has answers
+    quiet: bool = False,  # say nothing of what it will generate, show no progress
+) -> Evaluation:
+    """Generate answers to `data`'s prompts and score them with `rewards` (and the eval loss); for a Run, base against
+    tuned, saved in its folder."""
+    if isinstance(data, (list, tuple)) and data and all(isinstance(q, str) for q in data):
+        data = [dict(prompt=q) for q in data]  # plain questions
     d = data if isinstance(data, Data) else load_data(data)
-    if max_rows: d = d[:max_rows]
+    if max_rows:
+        d = d[:max_rows]
     funcs, _ = as_rewards(rewards)
     p = d.to_prompts()
     check_rewards(funcs, p)  # a reward missing its column fails now, naming it, not after the generation
@@ -152,29 +222,55 @@ def evaluate(source:Run|Model|dict, # a trained `Run` (base and tuned are compar
     many = isinstance(source, dict)
     runs = [s for s in (source.values() if many else [source]) if isinstance(s, Run)]
     for r in runs:
-        if r.training: r.wait(why='evaluate')
+        if r.training:
+            r.wait(why='evaluate')
         r.ready_to_generate()
-    if system is None and runs: system = runs[0].system
+    if system is None and runs:
+        system = runs[0].system
     if many:
-        if not source: raise FtnbError("evaluate: the dict of models to compare is empty")
+        if not source:
+            raise FtnbError("evaluate: the dict of models to compare is empty")
         if bad := {k: type(s).__name__ for k, s in source.items() if not isinstance(s, (Run, Model))}:
             raise FtnbError(f"evaluate: each model to compare must be a Run or a Model (load_model); got {bad}")
-        pairs = [(str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in source.items()]
-    elif isinstance(source, Run): pairs = [('base', *_base(source), source.tokenizer), ('tuned', source.net, nullcontext(), source.tokenizer)]
-    else: pairs = [(source.name, source.model, nullcontext(), source.tokenizer)]
+        pairs = [
+            (str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in source.items()
+        ]
+    elif isinstance(source, Run):
+        pairs = [('base', *_base(source), source.tokenizer), ('tuned', source.net, nullcontext(), source.tokenizer)]
+    else:
+        pairs = [(source.name, source.model, nullcontext(), source.tokenizer)]
     tok, res = pairs[0][3], {}
     why = 'as given'
-    if max_new_tokens is None: max_new_tokens, why = answer_budget(d, tok)
+    if max_new_tokens is None:
+        max_new_tokens, why = answer_budget(d, tok)
     if not quiet:
         names = ', '.join(n for n, *_ in pairs)
-        print(f"evaluate: {len(prompts)} prompts x {len(pairs)} model{'s' * (len(pairs) > 1)} ({names}), answers up to {max_new_tokens} tokens "
-              f"({why}): at most {len(prompts) * len(pairs) * max_new_tokens:,} new tokens", flush=True)
+        print(
+            f"evaluate: {len(prompts)} prompts x {len(pairs)} model{'s' * (len(pairs) > 1)} ({names}), answers up to "
+            f"{max_new_tokens} tokens "
+            f"({why}): at most {len(prompts) * len(pairs) * max_new_tokens:,} new tokens",
+            flush=True,
+        )
     for name, net, ctx, tok in pairs:
         with ctx:
-            ans = generate(net, tok, prompts, max_new_tokens=max_new_tokens, generation_batch_size=generation_batch_size, system=system, tools=columns.get('tools'),
-                           progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers")
-            lo = answer_loss(net, tok, d, generation_batch_size) if loss and d.kind in ('conversation', 'prompt_completion') else None
+            ans = generate(
+                net,
+                tok,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                generation_batch_size=generation_batch_size,
+                system=system,
+                tools=columns.get('tools'),
+                progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers",
+            )
+            lo = (
+                answer_loss(net, tok, d, generation_batch_size)
+                if loss and d.kind in ('conversation', 'prompt_completion')
+                else None
+            )
         res[name] = dict(answers=ans, scores=score_answers(funcs, prompts, ans, columns), loss=lo)
     ev = Evaluation(prompts, columns, res, d.source)
-    if isinstance(source, Run): ev.save(source.run_dir/'evaluation.json'); source.write_card()  # the run's report, card and `runs()` show it
+    if isinstance(source, Run):
+        ev.save(source.run_dir / 'evaluation.json')
+        source.write_card()  # the run's report, card and `runs()` show it
     return ev

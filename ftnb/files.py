@@ -14,125 +14,192 @@ __all__ = ['LOCK', 'write_atomic', 'json_lines', 'fsync_tree', 'free_gb', 'write
            'whole_file', 'process_alive', 'FolderLock']
 
 # %% ../nbs/00b_files.ipynb #7dca1b11
-def write_atomic(path, # the file to write
-                 text:str): # its whole new content
-    "Write `text` to `path` whole: into a file beside it, flushed, then renamed over it; a reader sees the old content or the new, never part."
+def write_atomic(
+    path,  # the file to write
+    text: str,  # its whole new content
+):
+    """Write `text` to `path` whole: into a file beside it, flushed, then renamed over it; a reader sees the old content
+    or the new, never part."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
-        tmp.unlink(missing_ok=True); raise
+        tmp.unlink(missing_ok=True)
+        raise
     return p
 
-def json_lines(text:str) -> list[dict]:
-    "The records of JSON-lines `text` that a writer may be appending to: a line that is not (yet) a whole JSON object is skipped."
+
+def json_lines(text: str) -> list[dict]:
+    """The records of JSON-lines `text` that a writer may be appending to: a line that is not (yet) a whole JSON object
+    is skipped."""
     out = []
     for l in text.splitlines():
-        try: r = json.loads(l)
-        except ValueError: continue
-        if isinstance(r, dict): out.append(r)
+        try:
+            r = json.loads(l)
+        except ValueError:
+            continue
+        if isinstance(r, dict):
+            out.append(r)
     return out
 
 # %% ../nbs/00b_files.ipynb #d7f03f0f
-def fsync_tree(d:Path):
+def fsync_tree(d: Path):
     "Flush every file under `d` to disk (a rename after it then publishes whole files)."
     for p in d.rglob('*'):
         if p.is_file():
-            with open(p, 'rb') as f: os.fsync(f.fileno())
+            with open(p, 'rb') as f:
+                os.fsync(f.fileno())
+
 
 def free_gb(folder) -> float:
     "GB free on the disk that holds `folder` (or its nearest existing parent)."
     p = Path(folder).absolute()
-    while not p.exists() and p != p.parent: p = p.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
     return shutil.disk_usage(p).free / 1e9
 
-def write_failure(e:BaseException, folder) -> str|None:
-    "The OS's reason a write into `folder` failed, in plain words, if the OS refused it: an `OSError`'s, or a full disk behind a library's own error."
+
+def write_failure(e: BaseException, folder) -> str | None:
+    """The OS's reason a write into `folder` failed, in plain words, if the OS refused it: an `OSError`'s, or a full
+    disk behind a library's own error."""
     x, seen = e, 0
     while x is not None and seen < 10:
-        if isinstance(x, OSError) and x.strerror: return x.strerror
+        if isinstance(x, OSError) and x.strerror:
+            return x.strerror
         x, seen = x.__cause__ or x.__context__, seen + 1
-    if any(s in str(e) for s in ('No space left', 'StorageFull', 'os error 28')): return os.strerror(errno.ENOSPC)  # safetensors' words
-    try: return os.strerror(errno.ENOSPC) if free_gb(folder) < 1e-3 else None  # torch.save's "file write failed" on a full disk
-    except OSError: return None
+    if any(s in str(e) for s in ('No space left', 'StorageFull', 'os error 28')):
+        return os.strerror(errno.ENOSPC)  # safetensors' words
+    try:
+        return (
+            os.strerror(errno.ENOSPC) if free_gb(folder) < 1e-3 else None
+        )  # torch.save's "file write failed" on a full disk
+    except OSError:
+        return None
 
-def check_room(folder, # the run folder (made if missing)
-               need_gb:float=0.): # the space a checkpoint needs
-    "Make `folder` and check it can be written and has `need_gb` free; else an error naming the folder, the free space and the need."
+
+def check_room(
+    folder,  # the run folder (made if missing)
+    need_gb: float = 0.0,  # the space a checkpoint needs
+):
+    """Make `folder` and check it can be written and has `need_gb` free; else an error naming the folder, the free space
+    and the need."""
     d = Path(folder)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        probe = d/f".ftnb-probe-{os.getpid()}-{threading.get_ident()}"
-        probe.write_bytes(b'ftnb'); probe.unlink()
+        probe = d / f".ftnb-probe-{os.getpid()}-{threading.get_ident()}"
+        probe.write_bytes(b'ftnb')
+        probe.unlink()
     except OSError as e:
-        raise FtnbError(f"The run folder {d} cannot be written: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}. "
-                        "Give the run a folder you can write (run_dir=...), or fix this one's permissions.") from None
+        raise FtnbError(
+            f"The run folder {d} cannot be written: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}. "
+            "Give the run a folder you can write (run_dir=...), or fix this one's permissions."
+        ) from None
     free = free_gb(d)
     if free < need_gb:
-        raise FtnbError(f"Not enough space for a checkpoint in {d}: {free:.2f} GB free, and a checkpoint needs about {need_gb:.2f} GB "
-                        "(the trainable weights, AdamW's state and the tokenizer). Free some space, or give the run a folder on a bigger disk (run_dir=...).")
+        raise FtnbError(
+            f"Not enough space for a checkpoint in {d}: {free:.2f} GB free, and a checkpoint needs about {need_gb:.2f} "
+            "GB "
+            "(the trainable weights, AdamW's state and the tokenizer). Free some space, or give the run a folder on a "
+            "bigger disk (run_dir=...)."
+        )
 
 # %% ../nbs/00b_files.ipynb #ed272728
-def _beside(p:Path, tag:str) -> Path: return p.with_name(f".{p.name}.{tag}-{os.getpid()}-{threading.get_ident()}")
+def _beside(p: Path, tag: str) -> Path:
+    return p.with_name(f".{p.name}.{tag}-{os.getpid()}-{threading.get_ident()}")
+
 
 @contextmanager
-def whole_folder(dest, # the folder to write
-                 replace:bool=True): # a folder already there is replaced (it stays whole until the new one is complete); False: an error
-    "Yield a staging folder beside `dest` that becomes `dest` only if the block ends without error; otherwise it is removed and `dest` is untouched."
+def whole_folder(
+    dest,  # the folder to write
+    # a folder already there is replaced (it stays whole until the new one is complete); False: an error
+    replace: bool = True,
+):
+    """Yield a staging folder beside `dest` that becomes `dest` only if the block ends without error; otherwise it is
+    removed and `dest` is untouched."""
     dest = Path(dest)
-    if dest.exists() and not replace: raise FtnbError(f"{dest} exists already; nothing was written.")
+    if dest.exists() and not replace:
+        raise FtnbError(f"{dest} exists already; nothing was written.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _beside(dest, 'partial')
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         yield tmp
         fsync_tree(tmp)
         if dest.exists():
             old = _beside(dest, 'old')
             os.replace(dest, old)
-            try: os.replace(tmp, dest)
-            except BaseException: os.replace(old, dest); raise
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old, dest)
+                raise
             shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, dest)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 
 @contextmanager
-def whole_file(dest): # the file to write
+def whole_file(dest):  # the file to write
     "Yield a path beside `dest` to write; it becomes `dest` only if the block ends without error, else it is removed."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _beside(dest, 'partial')
     try:
         yield tmp
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
-    finally: tmp.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00b_files.ipynb #9999dfa0
 LOCK = '.ftnb.lock'
 
-def process_alive(pid:int) -> bool:
+
+def process_alive(pid: int) -> bool:
     "Whether process `pid` runs on this machine."
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True  # another user's process
-    except OSError: return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return False
     return True
 
-class FolderLock:
-    "A folder held by one process at a time: a lock file with the holder's process id and host; a dead holder's lock is taken over with a note."
-    def __init__(self, folder, # the folder to hold
-                 what:str='folder'): # what the folder is, for messages ('run folder')
-        self.folder, self.what, self.held = Path(folder), what, False
-    @property
-    def path(self) -> Path: return self.folder/LOCK
 
-    def holder(self) -> dict|None:
+class FolderLock:
+    """A folder held by one process at a time: a lock file with the holder's process id and host; a dead holder's lock
+    is taken over with a note."""
+
+    def __init__(
+        self,
+        folder,  # the folder to hold
+        what: str = 'folder',
+    ):  # what the folder is, for messages ('run folder')
+        self.folder, self.what, self.held = Path(folder), what, False
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK
+
+    def holder(self) -> dict | None:
         "Who holds the folder: the lock file's record (pid, host, since), or None if unlocked."
-        try: d = json.loads(self.path.read_text())
-        except FileNotFoundError: return None
-        except (OSError, ValueError): return {}  # being written at this instant, or damaged
+        try:
+            d = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written at this instant, or damaged
         return d if isinstance(d, dict) else {}
 
     def acquire(self):
@@ -140,32 +207,58 @@ class FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         me = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'))
         for attempt in range(50):
-            try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 h = self.holder()
-                if h is None: continue
+                if h is None:
+                    continue
                 if not h:  # half-written by a process starting this instant: give it a moment
-                    if attempt < 20: time.sleep(.05); continue
+                    if attempt < 20:
+                        time.sleep(0.05)
+                        continue
                     h = dict(pid=None, host='?')
                 pid, host = h.get('pid'), h.get('host')
                 if host == me['host'] and isinstance(pid, int) and pid != me['pid'] and process_alive(pid):
-                    raise FtnbError(f"The {self.what} {self.folder} is in use by process {pid} on this machine (since {h.get('since', '?')}). "
-                                    "One process writes a folder at a time: wait for it to finish, or stop it, or use another folder.")
+                    raise FtnbError(
+                        f"The {self.what} {self.folder} is in use by process {pid} on this machine (since "
+                        f"{h.get('since', '?')}). "
+                        "One process writes a folder at a time: wait for it to finish, or stop it, or use another "
+                        "folder."
+                    )
                 if host not in (me['host'], '?') and host is not None:
-                    raise FtnbError(f"The {self.what} {self.folder} is in use by process {pid} on {host} (since {h.get('since', '?')}), which "
-                                    f"ftnb cannot check from here. If nothing on {host} trains in it any more, delete {self.path} and try again.")
+                    raise FtnbError(
+                        f"The {self.what} {self.folder} is in use by process {pid} on {host} (since "
+                        f"{h.get('since', '?')}), which "
+                        f"ftnb cannot check from here. If nothing on {host} trains in it any more, delete {self.path} "
+                        "and try again."
+                    )
                 if pid != me['pid']:
-                    warnings.warn(f"ftnb: {self.folder} was left locked by process {pid}, which is no longer running (a killed kernel?); taking it over.")
-                self.path.unlink(missing_ok=True); continue
-            with os.fdopen(fd, 'w') as f: f.write(json.dumps(me)); f.flush(); os.fsync(f.fileno())
+                    warnings.warn(
+                        f"ftnb: {self.folder} was left locked by process {pid}, which is no longer running (a killed "
+                        "kernel?); taking it over."
+                    )
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, 'w') as f:
+                f.write(json.dumps(me))
+                f.flush()
+                os.fsync(f.fileno())
             self.held = True
             return self
         raise FtnbError(f"Could not lock {self.folder}: {self.path} keeps reappearing; another process is taking it.")
 
     def release(self):
         "Give the folder back (only a lock this process holds is removed)."
-        if self.held and (self.holder() or {}).get('pid') == os.getpid(): self.path.unlink(missing_ok=True)
+        if self.held and (self.holder() or {}).get('pid') == os.getpid():
+            self.path.unlink(missing_ok=True)
         self.held = False
-    def __enter__(self): return self.acquire()
-    def __exit__(self, *exc): self.release()
-    def __repr__(self): return f"FolderLock({str(self.folder)!r}, {'held' if self.held else 'not held'})"
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __repr__(self):
+        return f"FolderLock({str(self.folder)!r}, {'held' if self.held else 'not held'})"

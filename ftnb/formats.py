@@ -4,7 +4,7 @@
 
 # %% ../nbs/02b_formats.ipynb #276ab132
 from __future__ import annotations
-import os, re, json, tempfile
+import re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError, memory_available_gb
@@ -17,78 +17,120 @@ __all__ = ['ARCHITECTURES', 'QUANTIZE_TYPES', 'CHATML_TEMPLATE', 'FORMATS', 'ggu
            'merge_onto_16bit', 'save_gguf', 'chatml_system', 'ollama_modelfile', 'gguf_name']
 
 # %% ../nbs/02b_formats.ipynb #a3b25681
-ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'llama', 'Qwen2ForCausalLM': 'qwen2', 'Qwen3ForCausalLM': 'qwen3'}
+ARCHITECTURES = {
+    'LlamaForCausalLM': 'llama',
+    'MistralForCausalLM': 'llama',
+    'Qwen2ForCausalLM': 'qwen2',
+    'Qwen3ForCausalLM': 'qwen3',
+}
 QUANTIZE_TYPES = ('f32', 'f16', 'bf16', 'q8_0')
 
+
 def gguf_arch(net) -> str:
-    "llama.cpp's architecture name for a Hugging Face causal LM network (a peft one's base), or a clear error for one the exporter does not know."
+    """llama.cpp's architecture name for a Hugging Face causal LM network (a peft one's base), or a clear error for one
+    the exporter does not know."""
     lora, net = is_peft(net), net.get_base_model() if is_peft(net) else net
-    if quantized_bits(net) and not lora:  # with LoRA, the adapter goes onto the base loaded again in 16 bits (`merge_onto_16bit`)
-        raise FtnbError(f"GGUF export needs full-precision weights, and this network is loaded in {quantized_bits(net)} bits with no LoRA "
-                        "adapter to merge: there is nothing trained to export. Load the model without quantize= and export that.")
+    if (
+        quantized_bits(net) and not lora
+    ):  # with LoRA, the adapter goes onto the base loaded again in 16 bits (`merge_onto_16bit`)
+        raise FtnbError(
+            f"GGUF export needs full-precision weights, and this network is loaded in {quantized_bits(net)} bits with "
+            "no LoRA "
+            "adapter to merge: there is nothing trained to export. Load the model without quantize= and export that."
+        )
     cls = type(net).__name__
     if cls not in ARCHITECTURES:
-        raise FtnbError(f"GGUF export does not support the architecture {cls} (yet); supported: {', '.join(ARCHITECTURES)}. "
-                        "llama.cpp's convert_hf_to_gguf.py converts more, from a folder saved with save(format='hf', merged=True).")
+        raise FtnbError(
+            f"GGUF export does not support the architecture {cls} (yet); supported: {', '.join(ARCHITECTURES)}. "
+            "llama.cpp's convert_hf_to_gguf.py converts more, from a folder saved with save(format='hf', merged=True)."
+        )
     return ARCHITECTURES[cls]
 
-def _qtype(quantize:str):
+
+def _qtype(quantize: str):
     import gguf
+
     q = str(quantize).lower()
     if q not in QUANTIZE_TYPES:
-        raise FtnbError(f"quantize={quantize!r} is not offered for GGUF; choose one of {', '.join(QUANTIZE_TYPES)}. "
-                        "For smaller types, run llama.cpp's llama-quantize on the f16 file.")
+        raise FtnbError(
+            f"quantize={quantize!r} is not offered for GGUF; choose one of {', '.join(QUANTIZE_TYPES)}. "
+            "For smaller types, run llama.cpp's llama-quantize on the f16 file."
+        )
     return gguf.GGMLQuantizationType[q.upper()]
 
 # %% ../nbs/02b_formats.ipynb #97e0115c
-def _permute(w, n_head:int):
+def _permute(w, n_head: int):
     "Rows of a Llama q/k projection reordered from Hugging Face's rotary halves to llama.cpp's interleaved pairs."
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
-def _llama3_factors(rope:dict, head_dim:int):
-    "Llama 3.1's rotary scaling as llama.cpp takes it: a divisor per frequency (`rope_freqs`), as its converter computes them."
+
+def _llama3_factors(rope: dict, head_dim: int):
+    """Llama 3.1's rotary scaling as llama.cpp takes it: a divisor per frequency (`rope_freqs`), as its converter
+    computes them."""
     import math, torch
-    factor, lo, hi = rope.get('factor', 8.), rope.get('low_freq_factor', 1.), rope.get('high_freq_factor', 4.)
+
+    factor, lo, hi = rope.get('factor', 8.0), rope.get('low_freq_factor', 1.0), rope.get('high_freq_factor', 4.0)
     old, out = rope.get('original_max_position_embeddings', 8192), []
     for i in range(0, head_dim, 2):
-        wavelen = 2 * math.pi * rope.get('rope_theta', 10000.) ** (i / head_dim)
-        if wavelen < old / hi: out.append(1.)
-        elif wavelen > old / lo: out.append(factor)
-        else: s = (old / wavelen - lo) / (hi - lo); out.append(1 / ((1 - s) / factor + s))
+        wavelen = 2 * math.pi * rope.get('rope_theta', 10000.0) ** (i / head_dim)
+        if wavelen < old / hi:
+            out.append(1.0)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            s = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - s) / factor + s))
     return torch.tensor(out)
 
-def gguf_tensors(net, # a Hugging Face causal LM network (not peft-wrapped)
-                 arch:str): # llama.cpp's architecture (`gguf_arch(net)`)
+
+def gguf_tensors(
+    net,  # a Hugging Face causal LM network (not peft-wrapped)
+    arch: str,  # llama.cpp's architecture (`gguf_arch(net)`)
+):
     "(llama.cpp name, torch tensor) for each weight of `net`, in llama.cpp's layout."
     import gguf
+
     c = net.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
     tied = net.get_output_embeddings().weight is net.get_input_embeddings().weight
     heads = dict(q_proj=c.num_attention_heads, k_proj=c.num_key_value_heads or c.num_attention_heads)
     for name, t in net.state_dict().items():
-        if tied and name == 'lm_head.weight': continue  # llama.cpp reads the embeddings when output.weight is absent
+        if tied and name == 'lm_head.weight':
+            continue  # llama.cpp reads the embeddings when output.weight is absent
         new = names.get_name(name, try_suffixes=('.weight', '.bias'))
-        if new is None: raise FtnbError(f"GGUF export: the weight {name!r} of this {type(net).__name__} has no llama.cpp name.")
+        if new is None:
+            raise FtnbError(f"GGUF export: the weight {name!r} of this {type(net).__name__} has no llama.cpp name.")
         proj = name.split('.')[-2]
-        if arch == 'llama' and proj in heads: t = _permute(t, heads[proj])
+        if arch == 'llama' and proj in heads:
+            t = _permute(t, heads[proj])
         yield new, t
     rope = dict(getattr(c, 'rope_parameters', None) or getattr(c, 'rope_scaling', None) or {})
-    if arch == 'llama' and rope.get('rope_type') == 'llama3': yield 'rope_freqs.weight', _llama3_factors(rope, getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads)
+    if arch == 'llama' and rope.get('rope_type') == 'llama3':
+        yield (
+            'rope_freqs.weight',
+            _llama3_factors(rope, getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads),
+        )
 
 # %% ../nbs/02b_formats.ipynb #277ec210
 _FILE_TYPES = dict(f32='ALL_F32', f16='MOSTLY_F16', bf16='MOSTLY_BF16', q8_0='MOSTLY_Q8_0')
 
-def _tensor_type(name:str, t, qtype):
+
+def _tensor_type(name: str, t, qtype):
     "The GGUF type of one tensor in a file of `qtype`."
     import gguf
+
     T = gguf.GGMLQuantizationType
-    if t.ndim <= 1 or name.endswith('_norm.weight'): return T.F32
-    if qtype not in (T.F32, T.F16) and t.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]: return T.F16
+    if t.ndim <= 1 or name.endswith('_norm.weight'):
+        return T.F32
+    if qtype not in (T.F32, T.F16) and t.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
+        return T.F16
     return qtype
+
 
 def _info(t, qt) -> tuple:
     "(shape, numpy dtype, bytes) of tensor `t` stored as GGUF type `qt`, for the file's header."
     import gguf, numpy as np
+
     T, shape = gguf.GGMLQuantizationType, tuple(t.shape)
     if qt in (T.F32, T.F16):
         dt = np.dtype(np.float32 if qt == T.F32 else np.float16)
@@ -97,28 +139,41 @@ def _info(t, qt) -> tuple:
     return b, np.dtype(np.uint8), int(np.prod(b))
 
 # %% ../nbs/02b_formats.ipynb #8bb62989
-_CHKTXT = '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
-_PRE = {'855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249': 'smollm',     # HuggingFaceTB/SmolLM-135M (SmolLM2 too)
-        '0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5': 'llama-bpe',  # meta-llama/Meta-Llama-3-8B
-        'e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea': 'qwen2',      # Qwen/Qwen1.5-7B
-        'd4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c': 'qwen2',      # Qwen/Qwen3-Embedding-0.6B
-        '3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454': 'gpt-2'}      # openai-community/gpt2
+_CHKTXT = (
+    '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 '
+    '3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ '
+    '------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, '
+    '\'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
+)
+_PRE = {
+    '855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249': 'smollm',  # HuggingFaceTB/SmolLM-135M (SmolLM2 too)
+    '0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5': 'llama-bpe',  # meta-llama/Meta-Llama-3-8B
+    'e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea': 'qwen2',  # Qwen/Qwen1.5-7B
+    'd4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c': 'qwen2',  # Qwen/Qwen3-Embedding-0.6B
+    '3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454': 'gpt-2',
+}  # openai-community/gpt2
 # (hashes from llama.cpp's convert_hf_to_gguf.py, get_vocab_base_pre, of its test string above)
+
 
 def gguf_pre_tokenizer(tokenizer) -> str:
     "llama.cpp's name for the pre-tokenizer of a byte-level BPE `tokenizer` (as its converter identifies it)."
     from hashlib import sha256
+
     h = sha256(str(tokenizer.encode(_CHKTXT)).encode()).hexdigest()
     if h not in _PRE:
-        raise FtnbError(f"GGUF export: this tokenizer ({type(tokenizer).__name__}, {getattr(tokenizer, 'name_or_path', '')}) splits text in a way "
-                        f"ftnb does not recognise (hash {h[:12]}...); known: {', '.join(sorted(set(_PRE.values())))}. "
-                        "llama.cpp's convert_hf_to_gguf.py knows more families.")
+        raise FtnbError(
+            f"GGUF export: this tokenizer ({type(tokenizer).__name__}, {getattr(tokenizer, 'name_or_path', '')}) "
+            "splits text in a way "
+            f"ftnb does not recognise (hash {h[:12]}...); known: {', '.join(sorted(set(_PRE.values())))}. "
+            "llama.cpp's convert_hf_to_gguf.py knows more families."
+        )
     return _PRE[h]
 
 # %% ../nbs/02b_formats.ipynb #810b3756
-def _token_list(tokenizer, n_vocab:int):
+def _token_list(tokenizer, n_vocab: int):
     "Tokens and their GGUF types, one per row of the embedding table (rows past the vocabulary are unused padding)."
     import gguf
+
     T, vocab, added = gguf.TokenType, {i: t for t, i in tokenizer.get_vocab().items()}, tokenizer.added_tokens_decoder
     toks, types = [], []
     for i in range(n_vocab):
@@ -128,143 +183,239 @@ def _token_list(tokenizer, n_vocab:int):
         types.append(T.UNUSED if t is None else T.CONTROL if special else T.USER_DEFINED if i in added else T.NORMAL)
     return toks, types
 
+
 def _adds(tokenizer) -> dict:
     "Whether the tokenizer adds bos/eos tokens by itself, seen by encoding a word with and without special tokens."
     ids, plain = tokenizer('a')['input_ids'], tokenizer('a', add_special_tokens=False)['input_ids']
     extra = len(ids) > len(plain)
     return dict(bos=extra and ids[0] == tokenizer.bos_token_id, eos=extra and ids[-1] == tokenizer.eos_token_id)
 
-def add_tokenizer(writer, # a `gguf.GGUFWriter`
-                  tokenizer, # a fast byte-level BPE tokenizer
-                  n_vocab:int): # rows of the model's embedding table
-    "Write `tokenizer` (vocabulary, merges, special token ids, add-bos flag) and its chat template into a GGUF writer, as llama.cpp reads them."
+
+def add_tokenizer(
+    writer,  # a `gguf.GGUFWriter`
+    tokenizer,  # a fast byte-level BPE tokenizer
+    n_vocab: int,  # rows of the model's embedding table
+):
+    """Write `tokenizer` (vocabulary, merges, special token ids, add-bos flag) and its chat template into a GGUF writer,
+    as llama.cpp reads them."""
     import gguf
+
     spec = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, 'is_fast', False) else {}
-    byte_level = "'ByteLevel'" in str(spec.get('pre_tokenizer'))  # transformers 5.9 reads GGUF vocabularies back with byte_fallback set, yet byte-level
-    if (spec.get('model') or {}).get('type') != 'BPE' or not byte_level:  # SentencePiece-style BPE (Llama 2, Mistral v0.1) is llama.cpp's other tokenizer
-        raise FtnbError(f"GGUF export writes byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen); {type(tokenizer).__name__} is not one. "
-                        "Convert with llama.cpp's convert_hf_to_gguf.py from a folder saved with save(format='hf', merged=True).")
-    writer.add_tokenizer_model('gpt2'); writer.add_tokenizer_pre(gguf_pre_tokenizer(tokenizer))
+    byte_level = "'ByteLevel'" in str(
+        spec.get('pre_tokenizer')
+    )  # transformers 5.9 reads GGUF vocabularies back with byte_fallback set, yet byte-level
+    if (spec.get('model') or {}).get(
+        'type'
+    ) != 'BPE' or not byte_level:  # SentencePiece-style BPE (Llama 2, Mistral v0.1) is llama.cpp's other tokenizer
+        raise FtnbError(
+            f"GGUF export writes byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen); {type(tokenizer).__name__} is not "
+            "one. "
+            "Convert with llama.cpp's convert_hf_to_gguf.py from a folder saved with save(format='hf', merged=True)."
+        )
+    writer.add_tokenizer_model('gpt2')
+    writer.add_tokenizer_pre(gguf_pre_tokenizer(tokenizer))
     toks, types = _token_list(tokenizer, n_vocab)
-    writer.add_token_list(toks); writer.add_token_types(types)
+    writer.add_token_list(toks)
+    writer.add_token_types(types)
     with tempfile.TemporaryDirectory() as d:
         tokenizer.save_pretrained(d)
         sv = gguf.SpecialVocab(d, load_merges=True, n_vocab=n_vocab)
-    sv.special_token_ids = {k: i for k in ('bos', 'eos', 'unk', 'pad') if isinstance(i := getattr(tokenizer, f'{k}_token_id'), int)}
+    sv.special_token_ids = {
+        k: i for k in ('bos', 'eos', 'unk', 'pad') if isinstance(i := getattr(tokenizer, f'{k}_token_id'), int)
+    }
     sv.add_special_token = _adds(tokenizer)
     sv.add_to_gguf(writer, quiet=True)
 
 # %% ../nbs/02b_formats.ipynb #83e81914
-def add_hparams(writer, # a `gguf.GGUFWriter`
-                net, # the network
-                arch:str, # llama.cpp's architecture
-                quantize:str): # the file's type ('f16', 'q8_0', ...)
-    "Write the architecture's settings llama.cpp needs (`{arch}.block_count`, `{arch}.rope.freq_base`, ...) and the file type."
+def add_hparams(
+    writer,  # a `gguf.GGUFWriter`
+    net,  # the network
+    arch: str,  # llama.cpp's architecture
+    quantize: str,  # the file's type ('f16', 'q8_0', ...)
+):
+    """Write the architecture's settings llama.cpp needs (`{arch}.block_count`, `{arch}.rope.freq_base`, ...) and the
+    file type."""
     import gguf
+
     c, w = net.config, writer
     rope = dict(getattr(c, 'rope_parameters', None) or getattr(c, 'rope_scaling', None) or {})
     kind = rope.get('rope_type', rope.get('type', 'default'))
     if kind not in ('default', 'linear') and not (kind == 'llama3' and arch == 'llama'):
-        raise FtnbError(f"GGUF export: rotary scaling {kind!r} ({type(net).__name__}) is not written by ftnb yet; plain, 'linear' and Llama 3's 'llama3' are.")
+        raise FtnbError(
+            f"GGUF export: rotary scaling {kind!r} ({type(net).__name__}) is not written by ftnb yet; plain, 'linear' "
+            "and Llama 3's 'llama3' are."
+        )
     hd = getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads
-    w.add_block_count(c.num_hidden_layers); w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size); w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads); w.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
-    w.add_rope_freq_base(float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.))))
-    if kind == 'linear': w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR); w.add_rope_scaling_factor(float(rope['factor']))
-    w.add_layer_norm_rms_eps(c.rms_norm_eps); w.add_key_length(hd); w.add_value_length(hd)
-    if arch == 'llama': w.add_vocab_size(net.get_input_embeddings().weight.shape[0]); w.add_rope_dimension_count(hd)
-    w.add_file_type(gguf.LlamaFileType[_FILE_TYPES[quantize]]); w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
+    w.add_rope_freq_base(float(rope.get('rope_theta', getattr(c, 'rope_theta', 10000.0))))
+    if kind == 'linear':
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rope['factor']))
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    if arch == 'llama':
+        w.add_vocab_size(net.get_input_embeddings().weight.shape[0])
+        w.add_rope_dimension_count(hd)
+    w.add_file_type(gguf.LlamaFileType[_FILE_TYPES[quantize]])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 # %% ../nbs/02b_formats.ipynb #bfac08aa
 def merged_net(net):
-    "`net` with LoRA folded into a copy of its weights if it is a peft model (the original keeps its adapters), else `net` itself."
+    """`net` with LoRA folded into a copy of its weights if it is a peft model (the original keeps its adapters), else
+    `net` itself."""
     import copy
+
     return copy.deepcopy(net).merge_and_unload() if is_peft(net) else net
+
 
 def reloadable(name) -> bool:
     "Whether `load_model(name)` can load `name` again: an alias, an existing file or folder, or a Hub id."
     s = str(name).strip()
-    return s.lower() in ALIASES or Path(s).expanduser().exists() or (not looks_local(s) and bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', s)))
+    return (
+        s.lower() in ALIASES
+        or Path(s).expanduser().exists()
+        or (not looks_local(s) and bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', s)))
+    )
 
-def merge_place(device:str, # where the quantized network is: 'cuda:0', 'cpu', ...
-                n_params:int, # its parameters (`count_params`, 4-bit ones at their real number)
-                free_gb:float, # memory that GPU can still take (GB)
-                bf16:bool=True, # the GPU computes in bfloat16 (Ampere and later); else float16
-               ) -> tuple[str, str]:
-    "Device and dtype to load a quantized network's base again in for merging: its GPU in 16 bits where the copy fits (10% to spare), else the CPU."
-    if not device.startswith('cuda'): return 'cpu', 'float32'
+
+def merge_place(
+    device: str,  # where the quantized network is: 'cuda:0', 'cpu', ...
+    n_params: int,  # its parameters (`count_params`, 4-bit ones at their real number)
+    free_gb: float,  # memory that GPU can still take (GB)
+    bf16: bool = True,  # the GPU computes in bfloat16 (Ampere and later); else float16
+) -> tuple[str, str]:
+    """Device and dtype to load a quantized network's base again in for merging: its GPU in 16 bits where the copy fits
+    (10% to spare), else the CPU."""
+    if not device.startswith('cuda'):
+        return 'cpu', 'float32'
     return (device if free_gb >= 2.2 * n_params / 1e9 else 'cpu'), ('bfloat16' if bf16 else 'float16')
 
 # %% ../nbs/02b_formats.ipynb #388f93d7
 def _cuda_free_gb(device) -> float:
     "What the GPU `device` can still take (GB), counting memory torch's allocator holds but does not use."
     import torch
-    return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)) / 1e9
 
-def reload_16bit(net # a peft network whose base is loaded in 4/8 bits (QLoRA)
-                ):
-    "The base network under `net`'s adapters loaded again in 16 bits from where it was loaded, placed by `merge_place`; a clear error where it cannot be."
+    return (
+        torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    ) / 1e9
+
+
+def reload_16bit(
+    net,  # a peft network whose base is loaded in 4/8 bits (QLoRA)
+):
+    """The base network under `net`'s adapters loaded again in 16 bits from where it was loaded, placed by
+    `merge_place`; a clear error where it cannot be."""
     import torch
-    base = net.get_base_model(); bits, name = quantized_bits(base), base.name_or_path
-    what = f"The LoRA of this QLoRA model cannot be merged onto 16-bit weights: its base is loaded in {bits} bits from {name!r}"
-    todo = ("save the adapter (run.save(), or model.save(folder)), load the base's 16-bit weights with load_model(...) (no quantize=), "
-            "put the adapter on them with peft.PeftModel.from_pretrained(base.model, folder) and save that with merged=True.")
+
+    base = net.get_base_model()
+    bits, name = quantized_bits(base), base.name_or_path
+    what = (
+        f"The LoRA of this QLoRA model cannot be merged onto 16-bit weights: its base is loaded in {bits} bits "
+        f"from {name!r}"
+    )
+    todo = (
+        "save the adapter (run.save(), or model.save(folder)), load the base's 16-bit weights with load_model(...) (no "
+        "quantize=), "
+        "put the adapter on them with peft.PeftModel.from_pretrained(base.model, folder) and save that with "
+        "merged=True."
+    )
     if getattr(getattr(base, 'hf_quantizer', None), 'pre_quantized', False):
-        raise FtnbError(f"{what}, a checkpoint stored quantized: loading it again gives {bits}-bit weights too. Get the 16-bit original, then {todo}")
-    if not reloadable(name): raise FtnbError(f"{what}, which cannot be loaded again (no such alias, file or folder, nor a Hub id). Instead, {todo}")
+        raise FtnbError(
+            f"{what}, a checkpoint stored quantized: loading it again gives {bits}-bit weights too. Get the 16-bit "
+            f"original, then {todo}"
+        )
+    if not reloadable(name):
+        raise FtnbError(
+            f"{what}, which cannot be loaded again (no such alias, file or folder, nor a Hub id). Instead, {todo}"
+        )
     dev, n = next(net.parameters()).device, count_params(base)[0]
     cuda = dev.type == 'cuda'
-    where, dtype = merge_place(str(dev), n, _cuda_free_gb(dev) if cuda else 0., cuda and torch.cuda.get_device_capability(dev) >= (8, 0))
+    where, dtype = merge_place(
+        str(dev), n, _cuda_free_gb(dev) if cuda else 0.0, cuda and torch.cuda.get_device_capability(dev) >= (8, 0)
+    )
     need, ram = n * (4 if dtype == 'float32' else 2) / 1e9, memory_available_gb()
     if where == 'cpu' and 0 < ram < 1.1 * need:
-        raise FtnbError(f"{what}: its {dtype} copy needs about {need:.1f} GB, more than {'the GPU or ' if cuda else ''}this machine's memory "
-                        f"({ram:.1f} GB) has free. Free memory (delete the trainer and other models) and save again, or {todo}")
+        raise FtnbError(
+            f"{what}: its {dtype} copy needs about {need:.1f} GB, more than {'the GPU or ' if cuda else ''}this "
+            "machine's memory "
+            f"({ram:.1f} GB) has free. Free memory (delete the trainer and other models) and save again, or {todo}"
+        )
     fresh = load_model(name, dtype=dtype, device=where).model
     got, had = tuple(fresh.get_input_embeddings().weight.shape), tuple(base.get_input_embeddings().weight.shape)
-    if quantized_bits(fresh): raise FtnbError(f"{what}, and loaded again it is {quantized_bits(fresh)}-bit too. Get the 16-bit original, then {todo}")
-    if got != had: raise FtnbError(f"{what}, and loaded again its embeddings are {got}, not the {had} trained on (resized after loading?). Instead, {todo}")
+    if quantized_bits(fresh):
+        raise FtnbError(
+            f"{what}, and loaded again it is {quantized_bits(fresh)}-bit too. Get the 16-bit original, then {todo}"
+        )
+    if got != had:
+        raise FtnbError(
+            f"{what}, and loaded again its embeddings are {got}, not the {had} trained on (resized after loading?). "
+            f"Instead, {todo}"
+        )
     return fresh
 
 # %% ../nbs/02b_formats.ipynb #b268b779
 def merge_onto_16bit(net):
-    "`net` with LoRA folded in, to save: onto its base loaded again in 16 bits where that base is 4/8-bit (QLoRA), else into a copy (`merged_net`)."
+    """`net` with LoRA folded in, to save: onto its base loaded again in 16 bits where that base is 4/8-bit (QLoRA),
+    else into a copy (`merged_net`)."""
     import copy, peft, warnings
-    if not (is_peft(net) and quantized_bits(net.get_base_model())): return merged_net(net)
+
+    if not (is_peft(net) and quantized_bits(net.get_base_model())):
+        return merged_net(net)
     a, fresh = net.active_adapter, reload_16bit(net)
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')  # transformers 5 about peft's call
+        warnings.filterwarnings(
+            'ignore', category=FutureWarning, message='.*checkpointing.*'
+        )  # transformers 5 about peft's call
         new = peft.get_peft_model(fresh, copy.deepcopy(net.peft_config[a]), adapter_name=a)
     res = peft.set_peft_model_state_dict(new, peft.get_peft_model_state_dict(net, adapter_name=a), adapter_name=a)
     lost = [k for k in res.missing_keys if 'lora_' in k] + list(res.unexpected_keys)
-    if lost: raise FtnbError(f"The adapter did not fit the base loaded again in 16 bits: {len(lost)} weights found no place ({lost[0]}, ...).")
+    if lost:
+        raise FtnbError(
+            f"The adapter did not fit the base loaded again in 16 bits: {len(lost)} weights found no place ({lost[0]}, "
+            "...)."
+        )
     return new.merge_and_unload()
 
 # %% ../nbs/02b_formats.ipynb #556f8c71
-def save_gguf(net, # a causal LM network (LoRA is merged: into a copy, or onto a QLoRA base loaded again in 16 bits)
-              tokenizer, # its tokenizer, with its chat template
-              path, # the .gguf file to write
-              quantize:str='f16', # 'f32', 'f16', 'bf16' or 'q8_0'
-              name:str|None=None, # the model's name in the file (`general.name`); default the file's stem
-              progress:bool=True): # show a progress bar while writing
+def save_gguf(
+    net,  # a causal LM network (LoRA is merged: into a copy, or onto a QLoRA base loaded again in 16 bits)
+    tokenizer,  # its tokenizer, with its chat template
+    path,  # the .gguf file to write
+    quantize: str = 'f16',  # 'f32', 'f16', 'bf16' or 'q8_0'
+    name: str | None = None,  # the model's name in the file (`general.name`); default the file's stem
+    progress: bool = True,  # show a progress bar while writing
+):
     "Write `net` and `tokenizer` as one GGUF file for llama.cpp, LM Studio and Ollama; returns the path."
     import gguf
     from tqdm.auto import tqdm
+
     path, qt, arch = Path(path), _qtype(quantize), gguf_arch(net)
-    if path.suffix != '.gguf': raise FtnbError(f"save_gguf writes a file ending in .gguf; got {str(path)!r}.")
+    if path.suffix != '.gguf':
+        raise FtnbError(f"save_gguf writes a file ending in .gguf; got {str(path)!r}.")
     net = merge_onto_16bit(net)
     with whole_file(path) as part:  # the file appears whole, or not at all: an earlier one stays until then
         w = gguf.GGUFWriter(part, arch)
         try:
-            w.add_type(gguf.GGUFType.MODEL); w.add_name(name or path.stem)
+            w.add_type(gguf.GGUFType.MODEL)
+            w.add_name(name or path.stem)
             add_hparams(w, net, arch, quantize.lower())
             add_tokenizer(w, tokenizer, net.get_input_embeddings().weight.shape[0])
             plan = [(n, t, _tensor_type(n, t, qt)) for n, t in gguf_tensors(net, arch)]
-            for n, t, q in plan: w.add_tensor_info(n, *_info(t, q), raw_dtype=q)
-            w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file()
+            for n, t, q in plan:
+                w.add_tensor_info(n, *_info(t, q), raw_dtype=q)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
             for n, t, q in tqdm(plan, desc=f"GGUF {quantize}", unit='tensor', disable=not progress, leave=False):
                 w.write_tensor_data(gguf.quants.quantize(t.detach().float().cpu().numpy(), q))
-        finally: w.close()
+        finally:
+            w.close()
     return path
 
 # %% ../nbs/02b_formats.ipynb #392fdb06
@@ -273,93 +424,148 @@ CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ end }}<|im_start|>assistant
 """
 
-def _chatml(msgs) -> str: return ''.join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + '<|im_start|>assistant\n'
 
-def chatml_system(tokenizer) -> str|None:
-    "If `tokenizer`'s chat template renders ChatML, the system prompt it adds by itself ('' if none); None for any other format."
-    if not getattr(tokenizer, 'chat_template', None): return None
+def _chatml(msgs) -> str:
+    return ''.join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + '<|im_start|>assistant\n'
+
+
+def chatml_system(tokenizer) -> str | None:
+    """If `tokenizer`'s chat template renders ChatML, the system prompt it adds by itself ('' if none); None for any
+    other format."""
+    if not getattr(tokenizer, 'chat_template', None):
+        return None
     s, u, a = [dict(role=r, content=f'ftnb-{r}-7') for r in ('system', 'user', 'assistant')]
     render = lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    try: full, bare = render([s, u, a, u]), render([u])
-    except Exception: return None
-    if full != _chatml([s, u, a, u]): return None
-    if bare == _chatml([u]): return ''
+    try:
+        full, bare = render([s, u, a, u]), render([u])
+    except Exception:
+        return None
+    if full != _chatml([s, u, a, u]):
+        return None
+    if bare == _chatml([u]):
+        return ''
     m = re.fullmatch(r'<\|im_start\|>system\n(.*?)<\|im_end\|>\n', bare.removesuffix(_chatml([u])), re.S)
     return m.group(1) if m else None
 
 # %% ../nbs/02b_formats.ipynb #a40ec703
-def _modelfile_value(what:str, s:str, quote:str='') -> str:
-    "`s` as a Modelfile value between `quote`s, or a clear error where Ollama would read it otherwise (a Modelfile has no escapes)."
+def _modelfile_value(what: str, s: str, quote: str = '') -> str:
+    """`s` as a Modelfile value between `quote`s, or a clear error where Ollama would read it otherwise (a Modelfile has
+    no escapes)."""
     multiline = quote == '"""'  # only a triple-quoted value may span lines
     bad = [c for c in dict.fromkeys(s) if not c.isprintable() and not (multiline and c in '\n\r\t')]
-    if quote and quote in s: bad.insert(0, quote)
+    if quote and quote in s:
+        bad.insert(0, quote)
     if bad:
-        raise FtnbError(f"{what} {s!r} cannot be written into an Ollama Modelfile: it holds {' and '.join(map(repr, bad))}. A Modelfile has "
-                        "no escapes: the value would end there and the rest be read as commands. Use a value without them.")
+        raise FtnbError(
+            f"{what} {s!r} cannot be written into an Ollama Modelfile: it holds {' and '.join(map(repr, bad))}. A "
+            "Modelfile has "
+            "no escapes: the value would end there and the rest be read as commands. Use a value without them."
+        )
     return f"{quote}{s}{quote}"
 
-def ollama_modelfile(gguf_file, # the .gguf file (the Modelfile refers to it by name, beside it)
-                     tokenizer, # the tokenizer whose chat template is translated
-                     system:str|None=None # a default system prompt; default the one the chat template adds, if any
-                    ) -> str:
-    "The text of an Ollama Modelfile for `gguf_file`: FROM, a Go TEMPLATE for ChatML chat templates, stop tokens, SYSTEM; an error for a value it cannot hold."
+
+def ollama_modelfile(
+    gguf_file,  # the .gguf file (the Modelfile refers to it by name, beside it)
+    tokenizer,  # the tokenizer whose chat template is translated
+    system: str | None = None,  # a default system prompt; default the one the chat template adds, if any
+) -> str:
+    """The text of an Ollama Modelfile for `gguf_file`: FROM, a Go TEMPLATE for ChatML chat templates, stop tokens,
+    SYSTEM; an error for a value it cannot hold."""
     default = chatml_system(tokenizer)
     system = default or None if system is None else system
-    lines = ["# Ollama Modelfile written by ftnb. Create the model with:  ollama create <name> -f Modelfile",
-             "FROM " + _modelfile_value('The file name', f"./{Path(gguf_file).name}")]
+    lines = [
+        "# Ollama Modelfile written by ftnb. Create the model with:  ollama create <name> -f Modelfile",
+        "FROM " + _modelfile_value('The file name', f"./{Path(gguf_file).name}"),
+    ]
     if default is not None:
         lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
         stops = ['<|im_start|>', '<|im_end|>']
     else:
-        lines.append("# No TEMPLATE: the chat template is not ChatML, so it was not translated; Ollama picks one for the chat template inside the .gguf.")
+        lines.append(
+            "# No TEMPLATE: the chat template is not ChatML, so it was not translated; Ollama picks one for the chat "
+            "template inside the .gguf."
+        )
         stops = []
-    if tokenizer.eos_token and tokenizer.eos_token not in stops: stops.append(tokenizer.eos_token)
-    if system: lines.append("SYSTEM " + _modelfile_value('The system prompt', system, '"""'))
-    lines += ["PARAMETER stop " + _modelfile_value("The stop sequence (the tokenizer's end-of-sequence token)", s, '"') for s in stops]
+    if tokenizer.eos_token and tokenizer.eos_token not in stops:
+        stops.append(tokenizer.eos_token)
+    if system:
+        lines.append("SYSTEM " + _modelfile_value('The system prompt', system, '"""'))
+    lines += [
+        "PARAMETER stop " + _modelfile_value("The stop sequence (the tokenizer's end-of-sequence token)", s, '"')
+        for s in stops
+    ]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/02b_formats.ipynb #73524c41
 FORMATS = ('hf', 'gguf')
 
-def gguf_name(name:str, quantize:str) -> str:
+
+def gguf_name(name: str, quantize: str) -> str:
     "The file name for model `name` in type `quantize`: `<name>-<quantize>.gguf`, the name reduced to its last part."
     stem = re.sub(r'\.gguf$', '', Path(str(name)).name) or 'model'
     return re.sub(r'[^\w.-]+', '-', stem) + f'-{quantize.lower()}.gguf'
 
-def _model_folder(path:Path) -> Path:
-    "`path` if a model can be saved there: new, empty, or an earlier save (`config.json` or `adapter_config.json`), which is replaced whole."
-    if path.is_file(): raise FtnbError(f"{path} is a file: format='hf' writes a folder. Give a new folder, or one an earlier save wrote.")
-    if path.is_dir() and any(path.iterdir()) and not any((path/f).exists() for f in ('config.json', 'adapter_config.json')):
-        raise FtnbError(f"{path} is not empty and holds no saved model: save into a new or empty folder, or one an earlier save wrote "
-                        "(it is replaced whole), so that nothing else there is lost.")
+
+def _model_folder(path: Path) -> Path:
+    """`path` if a model can be saved there: new, empty, or an earlier save (`config.json` or `adapter_config.json`),
+    which is replaced whole."""
+    if path.is_file():
+        raise FtnbError(
+            f"{path} is a file: format='hf' writes a folder. Give a new folder, or one an earlier save wrote."
+        )
+    if (
+        path.is_dir()
+        and any(path.iterdir())
+        and not any((path / f).exists() for f in ('config.json', 'adapter_config.json'))
+    ):
+        raise FtnbError(
+            f"{path} is not empty and holds no saved model: save into a new or empty folder, or one an earlier save "
+            "wrote "
+            "(it is replaced whole), so that nothing else there is lost."
+        )
     return path
 
+
 @patch
-def save(self:Model, path, # a folder (new, empty, or an earlier save, replaced whole); for 'gguf' also a .gguf file name
-         format:str='hf', # 'hf' (transformers folder) or 'gguf' (one file for llama.cpp/Ollama, with a Modelfile beside it)
-         quantize:str|None=None, # GGUF type: 'f32', 'f16' (default), 'bf16' or 'q8_0'
-         merged:bool=False, # 'hf': fold LoRA into the weights (always done for 'gguf')
-         system:str|None=None, # 'gguf': the Modelfile's default system prompt
-         progress:bool=True): # 'gguf': a progress bar while writing
-    "Save this model with its tokenizer, whole or not at all: a transformers folder or a GGUF file with an Ollama Modelfile; returns the folder or file."
-    if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
-    if format == 'hf' and quantize: raise FtnbError("quantize= is for format='gguf'; a transformers folder keeps the weights' own precision.")
+def save(
+    self: Model,
+    path,  # a folder (new, empty, or an earlier save, replaced whole); for 'gguf' also a .gguf file name
+    # 'hf' (transformers folder) or 'gguf' (one file for llama.cpp/Ollama, with a Modelfile beside it)
+    format: str = 'hf',
+    quantize: str | None = None,  # GGUF type: 'f32', 'f16' (default), 'bf16' or 'q8_0'
+    merged: bool = False,  # 'hf': fold LoRA into the weights (always done for 'gguf')
+    system: str | None = None,  # 'gguf': the Modelfile's default system prompt
+    progress: bool = True,  # 'gguf': a progress bar while writing
+):
+    """Save this model with its tokenizer, whole or not at all: a transformers folder or a GGUF file with an Ollama
+    Modelfile; returns the folder or file."""
+    if format not in FORMATS:
+        raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
+    if format == 'hf' and quantize:
+        raise FtnbError("quantize= is for format='gguf'; a transformers folder keeps the weights' own precision.")
     path = Path(path)
-    if format == 'hf': _model_folder(path)
+    if format == 'hf':
+        _model_folder(path)
     else:
-        q = (quantize or 'f16').lower(); _qtype(q)
-        f = path if path.suffix == '.gguf' else path/gguf_name(self.name, q)
+        q = (quantize or 'f16').lower()
+        _qtype(q)
+        f = path if path.suffix == '.gguf' else path / gguf_name(self.name, q)
         modelfile = ollama_modelfile(f, self.tokenizer, system)  # its errors come before the long write
-    if format == 'gguf': gguf_arch(self.model)  # refused before a whole copy is made (or a QLoRA base loaded again) and merged
+    if format == 'gguf':
+        gguf_arch(self.model)  # refused before a whole copy is made (or a QLoRA base loaded again) and merged
     net = merge_onto_16bit(self.model) if merged or format == 'gguf' else self.model
     try:
         if format == 'hf':
-            with whole_folder(path) as tmp, quiet_bars(): net.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
+            with whole_folder(path) as tmp, quiet_bars():
+                net.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
             return path
         save_gguf(net, self.tokenizer, f, q, name=Path(str(self.name)).name, progress=progress)
-        write_atomic(f.parent/'Modelfile', modelfile)
+        write_atomic(f.parent / 'Modelfile', modelfile)
         return f
     finally:
         if net is not self.model:  # the merged copy is a whole model (on a GPU, GBs): free it now
             from accelerate.utils import release_memory
-            del net; release_memory()
+
+            del net
+            release_memory()

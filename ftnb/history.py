@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_history.ipynb #043999cf
 from __future__ import annotations
-import os, json, copy, dataclasses, warnings
+import json, dataclasses, warnings
 from datetime import datetime
 from pathlib import Path
 from .core import FtnbError, detect_hardware
@@ -20,49 +20,103 @@ from .views import history_plot, check_keys
 __all__ = ['MACHINE_FIELDS', 'folder_problems', 'RunRecord', 'load_run', 'RunHistory', 'runs']
 
 # %% ../nbs/17_history.ipynb #3d871061
-def _read(p:Path) -> dict|None:
+def _read(p: Path) -> dict | None:
     "A JSON file's object, or None where it is missing or not whole (written by an older ftnb, or cut short)."
-    try: d = json.loads(p.read_text())
-    except (OSError, ValueError): return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
     return d if isinstance(d, dict) else None
 
-def _is(v, *types) -> bool: return isinstance(v, types) and not isinstance(v, bool) if bool not in types else isinstance(v, types)
-def _count(v) -> bool: return _is(v, int) and v >= 0
-def _number(v) -> bool: return _is(v, int, float) and v == v
 
-def folder_problems(info:dict, summary:dict) -> list[str]:
-    "What is wrong with a run folder's `settings.json` and `summary.json` values, each naming the file, the field and the value: a folder may come from anyone."
+def _is(v, *types) -> bool:
+    return isinstance(v, types) and not isinstance(v, bool) if bool not in types else isinstance(v, types)
+
+
+def _count(v) -> bool:
+    return _is(v, int) and v >= 0
+
+
+def _number(v) -> bool:
+    return _is(v, int, float) and v == v
+
+
+def folder_problems(info: dict, summary: dict) -> list[str]:
+    """What is wrong with a run folder's `settings.json` and `summary.json` values, each naming the file, the field and
+    the value: a folder may come from anyone."""
     out = []
-    def bad(f, k, v, want): out.append(f"{f}: {k} is {repr(v)[:80]}, expected {want}")
-    if info.get('method') not in METHODS: bad('settings.json', 'method', info.get('method'), f"one of {', '.join(METHODS)}")
-    if not _is(info.get('model'), str) or not info['model']: bad('settings.json', 'model', info.get('model'), 'a model name')
-    for k, ok, want in (('settings', lambda v: _is(v, dict), 'an object'), ('trl_config', lambda v: v is None or _is(v, dict), 'an object'),
-                        ('estimate_gb', lambda v: v is None or (_is(v, dict) and all(map(_number, v.values()))), 'an object of numbers'),
-                        ('base_run', lambda v: v is None or _is(v, str), 'a folder'), ('code', lambda v: v is None or _is(v, str), 'text')):
-        if not ok(info.get(k, {} if k == 'settings' else None)): bad('settings.json', k, info.get(k), want)
+
+    def bad(f, k, v, want):
+        out.append(f"{f}: {k} is {repr(v)[:80]}, expected {want}")
+
+    if info.get('method') not in METHODS:
+        bad('settings.json', 'method', info.get('method'), f"one of {', '.join(METHODS)}")
+    if not _is(info.get('model'), str) or not info['model']:
+        bad('settings.json', 'model', info.get('model'), 'a model name')
+    for k, ok, want in (
+        ('settings', lambda v: _is(v, dict), 'an object'),
+        ('trl_config', lambda v: v is None or _is(v, dict), 'an object'),
+        (
+            'estimate_gb',
+            lambda v: v is None or (_is(v, dict) and all(map(_number, v.values()))),
+            'an object of numbers',
+        ),
+        ('base_run', lambda v: v is None or _is(v, str), 'a folder'),
+        ('code', lambda v: v is None or _is(v, str), 'text'),
+    ):
+        if not ok(info.get(k, {} if k == 'settings' else None)):
+            bad('settings.json', k, info.get(k), want)
     s = info.get('settings') if _is(info.get('settings'), dict) else {}
-    if not (s.get('lora') is None or (_is(s['lora'], dict) and _count(s['lora'].get('r')))): bad('settings.json', 'settings.lora', s.get('lora'), "null or LoRA options with a whole r")
-    if not _is(s.get('data', ''), str): bad('settings.json', 'settings.data', s.get('data'), 'text')
-    for k, ok, want in (('state', lambda v: v in STATES, f"one of {', '.join(STATES)}"), ('step', _count, 'a whole number ≥ 0'),
-                        ('max_steps', _count, 'a whole number ≥ 0'), ('seconds', lambda v: _number(v) and v >= 0, 'a number of seconds ≥ 0'),
-                        ('started', lambda v: v is None or _is(v, str), 'a time'), ('pid', lambda v: v is None or _count(v), 'a process id'),
-                        ('peak_gb', lambda v: v is None or _number(v), 'a number'), ('training_gb', lambda v: v is None or _number(v), 'a number'),
-                        ('final', lambda v: _is(v, dict) and all(map(_number, v.values())), 'an object of numbers'),
-                        ('saves', lambda v: _is(v, list) and all(_is(x, dict) and _is(x.get('path'), str) and _count(x.get('step')) and
-                                                                 not Path(x['path']).is_absolute() and '..' not in Path(x['path']).parts for x in v),
-                         'a list of saves inside the folder')):
-        if k in summary and not ok(summary[k]): bad('summary.json', k, summary[k], want)
+    if not (s.get('lora') is None or (_is(s['lora'], dict) and _count(s['lora'].get('r')))):
+        bad('settings.json', 'settings.lora', s.get('lora'), "null or LoRA options with a whole r")
+    if not _is(s.get('data', ''), str):
+        bad('settings.json', 'settings.data', s.get('data'), 'text')
+    for k, ok, want in (
+        ('state', lambda v: v in STATES, f"one of {', '.join(STATES)}"),
+        ('step', _count, 'a whole number ≥ 0'),
+        ('max_steps', _count, 'a whole number ≥ 0'),
+        ('seconds', lambda v: _number(v) and v >= 0, 'a number of seconds ≥ 0'),
+        ('started', lambda v: v is None or _is(v, str), 'a time'),
+        ('pid', lambda v: v is None or _count(v), 'a process id'),
+        ('peak_gb', lambda v: v is None or _number(v), 'a number'),
+        ('training_gb', lambda v: v is None or _number(v), 'a number'),
+        ('final', lambda v: _is(v, dict) and all(map(_number, v.values())), 'an object of numbers'),
+        (
+            'saves',
+            lambda v: (
+                _is(v, list)
+                and all(
+                    _is(x, dict)
+                    and _is(x.get('path'), str)
+                    and _count(x.get('step'))
+                    and not Path(x['path']).is_absolute()
+                    and '..' not in Path(x['path']).parts
+                    for x in v
+                )
+            ),
+            'a list of saves inside the folder',
+        ),
+    ):
+        if k in summary and not ok(summary[k]):
+            bad('summary.json', k, summary[k], want)
     return out
+
 
 class RunRecord:
     "A past run, read from its folder: settings, summary, metrics, samples and evaluation."
+
     def __init__(self, run_dir):
         self.run_dir = Path(run_dir)
-        self.info = _read(self.run_dir/'settings.json')
-        if self.info is None: raise FtnbError(f"{self.run_dir} is not a run folder: it has no readable settings.json")
-        self.summary = _read(self.run_dir/'summary.json') or {}
+        self.info = _read(self.run_dir / 'settings.json')
+        if self.info is None:
+            raise FtnbError(f"{self.run_dir} is not a run folder: it has no readable settings.json")
+        self.summary = _read(self.run_dir / 'summary.json') or {}
         if bad := folder_problems(self.info, self.summary):
-            raise FtnbError(f"{self.run_dir} is not a run folder ftnb can read: " + '; '.join(bad[:3]) + (f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''))
+            raise FtnbError(
+                f"{self.run_dir} is not a run folder ftnb can read: "
+                + '; '.join(bad[:3])
+                + (f' (and {len(bad) - 3} more)' if len(bad) > 3 else '')
+            )
         self._history = None
 
     name = property(lambda self: self.run_dir.name)
@@ -75,28 +129,32 @@ class RunRecord:
     def history(self) -> list[dict]:
         "The logged metrics (`metrics.jsonl`)."
         if self._history is None:
-            p = self.run_dir/'metrics.jsonl'
+            p = self.run_dir / 'metrics.jsonl'
             self._history = json_lines(p.read_text()) if p.exists() else []  # a last line half written is skipped
         return self._history
 
     @property
     def samples(self) -> list[dict]:
-        p = self.run_dir/'samples.jsonl'
+        p = self.run_dir / 'samples.jsonl'
         return json_lines(p.read_text()) if p.exists() else []
 
     @property
     def evaluation(self):
         "The latest `evaluate(run, ...)` of this run, if any."
         from ftnb.evaluate import Evaluation
-        p = self.run_dir/'evaluation.json'
-        try: return Evaluation.load(p) if p.exists() else None
-        except (OSError, ValueError, TypeError): return None  # not whole: read as none rather than break the table
+
+        p = self.run_dir / 'evaluation.json'
+        try:
+            return Evaluation.load(p) if p.exists() else None
+        except (OSError, ValueError, TypeError):
+            return None  # not whole: read as none rather than break the table
 
     @property
     def state(self) -> str:
         "The run's state; 'killed' when it says it is running but the process that ran it is gone."
         st = self.summary.get('state', 'ready')
-        if st in ('running', 'stopping') and not (self.summary.get('pid') and process_alive(self.summary['pid'])): return 'killed'
+        if st in ('running', 'stopping') and not (self.summary.get('pid') and process_alive(self.summary['pid'])):
+            return 'killed'
         return st
 
     @property
@@ -106,15 +164,22 @@ class RunRecord:
 
     @property
     def started(self) -> str:
-        return self.summary.get('started') or datetime.fromtimestamp((self.run_dir/'settings.json').stat().st_mtime).isoformat(timespec='seconds')
+        return self.summary.get('started') or datetime.fromtimestamp(
+            (self.run_dir / 'settings.json').stat().st_mtime
+        ).isoformat(timespec='seconds')
 
     def key_settings(self) -> dict:
         "The settings that tell runs apart: learning rate, steps, batch, LoRA rank, and the method's own key parameter."
         s, c = self.settings, self.info.get('trl_config', {})
-        out = dict(lr=s.get('lr'), steps=s.get('max_steps'), batch=s.get('batch_size'),
-                   lora=f"r{s['lora']['r']}" if s.get('lora') else 'full')
+        out = dict(
+            lr=s.get('lr'),
+            steps=s.get('max_steps'),
+            batch=s.get('batch_size'),
+            lora=f"r{s['lora']['r']}" if s.get('lora') else 'full',
+        )
         for k in method(self.method).key_settings:
-            if k in c: out[k] = c[k]
+            if k in c:
+                out[k] = c[k]
         return out
 
     def key_metrics(self) -> dict:
@@ -122,96 +187,181 @@ class RunRecord:
         f = self.final
         return {k: f[k] for k in dict.fromkeys((*method(self.method).metrics, 'eval_loss')) if k in f}
 
-    def load(self, model:Model|None=None): return load_run(self.run_dir, model)
-    def __repr__(self): return f"RunRecord {self.name}: {self.method} of {self.model}, {self.state} at step {self.summary.get('step', '?')}"
+    def load(self, model: Model | None = None):
+        return load_run(self.run_dir, model)
+
+    def __repr__(self):
+        return (
+            f"RunRecord {self.name}: {self.method} of {self.model}, {self.state} at step "
+            f"{self.summary.get('step', '?')}"
+        )
 
 # %% ../nbs/17_history.ipynb #5fea9c41
-def _whole_model(p:Path) -> bool: return (p/'adapter_config.json').exists() or (p/'config.json').exists()
+def _whole_model(p: Path) -> bool:
+    return (p / 'adapter_config.json').exists() or (p / 'config.json').exists()
 
-def _weights(d:Path, summary:dict) -> Path:
-    "The newest trained weights in a run folder, by the step each was written at: its newest whole checkpoint, or a model `run.save()` recorded."
+
+def _weights(d: Path, summary: dict) -> Path:
+    """The newest trained weights in a run folder, by the step each was written at: its newest whole checkpoint, or a
+    model `run.save()` recorded."""
     ck = last_checkpoint(d)
     cands = [(int(ck.name.rsplit('-', 1)[1]), 1, ck)] if ck else []
-    cands += [(s['step'], 2, d/s['path']) for s in summary.get('saves', []) if s.get('format', 'hf') == 'hf' and _whole_model(d/s['path'])]
+    cands += [
+        (s['step'], 2, d / s['path'])
+        for s in summary.get('saves', [])
+        if s.get('format', 'hf') == 'hf' and _whole_model(d / s['path'])
+    ]
     if not cands:  # saved by an ftnb that did not record its saves: only where no checkpoint is left
-        cands = [(0, 0, d/n) for n in ('adapter', 'model') if _whole_model(d/n)]
-    if not cands: raise FtnbError(f"{d} holds no weights: no whole checkpoint and no saved adapter (the run ended before its first checkpoint)")
-    return max(cands, key=lambda c: c[:2])[2]  # the newest step; at the same step a save (the final weights) before a checkpoint
+        cands = [(0, 0, d / n) for n in ('adapter', 'model') if _whole_model(d / n)]
+    if not cands:
+        raise FtnbError(
+            f"{d} holds no weights: no whole checkpoint and no saved adapter (the run ended before its first "
+            "checkpoint)"
+        )
+    return max(cands, key=lambda c: c[:2])[
+        2
+    ]  # the newest step; at the same step a save (the final weights) before a checkpoint
 
-def _base_model(info:dict, model:Model|None, d:Path, seen:tuple=()) -> Model:
-    if info.get('base_run'):  # the run this one continued, loaded and merged: as recorded, else beside this run (a moved runs folder)
+
+def _base_model(info: dict, model: Model | None, d: Path, seen: tuple = ()) -> Model:
+    if info.get(
+        'base_run'
+    ):  # the run this one continued, loaded and merged: as recorded, else beside this run (a moved runs folder)
         b = Path(info['base_run'])
-        b = b if (b/'settings.json').exists() else d.parent/b.name
+        b = b if (b / 'settings.json').exists() else d.parent / b.name
         chain = seen + (d.resolve(),)
         if b.resolve() in chain:
-            raise FtnbError(f"{d} cannot be loaded: its settings.json says it continued {b}, which leads back to itself "
-                            f"({' -> '.join(str(p) for p in chain + (b.resolve(),))}). A run cannot be built on its own folder.")
+            raise FtnbError(
+                f"{d} cannot be loaded: its settings.json says it continued {b}, which leads back to itself "
+                f"({' -> '.join(str(p) for p in chain + (b.resolve(),))}). A run cannot be built on its own folder."
+            )
         return _load(b, model, None, chain).policy()
-    if model is not None: return Model(copy_model(model.model), model.tokenizer, model.name, model.source)  # the adapter goes into a copy: yours stays as it was
-    try: return load_model(info['model'])
+    if model is not None:
+        return Model(
+            copy_model(model.model), model.tokenizer, model.name, model.source
+        )  # the adapter goes into a copy: yours stays as it was
+    try:
+        return load_model(info['model'])
     except FtnbError as e:
-        raise FtnbError(f"The base model {info['model']!r} of this run cannot be loaded by name ({e}). "
-                        f"Pass it: load_run(run_dir, model=...)") from None
+        raise FtnbError(
+            f"The base model {info['model']!r} of this run cannot be loaded by name ({e}). "
+            f"Pass it: load_run(run_dir, model=...)"
+        ) from None
 
-def load_run(run_dir, # a run folder (`runs/<time>-<method>`)
-             model:Model|None=None, # the base model (of the first run in a chain), when it cannot be loaded by its name (`tiny_model()`); it is copied
-             checkpoint=None, # a checkpoint folder to load instead of the newest; False: none, the base model as training started (a job still training)
-            ) -> Run:
+
+def load_run(
+    run_dir,  # a run folder (`runs/<time>-<method>`)
+    # the base model (of the first run in a chain), when it cannot be loaded by its name (`tiny_model()`); it is copied
+    model: Model | None = None,
+    # a checkpoint folder to load instead of the newest; False: none, the base model as training started (a job still
+    # training)
+    checkpoint=None,
+) -> Run:
     "A finished, stopped or killed run back from its folder, ready to generate, compare, evaluate and report."
     return _load(run_dir, model, checkpoint)
 
-MACHINE_FIELDS = ('tf32', 'bf16_full_eval', 'fp16_full_eval', 'optim', 'fsdp', 'fsdp_config', 'deepspeed', 'ddp_backend',
-                  'torch_compile', 'torch_compile_backend', 'torch_compile_mode')  # TRL config fields of the machine that trained: this one chooses its own (a GPU run's tf32 fails on a CPU)
 
-def _load(run_dir, model, checkpoint, seen:tuple=()) -> Run:
+MACHINE_FIELDS = (
+    'tf32',
+    'bf16_full_eval',
+    'fp16_full_eval',
+    'optim',
+    'fsdp',
+    'fsdp_config',
+    'deepspeed',
+    'ddp_backend',
+    'torch_compile',
+    'torch_compile_backend',
+    'torch_compile_mode',
+)  # TRL config fields of the machine that trained: this one chooses its own (a GPU run's tf32 fails on a CPU)
+
+
+def _load(run_dir, model, checkpoint, seen: tuple = ()) -> Run:
     rec = RunRecord(run_dir)
     info, d = rec.info, rec.run_dir
-    if not isinstance(info.get('trl_config'), dict): raise FtnbError(f"{d} cannot be loaded: its settings.json has no TRL config (trl_config)")
+    if not isinstance(info.get('trl_config'), dict):
+        raise FtnbError(f"{d} cannot be loaded: its settings.json has no TRL config (trl_config)")
     ck = None if checkpoint is False else Path(checkpoint) if checkpoint else _weights(d, rec.summary)
     base = _base_model(info, model, d, seen)
     if not method(rec.method).generates:  # a reward model: the score head goes on first
         from ftnb.rewards import scoring_model
+
         base = scoring_model(base)
-    if ck is None: net = base.model
-    elif (ck/'adapter_config.json').exists():
+    if ck is None:
+        net = base.model
+    elif (ck / 'adapter_config.json').exists():
         from peft import PeftModel
+
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             net = PeftModel.from_pretrained(base.model, str(ck))
-    else: net = load_model(str(ck)).model
+    else:
+        net = load_model(str(ck)).model
     net.eval()
     cfg_cls, trainer_cls = method(rec.method).classes()
     fields = {f.name for f in dataclasses.fields(cfg_cls) if f.init}
     with warnings.catch_warnings():  # deprecated fields come back as they were saved: no need to warn twice
         warnings.simplefilter('ignore')
-        saved = {k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir' and k not in MACHINE_FIELDS}
-        args = cfg_cls(**saved | detect_hardware().trainer_args, output_dir=str(d))  # precision and device of this machine: a GPU run loads on a CPU
-    run = Run(rec.method, Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}" if ck else base.source), trainer_cls, args, None,
-              settings=rec.settings, estimate=info.get('estimate_gb'), run_dir=d)
+        saved = {
+            k: v for k, v in info['trl_config'].items() if k in fields and k != 'output_dir' and k not in MACHINE_FIELDS
+        }
+        args = cfg_cls(
+            **saved | detect_hardware().trainer_args, output_dir=str(d)
+        )  # precision and device of this machine: a GPU run loads on a CPU
+    run = Run(
+        rec.method,
+        Model(net, base.tokenizer, info['model'], f"{ck} on {base.source}" if ck else base.source),
+        trainer_cls,
+        args,
+        None,
+        settings=rec.settings,
+        estimate=info.get('estimate_gb'),
+        run_dir=d,
+    )
     s = rec.summary
     run.history, run.samples = rec.history, rec.samples
-    run.step, run.max_steps, run.peak_gb, run.training_gb = s.get('step', 0), s.get('max_steps', args.max_steps), s.get('peak_gb'), s.get('training_gb')
-    run.seconds, run.started = s.get('seconds', 0.), s.get('started')
+    run.step, run.max_steps, run.peak_gb, run.training_gb = (
+        s.get('step', 0),
+        s.get('max_steps', args.max_steps),
+        s.get('peak_gb'),
+        s.get('training_gb'),
+    )
+    run.seconds, run.started = s.get('seconds', 0.0), s.get('started')
     run.state = 'stopped' if rec.state in ('killed', 'running', 'stopping', 'ready') else rec.state
     run.loaded_from = ck
     code = (info.get('code') or '').replace('\nrun.start()', '')
-    run.read_only = (f"This run was loaded from {d} to look at, without its data, so it does not train. To train it further, "
-                     f"make it again with its data in the same folder and resume" + (f":\n{code[:-1]}, run_dir={str(d)!r})\nrun.resume()" if code else '.'))
+    run.read_only = (
+        f"This run was loaded from {d} to look at, without its data, so it does not train. To train it further, "
+        f"make it again with its data in the same folder and resume"
+        + (f":\n{code[:-1]}, run_dir={str(d)!r})\nrun.resume()" if code else '.')
+    )
     return run
 
 # %% ../nbs/17_history.ipynb #c23ad2e5
 class RunHistory:
     "Past runs as a table: index or name them, `plot` their curves together, `load` one back."
-    def __init__(self, records:list[RunRecord], # the runs
-                 skipped:list|None=None): # (folder, why) for each folder under the root that could not be read as a run
+
+    def __init__(
+        self,
+        records: list[RunRecord],  # the runs
+        skipped: list | None = None,
+    ):  # (folder, why) for each folder under the root that could not be read as a run
         self.records, self.skipped = records, list(skipped or [])
-    def __len__(self): return len(self.records)
-    def __iter__(self): return iter(self.records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
     def __getitem__(self, i) -> RunRecord:
-        if isinstance(i, RunRecord): return i
-        if isinstance(i, int): return self.records[i]
+        if isinstance(i, RunRecord):
+            return i
+        if isinstance(i, int):
+            return self.records[i]
         for r in self.records:
-            if r.name == str(i) or str(r.run_dir) == str(i): return r
+            if r.name == str(i) or str(r.run_dir) == str(i):
+                return r
         raise FtnbError(f"No run named {i!r}; runs are {', '.join(r.name for r in self.records) or 'none'}")
 
     def rows(self) -> list[dict]:
@@ -221,30 +371,51 @@ class RunHistory:
             ev, evs = r.evaluation, ''
             if ev is not None:
                 m, t = ev.metrics[0], ev.table()[ev.metrics[0]]
-                evs = f"{m} " + ' → '.join(f"{t[k]:.3g}" for k in ('base', 'tuned') if k in t) if 'tuned' in t else f"{m} {next(iter(t.values())):.3g}"
+                evs = (
+                    f"{m} " + ' → '.join(f"{t[k]:.3g}" for k in ('base', 'tuned') if k in t)
+                    if 'tuned' in t
+                    else f"{m} {next(iter(t.values())):.3g}"
+                )
             st = r.state + (f" at step {r.summary.get('step')}" if r.state in ('killed', 'stopped', 'failed') else '')
-            out.append({'#': i, 'run': r.name, 'method': r.method, 'model': r.model, 'data': r.data,
-                        'settings': '  '.join(f"{k} {fmt_value(v)}" for k, v in r.key_settings().items() if v is not None),
-                        'state': st, 'final': '  '.join(f"{k} {fmt_value(v)}" for k, v in r.key_metrics().items()),
-                        'evaluation': evs, 'time': fmt_time(r.summary.get('seconds')), 'started': r.started.replace('T', ' ')})
+            out.append(
+                {
+                    '#': i,
+                    'run': r.name,
+                    'method': r.method,
+                    'model': r.model,
+                    'data': r.data,
+                    'settings': '  '.join(f"{k} {fmt_value(v)}" for k, v in r.key_settings().items() if v is not None),
+                    'state': st,
+                    'final': '  '.join(f"{k} {fmt_value(v)}" for k, v in r.key_metrics().items()),
+                    'evaluation': evs,
+                    'time': fmt_time(r.summary.get('seconds')),
+                    'started': r.started.replace('T', ' '),
+                }
+            )
         return out
 
     def skipped_text(self) -> str:
         "The folders that were not listed, and why, one a line."
         return ''.join(f"\nSkipped {Path(f).name}: {why}" for f, why in self.skipped)
 
-    def __repr__(self): return self._text() + self.skipped_text()
+    def __repr__(self):
+        return self._text() + self.skipped_text()
+
     def _text(self):
         rows = self.rows()
-        if not rows: return "No runs yet."
+        if not rows:
+            return "No runs yet."
         cols = ['#', 'run', 'method', 'model', 'settings', 'state', 'final', 'evaluation', 'time']
         w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-        return '\n'.join(['  '.join(f"{c:<{w[c]}}" for c in cols)] + ['  '.join(f"{str(r[c]):<{w[c]}}" for c in cols) for r in rows])
+        return '\n'.join(
+            ['  '.join(f"{c:<{w[c]}}" for c in cols)] + ['  '.join(f"{str(r[c]):<{w[c]}}" for c in cols) for r in rows]
+        )
 
     def _repr_html_(self):
         rows = self.rows()
         skipped = ''.join(f"<br><small>Skipped {esc(Path(f).name)}: {esc(why)}</small>" for f, why in self.skipped)
-        if not rows: return "<i>No runs yet.</i>" + skipped
+        if not rows:
+            return "<i>No runs yet.</i>" + skipped
         return html_table([list(r.values()) for r in rows], list(rows[0]), style='text-align:left') + skipped
 
     def labels(self, which) -> dict:
@@ -252,31 +423,44 @@ class RunHistory:
         recs = [self[i] for i in which]
         ks = [dict(method=r.method, model=r.model, **r.key_settings()) for r in recs]
         diff = [k for k in ks[0] if len({str(x.get(k)) for x in ks}) > 1]
-        return {r: f"#{self.records.index(r)} " + (', '.join(f"{k} {fmt_value(x.get(k))}" for k in diff) if diff else r.name) for r, x in zip(recs, ks)}
+        return {
+            r: f"#{self.records.index(r)} "
+            + (', '.join(f"{k} {fmt_value(x.get(k))}" for k in diff) if diff else r.name)
+            for r, x in zip(recs, ks)
+        }
 
-    def plot(self, *which, # runs by index, name or record; default all
-             keys=None, # metrics to draw; default those of the first run's method (`Method.metrics`)
-             title:str='') :
+    def plot(
+        self,
+        *which,  # runs by index, name or record; default all
+        keys=None,  # metrics to draw; default those of the first run's method (`Method.metrics`)
+        title: str = '',
+    ):
         "The curves of the chosen runs overlaid, one colour per run, labelled by the settings that differ."
         which = which or range(len(self.records))
         labels = self.labels(which)
-        if keys: check_keys([r.history for r in labels], keys)
+        if keys:
+            check_keys([r.history for r in labels], keys)
         keys = keys or method(next(iter(labels)).method).metrics
         return history_plot({l: r.history for r, l in labels.items()}, keys, title)
 
-    def load(self, which, model:Model|None=None) -> Run:
+    def load(self, which, model: Model | None = None) -> Run:
         "Load run `which` (index, name or record) back as a `Run` (see `load_run`)."
         return load_run(self[which].run_dir, model)
 
-def runs(root='runs', # the folder run folders are made in (recipes' default: `runs` beside the notebook)
-         method:str|None=None, # only runs of this method ('sft', 'dpo', ...)
-        ) -> RunHistory:
-    "The runs in `root`, oldest first, as a table you can plot and load from; folders that cannot be read as runs are named in `skipped`, with why."
+
+def runs(
+    root='runs',  # the folder run folders are made in (recipes' default: `runs` beside the notebook)
+    method: str | None = None,  # only runs of this method ('sft', 'dpo', ...)
+) -> RunHistory:
+    """The runs in `root`, oldest first, as a table you can plot and load from; folders that cannot be read as runs are
+    named in `skipped`, with why."""
     recs, skipped = [], []
     for p in sorted(Path(root).glob('*/settings.json')) if Path(root).is_dir() else []:
-        try: r = RunRecord(p.parent)
+        try:
+            r = RunRecord(p.parent)
         except FtnbError as e:
             skipped.append((str(p.parent), str(e).removeprefix(f"{p.parent} ")))
             continue
-        if method is None or r.method == method: recs.append(r)
+        if method is None or r.method == method:
+            recs.append(r)
     return RunHistory(sorted(recs, key=lambda r: r.started), skipped)

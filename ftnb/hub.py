@@ -21,250 +21,445 @@ from .report import eval_plot, report_settings, numeric_history
 __all__ = ['HUB_IDS', 'base_on_hub', 'card_data', 'model_card', 'hub_folder', 'check_repo_id', 'hub_offline', 'hub_token']
 
 # %% ../nbs/18a_hub.ipynb #146fab04
-HUB_IDS = {'smollm2-135m-instruct': ('HuggingFaceTB/SmolLM2-135M-Instruct', 'apache-2.0')}  # the models ftnb knows by alias: their Hub id and license
+HUB_IDS = {
+    'smollm2-135m-instruct': ('HuggingFaceTB/SmolLM2-135M-Instruct', 'apache-2.0')
+}  # the models ftnb knows by alias: their Hub id and license
 
-def _hub_id(name:str) -> str|None:
+
+def _hub_id(name: str) -> str | None:
     "`name` if the Hub would take it as a repo id, else None."
     from huggingface_hub.utils import validate_repo_id, HFValidationError
-    try: validate_repo_id(name)
-    except HFValidationError: return None
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
     return name
 
-def base_on_hub(name:str, # the model a run started from, as it records it: an alias, a Hub id or a folder
-               ) -> str|None:
-    "The Hub id of a run's base model: an alias's, or the name itself when it has a Hub id's form and is no local path; else None."
-    if name.lower() in HUB_IDS: return HUB_IDS[name.lower()][0]
-    if name.count('/') != 1 or looks_local(name) or Path(name).expanduser().exists(): return None
+
+def base_on_hub(
+    name: str,  # the model a run started from, as it records it: an alias, a Hub id or a folder
+) -> str | None:
+    """The Hub id of a run's base model: an alias's, or the name itself when it has a Hub id's form and is no local
+    path; else None."""
+    if name.lower() in HUB_IDS:
+        return HUB_IDS[name.lower()][0]
+    if name.count('/') != 1 or looks_local(name) or Path(name).expanduser().exists():
+        return None
     return _hub_id(name)
 
 # %% ../nbs/18a_hub.ipynb #c35a88ef
-def card_data(rec:RunRecord, # the run's folder, read
-              merged:bool=False, # the card describes the merged model, not the LoRA adapter
-              license:str|None=None): # the model's license; default the base model's where ftnb knows it
-    "The card's metadata (`huggingface_hub.ModelCardData`): base model, library, tags, license, and the data set if it came from the Hub."
+def card_data(
+    rec: RunRecord,  # the run's folder, read
+    merged: bool = False,  # the card describes the merged model, not the LoRA adapter
+    license: str | None = None,  # the model's license; default the base model's where ftnb knows it
+):
+    """The card's metadata (`huggingface_hub.ModelCardData`): base model, library, tags, license, and the data set if it
+    came from the Hub."""
     from huggingface_hub import ModelCardData
+
     adapter = bool(rec.settings.get('lora')) and not merged
     known = HUB_IDS.get(rec.model.lower())
     hub_data = re.search(r'from the Hub: (\S+)$', rec.data)
     dataset = _hub_id(hub_data[1]) if hub_data else None  # a data set id the Hub takes, or none
-    return ModelCardData(base_model=base_on_hub(rec.model), library_name='peft' if adapter else 'transformers',
-                         tags=['ftnb', 'trl', rec.method] + (['lora'] if rec.settings.get('lora') else []),
-                         license=license or (known[1] if known else None), datasets=[dataset] if dataset else None,
-                         pipeline_tag='text-generation' if method(rec.method).generates else 'text-classification')
+    return ModelCardData(
+        base_model=base_on_hub(rec.model),
+        library_name='peft' if adapter else 'transformers',
+        tags=['ftnb', 'trl', rec.method] + (['lora'] if rec.settings.get('lora') else []),
+        license=license or (known[1] if known else None),
+        datasets=[dataset] if dataset else None,
+        pipeline_tag='text-generation' if method(rec.method).generates else 'text-classification',
+    )
 
 # %% ../nbs/18a_hub.ipynb #b2a15dec
-_TRL_SHOWN = ('lr_scheduler_type', 'warmup_steps', 'weight_decay', 'max_grad_norm', 'per_device_train_batch_size', 'gradient_accumulation_steps')
+_TRL_SHOWN = (
+    'lr_scheduler_type',
+    'warmup_steps',
+    'weight_decay',
+    'max_grad_norm',
+    'per_device_train_batch_size',
+    'gradient_accumulation_steps',
+)
+
 
 def _md_table(rows, head) -> str:
-    "A Markdown table of cells that are Markdown already (`md_text`, `md_code`): a '|' not yet escaped is escaped, line breaks become spaces."
+    """A Markdown table of cells that are Markdown already (`md_text`, `md_code`): a '|' not yet escaped is escaped,
+    line breaks become spaces."""
     cell = lambda c: re.sub(r'(?<!\\)\|', r'\\|', ' '.join(str(c).splitlines()))
-    return '\n'.join(['| ' + ' | '.join(map(cell, head)) + ' |', '|' + '---|' * len(head)] + ['| ' + ' | '.join(map(cell, r)) + ' |' for r in rows])
+    return '\n'.join(
+        ['| ' + ' | '.join(map(cell, head)) + ' |', '|' + '---|' * len(head)]
+        + ['| ' + ' | '.join(map(cell, r)) + ' |' for r in rows]
+    )
 
-def _image(fig, name:str, folder) -> str:
+
+def _image(fig, name: str, folder) -> str:
     "Where the card finds a chart: a PNG file written (whole) into `folder`, or inline (a preview in a notebook)."
-    if folder is None: return png_uri(fig, 100)
-    with whole_file(Path(folder)/name) as f: f.write_bytes(png(fig, 100))
+    if folder is None:
+        return png_uri(fig, 100)
+    with whole_file(Path(folder) / name) as f:
+        f.write_bytes(png(fig, 100))
     return name
 
-def _settings(rec:RunRecord) -> dict:
-    s, c = {k: v for k, v in report_settings(rec).items() if k not in ('rows', 'eval_rows')}, rec.info.get('trl_config', {})  # rows: in Training
+
+def _settings(rec: RunRecord) -> dict:
+    s, c = (
+        {k: v for k, v in report_settings(rec).items() if k not in ('rows', 'eval_rows')},
+        rec.info.get('trl_config', {}),
+    )  # rows: in Training
     if lo := rec.settings.get('lora'):
-        s['lora'] = f"r {lo.get('r')}, alpha {lo.get('lora_alpha')}, dropout {lo.get('lora_dropout')}, on {lo.get('target_modules')}"
+        s['lora'] = (
+            f"r {lo.get('r')}, alpha {lo.get('lora_alpha')}, dropout {lo.get('lora_dropout')}, on "
+            f"{lo.get('target_modules')}"
+        )
     s |= {k: c[k] for k in _TRL_SHOWN if k in c}
     s['precision'] = 'bf16' if c.get('bf16') else 'fp16' if c.get('fp16') else 'fp32'
     return s
 
 # %% ../nbs/18a_hub.ipynb #661cb626
-def _training(rec:RunRecord, merged:bool) -> str:
+def _training(rec: RunRecord, merged: bool) -> str:
     m, s, summ = method(rec.method), rec.settings, rec.summary
     base = base_on_hub(rec.model)
-    what = ('a LoRA adapter' if not merged else 'the merged model (LoRA folded into the weights)') if s.get('lora') else 'the whole model (full fine-tuning)'
+    what = (
+        ('a LoRA adapter' if not merged else 'the merged model (LoRA folded into the weights)')
+        if s.get('lora')
+        else 'the whole model (full fine-tuning)'
+    )
     secs, hw = summ.get('seconds'), str(rec.info.get('hardware', '?')).removeprefix('Hardware: ')
-    rows = [['base model', f"[{base}](https://huggingface.co/{base})" if base else f"{md_code(rec.model)} ({md_text(rec.info.get('model_source', ''))})"],
-            ['method', f"{rec.method.upper()}: {m.title} (TRL's `{m.trainer.rsplit('.', 1)[-1]}`)"],
-            ['weights', what], ['data', md_text(rec.data)],
-            ['rows', md_text(f"{s.get('rows', '?')} trained on, {s.get('eval_rows', 0)} held out for evaluation")],
-            ['training', md_text(f"{fmt_number(summ.get('step'))} of {fmt_number(summ.get('max_steps', s.get('max_steps')))} steps ({rec.state}), "
-                                 f"{fmt_time(secs) if isinstance(secs, (int, float)) else '?'} on {hw}")]]
-    if rec.info.get('base_run'): rows.insert(1, ['continues', f"the run {md_code(Path(str(rec.info['base_run'])).name)}, merged into the base first"])
+    rows = [
+        [
+            'base model',
+            f"[{base}](https://huggingface.co/{base})"
+            if base
+            else f"{md_code(rec.model)} ({md_text(rec.info.get('model_source', ''))})",
+        ],
+        ['method', f"{rec.method.upper()}: {m.title} (TRL's `{m.trainer.rsplit('.', 1)[-1]}`)"],
+        ['weights', what],
+        ['data', md_text(rec.data)],
+        ['rows', md_text(f"{s.get('rows', '?')} trained on, {s.get('eval_rows', 0)} held out for evaluation")],
+        [
+            'training',
+            md_text(
+                f"{fmt_number(summ.get('step'))} of {fmt_number(summ.get('max_steps', s.get('max_steps')))} steps "
+                f"({rec.state}), "
+                f"{fmt_time(secs) if isinstance(secs, (int, float)) else '?'} on {hw}"
+            ),
+        ],
+    ]
+    if rec.info.get('base_run'):
+        rows.insert(
+            1, ['continues', f"the run {md_code(Path(str(rec.info['base_run'])).name)}, merged into the base first"]
+        )
     return '## Training\n\n' + _md_table(rows, ['', ''])
 
-def _results(rec:RunRecord, folder) -> str:
+
+def _results(rec: RunRecord, folder) -> str:
     out = ['## Results']
     first = next((h for h in rec.history if 'loss' in h), {})
-    rows = [[md_text(k), md_text(fmt_value(v) + (f" (first {fmt_value(first['loss'])})" if k == 'loss' and first else ''))] for k, v in rec.key_metrics().items()]
-    if rows: out.append('Final values:\n\n' + _md_table(rows, ['metric', 'value']))
-    if hist := numeric_history(rec.history): out.append(f"![Training curves]({_image(history_plot(hist, chart_keys(rec.method), cols=4), 'training.png', folder)})")
+    rows = [
+        [md_text(k), md_text(fmt_value(v) + (f" (first {fmt_value(first['loss'])})" if k == 'loss' and first else ''))]
+        for k, v in rec.key_metrics().items()
+    ]
+    if rows:
+        out.append('Final values:\n\n' + _md_table(rows, ['metric', 'value']))
+    if hist := numeric_history(rec.history):
+        out.append(
+            f"![Training curves]({_image(history_plot(hist, chart_keys(rec.method), cols=4), 'training.png', folder)})"
+        )
     return '\n\n'.join(out)
 
-def _evaluation(rec:RunRecord, folder) -> str:
+
+def _evaluation(rec: RunRecord, folder) -> str:
     ev = rec.evaluation
-    if ev is None: return ''
-    try: t, ks = ev.table(), list(ev.models)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # an evaluation.json that does not add up
+    if ev is None:
+        return ''
+    try:
+        t, ks = ev.table(), list(ev.models)
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as e:  # an evaluation.json that does not add up
         return f"## Evaluation\n\nevaluation.json could not be read ({md_text(type(e).__name__)}: {md_text(e)})."
-    out = [f"## Evaluation\n\nOn {len(ev.prompts)} rows{' of ' + md_text(ev.label) if ev.label else ''}, after training (`tuned`) and before (`base`):",
-           _md_table([[md_text(m)] + [md_text(fmt_number(v[k], '.4g')) if k in v else '' for k in ks] for m, v in t.items()], ['metric', *map(md_text, ks)])]
-    if {'base', 'tuned'} <= set(ks): out.append(f"Win rate of tuned over base ({md_text(ev.metrics[0])}): **{ev.win_rate():.0%}** (ties count half).")
-    out.append(f"![Evaluation]({_image(eval_plot(ev, f'Evaluation on {len(ev.prompts)} rows'), 'evaluation.png', folder)})")
+    out = [
+        f"## Evaluation\n\nOn {len(ev.prompts)} rows{' of ' + md_text(ev.label) if ev.label else ''}, after training "
+        "(`tuned`) and before (`base`):",
+        _md_table(
+            [[md_text(m)] + [md_text(fmt_number(v[k], '.4g')) if k in v else '' for k in ks] for m, v in t.items()],
+            ['metric', *map(md_text, ks)],
+        ),
+    ]
+    if {'base', 'tuned'} <= set(ks):
+        out.append(
+            f"Win rate of tuned over base ({md_text(ev.metrics[0])}): **{ev.win_rate():.0%}** (ties count half)."
+        )
+    out.append(
+        f"![Evaluation]({_image(eval_plot(ev, f'Evaluation on {len(ev.prompts)} rows'), 'evaluation.png', folder)})"
+    )
     return '\n\n'.join(out)
 
 # %% ../nbs/18a_hub.ipynb #9af12b28
-def _code(rec:RunRecord) -> str:
+def _code(rec: RunRecord) -> str:
     code = rec.info.get('code')
-    if not code: return ''
-    return (f"## How it was made\n\nWith [ftnb](https://github.com/ftnb/ftnb), in a notebook (`model` was {md_code(rec.model)}, `data` was {md_text(rec.data)}):"
-            f"\n\n{md_fence(f'from ftnb.all import *{chr(10)}{code}', 'python')}")
+    if not code:
+        return ''
+    return (
+        "## How it was made\n\nWith [ftnb](https://github.com/ftnb/ftnb), in a notebook (`model` was "
+        f"{md_code(rec.model)}, `data` was {md_text(rec.data)}):"
+        f"\n\n{md_fence(f'from ftnb.all import *{chr(10)}{code}', 'python')}"
+    )
 
-def _usage(rec:RunRecord, repo_id:str|None, merged:bool) -> str:
-    if not repo_id: return ''
+
+def _usage(rec: RunRecord, repo_id: str | None, merged: bool) -> str:
+    if not repo_id:
+        return ''
     if rec.settings.get('lora') and not merged:
         base = base_on_hub(rec.model)
-        note = '' if base else (f"\n\nIts base model, {md_code(rec.model)}, is not on the Hub: load it yourself and apply the adapter with "
-                                f"{md_code(f'PeftModel.from_pretrained(base, {repo_id!r})')}.")
-        return ("## Use it\n\n" + md_fence("from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
-                f"model = AutoPeftModelForCausalLM.from_pretrained({repo_id!r})\ntokenizer = AutoTokenizer.from_pretrained({repo_id!r})", 'python') + note)
-    return ("## Use it\n\n" + md_fence(f"from transformers import pipeline\nchat = pipeline('text-generation', model={repo_id!r})\n"
-            "chat([{'role': 'user', 'content': 'Hello!'}])", 'python'))
+        note = (
+            ''
+            if base
+            else (
+                f"\n\nIts base model, {md_code(rec.model)}, is not on the Hub: load it yourself and apply the adapter "
+                "with "
+                f"{md_code(f'PeftModel.from_pretrained(base, {repo_id!r})')}."
+            )
+        )
+        return (
+            "## Use it\n\n"
+            + md_fence(
+                "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
+                f"model = AutoPeftModelForCausalLM.from_pretrained({repo_id!r})\ntokenizer = "
+                f"AutoTokenizer.from_pretrained({repo_id!r})",
+                'python',
+            )
+            + note
+        )
+    return "## Use it\n\n" + md_fence(
+        f"from transformers import pipeline\nchat = pipeline('text-generation', model={repo_id!r})\n"
+        "chat([{'role': 'user', 'content': 'Hello!'}])",
+        'python',
+    )
 
 # %% ../nbs/18a_hub.ipynb #2278d850
-def model_card(source, # a `Run`, a `RunRecord` (from `runs()`) or a run folder
-               repo_id:str|None=None, # the repo it is for: the title and the loading code name it
-               merged:bool=False, # describe the merged model, not the LoRA adapter
-               license:str|None=None, # the model's license; default the base model's where ftnb knows it
-               folder=None, # write the charts there as PNG files and link them; default: inline (a preview in a notebook)
-              ) -> str:
-    "The README.md of a Hugging Face model card for a run: base model, method, data, settings, final metrics, evaluation, training chart and the call that made it."
+def model_card(
+    source,  # a `Run`, a `RunRecord` (from `runs()`) or a run folder
+    repo_id: str | None = None,  # the repo it is for: the title and the loading code name it
+    merged: bool = False,  # describe the merged model, not the LoRA adapter
+    license: str | None = None,  # the model's license; default the base model's where ftnb knows it
+    folder=None,  # write the charts there as PNG files and link them; default: inline (a preview in a notebook)
+) -> str:
+    """The README.md of a Hugging Face model card for a run: base model, method, data, settings, final metrics,
+    evaluation, training chart and the call that made it."""
     from huggingface_hub import ModelCard
+
     rec = source if isinstance(source, RunRecord) else RunRecord(source.run_dir if isinstance(source, Run) else source)
     title = repo_id.split('/')[-1] if repo_id else f"{rec.method.upper()} run {rec.name}"
-    settings = _md_table([[md_text(k), md_text(fmt_value(v))] for k, v in _settings(rec).items() if v is not None], ['setting', 'value'])
-    parts = [f"# {md_text(title)}", f"{rec.method.upper()} of {md_code(rec.model)}, made with ftnb over TRL.", _training(rec, merged),
-             f"## Settings\n\n{settings}", _results(rec, folder), _evaluation(rec, folder), _code(rec), _usage(rec, repo_id, merged)]
+    settings = _md_table(
+        [[md_text(k), md_text(fmt_value(v))] for k, v in _settings(rec).items() if v is not None], ['setting', 'value']
+    )
+    parts = [
+        f"# {md_text(title)}",
+        f"{rec.method.upper()} of {md_code(rec.model)}, made with ftnb over TRL.",
+        _training(rec, merged),
+        f"## Settings\n\n{settings}",
+        _results(rec, folder),
+        _evaluation(rec, folder),
+        _code(rec),
+        _usage(rec, repo_id, merged),
+    ]
     body = '\n\n'.join(p for p in parts if p)
     return str(ModelCard(f"---\n{card_data(rec, merged, license).to_yaml()}\n---\n\n{redact(body)}\n"))
 
 # %% ../nbs/18a_hub.ipynb #1a8fc729
 @patch
-def card(self:Run):
+def card(self: Run):
     "Write the run folder's README.md: the run's model card, its charts beside it (`training.png`, `evaluation.png`)."
-    write_atomic(self.run_dir/'README.md', model_card(self, folder=self.run_dir))
+    write_atomic(self.run_dir / 'README.md', model_card(self, folder=self.run_dir))
 
 # %% ../nbs/18a_hub.ipynb #285e3d4c
-def _check_pushable(run:Run, merged:bool):
+def _check_pushable(run: Run, merged: bool):
     "A clear error when `run` has nothing to upload yet, or its adapter alone would be of no use."
-    if run.training: run.wait(why='push')
-    if run.state == 'ready': raise FtnbError("This run has not trained yet: start it (run.start()) before uploading it.")
-    if run.state == 'failed': raise FtnbError(f"This run failed ({run.error}): its weights are not a result to share. Fix it and train again.")
+    if run.training:
+        run.wait(why='push')
+    if run.state == 'ready':
+        raise FtnbError("This run has not trained yet: start it (run.start()) before uploading it.")
+    if run.state == 'failed':
+        raise FtnbError(
+            f"This run failed ({run.error}): its weights are not a result to share. Fix it and train again."
+        )
     base_run = RunRecord(run.run_dir).info.get('base_run')
     if base_run and is_peft(run.net) and not merged:
-        raise FtnbError(f"This {run.method} run continues the run {Path(base_run).name}: its LoRA adapter applies to that run's merged "
-                        "model, which is not on the Hub. Upload the merged model: run.push(repo_id, merged=True).")
+        raise FtnbError(
+            f"This {run.method} run continues the run {Path(base_run).name}: its LoRA adapter applies to that run's "
+            "merged "
+            "model, which is not on the Hub. Upload the merged model: run.push(repo_id, merged=True)."
+        )
+
 
 def _empty_folder(path) -> Path:
     p = Path(path)
-    if p.exists() and any(p.iterdir()): raise FtnbError(f"{p} is not empty: stage the upload in a new or empty folder, so that nothing else goes up with it.")
+    if p.exists() and any(p.iterdir()):
+        raise FtnbError(
+            f"{p} is not empty: stage the upload in a new or empty folder, so that nothing else goes up with it."
+        )
     return p
 
-def _point_at_base(folder:Path, model_name:str):
-    "Make a saved adapter name its base model by Hub id, where it has one (peft records the local path it was loaded from)."
-    f, base = folder/'adapter_config.json', base_on_hub(model_name)
-    if not f.exists() or base is None: return
-    cfg = json.loads(f.read_text()); cfg['base_model_name_or_path'] = base
+
+def _point_at_base(folder: Path, model_name: str):
+    """Make a saved adapter name its base model by Hub id, where it has one (peft records the local path it was loaded
+    from)."""
+    f, base = folder / 'adapter_config.json', base_on_hub(model_name)
+    if not f.exists() or base is None:
+        return
+    cfg = json.loads(f.read_text())
+    cfg['base_model_name_or_path'] = base
     f.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 # %% ../nbs/18a_hub.ipynb #9519312a
-def hub_folder(run:Run, # a trained run (finished or stopped)
-               path, # an empty or new folder to stage the upload in
-               repo_id:str|None=None, # the repo it is for (the card names it)
-               merged:bool=False, # the merged model instead of the LoRA adapter
-               license:str|None=None, # the model's license; default the base model's where ftnb knows it
-              ) -> Path:
-    "Write exactly what `Run.push` uploads into `path`, whole or not at all: the weights and tokenizer, README.md (the model card) and its charts, settings.json (secrets masked), metrics.jsonl."
+def hub_folder(
+    run: Run,  # a trained run (finished or stopped)
+    path,  # an empty or new folder to stage the upload in
+    repo_id: str | None = None,  # the repo it is for (the card names it)
+    merged: bool = False,  # the merged model instead of the LoRA adapter
+    license: str | None = None,  # the model's license; default the base model's where ftnb knows it
+) -> Path:
+    """Write exactly what `Run.push` uploads into `path`, whole or not at all: the weights and tokenizer, README.md (the
+    model card) and its charts, settings.json (secrets masked), metrics.jsonl."""
     _check_pushable(run, merged)
     p = _empty_folder(path)
     rec = RunRecord(run.run_dir)
     with whole_folder(p) as tmp:  # staged beside it, renamed into place once complete
         run.save(tmp, merged=merged)
         _point_at_base(tmp, run.model.name)
-        (tmp/'README.md').write_text(model_card(rec, repo_id, merged, license, folder=tmp), encoding='utf-8')  # after save: peft writes a README of its own
-        (tmp/'settings.json').write_text(json.dumps(redact(rec.info), indent=2, default=str))
-        if (run.run_dir/'metrics.jsonl').exists(): shutil.copy(run.run_dir/'metrics.jsonl', tmp/'metrics.jsonl')
+        (tmp / 'README.md').write_text(
+            model_card(rec, repo_id, merged, license, folder=tmp), encoding='utf-8'
+        )  # after save: peft writes a README of its own
+        (tmp / 'settings.json').write_text(json.dumps(redact(rec.info), indent=2, default=str))
+        if (run.run_dir / 'metrics.jsonl').exists():
+            shutil.copy(run.run_dir / 'metrics.jsonl', tmp / 'metrics.jsonl')
     return p
 
 # %% ../nbs/18a_hub.ipynb #28f79a66
-def check_repo_id(repo_id:str, # 'user/name', 'org/name', or 'name' (under your account)
-                 ) -> str:
+def check_repo_id(
+    repo_id: str,  # 'user/name', 'org/name', or 'name' (under your account)
+) -> str:
     "`repo_id` if the Hub would take it as a model repo id; a clear error now otherwise."
     from huggingface_hub.utils import validate_repo_id, HFValidationError
-    try: validate_repo_id(repo_id)
+
+    try:
+        validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise FtnbError(f"repo_id {repo_id!r} is not a Hub repo id: {str(e).splitlines()[0]} Use 'user/name' or 'org/name'.") from None
+        raise FtnbError(
+            f"repo_id {repo_id!r} is not a Hub repo id: {str(e).splitlines()[0]} Use 'user/name' or 'org/name'."
+        ) from None
     return repo_id
+
 
 def hub_offline() -> bool:
     "Whether the Hub is switched off: `HF_HUB_OFFLINE` as huggingface_hub read it on import, or as it is set now."
     from huggingface_hub import constants
+
     return constants.HF_HUB_OFFLINE or os.environ.get('HF_HUB_OFFLINE', '').upper() in constants.ENV_VARS_TRUE_VALUES
 
-def hub_token(token:str|None=None, # a Hugging Face token; default the login's
-             ) -> str:
+
+def hub_token(
+    token: str | None = None,  # a Hugging Face token; default the login's
+) -> str:
     "The token to upload with; a clear error at once when the Hub is switched off or there is no token."
     import huggingface_hub as hh
+
     if hub_offline():
-        raise FtnbError("The Hugging Face Hub is switched off in this kernel (HF_HUB_OFFLINE=1), so nothing can be uploaded. Start the "
-                        "kernel without HF_HUB_OFFLINE (huggingface_hub reads it once, on import) and push again. Nothing was uploaded.")
+        raise FtnbError(
+            "The Hugging Face Hub is switched off in this kernel (HF_HUB_OFFLINE=1), so nothing can be uploaded. Start "
+            "the "
+            "kernel without HF_HUB_OFFLINE (huggingface_hub reads it once, on import) and push again. Nothing was "
+            "uploaded."
+        )
     token = token or hh.get_token()
     if not token:
-        raise FtnbError("No Hugging Face token: log in with `huggingface-cli login` (or `hf auth login`), set $HF_TOKEN, or pass "
-                        "token=... (a write token from https://huggingface.co/settings/tokens). Nothing was uploaded.")
+        raise FtnbError(
+            "No Hugging Face token: log in with `huggingface-cli login` (or `hf auth login`), set $HF_TOKEN, or pass "
+            "token=... (a write token from https://huggingface.co/settings/tokens). Nothing was uploaded."
+        )
     return token
 
 # %% ../nbs/18a_hub.ipynb #8ad8ed99
-def _whoami(token:str) -> str:
+def _whoami(token: str) -> str:
     "The account `token` belongs to: one request, which says whether the Hub is reachable and takes the token."
     import huggingface_hub as hh
     from huggingface_hub.utils import HfHubHTTPError
-    try: return hh.whoami(token=token)['name']
+
+    try:
+        return hh.whoami(token=token)['name']
     except HfHubHTTPError as e:
         code = getattr(e.response, 'status_code', None)
-        if code == 401: raise FtnbError("The Hub does not accept this token (401): it is wrong or revoked. Make a write token at "
-                                        "https://huggingface.co/settings/tokens and log in again. Nothing was uploaded.") from None
-        raise FtnbError(f"The Hub answered {code} when asked who the token belongs to ({str(e).splitlines()[0]}). Nothing was uploaded.") from None
+        if code == 401:
+            raise FtnbError(
+                "The Hub does not accept this token (401): it is wrong or revoked. Make a write token at "
+                "https://huggingface.co/settings/tokens and log in again. Nothing was uploaded."
+            ) from None
+        raise FtnbError(
+            f"The Hub answered {code} when asked who the token belongs to ({str(e).splitlines()[0]}). Nothing was "
+            "uploaded."
+        ) from None
     except Exception as e:  # no network: the HTTP library's connection errors, or huggingface_hub's offline mode
-        raise FtnbError(f"Cannot reach the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-                        "Offline? Nothing was uploaded.") from None
+        raise FtnbError(
+            f"Cannot reach the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            "Offline? Nothing was uploaded."
+        ) from None
 
-def _check_no_token(folder:Path, token:str, limit:float=50e6):
-    "Refuse to upload a staged file that holds the token (weights, which ftnb writes with no text in them, are too big to search)."
+
+def _check_no_token(folder: Path, token: str, limit: float = 50e6):
+    """Refuse to upload a staged file that holds the token (weights, which ftnb writes with no text in them, are too big
+    to search)."""
     for f in folder.rglob('*'):
         if f.is_file() and f.stat().st_size < limit and token.encode() in f.read_bytes():
-            raise FtnbError(f"{f.relative_to(folder)} holds the token: nothing was uploaded. This is a bug in ftnb: please report it (without the token).")
+            raise FtnbError(
+                f"{f.relative_to(folder)} holds the token: nothing was uploaded. This is a bug in ftnb: please report "
+                "it (without the token)."
+            )
 
 # %% ../nbs/18a_hub.ipynb #0b45ec43
 @patch
-def push(self:Run, repo_id:str, # 'user/name' or 'org/name' ('name' alone: under your account)
-         private:bool=True, # make a new repo private (an existing repo keeps its visibility)
-         merged:bool=False, # upload the merged model instead of the LoRA adapter
-         token:str|None=None, # a Hugging Face write token; default the recipe's `hub_token`, else the login's (`huggingface-cli login`, $HF_TOKEN); never written anywhere
-         folder=None, # stage the upload in this new or empty folder and keep it; default a temporary folder, removed after
-         license:str|None=None, # the model's license for the card; default the base model's where ftnb knows it
-         commit_message:str|None=None): # default: says which run it is
-    "Upload this run's adapter (or merged model) with its model card to the Hub; returns the commit (`huggingface_hub.CommitInfo`)."
+def push(
+    self: Run,
+    repo_id: str,  # 'user/name' or 'org/name' ('name' alone: under your account)
+    private: bool = True,  # make a new repo private (an existing repo keeps its visibility)
+    merged: bool = False,  # upload the merged model instead of the LoRA adapter
+    # a Hugging Face write token; default the recipe's `hub_token`, else the login's (`huggingface-cli login`,
+    # $HF_TOKEN); never written anywhere
+    token: str | None = None,
+    folder=None,  # stage the upload in this new or empty folder and keep it; default a temporary folder, removed after
+    license: str | None = None,  # the model's license for the card; default the base model's where ftnb knows it
+    commit_message: str | None = None,  # default: says which run it is
+):
+    """Upload this run's adapter (or merged model) with its model card to the Hub; returns the commit
+    (`huggingface_hub.CommitInfo`)."""
     import huggingface_hub as hh
     from huggingface_hub.utils import HfHubHTTPError
-    check_repo_id(repo_id); _check_pushable(self, merged)
-    if folder is not None: _empty_folder(folder)
+
+    check_repo_id(repo_id)
+    _check_pushable(self, merged)
+    if folder is not None:
+        _empty_folder(folder)
     token = hub_token(token or getattr(self, 'secrets', {}).get('hub_token'))
     _whoami(token)
     with tempfile.TemporaryDirectory(prefix='ftnb-push-') as tmp:
-        p = hub_folder(self, folder or Path(tmp)/'upload', repo_id, merged, license)
+        p = hub_folder(self, folder or Path(tmp) / 'upload', repo_id, merged, license)
         _check_no_token(p, token)
         what = 'merged model' if merged or not is_peft(self.net) else 'LoRA adapter'
         try:
             url = hh.create_repo(repo_id, token=token, private=private, exist_ok=True)
-            return hh.upload_folder(repo_id=url.repo_id, folder_path=p, token=token,
-                                    commit_message=commit_message or f"{self.method.upper()} run {self.run_dir.name}: {what}, by ftnb")
+            return hh.upload_folder(
+                repo_id=url.repo_id,
+                folder_path=p,
+                token=token,
+                commit_message=commit_message or f"{self.method.upper()} run {self.run_dir.name}: {what}, by ftnb",
+            )
         except HfHubHTTPError as e:
-            raise FtnbError(f"The Hub refused the upload to {repo_id} ({str(e).splitlines()[0]}). A 403 means the token cannot write there: "
-                            "use a write token, and a namespace you belong to.") from None
+            raise FtnbError(
+                f"The Hub refused the upload to {repo_id} ({str(e).splitlines()[0]}). A 403 means the token cannot "
+                "write there: "
+                "use a write token, and a namespace you belong to."
+            ) from None

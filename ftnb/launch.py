@@ -22,64 +22,107 @@ __all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README
            'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'off_gpu', 'follow']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
-PROFILES = dict(single_gpu='single_gpu', ddp='multi_gpu', fsdp1='fsdp1', fsdp2='fsdp2', zero1='zero1', zero2='zero2', zero3='zero3', cpu='multi_gpu')  # ftnb's name: TRL's file
+PROFILES = dict(
+    single_gpu='single_gpu',
+    ddp='multi_gpu',
+    fsdp1='fsdp1',
+    fsdp2='fsdp2',
+    zero1='zero1',
+    zero2='zero2',
+    zero3='zero3',
+    cpu='multi_gpu',
+)  # ftnb's name: TRL's file
 MAIN_PORT = 29500  # the main machine's port in a job on several machines (torch's default)
 
-def accelerate_config(profile:str, # one of `PROFILES`
-                      num_processes:int|None=None, # processes in the whole job, every machine's together (default: TRL's, 8)
-                      mixed_precision:str|None=None, # 'bf16', 'fp16' or 'no' (default: TRL's, bf16)
-                      num_machines:int=1, # machines the job runs on
-                      main_address:str|None=None, # several machines: the address of machine 0, which the others reach
-                      main_port:int=MAIN_PORT, # several machines: its port
-                     ) -> dict:
-    "TRL's accelerate config for `profile`, as a dict, with this job's processes, machines and precision; 'cpu' is DDP on the CPU over gloo."
+
+def accelerate_config(
+    profile: str,  # one of `PROFILES`
+    num_processes: int | None = None,  # processes in the whole job, every machine's together (default: TRL's, 8)
+    mixed_precision: str | None = None,  # 'bf16', 'fp16' or 'no' (default: TRL's, bf16)
+    num_machines: int = 1,  # machines the job runs on
+    main_address: str | None = None,  # several machines: the address of machine 0, which the others reach
+    main_port: int = MAIN_PORT,  # several machines: its port
+) -> dict:
+    """TRL's accelerate config for `profile`, as a dict, with this job's processes, machines and precision; 'cpu' is DDP
+    on the CPU over gloo."""
     import yaml
-    if profile not in PROFILES: raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
+
+    if profile not in PROFILES:
+        raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
     one = profile == 'cpu' and num_processes == 1  # accelerate refuses DDP with one process
-    f = Path(importlib.util.find_spec('trl').origin).parent/'accelerate_configs'/f"{'single_gpu' if one else PROFILES[profile]}.yaml"
+    f = (
+        Path(importlib.util.find_spec('trl').origin).parent
+        / 'accelerate_configs'
+        / f"{'single_gpu' if one else PROFILES[profile]}.yaml"
+    )
     cfg = yaml.safe_load(f.read_text())
-    if profile == 'cpu': cfg['use_cpu'] = True
-    if num_processes: cfg['num_processes'] = num_processes
-    if mixed_precision: cfg['mixed_precision'] = mixed_precision
-    (cfg.get('deepspeed_config') or {}).pop('gradient_accumulation_steps', None)  # zero1 fixes it at 1: the run's own must count, or DeepSpeed stops on the mismatch
+    if profile == 'cpu':
+        cfg['use_cpu'] = True
+    if num_processes:
+        cfg['num_processes'] = num_processes
+    if mixed_precision:
+        cfg['mixed_precision'] = mixed_precision
+    (cfg.get('deepspeed_config') or {}).pop(
+        'gradient_accumulation_steps', None
+    )  # zero1 fixes it at 1: the run's own must count, or DeepSpeed stops on the mismatch
     if num_machines > 1:
         cfg |= dict(num_machines=num_machines, machine_rank=0, main_process_port=main_port)
-        if main_address: cfg['main_process_ip'] = main_address
+        if main_address:
+            cfg['main_process_ip'] = main_address
     return cfg
 
 # %% ../nbs/18b_launch.ipynb #fe403e8b
 def _root_model(run_dir) -> str:
     "The model name at the start of a chain of runs (SFT, then DPO on it, ...)."
-    info = json.loads((Path(run_dir)/'settings.json').read_text())
+    info = json.loads((Path(run_dir) / 'settings.json').read_text())
     return _root_model(info['base_run']) if info.get('base_run') else info['model']
 
-def _model_line(m:Model, folder:Path) -> str:
+
+def _model_line(m: Model, folder: Path) -> str:
     "The line of train.py that gets the model: by name, from the run it continues, or saved into the job folder."
     base = getattr(m, 'run_dir', None)
-    if base and reloadable(_root_model(base)): return f"model = load_run({str(Path(base).resolve())!r}).policy()"
+    if base and reloadable(_root_model(base)):
+        return f"model = load_run({str(Path(base).resolve())!r}).policy()"
     if not base and reloadable(m.name):
         p, bits = Path(m.name).expanduser(), quantized_bits(m.model)
-        return f"model = load_model({str(p.resolve()) if p.exists() else m.name!r}{f', quantize={bits}' if bits else ''})"  # QLoRA stays QLoRA
+        return (
+            "model = "
+            f"load_model({str(p.resolve()) if p.exists() else m.name!r}{f', quantize={bits}' if bits else ''})"
+        )  # QLoRA stays QLoRA
     if any('lora_' in n for n, _ in m.model.named_parameters()):
-        raise FtnbError(f"export: the model {m.name!r} exists only in memory and carries LoRA layers from training in this kernel, "
-                        "so it cannot be saved as the job's base. Save the base model first (save_pretrained), load it with "
-                        "load_model(folder) and make the run again.")
-    with quiet_bars(): m.model.save_pretrained(folder/'model'); m.tokenizer.save_pretrained(folder/'model')
+        raise FtnbError(
+            f"export: the model {m.name!r} exists only in memory and carries LoRA layers from training in this kernel, "
+            "so it cannot be saved as the job's base. Save the base model first (save_pretrained), load it with "
+            "load_model(folder) and make the run again."
+        )
+    with quiet_bars():
+        m.model.save_pretrained(folder / 'model')
+        m.tokenizer.save_pretrained(folder / 'model')
     dtype = str(next(m.model.parameters()).dtype).replace('torch.', '')
-    return f"model = load_model(str(here/'model'), dtype={dtype!r})  # the model existed only in memory: its weights were saved here"
+    return (
+        f"model = load_model(str(here/'model'), dtype={dtype!r})  # the model existed only in memory: its weights "
+        "were saved here"
+    )
 
 # %% ../nbs/18b_launch.ipynb #fbf683a5
-def _imports(name:str, v) -> set:
-    "The imports train.py needs for value `v` of argument `name` (functions, by module); an error for what cannot be written as Python."
-    if v is None or isinstance(v, (bool, int, float, str)): return set()
-    if isinstance(v, (list, tuple, dict)): return set().union(*(_imports(name, x) for x in (v.values() if isinstance(v, dict) else v)))
+def _imports(name: str, v) -> set:
+    """The imports train.py needs for value `v` of argument `name` (functions, by module); an error for what cannot be
+    written as Python."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return set()
+    if isinstance(v, (list, tuple, dict)):
+        return set().union(*(_imports(name, x) for x in (v.values() if isinstance(v, dict) else v)))
     mod, fn = getattr(v, '__module__', None), getattr(v, '__name__', '')
     if callable(v) and mod and mod != '__main__' and fn.isidentifier() and getattr(sys.modules.get(mod), fn, None) is v:
         return {f"from {mod} import {fn}"}
-    raise FtnbError(f"export: {name}={v!r} cannot be written into a script; numbers, strings, lists, dicts, data and functions "
-                    f"importable from a module can. A function defined in the notebook cannot travel: put it in a .py file and import it.")
+    raise FtnbError(
+        f"export: {name}={v!r} cannot be written into a script; numbers, strings, lists, dicts, data and functions "
+        "importable from a module can. A function defined in the notebook cannot travel: put it in a .py file and "
+        "import it."
+    )
 
-def _write_jsonl(d:Data, path:Path):
+
+def _write_jsonl(d: Data, path: Path):
     "Rows in TRL's standard form, one JSON object a line; checked to read back as the same kind."
     path.write_text(''.join(json.dumps(r) + '\n' for r in d.rows))
     back = load_data(path)
@@ -106,29 +149,45 @@ data = load_data(here/'data.jsonl'){eval_line}
 train_job(run, resume='--resume' in sys.argv)
 '''
 
-def _sampling_line(run:Run) -> str:
+
+def _sampling_line(run: Run) -> str:
     "`run.sample_every(...)` as the notebook set it, or nothing."
     s = run.sampling
-    if not s: return ''
+    if not s:
+        return ''
     return f"\nrun.sample_every({s['every']!r}, prompts={s['prompts']!r}, max_new_tokens={s['max_new_tokens']!r})"
 
-def _precision(args) -> str: return 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'no'
 
-def _job_files(run:Run, folder:Path) -> str:
-    "Write data, eval data and (if needed) the model into `folder`; return train.py's text, every value in it written by `repr`."
+def _precision(args) -> str:
+    return 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'no'
+
+
+def _job_files(run: Run, folder: Path) -> str:
+    """Write data, eval data and (if needed) the model into `folder`; return train.py's text, every value in it written
+    by `repr`."""
     fn, kw = run.call
     imports = {f"from {fn.__module__} import {fn.__name__}"}
     for k, v in kw.items():
-        if k not in ('model', 'data', 'eval', 'run_dir', 'overrides'): imports |= _imports(k, v)
-    for k, v in kw.get('overrides', {}).items(): imports |= _imports(k, v)
-    if run.sampling: imports |= _imports('prompts', run.sampling['prompts'])
-    _write_jsonl(kw['data'], folder/'data.jsonl')
+        if k not in ('model', 'data', 'eval', 'run_dir', 'overrides'):
+            imports |= _imports(k, v)
+    for k, v in kw.get('overrides', {}).items():
+        imports |= _imports(k, v)
+    if run.sampling:
+        imports |= _imports('prompts', run.sampling['prompts'])
+    _write_jsonl(kw['data'], folder / 'data.jsonl')
     ev = kw.get('eval')
-    if isinstance(ev, Data): _write_jsonl(ev, folder/'eval.jsonl')
+    if isinstance(ev, Data):
+        _write_jsonl(ev, folder / 'eval.jsonl')
     call = run.code().split('\n')[0]
-    return TRAIN_PY.format(method=run.method, imports='\n'.join(sorted(imports)), run_dir=str(run.run_dir), model_line=_model_line(kw['model'], folder),
-                           eval_line="\neval_data = load_data(here/'eval.jsonl')" if isinstance(ev, Data) else '',
-                           call=call[:-1] + ', run_dir=run_dir)', sampling_line=_sampling_line(run))
+    return TRAIN_PY.format(
+        method=run.method,
+        imports='\n'.join(sorted(imports)),
+        run_dir=str(run.run_dir),
+        model_line=_model_line(kw['model'], folder),
+        eval_line="\neval_data = load_data(here/'eval.jsonl')" if isinstance(ev, Data) else '',
+        call=call[:-1] + ', run_dir=run_dir)',
+        sampling_line=_sampling_line(run),
+    )
 
 # %% ../nbs/18b_launch.ipynb #0f0661b0
 LAUNCH_SH = r'''#!/usr/bin/env bash
@@ -223,232 +282,391 @@ Where ftnb is tested, on a CPU (tests/test_launch.py): the `cpu` profile with 2 
 of 1 process each on 127.0.0.1, through `slurm.sbatch` with stand-ins for Slurm's `srun` and `scontrol`, and the torchrun line
 on one machine. The GPU profiles are written by the same code and checked with accelerate's own config loader.
 '''
-JOB_FILES = ('train.py', 'launch.sh', 'slurm.sbatch', 'data.jsonl', 'eval.jsonl', 'config.yaml', 'README.md', 'accelerate', 'model')  # what export writes
+JOB_FILES = (
+    'train.py',
+    'launch.sh',
+    'slurm.sbatch',
+    'data.jsonl',
+    'eval.jsonl',
+    'config.yaml',
+    'README.md',
+    'accelerate',
+    'model',
+)  # what export writes
 
-def _is_job(folder:Path) -> bool:
+
+def _is_job(folder: Path) -> bool:
     "Whether `folder` holds a job `export` wrote: its train.py opens as export writes it."
-    try: first = (folder/'train.py').read_text(errors='replace').split('\n', 1)[0]
-    except OSError: return False
+    try:
+        first = (folder / 'train.py').read_text(errors='replace').split('\n', 1)[0]
+    except OSError:
+        return False
     return first.startswith('"""') and ' run exported by ftnb from ' in first
 
-def _names(ps:list) -> str: return ', '.join(ps[:8]) + (f" and {len(ps) - 8} more" if len(ps) > 8 else '')
 
-def _job_folder(folder:Path) -> Path:
-    "`folder` if a job can be exported there: new, empty, or a job export wrote (replaced whole); else an error naming what would be replaced."
-    if folder.is_file(): raise FtnbError(f"{folder} is a file: export writes a job folder. Export into a new or empty folder.")
+def _names(ps: list) -> str:
+    return ', '.join(ps[:8]) + (f" and {len(ps) - 8} more" if len(ps) > 8 else '')
+
+
+def _job_folder(folder: Path) -> Path:
+    """`folder` if a job can be exported there: new, empty, or a job export wrote (replaced whole); else an error naming
+    what would be replaced."""
+    if folder.is_file():
+        raise FtnbError(f"{folder} is a file: export writes a job folder. Export into a new or empty folder.")
     have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    if not have: return folder
+    if not have:
+        return folder
     if not _is_job(folder):
-        raise FtnbError(f"{folder} is not empty and holds no job export wrote: exporting would replace what is there ({_names(have)}). "
-                        "Export into a new or empty folder, so that nothing else is overwritten.")
+        raise FtnbError(
+            f"{folder} is not empty and holds no job export wrote: exporting would replace what is there "
+            f"({_names(have)}). "
+            "Export into a new or empty folder, so that nothing else is overwritten."
+        )
     if more := [n for n in have if n not in JOB_FILES]:
-        raise FtnbError(f"{folder} holds a job export wrote, and more: {_names(more)}. Exporting again replaces the job folder whole, which "
-                        "would delete them: move them out, or export into a new or empty folder.")
+        raise FtnbError(
+            f"{folder} holds a job export wrote, and more: {_names(more)}. Exporting again replaces the job folder "
+            "whole, which "
+            "would delete them: move them out, or export into a new or empty folder."
+        )
     return folder
 
-_ADDRESS = re.compile(r'^[A-Za-z0-9][A-Za-z0-9.:_-]*$')  # a host name, an IPv4 or IPv6 address: what a shell line can hold as it is
 
-def _machines(num_processes, num_machines:int, main_address, main_port:int, batch=None):
+_ADDRESS = re.compile(
+    r'^[A-Za-z0-9][A-Za-z0-9.:_-]*$'
+)  # a host name, an IPv4 or IPv6 address: what a shell line can hold as it is
+
+
+def _machines(num_processes, num_machines: int, main_address, main_port: int, batch=None):
     "Check a job's shape before anything is written or started; an error says which value is wrong and what would do."
     if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
-        raise FtnbError(f"num_processes must be a whole number of at least 1 (processes on each machine), got {num_processes!r}")
-    if not isinstance(num_machines, int) or num_machines < 1: raise FtnbError(f"num_machines must be a whole number of at least 1, got {num_machines!r}")
+        raise FtnbError(
+            f"num_processes must be a whole number of at least 1 (processes on each machine), got {num_processes!r}"
+        )
+    if not isinstance(num_machines, int) or num_machines < 1:
+        raise FtnbError(f"num_machines must be a whole number of at least 1, got {num_machines!r}")
     if main_address is not None and not (isinstance(main_address, str) and _ADDRESS.match(main_address)):
-        raise FtnbError(f"main_address={main_address!r} is not a host name or an IP address (letters, digits, '.', ':', '-', '_')")
-    if not isinstance(main_port, int) or not 0 < main_port < 65536: raise FtnbError(f"main_port must be a port number from 1 to 65535, got {main_port!r}")
+        raise FtnbError(
+            f"main_address={main_address!r} is not a host name or an IP address (letters, digits, '.', ':', '-', '_')"
+        )
+    if not isinstance(main_port, int) or not 0 < main_port < 65536:
+        raise FtnbError(f"main_port must be a port number from 1 to 65535, got {main_port!r}")
     total = (num_processes or 0) * num_machines
     if batch and total and batch % total:
-        raise FtnbError(f"batch_size={batch} does not split over {total} processes ({num_processes} on each of {num_machines} machine(s)); "
-                        f"make the run with a multiple of {total}, or use a number of processes that divides {batch}")
+        raise FtnbError(
+            f"batch_size={batch} does not split over {total} processes ({num_processes} on each of {num_machines} "
+            "machine(s)); "
+            f"make the run with a multiple of {total}, or use a number of processes that divides {batch}"
+        )
     return total
 
+
 @patch
-def export(self:Run, folder, # the job folder to write: new, empty, or a job export wrote before (replaced whole)
-           num_processes:int|None=None, # processes on each machine (its GPUs, or CPU processes); default: TRL's, 8
-           num_machines:int=1, # machines the job runs on: each starts its share with launch.sh and its own MACHINE_RANK
-           main_address:str|None=None, # several machines: machine 0's address, which the others reach (else given as MAIN_ADDRESS when they start)
-           main_port:int=MAIN_PORT, # several machines: machine 0's port
-           profile:str='ddp', # launch.sh's profile unless PROFILE says another (every profile is written)
-          ) -> Path:
-    "Write this run as a self-contained job for one machine or several, whole or not at all: train.py, the data as JSONL, launch.sh, slurm.sbatch, accelerate profiles, the TRL config and a README."
+def export(
+    self: Run,
+    folder,  # the job folder to write: new, empty, or a job export wrote before (replaced whole)
+    num_processes: int | None = None,  # processes on each machine (its GPUs, or CPU processes); default: TRL's, 8
+    num_machines: int = 1,  # machines the job runs on: each starts its share with launch.sh and its own MACHINE_RANK
+    # several machines: machine 0's address, which the others reach (else given as MAIN_ADDRESS when they start)
+    main_address: str | None = None,
+    main_port: int = MAIN_PORT,  # several machines: machine 0's port
+    profile: str = 'ddp',  # launch.sh's profile unless PROFILE says another (every profile is written)
+) -> Path:
+    """Write this run as a self-contained job for one machine or several, whole or not at all: train.py, the data as
+    JSONL, launch.sh, slurm.sbatch, accelerate profiles, the TRL config and a README."""
     import yaml
-    if self.call is None: raise FtnbError("export: this run was not made by a recipe (sft, dpo, ...), so there is no call to write as a script.")
-    if profile not in PROFILES: raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
+
+    if self.call is None:
+        raise FtnbError(
+            "export: this run was not made by a recipe (sft, dpo, ...), so there is no call to write as a script."
+        )
+    if profile not in PROFILES:
+        raise FtnbError(f"Unknown profile {profile!r}; profiles are {', '.join(PROFILES)}")
     total = _machines(num_processes, num_machines, main_address, main_port, self.settings.get('batch_size'))
     procs = num_processes or 8
     folder = _job_folder(Path(folder))
     with whole_folder(folder) as tmp:  # staged beside it, renamed into place once complete
-        (tmp/'accelerate').mkdir()
-        (tmp/'train.py').write_text(_job_files(self, tmp))
+        (tmp / 'accelerate').mkdir()
+        (tmp / 'train.py').write_text(_job_files(self, tmp))
         cfg = {k: v for k, v in json.loads(json.dumps(self.args.to_dict(), default=str)).items() if k != 'output_dir'}
-        (tmp/'config.yaml').write_text(f"# {type(self.args).__name__} as ftnb chose it on {self.hardware.device} (for reading: train.py chooses again where it runs)\n"
-                                       + yaml.safe_dump(cfg, sort_keys=True))
+        (tmp / 'config.yaml').write_text(
+            f"# {type(self.args).__name__} as ftnb chose it on {self.hardware.device} (for reading: train.py chooses "
+            "again where it runs)\n" + yaml.safe_dump(cfg, sort_keys=True)
+        )
         for p in PROFILES:
             c = accelerate_config(p, total or None, _precision(self.args), num_machines, main_address, main_port)
-            (tmp/'accelerate'/f'{p}.yaml').write_text(yaml.safe_dump(c))
+            (tmp / 'accelerate' / f'{p}.yaml').write_text(yaml.safe_dump(c))
         shape = dict(method=self.method, profile=profile, procs=procs, machines=num_machines, port=main_port)
         unset = ':?set MAIN_ADDRESS: the address of machine 0, which the others reach'
-        (tmp/'launch.sh').write_text(LAUNCH_SH.format(**shape, address_note=f'={main_address}' if main_address else '',
-                                                      address=f':-{main_address}' if main_address else unset))
-        (tmp/'slurm.sbatch').write_text(SLURM_SH.format(**shape))
-        for f in ('launch.sh', 'slurm.sbatch'): (tmp/f).chmod(0o755)
+        (tmp / 'launch.sh').write_text(
+            LAUNCH_SH.format(
+                **shape,
+                address_note=f'={main_address}' if main_address else '',
+                address=f':-{main_address}' if main_address else unset,
+            )
+        )
+        (tmp / 'slurm.sbatch').write_text(SLURM_SH.format(**shape))
+        for f in ('launch.sh', 'slurm.sbatch'):
+            (tmp / f).chmod(0o755)
         ev = self.call[1].get('eval')
-        (tmp/'README.md').write_text(README.format(**shape, run_dir=md_code(self.run_dir), device=self.hardware.device, address=main_address or '<machine 0>',
-                                                   eval=' (and `eval.jsonl`)' if isinstance(ev, Data) else '', batch=self.settings.get('batch_size')))
+        (tmp / 'README.md').write_text(
+            README.format(
+                **shape,
+                run_dir=md_code(self.run_dir),
+                device=self.hardware.device,
+                address=main_address or '<machine 0>',
+                eval=' (and `eval.jsonl`)' if isinstance(ev, Data) else '',
+                batch=self.settings.get('batch_size'),
+            )
+        )
     return folder
 
 # %% ../nbs/18b_launch.ipynb #f3008f1e
 STOP_FILE = 'stop-request'  # in the run folder: the job stops at the next step, with a checkpoint
 
+
 class StopRequest(TrainerCallback):
-    "Stop a job's run at the next step once `STOP_FILE` appears in its folder: the first process looks, and all processes stop together."
-    def __init__(self, run): self.run = run
+    """Stop a job's run at the next step once `STOP_FILE` appears in its folder: the first process looks, and all
+    processes stop together."""
+
+    def __init__(self, run):
+        self.run = run
+
     def on_step_end(self, args, state, control, **kw):
-        asked = [(self.run.run_dir/STOP_FILE).exists()]
+        asked = [(self.run.run_dir / STOP_FILE).exists()]
         if args.world_size > 1:
             from accelerate.utils import broadcast_object_list
+
             broadcast_object_list(asked, from_process=0)
-        if asked[0] and self.run.state == 'running': self.run.stop()
+        if asked[0] and self.run.state == 'running':
+            self.run.stop()
 
 # %% ../nbs/18b_launch.ipynb #65bc68b6
-def _on_cpu_n(obj, location:str):
-    "torch's loader for a checkpoint mapped to 'cpu:N' (transformers before 5.17 maps a CPU job's optimizer state there): the CPU; None for any other place."
+def _on_cpu_n(obj, location: str):
+    """torch's loader for a checkpoint mapped to 'cpu:N' (transformers before 5.17 maps a CPU job's optimizer state
+    there): the CPU; None for any other place."""
     return obj if location.startswith('cpu:') else None
 
+
 def job_setup():
-    "Call before the model loads in a launched job: each process's own GPU becomes its default one, and under DeepSpeed ZeRO-3 transformers partitions the weights as they load (`zero.Init`) instead of loading them whole in every process."
+    """Call before the model loads in a launched job: each process's own GPU becomes its default one, and under
+    DeepSpeed ZeRO-3 transformers partitions the weights as they load (`zero.Init`) instead of loading them whole in
+    every process."""
     global _ZERO3
     import torch
-    if torch.cuda.is_available() and local_gpu() < torch.cuda.device_count(): torch.cuda.set_device(local_gpu())  # where bitsandbytes quantizes without a device_map (ZeRO-3)
+
+    if torch.cuda.is_available() and local_gpu() < torch.cuda.device_count():
+        torch.cuda.set_device(local_gpu())  # where bitsandbytes quantizes without a device_map (ZeRO-3)
     global _CPU_N
-    if not _CPU_N: torch.serialization.register_package(9, lambda obj: None, _on_cpu_n); _CPU_N = True  # older transformers resume a CPU job with map_location='cpu:0'
-    if os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() != 'true' or os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') != '3': return None
-    if os.environ.get('ACCELERATE_DEEPSPEED_ZERO3_INIT', 'true').lower() != 'true': return None
+    if not _CPU_N:
+        torch.serialization.register_package(9, lambda obj: None, _on_cpu_n)
+        _CPU_N = True  # older transformers resume a CPU job with map_location='cpu:0'
+    if (
+        os.environ.get('ACCELERATE_USE_DEEPSPEED', '').lower() != 'true'
+        or os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE') != '3'
+    ):
+        return None
+    if os.environ.get('ACCELERATE_DEEPSPEED_ZERO3_INIT', 'true').lower() != 'true':
+        return None
     from accelerate.utils import DeepSpeedPlugin
+
     _ZERO3 = DeepSpeedPlugin()  # accelerate launch's settings, from the environment
     _ZERO3.set_deepspeed_weakref()  # what the Trainer's accelerator would do, but only once the model is loaded
     return _ZERO3
 
+
 _CPU_N = False  # `_on_cpu_n` registered with torch's loader (once a process)
 _ZERO3 = None  # kept alive: transformers holds the config by a weak reference
 
-SHARED_FILE = '.ftnb-shared'  # written by the first process as a job starts, read by all: one run folder on every machine
+SHARED_FILE = (
+    '.ftnb-shared'  # written by the first process as a job starts, read by all: one run folder on every machine
+)
+
 
 def _split(args) -> tuple:
     return args.per_device_train_batch_size, args.gradient_accumulation_steps, bool(getattr(args, CHECKPOINTING, False))
 
-def one_split(splits:list) -> tuple:
-    "The split every process trains with, from each one's own `(rows a device step, accumulation, checkpointing)`: the fewest rows any fits, the same rows a step."
+
+def one_split(splits: list) -> tuple:
+    """The split every process trains with, from each one's own `(rows a device step, accumulation, checkpointing)`: the
+    fewest rows any fits, the same rows a step."""
     rows = splits[0][0] * splits[0][1]
-    if any(p * a != rows for p, a, _ in splits): raise FtnbError(f"The processes planned different batches: {splits}; they must share one batch_size")
+    if any(p * a != rows for p, a, _ in splits):
+        raise FtnbError(f"The processes planned different batches: {splits}; they must share one batch_size")
     per = min(p for p, _, _ in splits)
     return per, rows // per, any(c for _, _, c in splits)
 
-def agree(run:Run) -> Run:
-    "In a job of several processes: check that every machine sees the run folder, and make all processes train with one split of the batch."
+
+def agree(run: Run) -> Run:
+    """In a job of several processes: check that every machine sees the run folder, and make all processes train with
+    one split of the batch."""
     a = run.args
-    if a.world_size < 2: return run  # the first look at world_size sets up the processes' group
+    if a.world_size < 2:
+        return run  # the first look at world_size sets up the processes' group
     from accelerate.utils import broadcast_object_list, gather_object
+
     state, d = a.distributed_state, run.run_dir
     token = [f"{socket.gethostname()}-{os.getpid()}-{time.time()}" if state.is_main_process else None]
     broadcast_object_list(token, from_process=0)
-    if state.is_main_process: d.mkdir(parents=True, exist_ok=True); (d/SHARED_FILE).write_text(token[0])
+    if state.is_main_process:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / SHARED_FILE).write_text(token[0])
     state.wait_for_everyone()
-    try: sees = (d/SHARED_FILE).read_text() == token[0]
-    except OSError: sees = False
+    try:
+        sees = (d / SHARED_FILE).read_text() == token[0]
+    except OSError:
+        sees = False
     mine = dict(rank=state.process_index, host=socket.gethostname(), sees=sees, split=_split(a))
     everyone = gather_object([mine])
     state.wait_for_everyone()
-    if state.is_main_process: (d/SHARED_FILE).unlink(missing_ok=True)
+    if state.is_main_process:
+        (d / SHARED_FILE).unlink(missing_ok=True)
     if blind := sorted({p['host'] for p in everyone if not p['sees']}):
-        raise FtnbError(f"The run folder {d} is not shared: the processes on {', '.join(blind)} do not see the file the first process wrote "
-                        f"there. A job on several machines needs one run folder that every machine sees (NFS, Lustre, a cluster's shared "
-                        "home or scratch): give train.py such a folder. Nothing was trained.")
+        raise FtnbError(
+            f"The run folder {d} is not shared: the processes on {', '.join(blind)} do not see the file the first "
+            "process wrote "
+            "there. A job on several machines needs one run folder that every machine sees (NFS, Lustre, a cluster's "
+            "shared "
+            "home or scratch): give train.py such a folder. Nothing was trained."
+        )
     per, acc, ckpt = one_split([p['split'] for p in everyone])
     if (per, acc, ckpt) != _split(a):
-        print(f"ftnb: process {state.process_index}: {_split(a)[0]} rows a device step fitted here; all processes train with {per} "
-              f"(accumulating {acc}{', recomputing activations' if ckpt else ''}), the fewest any process fits", flush=True)
+        print(
+            f"ftnb: process {state.process_index}: {_split(a)[0]} rows a device step fitted here; all processes train "
+            f"with {per} "
+            f"(accumulating {acc}{', recomputing activations' if ckpt else ''}), the fewest any process fits",
+            flush=True,
+        )
         a.per_device_train_batch_size, a.gradient_accumulation_steps = per, acc
         setattr(a, CHECKPOINTING, ckpt)
     return run
 
-def train_job(run:Run, # the run `train.py`'s recipe call made
-              resume:bool=False): # continue from the newest checkpoint in the run folder, if there is one
-    "Train `run` in a launched job (every process calls this): stoppable by file, metrics printed to the log by the first process."
+
+def train_job(
+    run: Run,  # the run `train.py`'s recipe call made
+    resume: bool = False,  # continue from the newest checkpoint in the run folder, if there is one
+):
+    """Train `run` in a launched job (every process calls this): stoppable by file, metrics printed to the log by the
+    first process."""
     agree(run)
     run.trainer_kwargs['callbacks'] = list(run.trainer_kwargs.get('callbacks') or []) + [StopRequest(run)]
     rank, world = job_process()[0], run.world_size
-    if run.is_main: run.on('log', lambda run, record: print(json.dumps(record), flush=True))
-    try: run.start(background=False, quiet=True, resume=bool(resume and last_checkpoint(run.run_dir)))
-    finally: print(f"ftnb: process {rank} of {world}: {run.state} at step {run.step}/{run.max_steps}", flush=True)
+    if run.is_main:
+        run.on('log', lambda run, record: print(json.dumps(record), flush=True))
+    try:
+        run.start(background=False, quiet=True, resume=bool(resume and last_checkpoint(run.run_dir)))
+    finally:
+        print(f"ftnb: process {rank} of {world}: {run.state} at step {run.step}/{run.max_steps}", flush=True)
     return run
 
 # %% ../nbs/18b_launch.ipynb #73ebe445
 def _free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
-def _job_env(cpu:bool, n:int, machines:int=1) -> dict:
+
+def _job_env(cpu: bool, n: int, machines: int = 1) -> dict:
     "The environment of the job: this kernel's, with ftnb importable from the same place, and gloo's settings on a CPU."
     import ftnb
+
     env = dict(os.environ)
     here = str(Path(ftnb.__file__).resolve().parent.parent)
-    if Path(here).name not in ('site-packages', 'dist-packages'):  # a source checkout: the job imports this ftnb, not another one installed
+    if Path(here).name not in (
+        'site-packages',
+        'dist-packages',
+    ):  # a source checkout: the job imports this ftnb, not another one installed
         env['PYTHONPATH'] = os.pathsep.join([here] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     if cpu:
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // n))
-        if machines == 1: env.setdefault('GLOO_SOCKET_IFNAME', 'lo0' if sys.platform == 'darwin' else 'lo')  # several machines: gloo finds the interface that reaches them
+        if machines == 1:
+            env.setdefault(
+                'GLOO_SOCKET_IFNAME', 'lo0' if sys.platform == 'darwin' else 'lo'
+            )  # several machines: gloo finds the interface that reaches them
         env['ACCELERATE_USE_CPU'] = '1'
     return env
 
-def _tail(p:Path, n:int=20) -> str:
-    "What a failed job's log says: the first ftnb error a process raised (the others then fail only because it left), then the end before torchrun's report."
-    try: lines = p.read_text(errors='replace').splitlines()
-    except OSError: return '(no log)'
+
+def _tail(p: Path, n: int = 20) -> str:
+    """What a failed job's log says: the first ftnb error a process raised (the others then fail only because it left),
+    then the end before torchrun's report."""
+    try:
+        lines = p.read_text(errors='replace').splitlines()
+    except OSError:
+        return '(no log)'
     cut = next((i for i, l in enumerate(lines) if 'torch/distributed/elastic' in l and 'failed' in l), len(lines))
     cause = next((m for l in lines if (m := re.match(r'^\[rank(\d+)\]: (?:ftnb\.core\.)?FtnbError: (.*)', l))), None)
     first = f"process {cause[1]}: {cause[2]}\n...\n" if cause else ''
     return first + '\n'.join(lines[:cut][-n:])
 
 # %% ../nbs/18b_launch.ipynb #d9e8c2b0
-def _new_lines(p:Path, pos:int) -> tuple[list, int, bool]:
+def _new_lines(p: Path, pos: int) -> tuple[list, int, bool]:
     "Complete JSON lines of `p` after byte `pos`, the new position, and whether the file was rewritten from the start."
-    if not p.exists(): return [], 0, pos > 0
+    if not p.exists():
+        return [], 0, pos > 0
     restart = p.stat().st_size < pos
-    if restart: pos = 0
-    with open(p, 'rb') as f: f.seek(pos); chunk = f.read()
+    if restart:
+        pos = 0
+    with open(p, 'rb') as f:
+        f.seek(pos)
+        chunk = f.read()
     end = chunk.rfind(b'\n') + 1
-    return json_lines(chunk[:end].decode('utf-8', errors='replace')), pos + end, restart  # a line broken by a failed write is skipped, not retried forever
+    return (
+        json_lines(chunk[:end].decode('utf-8', errors='replace')),
+        pos + end,
+        restart,
+    )  # a line broken by a failed write is skipped, not retried forever
+
 
 @patch
-def _read_job(self:Run, pos:dict):
+def _read_job(self: Run, pos: dict):
     "Bring the Run up to date with its folder, emitting the events a Run training here would."
     d = self.run_dir
-    recs, pos['metrics'], restart = _new_lines(d/'metrics.jsonl', pos['metrics'])
-    if restart: pos['known'], self.history = self.history, []  # rewritten (a resumed job starts it again): emit only what is new
+    recs, pos['metrics'], restart = _new_lines(d / 'metrics.jsonl', pos['metrics'])
+    if restart:
+        pos['known'], self.history = (
+            self.history,
+            [],
+        )  # rewritten (a resumed job starts it again): emit only what is new
     for r in recs:
-        self.history.append(r); self.step = max(self.step, r.get('step', 0))
-        if r not in pos['known']: self.events.emit('eval' if any(k.startswith('eval_') for k in r) else 'log', run=self, record=r)
-    recs, pos['samples'], restart = _new_lines(d/'samples.jsonl', pos['samples'])
-    if restart: pos['known_samples'], self.samples = self.samples, []
+        self.history.append(r)
+        self.step = max(self.step, r.get('step', 0))
+        if r not in pos['known']:
+            self.events.emit('eval' if any(k.startswith('eval_') for k in r) else 'log', run=self, record=r)
+    recs, pos['samples'], restart = _new_lines(d / 'samples.jsonl', pos['samples'])
+    if restart:
+        pos['known_samples'], self.samples = self.samples, []
     for r in recs:
         self.samples.append(r)
-        if r not in pos['known_samples']: self.events.emit('sample', run=self, record=r)
-    for c in sorted(d.glob('checkpoint-*'), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1):
-        if c.name not in pos['checkpoints']: pos['checkpoints'].add(c.name); self.events.emit('checkpoint', run=self, path=c)
-    try: s = json.loads((d/'summary.json').read_text())
-    except (OSError, ValueError): s = {}
+        if r not in pos['known_samples']:
+            self.events.emit('sample', run=self, record=r)
+    for c in sorted(
+        d.glob('checkpoint-*'), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1
+    ):
+        if c.name not in pos['checkpoints']:
+            pos['checkpoints'].add(c.name)
+            self.events.emit('checkpoint', run=self, path=c)
+    try:
+        s = json.loads((d / 'summary.json').read_text())
+    except (OSError, ValueError):
+        s = {}
     if s.get('pid') != pos.get('pid_before'):  # the job's own summary, not one left by an earlier session
-        self.max_steps, self.started, self.step = s.get('max_steps', self.max_steps), s.get('started') or self.started, max(self.step, s.get('step', 0))
+        self.max_steps, self.started, self.step = (
+            s.get('max_steps', self.max_steps),
+            s.get('started') or self.started,
+            max(self.step, s.get('step', 0)),
+        )
     return s
 
 # %% ../nbs/18b_launch.ipynb #7add06c7
 @patch
-def _take_weights(self:Run):
+def _take_weights(self: Run):
     "The trained network from the newest checkpoint of the run folder, on a copy of this run's model."
     ck, base = last_checkpoint(self.run_dir), self.model
-    if ck is None: raise FtnbError(f"The job ended without a checkpoint in {self.run_dir}; see {self.run_dir/'launch.log'}")
-    if (ck/'adapter_config.json').exists():
+    if ck is None:
+        raise FtnbError(f"The job ended without a checkpoint in {self.run_dir}; see {self.run_dir / 'launch.log'}")
+    if (ck / 'adapter_config.json').exists():
         from peft import PeftModel
+
         net = PeftModel.from_pretrained(copy_model(base.model), str(ck), is_trainable=True)
         self.trainer_kwargs['peft_config'] = None  # the adapter is on the model now: TRL trains a peft model as it is
     else:
@@ -456,30 +674,50 @@ def _take_weights(self:Run):
         net = type(base.model).from_pretrained(str(ck), dtype=p.dtype).to(p.device)
     net.eval()
     m = Model(net, base.tokenizer, base.name, f"{ck} on {base.source}")
-    if getattr(base, 'run_dir', None): m.run_dir = base.run_dir  # the chain it continues, for the next run's settings
+    if getattr(base, 'run_dir', None):
+        m.run_dir = base.run_dir  # the chain it continues, for the next run's settings
     self.model, self.loaded_from = m, ck
 
 # %% ../nbs/18b_launch.ipynb #bd7e2412
 @patch
-def _follow(self:Run, proc, pos:dict, poll:float=.5):
+def _follow(self: Run, proc, pos: dict, poll: float = 0.5):
     "Follow the job until its processes end, then take its result."
     while proc.poll() is None:
-        try: self._read_job(pos)
-        except Exception: pass  # a line half read: the next look reads it whole
+        try:
+            self._read_job(pos)
+        except Exception:
+            pass  # a line half read: the next look reads it whole
         time.sleep(poll)
     s = self._read_job(pos)
-    self.seconds, self.peak_gb, self.training_gb = s.get('seconds', self.seconds), s.get('peak_gb'), s.get('training_gb')
+    self.seconds, self.peak_gb, self.training_gb = (
+        s.get('seconds', self.seconds),
+        s.get('peak_gb'),
+        s.get('training_gb'),
+    )
     state = s.get('state') if s.get('pid') != pos.get('pid_before') else None
     if proc.returncode == 0 and state in ('finished', 'stopped'):
-        try: self._take_weights()
-        except Exception as e: self.error, state = e, 'failed'
+        try:
+            self._take_weights()
+        except Exception as e:
+            self.error, state = e, 'failed'
     elif getattr(proc, 'why', None) is not None:  # a job started elsewhere: its output is in that launcher's log
-        self.error, state = FtnbError(f"The job writing {self.run_dir} failed: {proc.why}. Its processes' output is in the log of what started "
-                                      "it (for slurm.sbatch, slurm-<job id>.log beside it)."), 'failed'
+        self.error, state = (
+            FtnbError(
+                f"The job writing {self.run_dir} failed: {proc.why}. Its processes' output is in the log of what "
+                "started "
+                "it (for slurm.sbatch, slurm-<job id>.log beside it)."
+            ),
+            'failed',
+        )
     else:
-        log = self.run_dir/'launch.log'
-        self.error, state = FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"), 'failed'
-    if parked := getattr(self, 'parked', None): self.model.model.to(parked); self.parked = None  # back where the notebook had it
+        log = self.run_dir / 'launch.log'
+        self.error, state = (
+            FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"),
+            'failed',
+        )
+    if parked := getattr(self, 'parked', None):
+        self.model.model.to(parked)
+        self.parked = None  # back where the notebook had it
     self.state = state
     self.events.emit('state', run=self, state=state)
 
@@ -487,107 +725,179 @@ def _follow(self:Run, proc, pos:dict, poll:float=.5):
 def _ask_to_stop(run, state):
     "A listener: a launched or followed run asked to stop writes the stop file its job looks for."
     if state == 'stopping' and getattr(run, 'process', None) is not None and run.process.poll() is None:
-        (run.run_dir/STOP_FILE).touch()
+        (run.run_dir / STOP_FILE).touch()
 
-def off_gpu(m:Model):
-    "Move the notebook's copy of a model to the CPU while a launched job trains, since the job's first process uses the same GPU; returns the device to move it back to, or None where it stays."
+
+def off_gpu(m: Model):
+    """Move the notebook's copy of a model to the CPU while a launched job trains, since the job's first process uses
+    the same GPU; returns the device to move it back to, or None where it stays."""
     import torch
+
     p = next(m.model.parameters(), None)
-    if p is None or p.device.type != 'cuda': return None
+    if p is None or p.device.type != 'cuda':
+        return None
     if quantized_bits(m.model):  # bitsandbytes' packed weights do not move to the CPU and back
         gb = sum(t.numel() * t.element_size() for t in m.model.parameters()) / 1e9
-        warnings.warn(f"ftnb: the notebook's {quantized_bits(m.model)}-bit model stays on {p.device} while the job trains: about {gb:.1f} GB there "
-                      "that the job's first process cannot use. If the job runs short of memory there, launch from a fresh kernel.")
+        warnings.warn(
+            f"ftnb: the notebook's {quantized_bits(m.model)}-bit model stays on {p.device} while the job trains: about "
+            f"{gb:.1f} GB there "
+            "that the job's first process cannot use. If the job runs short of memory there, launch from a fresh "
+            "kernel."
+        )
         return None
-    m.model.to('cpu'); torch.cuda.empty_cache()
+    m.model.to('cpu')
+    torch.cuda.empty_cache()
     return p.device
 
+
 @patch
-def _start_following(self:Run, proc, pid_before):
-    "Follow `proc` (the job's processes, or a stand-in for a job started elsewhere) from a thread, as a Run training here would look."
+def _start_following(self: Run, proc, pid_before):
+    """Follow `proc` (the job's processes, or a stand-in for a job started elsewhere) from a thread, as a Run training
+    here would look."""
     self.process = proc
-    if not getattr(self, '_launched', False): self.on('state', _ask_to_stop); self._launched = True
-    if not self.viewed and self.show is not None: self.show()
+    if not getattr(self, '_launched', False):
+        self.on('state', _ask_to_stop)
+        self._launched = True
+    if not self.viewed and self.show is not None:
+        self.show()
     self.error, self.state, self.session_start, self.session_step = None, 'running', time.time(), self.step
     self.events.emit('state', run=self, state='running')
-    pos = dict(metrics=0, samples=0, checkpoints={c.name for c in self.run_dir.glob('checkpoint-*')}, pid_before=pid_before,
-               known=self.history, known_samples=self.samples)  # the folder is read from its start: what is known is not emitted again
+    pos = dict(
+        metrics=0,
+        samples=0,
+        checkpoints={c.name for c in self.run_dir.glob('checkpoint-*')},
+        pid_before=pid_before,
+        known=self.history,
+        known_samples=self.samples,
+    )  # the folder is read from its start: what is known is not emitted again
     self.history, self.samples = [], []
-    self.thread = threading.Thread(target=self._follow, args=(proc, pos), name=f"ftnb-follow-{self.method}", daemon=True)
+    self.thread = threading.Thread(
+        target=self._follow, args=(proc, pos), name=f"ftnb-follow-{self.method}", daemon=True
+    )
     self.thread.start()
     return self
 
+
 @patch
-def launch(self:Run, num_processes:int=2, # processes on this machine (its GPUs, or CPU processes)
-           profile:str='ddp', # accelerate profile: 'ddp', 'fsdp1', 'fsdp2', 'zero1', 'zero2', 'zero3', 'single_gpu' (see `PROFILES`)
-           cpu:bool|None=None, # train on the CPU (DDP over gloo); default: when this machine has no CUDA GPU
-           resume:bool=False, # continue from the newest checkpoint in the run folder
-           num_machines:int=1, # machines in the job: this one is machine 0; each other one starts its share with the job's launch.sh (the line is printed)
-           main_address:str|None=None, # several machines: this machine's address as the others reach it
-           main_port:int|None=None): # several machines: its port (default `MAIN_PORT`); one machine: a free one
-    "Train this run as a job of `num_processes` processes on each of `num_machines` machines through `accelerate launch`, followed here live: state, metrics, samples, stop."
-    if self.training: raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
-    if self.trainer is not None: raise FtnbError("This run has trained in this kernel; launch a new run (run.code() shows its call).")
+def launch(
+    self: Run,
+    num_processes: int = 2,  # processes on this machine (its GPUs, or CPU processes)
+    # accelerate profile: 'ddp', 'fsdp1', 'fsdp2', 'zero1', 'zero2', 'zero3', 'single_gpu' (see `PROFILES`)
+    profile: str = 'ddp',
+    cpu: bool | None = None,  # train on the CPU (DDP over gloo); default: when this machine has no CUDA GPU
+    resume: bool = False,  # continue from the newest checkpoint in the run folder
+    # machines in the job: this one is machine 0; each other one starts its share with the job's launch.sh (the line is
+    # printed)
+    num_machines: int = 1,
+    main_address: str | None = None,  # several machines: this machine's address as the others reach it
+    main_port: int | None = None,  # several machines: its port (default `MAIN_PORT`); one machine: a free one
+):
+    """Train this run as a job of `num_processes` processes on each of `num_machines` machines through `accelerate
+    launch`, followed here live: state, metrics, samples, stop."""
+    if self.training:
+        raise FtnbError(f"This run is already {self.state}; stop it (run.stop()) or wait for it first.")
+    if self.trainer is not None:
+        raise FtnbError("This run has trained in this kernel; launch a new run (run.code() shows its call).")
     cpu = self.hardware.device != 'cuda' if cpu is None else cpu
     if cpu and profile not in ('ddp', 'cpu', 'single_gpu'):
-        raise FtnbError(f"profile={profile!r} needs GPUs; on the CPU the processes train with DDP over gloo: profile='ddp'")
+        raise FtnbError(
+            f"profile={profile!r} needs GPUs; on the CPU the processes train with DDP over gloo: profile='ddp'"
+        )
     if num_machines > 1 and not main_address:
-        raise FtnbError(f"num_machines={num_machines}: pass main_address=, this machine's address as the other machines reach it (`hostname -I` shows it)")
+        raise FtnbError(
+            f"num_machines={num_machines}: pass main_address=, this machine's address as the other machines reach it "
+            "(`hostname -I` shows it)"
+        )
     port = main_port or (MAIN_PORT if num_machines > 1 else _free_port())
     _machines(num_processes, num_machines, main_address, port, self.settings.get('batch_size'))
     name = 'cpu' if cpu else 'single_gpu' if num_processes * num_machines == 1 else profile
-    job = self.export(self.run_dir/'job', num_processes, num_machines, main_address, port, name).resolve()  # every path the job gets is absolute
-    if resume and last_checkpoint(self.run_dir) is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
-    (self.run_dir/STOP_FILE).unlink(missing_ok=True)
-    try: pid_before = json.loads((self.run_dir/'summary.json').read_text()).get('pid')
-    except (OSError, ValueError): pid_before = None
+    job = self.export(
+        self.run_dir / 'job', num_processes, num_machines, main_address, port, name
+    ).resolve()  # every path the job gets is absolute
+    if resume and last_checkpoint(self.run_dir) is None:
+        raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
+    (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+    try:
+        pid_before = json.loads((self.run_dir / 'summary.json').read_text()).get('pid')
+    except (OSError, ValueError):
+        pid_before = None
     d = self.run_dir.resolve()
-    cmd = ['bash', str(job/'launch.sh'), str(d)] + (['--resume'] if resume else [])
-    env = _job_env(cpu, num_processes, num_machines) | dict(PYTHON=sys.executable, MACHINE_RANK='0', MAIN_PORT=str(port))
+    cmd = ['bash', str(job / 'launch.sh'), str(d)] + (['--resume'] if resume else [])
+    env = _job_env(cpu, num_processes, num_machines) | dict(
+        PYTHON=sys.executable, MACHINE_RANK='0', MAIN_PORT=str(port)
+    )
     self.parked = off_gpu(self.model)  # the job's first process needs this GPU whole
-    with open(self.run_dir/'launch.log', 'w') as log:
-        log.write(' '.join(cmd) + '\n\n'); log.flush()
+    with open(self.run_dir / 'launch.log', 'w') as log:
+        log.write(' '.join(cmd) + '\n\n')
+        log.flush()
         proc = subprocess.Popen(cmd, cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if num_machines > 1:
-        print(f"ftnb: machine 0 of {num_machines} started; the job waits for the others. On each other machine (the run folder {d} must be "
-              f"shared with it), start its share, with MACHINE_RANK from 1 to {num_machines - 1}:\n  MACHINE_RANK=1 MAIN_ADDRESS={main_address} "
-              f"MAIN_PORT={port} bash {job/'launch.sh'} {d}{' --resume' if resume else ''}", flush=True)
+        print(
+            f"ftnb: machine 0 of {num_machines} started; the job waits for the others. On each other machine (the run "
+            f"folder {d} must be "
+            f"shared with it), start its share, with MACHINE_RANK from 1 to {num_machines - 1}:\n  MACHINE_RANK=1 "
+            f"MAIN_ADDRESS={main_address} "
+            f"MAIN_PORT={port} bash {job / 'launch.sh'} {d}{' --resume' if resume else ''}",
+            flush=True,
+        )
     return self._start_following(proc, pid_before)
 
 # %% ../nbs/18b_launch.ipynb #37bf2e84
 class _Elsewhere:
-    "Stands for the processes of a job this kernel did not start: running while its run folder is locked, then ended as its summary says."
-    def __init__(self, run_dir:Path): self.run_dir, self.returncode, self.why = Path(run_dir), None, ''
+    """Stands for the processes of a job this kernel did not start: running while its run folder is locked, then ended
+    as its summary says."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.returncode, self.why = Path(run_dir), None, ''
+
     def poll(self):
-        if self.returncode is not None: return self.returncode
+        if self.returncode is not None:
+            return self.returncode
         h = FolderLock(self.run_dir).holder()
-        if h is not None and not (h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not process_alive(h['pid'])):
+        if h is not None and not (
+            h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not process_alive(h['pid'])
+        ):
             return None  # held by a live process (or one on another machine, which only it can release)
-        try: s = json.loads((self.run_dir/'summary.json').read_text())
-        except (OSError, ValueError): s = {}
+        try:
+            s = json.loads((self.run_dir / 'summary.json').read_text())
+        except (OSError, ValueError):
+            s = {}
         state = s.get('state') if isinstance(s, dict) else None
         self.returncode = 0 if state in ('finished', 'stopped') and h is None else 1
         if self.returncode:
-            self.why = (f"its process {h.get('pid')} on this machine ended without releasing the folder (killed?)" if h is not None
-                        else f"summary.json says {state!r}")
+            self.why = (
+                f"its process {h.get('pid')} on this machine ended without releasing the folder (killed?)"
+                if h is not None
+                else f"summary.json says {state!r}"
+            )
         return self.returncode
 
-def _ended(d:Path) -> bool:
-    try: return json.loads((d/'summary.json').read_text()).get('state') in ('finished', 'stopped', 'failed')
-    except (OSError, ValueError, AttributeError): return False
 
-def follow(run_dir, # the run folder a job writes, on a filesystem this machine sees
-           model:Model|None=None, # the base model, when it cannot be loaded by its name (as for `load_run`)
-           timeout:float=600, # seconds to wait for the job to start writing the folder
-          ) -> Run:
-    "Follow a job started elsewhere (`launch.sh`, `slurm.sbatch`, another machine) live from its run folder: state, metrics, samples, `stop()`, and its weights when it ends."
+def _ended(d: Path) -> bool:
+    try:
+        return json.loads((d / 'summary.json').read_text()).get('state') in ('finished', 'stopped', 'failed')
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def follow(
+    run_dir,  # the run folder a job writes, on a filesystem this machine sees
+    model: Model | None = None,  # the base model, when it cannot be loaded by its name (as for `load_run`)
+    timeout: float = 600,  # seconds to wait for the job to start writing the folder
+) -> Run:
+    """Follow a job started elsewhere (`launch.sh`, `slurm.sbatch`, another machine) live from its run folder: state,
+    metrics, samples, `stop()`, and its weights when it ends."""
     from ftnb.history import load_run
+
     d, t0 = Path(run_dir), time.time()
-    while not ((d/'settings.json').exists() and (FolderLock(d).holder() is not None or _ended(d))):
+    while not ((d / 'settings.json').exists() and (FolderLock(d).holder() is not None or _ended(d))):
         if time.time() - t0 > timeout:
-            raise FtnbError(f"No job started in {d} within {timeout:.0f} s (no settings.json and lock file from a training process). "
-                            "Check that the job runs (its log) and that this path is the run folder it was given, on a filesystem shared with it.")
-        time.sleep(.5)
+            raise FtnbError(
+                f"No job started in {d} within {timeout:.0f} s (no settings.json and lock file from a training "
+                "process). "
+                "Check that the job runs (its log) and that this path is the run folder it was given, on a filesystem "
+                "shared with it."
+            )
+        time.sleep(0.5)
     run = load_run(d, model=model, checkpoint=False)  # the base model: the trained weights are taken when the job ends
     return run._start_following(_Elsewhere(d), pid_before=None)
-

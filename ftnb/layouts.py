@@ -21,179 +21,330 @@ ROLES = ('system', 'user', 'assistant', 'tool')
 # %% ../nbs/04b_layouts.ipynb #90c8ed15
 _MISSING = object()
 
+
 class RowError(Exception):
     "A problem with one field of one row: the field, what is wrong with it, and its value."
-    def __init__(self, field:str, problem:str, value=_MISSING): self.field, self.problem, self.value = field, problem, value
-    def describe(self) -> str: return f"field {self.field!r} {self.problem}" + ('' if self.value is _MISSING else f": {excerpt(self.value)}")
 
-def _missing(v) -> bool: return v is _MISSING or v is None or (isinstance(v, float) and math.isnan(v))
+    def __init__(self, field: str, problem: str, value=_MISSING):
+        self.field, self.problem, self.value = field, problem, value
+
+    def describe(self) -> str:
+        return f"field {self.field!r} {self.problem}" + ('' if self.value is _MISSING else f": {excerpt(self.value)}")
+
+
+def _missing(v) -> bool:
+    return v is _MISSING or v is None or (isinstance(v, float) and math.isnan(v))
+
 
 def _get(row, field):
     v = row.get(field, _MISSING)
-    if _missing(v): raise RowError(field, 'is missing')
+    if _missing(v):
+        raise RowError(field, 'is missing')
     return v
 
-def _blank(field, v:str):
+
+def _blank(field, v: str):
     "The error for an empty or whitespace-only text."
     return RowError(field, 'is empty' if v == '' else 'is empty (only whitespace)', v)
 
-def _silent(field, v:str=''):
-    "The error for a rejected answer that is exactly empty: unlike a chosen one, it has no reading but a field left unfilled."
-    return RowError(field, "is empty (a rejected answer that says nothing is most often one a script failed to write, and the pair would teach "
-                           "only that saying something beats saying nothing; only a chosen answer may be empty, where silence is the better answer)", v)
+
+def _silent(field, v: str = ''):
+    """The error for a rejected answer that is exactly empty: unlike a chosen one, it has no reading but a field left
+    unfilled."""
+    return RowError(
+        field,
+        "is empty (a rejected answer that says nothing is most often one a script failed to write, and the pair would "
+        "teach "
+        "only that saying something beats saying nothing; only a chosen answer may be empty, where silence is the "
+        "better answer)",
+        v,
+    )
+
 
 def _text(row, field) -> str:
     "Text that is not blank."
     v = _get(row, field)
-    if not isinstance(v, str): raise RowError(field, f"is {type(v).__name__}, expected text", v)
-    if not v.strip(): raise _blank(field, v)
+    if not isinstance(v, str):
+        raise RowError(field, f"is {type(v).__name__}, expected text", v)
+    if not v.strip():
+        raise _blank(field, v)
     return v
 
-def _deep(field, s:str) -> RowError:
-    "The error for JSON text in a field nested deeper than Python's JSON reader goes (which would raise a bare RecursionError)."
-    return RowError(field, f"is JSON nested {json_depth(s)[0]:,} levels deep, and Python's JSON reader goes about {json_depth_limit():,} levels deep", s)
 
-def _lost(field:str, key:str, what:str='key') -> RowError:
-    return RowError(field, f"has the {what} {key!r}, which ftnb does not read, so it would be lost. Rename it to one ftnb reads "
-                           f"(columns={{...}} for a column), or leave it out knowingly with ignore=[{key!r}]")
+def _deep(field, s: str) -> RowError:
+    """The error for JSON text in a field nested deeper than Python's JSON reader goes (which would raise a bare
+    RecursionError)."""
+    return RowError(
+        field,
+        f"is JSON nested {json_depth(s)[0]:,} levels deep, and Python's JSON reader goes about {json_depth_limit():,} "
+        "levels deep",
+        s,
+    )
+
+
+def _lost(field: str, key: str, what: str = 'key') -> RowError:
+    return RowError(
+        field,
+        f"has the {what} {key!r}, which ftnb does not read, so it would be lost. Rename it to one ftnb reads "
+        f"(columns={{...}} for a column), or leave it out knowingly with ignore=[{key!r}]",
+    )
 
 # %% ../nbs/04b_layouts.ipynb #16032add
-_ROLE_NAMES = {'user': 'user', 'human': 'user', 'assistant': 'assistant', 'gpt': 'assistant', 'chatgpt': 'assistant', 'bing': 'assistant',
-               'bard': 'assistant', 'model': 'assistant', 'function_call': 'assistant', 'system': 'system', 'developer': 'system',
-               'tool': 'tool', 'observation': 'tool', 'function': 'tool', 'ipython': 'tool'}
-_MESSAGE_KEYS = ('role', 'from', 'content', 'value', 'tool_calls', 'function_call', 'tool_call_id', 'name', 'thinking', 'reasoning_content', 'reasoning',
-                 'weight', 'loss_weight')
-_MEDIA = {'image': 'an image', 'image_url': 'an image', 'input_image': 'an image', 'audio': 'audio', 'input_audio': 'audio',
-          'video': 'a video', 'video_url': 'a video', 'file': 'a file'}
+_ROLE_NAMES = {
+    'user': 'user',
+    'human': 'user',
+    'assistant': 'assistant',
+    'gpt': 'assistant',
+    'chatgpt': 'assistant',
+    'bing': 'assistant',
+    'bard': 'assistant',
+    'model': 'assistant',
+    'function_call': 'assistant',
+    'system': 'system',
+    'developer': 'system',
+    'tool': 'tool',
+    'observation': 'tool',
+    'function': 'tool',
+    'ipython': 'tool',
+}
+_MESSAGE_KEYS = (
+    'role',
+    'from',
+    'content',
+    'value',
+    'tool_calls',
+    'function_call',
+    'tool_call_id',
+    'name',
+    'thinking',
+    'reasoning_content',
+    'reasoning',
+    'weight',
+    'loss_weight',
+)
+_MEDIA = {
+    'image': 'an image',
+    'image_url': 'an image',
+    'input_image': 'an image',
+    'audio': 'audio',
+    'input_audio': 'audio',
+    'video': 'a video',
+    'video_url': 'a video',
+    'file': 'a file',
+}
+
 
 def _media(field, what) -> RowError:
-    return RowError(field, f"holds {what}; ftnb trains language models on text only. Leave such rows out, or describe the {what.split()[-1]} in words")
+    return RowError(
+        field,
+        f"holds {what}; ftnb trains language models on text only. Leave such rows out, or describe the "
+        f"{what.split()[-1]} in words",
+    )
 
-def _content(c, field:str) -> str:
+
+def _content(c, field: str) -> str:
     "A turn's text: a string, or a list of content parts whose text parts are joined."
-    if _missing(c): return ''
-    if isinstance(c, str): return c
-    if not isinstance(c, list): raise RowError(field, f"is {type(c).__name__}, expected text or a list of content parts", c)
+    if _missing(c):
+        return ''
+    if isinstance(c, str):
+        return c
+    if not isinstance(c, list):
+        raise RowError(field, f"is {type(c).__name__}, expected text or a list of content parts", c)
     out = []
     for j, part in enumerate(c):
         f = f"{field}[{j}]"
-        if isinstance(part, str): out.append(part); continue
-        if not isinstance(part, dict): raise RowError(f, f"is {type(part).__name__}, expected a content part {{'type': 'text', 'text': ...}}", part)
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        if not isinstance(part, dict):
+            raise RowError(
+                f, f"is {type(part).__name__}, expected a content part {{'type': 'text', 'text': ...}}", part
+            )
         t = part.get('type')
-        if t in _MEDIA: raise _media(f, _MEDIA[t])
-        if t != 'text': raise RowError(f"{f}.type", f"is {t!r}; ftnb reads 'text' parts", part)
-        key = next((k for k in ('text', 'value', 'content') if k in part), 'text')  # TRL and OpenAI say text; LLaMA-Factory and axolotl also value
-        if extra := [k for k in part if k not in ('type', key)]: raise _lost(f, extra[0])
+        if t in _MEDIA:
+            raise _media(f, _MEDIA[t])
+        if t != 'text':
+            raise RowError(f"{f}.type", f"is {t!r}; ftnb reads 'text' parts", part)
+        key = next(
+            (k for k in ('text', 'value', 'content') if k in part), 'text'
+        )  # TRL and OpenAI say text; LLaMA-Factory and axolotl also value
+        if extra := [k for k in part if k not in ('type', key)]:
+            raise _lost(f, extra[0])
         out.append(_content(part.get(key), f"{f}.{key}"))
     return '\n'.join(out)
 
 # %% ../nbs/04b_layouts.ipynb #fac3d721
 def _arguments(a, field):
     "A tool call's arguments as a dict: given as an object, or as JSON text (OpenAI's)."
-    if _missing(a): return {}
+    if _missing(a):
+        return {}
     if isinstance(a, str):
-        try: a = json.loads(a) if a.strip() else {}
-        except json.JSONDecodeError as e: raise RowError(field, f"is not valid JSON ({e.msg} at column {e.colno})", a) from None
-        except RecursionError: raise _deep(field, a) from None
-    if not isinstance(a, dict): raise RowError(field, f"is {type(a).__name__}, expected the arguments as an object (or JSON text of one)", a)
+        try:
+            a = json.loads(a) if a.strip() else {}
+        except json.JSONDecodeError as e:
+            raise RowError(field, f"is not valid JSON ({e.msg} at column {e.colno})", a) from None
+        except RecursionError:
+            raise _deep(field, a) from None
+    if not isinstance(a, dict):
+        raise RowError(field, f"is {type(a).__name__}, expected the arguments as an object (or JSON text of one)", a)
     return a
 
-def _tool_call(tc, field, ignore=()) -> dict:
-    "One call as TRL writes it, `{'type': 'function', 'function': {'name', 'arguments'}}` (+ its `id`), from OpenAI's, TRL's or a bare `{name, arguments}`."
-    if isinstance(tc, str):
-        try: tc = json.loads(tc)
-        except json.JSONDecodeError as e: raise RowError(field, f"is text that is not a JSON tool call ({e.msg})", tc) from None
-        except RecursionError: raise _deep(field, tc) from None
-    if not isinstance(tc, dict): raise RowError(field, f"is {type(tc).__name__}, expected a tool call with a name and arguments", tc)
-    fn, f = (tc['function'], f"{field}.function") if 'function' in tc else (tc, field)
-    if not isinstance(fn, dict): raise RowError(f, f"is {type(fn).__name__}, expected {{'name', 'arguments'}}", fn)
-    for k in tc:
-        if k not in ('id', 'type', 'function', 'name', 'arguments', 'parameters') and k not in ignore: raise _lost(field, k)
-    for k in (fn if fn is not tc else ()):
-        if k not in ('name', 'arguments', 'parameters') and k not in ignore: raise _lost(f, k)
-    if tc.get('type', 'function') != 'function': raise RowError(f"{field}.type", "is not 'function'", tc.get('type'))
-    name = fn.get('name')
-    if not isinstance(name, str) or not name.strip(): raise RowError(f"{f}.name", 'is missing' if _missing(name) else 'is not a tool name', name)
-    args = _arguments(fn.get('arguments', fn.get('parameters')), f"{f}.arguments")
-    return dict(type='function', function=dict(name=name, arguments=args)) | ({'id': str(tc['id'])} if not _missing(tc.get('id')) else {})
 
-def read_tool_call(call, # a tool call in OpenAI's, TRL's or a bare `{name, arguments}` shape, or its JSON text
-                   field:str='call', # what to call it in the error
-                  ) -> dict:
-    "`call` as TRL writes a call (`{'type': 'function', 'function': {'name', 'arguments'}}`); a `RowError` says what is wrong with it."
+def _tool_call(tc, field, ignore=()) -> dict:
+    """One call as TRL writes it, `{'type': 'function', 'function': {'name', 'arguments'}}` (+ its `id`), from OpenAI's,
+    TRL's or a bare `{name, arguments}`."""
+    if isinstance(tc, str):
+        try:
+            tc = json.loads(tc)
+        except json.JSONDecodeError as e:
+            raise RowError(field, f"is text that is not a JSON tool call ({e.msg})", tc) from None
+        except RecursionError:
+            raise _deep(field, tc) from None
+    if not isinstance(tc, dict):
+        raise RowError(field, f"is {type(tc).__name__}, expected a tool call with a name and arguments", tc)
+    fn, f = (tc['function'], f"{field}.function") if 'function' in tc else (tc, field)
+    if not isinstance(fn, dict):
+        raise RowError(f, f"is {type(fn).__name__}, expected {{'name', 'arguments'}}", fn)
+    for k in tc:
+        if k not in ('id', 'type', 'function', 'name', 'arguments', 'parameters') and k not in ignore:
+            raise _lost(field, k)
+    for k in fn if fn is not tc else ():
+        if k not in ('name', 'arguments', 'parameters') and k not in ignore:
+            raise _lost(f, k)
+    if tc.get('type', 'function') != 'function':
+        raise RowError(f"{field}.type", "is not 'function'", tc.get('type'))
+    name = fn.get('name')
+    if not isinstance(name, str) or not name.strip():
+        raise RowError(f"{f}.name", 'is missing' if _missing(name) else 'is not a tool name', name)
+    args = _arguments(fn.get('arguments', fn.get('parameters')), f"{f}.arguments")
+    return dict(type='function', function=dict(name=name, arguments=args)) | (
+        {'id': str(tc['id'])} if not _missing(tc.get('id')) else {}
+    )
+
+
+def read_tool_call(
+    call,  # a tool call in OpenAI's, TRL's or a bare `{name, arguments}` shape, or its JSON text
+    field: str = 'call',  # what to call it in the error
+) -> dict:
+    """`call` as TRL writes a call (`{'type': 'function', 'function': {'name', 'arguments'}}`); a `RowError` says what
+    is wrong with it."""
     return _tool_call(call, field)
+
 
 def _tool_calls(v, field, ignore=()) -> list:
     if isinstance(v, str):
-        try: v = json.loads(v)
-        except json.JSONDecodeError as e: raise RowError(field, f"is text that is not JSON ({e.msg})", v) from None
-        except RecursionError: raise _deep(field, v) from None
-    return [_tool_call(tc, f"{field}[{j}]", ignore) for j, tc in enumerate(v)] if isinstance(v, list) else [_tool_call(v, field, ignore)]
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise RowError(field, f"is text that is not JSON ({e.msg})", v) from None
+        except RecursionError:
+            raise _deep(field, v) from None
+    return (
+        [_tool_call(tc, f"{field}[{j}]", ignore) for j, tc in enumerate(v)]
+        if isinstance(v, list)
+        else [_tool_call(v, field, ignore)]
+    )
 
 # %% ../nbs/04b_layouts.ipynb #b2da5f2b
-def _message(m, field:str, ignore=()) -> dict:
+def _message(m, field: str, ignore=()) -> dict:
     "One turn, read under any layout's names, as TRL's message."
-    if not isinstance(m, dict): raise RowError(field, f"is {type(m).__name__}, expected a message with 'role' and 'content'", m)
+    if not isinstance(m, dict):
+        raise RowError(field, f"is {type(m).__name__}, expected a message with 'role' and 'content'", m)
     for k in m:
-        if k not in _MESSAGE_KEYS and k not in ignore: raise _lost(field, k)
+        if k not in _MESSAGE_KEYS and k not in ignore:
+            raise _lost(field, k)
     rk, ck = ('from', 'value') if 'from' in m and 'role' not in m else ('role', 'content')
     r = m.get(rk, _MISSING)
-    if _missing(r): raise RowError(f"{field}.{rk}", 'is missing')
-    if not isinstance(r, str): raise RowError(f"{field}.{rk}", f"is {type(r).__name__}, expected a role name", r)
+    if _missing(r):
+        raise RowError(f"{field}.{rk}", 'is missing')
+    if not isinstance(r, str):
+        raise RowError(f"{field}.{rk}", f"is {type(r).__name__}, expected a role name", r)
     role = _ROLE_NAMES.get(r.lower())
-    if role is None: raise RowError(f"{field}.{rk}", f"is an unknown role (known: {', '.join(_ROLE_NAMES)})", r)
+    if role is None:
+        raise RowError(f"{field}.{rk}", f"is an unknown role (known: {', '.join(_ROLE_NAMES)})", r)
     raw = m.get(ck, m.get('content', _MISSING))
     out = dict(role=role, content='' if r.lower() == 'function_call' else _content(raw, f"{field}.{ck}"))
     calls = []
-    if r.lower() == 'function_call': calls = _tool_calls(m.get(ck), f"{field}.{ck}", ignore)  # LLaMA-Factory: the call, as JSON text
-    if not _missing(m.get('tool_calls')): calls += _tool_calls(m['tool_calls'], f"{field}.tool_calls", ignore)
-    if not _missing(m.get('function_call')): calls += _tool_calls(m['function_call'], f"{field}.function_call", ignore)  # OpenAI's older form
+    if r.lower() == 'function_call':
+        calls = _tool_calls(m.get(ck), f"{field}.{ck}", ignore)  # LLaMA-Factory: the call, as JSON text
+    if not _missing(m.get('tool_calls')):
+        calls += _tool_calls(m['tool_calls'], f"{field}.tool_calls", ignore)
+    if not _missing(m.get('function_call')):
+        calls += _tool_calls(m['function_call'], f"{field}.function_call", ignore)  # OpenAI's older form
     if calls:
-        if role != 'assistant': raise RowError(f"{field}.tool_calls", f"belongs to a {role} turn; only the assistant calls tools", calls)
+        if role != 'assistant':
+            raise RowError(f"{field}.tool_calls", f"belongs to a {role} turn; only the assistant calls tools", calls)
         out['tool_calls'] = calls
     for k in ('tool_call_id', 'name'):
-        if not _missing(m.get(k)): out[k] = str(m[k])
+        if not _missing(m.get(k)):
+            out[k] = str(m[k])
     think = next((m[k] for k in ('thinking', 'reasoning_content', 'reasoning') if not _missing(m.get(k))), None)
     if think is not None:
-        if not isinstance(think, str): raise RowError(f"{field}.thinking", f"is {type(think).__name__}, expected text", think)
-        if role != 'assistant': raise RowError(f"{field}.thinking", f"belongs to a {role} turn; only the assistant's reasoning is trained", think)
-        if think.strip(): out['thinking'] = think
+        if not isinstance(think, str):
+            raise RowError(f"{field}.thinking", f"is {type(think).__name__}, expected text", think)
+        if role != 'assistant':
+            raise RowError(
+                f"{field}.thinking", f"belongs to a {role} turn; only the assistant's reasoning is trained", think
+            )
+        if think.strip():
+            out['thinking'] = think
     wk = next((k for k in ('weight', 'loss_weight') if not _missing(m.get(k))), None)
     if wk:
         w = m[wk]
-        if role != 'assistant': raise RowError(f"{field}.{wk}", f"belongs to a {role} turn; only assistant turns are trained, so only they take a weight", w)
-        if isinstance(w, bool) or w not in (0, 1): raise RowError(f"{field}.{wk}", "is not 0 or 1: a turn is trained (1) or not (0)", w)
-        if w == 0: out['weight'] = 0
+        if role != 'assistant':
+            raise RowError(
+                f"{field}.{wk}",
+                f"belongs to a {role} turn; only assistant turns are trained, so only they take a weight",
+                w,
+            )
+        if isinstance(w, bool) or w not in (0, 1):
+            raise RowError(f"{field}.{wk}", "is not 0 or 1: a turn is trained (1) or not (0)", w)
+        if w == 0:
+            out['weight'] = 0
     if not out['content'].strip() and role in ('user', 'tool', 'assistant') and not (calls or out.get('thinking')):
         raise RowError(f"{field}.{ck}", 'is missing') if _missing(raw) else _blank(f"{field}.{ck}", out['content'])
     return out
 
+
 def _messages(v, field, need_assistant=True, ignore=()) -> list:
     "Validated messages from a list of turns."
-    if isinstance(v, dict): v = [v]  # one message given alone (LLaMA-Factory's and axolotl's chosen/rejected)
-    if not isinstance(v, list): raise RowError(field, f"is {type(v).__name__}, expected a list of messages", v)
-    if not v: raise RowError(field, 'is an empty conversation', v)
+    if isinstance(v, dict):
+        v = [v]  # one message given alone (LLaMA-Factory's and axolotl's chosen/rejected)
+    if not isinstance(v, list):
+        raise RowError(field, f"is {type(v).__name__}, expected a list of messages", v)
+    if not v:
+        raise RowError(field, 'is an empty conversation', v)
     out = [_message(m, f"{field}[{j}]", ignore) for j, m in enumerate(v)]
-    if need_assistant and not any(m['role'] == 'assistant' for m in out): raise RowError(field, 'has no assistant turn to learn from', v)
+    if need_assistant and not any(m['role'] == 'assistant' for m in out):
+        raise RowError(field, 'has no assistant turn to learn from', v)
     return out
 
 # %% ../nbs/04b_layouts.ipynb #6152191a
 def _tools(v, field='tools') -> list:
     if isinstance(v, str):
-        if not v.strip(): return []
-        try: v = json.loads(v)
-        except json.JSONDecodeError as e: raise RowError(field, f"is text that is not a JSON list of tools ({e.msg})", v) from None
-        except RecursionError: raise _deep(field, v) from None
-    if isinstance(v, dict): v = [v]
-    if not isinstance(v, list): raise RowError(field, f"is {type(v).__name__}, expected a list of tools", v)
+        if not v.strip():
+            return []
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise RowError(field, f"is text that is not a JSON list of tools ({e.msg})", v) from None
+        except RecursionError:
+            raise _deep(field, v) from None
+    if isinstance(v, dict):
+        v = [v]
+    if not isinstance(v, list):
+        raise RowError(field, f"is {type(v).__name__}, expected a list of tools", v)
     out = []
     for j, t in enumerate(v):
         f = f"{field}[{j}]"
-        if not isinstance(t, dict): raise RowError(f, f"is {type(t).__name__}, expected a tool's JSON schema", t)
+        if not isinstance(t, dict):
+            raise RowError(f, f"is {type(t).__name__}, expected a tool's JSON schema", t)
         fn = t.get('function', t) if t.get('type', 'function') == 'function' else None
-        if not isinstance(fn, dict) or not isinstance(fn.get('name'), str): raise RowError(f, "is not a function tool with a name", t)
+        if not isinstance(fn, dict) or not isinstance(fn.get('name'), str):
+            raise RowError(f, "is not a function tool with a name", t)
         out.append(dict(type='function', function=fn))
     return out
+
 
 def _row_tools(row) -> dict:
     t = row.get('tools')
@@ -204,84 +355,135 @@ def _system_text(row):
     "The row's system prompt (`system`, or axolotl's `system_prompt`), or None."
     for k in ('system', 'system_prompt'):
         s = row.get(k)
-        if _missing(s) or (isinstance(s, str) and not s.strip()): continue
-        if not isinstance(s, str): raise RowError(k, f"is {type(s).__name__}, expected text", s)
+        if _missing(s) or (isinstance(s, str) and not s.strip()):
+            continue
+        if not isinstance(s, str):
+            raise RowError(k, f"is {type(s).__name__}, expected text", s)
         return s
     return None
 
-def _with_system(row, msgs:list) -> list:
+
+def _with_system(row, msgs: list) -> list:
     s = _system_text(row)
     return [dict(role='system', content=s)] + msgs if s is not None and msgs[0]['role'] != 'system' else msgs
+
 
 def _as_turns(p, field, role='user', ignore=()) -> list:
     "A prompt given as text or as turns, as turns."
     if isinstance(p, str):
-        if not p.strip(): raise _blank(field, p)
+        if not p.strip():
+            raise _blank(field, p)
         return [dict(role=role, content=p)]
     return _messages(p, field, need_assistant=False, ignore=ignore)
 
-def _after_prompt(turns:list, prompt:list, field:str) -> list:
-    "An answer's turns. Given as the whole conversation (UltraFeedback's chosen and rejected repeat the prompt), the turns after the prompt."
-    if len(turns) > len(prompt) and turns[:len(prompt)] == prompt: return turns[len(prompt):]
+
+def _after_prompt(turns: list, prompt: list, field: str) -> list:
+    """An answer's turns. Given as the whole conversation (UltraFeedback's chosen and rejected repeat the prompt), the
+    turns after the prompt."""
+    if len(turns) > len(prompt) and turns[: len(prompt)] == prompt:
+        return turns[len(prompt) :]
     if turns and turns[0]['role'] not in ('assistant', 'tool'):
-        raise RowError(field, f"starts with a {turns[0]['role']} turn that is not the prompt; an answer is the assistant's turns after the prompt", turns[0]['content'])
+        raise RowError(
+            field,
+            f"starts with a {turns[0]['role']} turn that is not the prompt; an answer is the assistant's turns after "
+            "the prompt",
+            turns[0]['content'],
+        )
     return turns
 
+
 def _nothing(v) -> bool:
-    "Whether an answer says exactly nothing: '', or one assistant message whose content is '' and which holds nothing else."
-    if isinstance(v, str): return v == ''
+    """Whether an answer says exactly nothing: '', or one assistant message whose content is '' and which holds nothing
+    else."""
+    if isinstance(v, str):
+        return v == ''
     one = v if isinstance(v, dict) else (v[0] if isinstance(v, list) and len(v) == 1 else None)
     role = one.get('role', one.get('from')) if isinstance(one, dict) else None
-    return isinstance(role, str) and _ROLE_NAMES.get(role.lower()) == 'assistant' and one.get('content', one.get('value')) == '' and len(one) == 2
+    return (
+        isinstance(role, str)
+        and _ROLE_NAMES.get(role.lower()) == 'assistant'
+        and one.get('content', one.get('value')) == ''
+        and len(one) == 2
+    )
 
-def _answer(v, field, prompt:list, ignore=(), allow_empty=False) -> list:
-    "An answer as turns: text, one message, or messages (those repeating the prompt cut); `allow_empty`: one that says nothing (`_nothing`) too."
-    if allow_empty and _nothing(v): return [dict(role='assistant', content='')]
+
+def _answer(v, field, prompt: list, ignore=(), allow_empty=False) -> list:
+    """An answer as turns: text, one message, or messages (those repeating the prompt cut); `allow_empty`: one that says
+    nothing (`_nothing`) too."""
+    if allow_empty and _nothing(v):
+        return [dict(role='assistant', content='')]
     if isinstance(v, str):
-        if not v.strip(): raise _blank(field, v)
+        if not v.strip():
+            raise _blank(field, v)
         return [dict(role='assistant', content=v)]
     t = _after_prompt(_messages(v, field, need_assistant=False, ignore=ignore), prompt, field)
-    if not any(m['role'] == 'assistant' for m in t): raise RowError(field, 'has no assistant turn', v)
+    if not any(m['role'] == 'assistant' for m in t):
+        raise RowError(field, 'has no assistant turn', v)
     return t
 
-def _standard(row) -> bool: return _system_text(row) is None and _missing(row.get('tools'))
+
+def _standard(row) -> bool:
+    return _system_text(row) is None and _missing(row.get('tools'))
+
 
 def _pair(row, prompt, chosen, rejected, ignore=(), fields=('chosen', 'rejected')) -> dict:
-    "A preference pair: plain text when all three are text and nothing else rides along, else turns. `fields`: the two answers' names in the row."
+    """A preference pair: plain text when all three are text and nothing else rides along, else turns. `fields`: the two
+    answers' names in the row."""
     cf, rf = fields
-    if _nothing(rejected): raise _silent(rf)
+    if _nothing(rejected):
+        raise _silent(rf)
     if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str) and _standard(row):
-        if not prompt.strip(): raise _blank('prompt', prompt)
+        if not prompt.strip():
+            raise _blank('prompt', prompt)
         for f, v in ((cf, chosen), (rf, rejected)):
-            if not v.strip() and v: raise _blank(f, v)
+            if not v.strip() and v:
+                raise _blank(f, v)
         out = dict(prompt=prompt, chosen=chosen, rejected=rejected)
     else:
         p = _with_system(row, _as_turns(prompt, 'prompt', ignore=ignore))
-        out = dict(prompt=p, chosen=_answer(chosen, cf, p, ignore, True), rejected=_answer(rejected, rf, p, ignore)) | _row_tools(row)
+        out = dict(
+            prompt=p, chosen=_answer(chosen, cf, p, ignore, True), rejected=_answer(rejected, rf, p, ignore)
+        ) | _row_tools(row)
     if out['chosen'] == out['rejected']:
-        raise RowError(cf, f"is identical to {rf}: the pair teaches nothing", chosen if isinstance(chosen, str) else out['chosen'][-1]['content'])
+        raise RowError(
+            cf,
+            f"is identical to {rf}: the pair teaches nothing",
+            chosen if isinstance(chosen, str) else out['chosen'][-1]['content'],
+        )
     return out
+
 
 def _label(row, field):
     lab = _get(row, field)
-    if type(lab).__name__ not in ('bool', 'bool_'): raise RowError(field, f"is {type(lab).__name__}, expected True or False", lab)
+    if type(lab).__name__ not in ('bool', 'bool_'):
+        raise RowError(field, f"is {type(lab).__name__}, expected True or False", lab)
     return bool(lab)
+
 
 def _unpaired(row, prompt, completion, label_field, ignore=(), field='completion') -> dict:
     "One answer marked desirable or not (KTO); `field`: the answer's name in the row."
     lab = _label(row, label_field)
     if isinstance(prompt, str) and isinstance(completion, str) and _standard(row):
-        if not prompt.strip(): raise _blank('prompt', prompt)
-        if not completion.strip(): raise _blank(field, completion)
+        if not prompt.strip():
+            raise _blank('prompt', prompt)
+        if not completion.strip():
+            raise _blank(field, completion)
         return dict(prompt=prompt, completion=completion, label=lab)
     p = _with_system(row, _as_turns(prompt, 'prompt', ignore=ignore))
     return dict(prompt=p, completion=_answer(completion, field, p, ignore), label=lab) | _row_tools(row)
 
-def _split_last(msgs:list, field) -> tuple[list, list]:
+
+def _split_last(msgs: list, field) -> tuple[list, list]:
     "A conversation as (prompt, its final assistant turn)."
     k = max(i for i, m in enumerate(msgs) if m['role'] == 'assistant')
-    if k == 0: raise RowError(field, 'starts with the answer: there is no prompt before it')
-    if k < len(msgs) - 1: raise RowError(f"{field}[{k + 1}]", f"is a {msgs[k + 1]['role']} turn after the last assistant turn, the answer that is judged", msgs[k + 1]['content'])
+    if k == 0:
+        raise RowError(field, 'starts with the answer: there is no prompt before it')
+    if k < len(msgs) - 1:
+        raise RowError(
+            f"{field}[{k + 1}]",
+            f"is a {msgs[k + 1]['role']} turn after the last assistant turn, the answer that is judged",
+            msgs[k + 1]['content'],
+        )
     return msgs[:k], msgs[k:]
 
 # %% ../nbs/04b_layouts.ipynb #73efac18
@@ -289,334 +491,721 @@ def _instruction(row, ignore=()) -> list:
     "Alpaca's turns: earlier `history` pairs, then the instruction with its input (and axolotl's `context`)."
     ins = _text(row, 'instruction')
     inp = row.get('input')
-    if not _missing(inp) and not isinstance(inp, str): raise RowError('input', f"is {type(inp).__name__}, expected text", inp)
+    if not _missing(inp) and not isinstance(inp, str):
+        raise RowError('input', f"is {type(inp).__name__}, expected text", inp)
     msgs = []
     h = row.get('history')
     if not _missing(h):
-        if not isinstance(h, list): raise RowError('history', f"is {type(h).__name__}, expected a list of [instruction, answer] pairs", h)
+        if not isinstance(h, list):
+            raise RowError('history', f"is {type(h).__name__}, expected a list of [instruction, answer] pairs", h)
         for j, pair in enumerate(h):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise RowError(f"history[{j}]", "is not an [instruction, answer] pair of texts", pair)
             for role, t, k in (('user', pair[0], 0), ('assistant', pair[1], 1)):
-                if not t.strip(): raise _blank(f"history[{j}][{k}]", t)
+                if not t.strip():
+                    raise _blank(f"history[{j}][{k}]", t)
                 msgs.append(dict(role=role, content=t))
     return _with_system(row, msgs + [dict(role='user', content=ins + (f"\n\n{inp}" if inp and inp.strip() else ''))])
+
 
 def _question(row) -> str:
     q = _text(row, 'question')
     k = 'context' if not _missing(row.get('context')) else 'article'
     c = row.get(k)
-    if _missing(c): return q
-    if not isinstance(c, str) or not c.strip(): raise RowError(k, 'is not text' if not isinstance(c, str) else 'is empty', c)
+    if _missing(c):
+        return q
+    if not isinstance(c, str) or not c.strip():
+        raise RowError(k, 'is not text' if not isinstance(c, str) else 'is empty', c)
     return f"{c}\n\n{q}"
 
 # %% ../nbs/04b_layouts.ipynb #ba35bbc7
 _FINAL = re.compile(r'####\s*(.+?)\s*$', re.S)
 
-def final_answer(text:str) -> str:
+
+def final_answer(text: str) -> str:
     "The final answer of a GSM8K-style solution ('… #### 1,234' → '1234'); the whole text when it has no '####'."
     m = _FINAL.search(text)
     a = m.group(1).strip() if m else text.strip()
     return a.replace(',', '') if re.fullmatch(r'-?[\d,]+(\.\d+)?', a) else a
 
+
 def _qa(row, ignore=()):
     q, a = _question(row), _text(row, 'answer')
-    if re.search(r'####\s*$', a): raise RowError('answer', "has nothing after '####', where the final answer goes", a)
+    if re.search(r'####\s*$', a):
+        raise RowError('answer', "has nothing after '####', where the final answer goes", a)
     sol = re.sub(r'<<[^>]*>>', '', _FINAL.sub('', a)).strip()
     return dict(prompt=_with_system(row, [dict(role='user', content=q)]), answer=final_answer(a), solution=sol)
 
 # %% ../nbs/04b_layouts.ipynb #9b77af30
 _HH = re.compile(r'\n\n(Human|Assistant):')
 
-def _hh_messages(s:str, field) -> list:
+
+def _hh_messages(s: str, field) -> list:
     parts = _HH.split(s)
-    if len(parts) < 3: raise RowError(field, "is a transcript without '\\n\\nHuman:'/'\\n\\nAssistant:' turns, while the other side has them", s)
-    if parts[0].strip(): raise RowError(field, "has text before its first '\\n\\nHuman:' turn", parts[0])
-    msgs = [dict(role='user' if who == 'Human' else 'assistant', content=txt.strip()) for who, txt in zip(parts[1::2], parts[2::2])]
+    if len(parts) < 3:
+        raise RowError(
+            field, "is a transcript without '\\n\\nHuman:'/'\\n\\nAssistant:' turns, while the other side has them", s
+        )
+    if parts[0].strip():
+        raise RowError(field, "has text before its first '\\n\\nHuman:' turn", parts[0])
+    msgs = [
+        dict(role='user' if who == 'Human' else 'assistant', content=txt.strip())
+        for who, txt in zip(parts[1::2], parts[2::2])
+    ]
     for j, m in enumerate(msgs):  # only the final answer may be empty
         if not m['content'] and (j < len(msgs) - 1 or m['role'] != 'assistant'):
-            raise RowError(f"{field}[{j}]", f"is an empty {'Human' if m['role'] == 'user' else 'Assistant'} turn of the transcript", parts[2 * j + 2])
+            raise RowError(
+                f"{field}[{j}]",
+                f"is an empty {'Human' if m['role'] == 'user' else 'Assistant'} turn of the transcript",
+                parts[2 * j + 2],
+            )
     return msgs
+
 
 def _answer_turns(rest, field):
     "The messages after the shared prompt: assistant turns only, merged into one."
-    if not rest: raise RowError(field, 'has no answer after the prompt it shares with the other side')
+    if not rest:
+        raise RowError(field, 'has no answer after the prompt it shares with the other side')
     if any(m['role'] != 'assistant' for m in rest):
-        raise RowError(field, 'differs from the other side before its final assistant turn (a user turn follows the shared prompt)', rest[-1]['content'])
-    if len(rest) == 1: return rest
+        raise RowError(
+            field,
+            'differs from the other side before its final assistant turn (a user turn follows the shared prompt)',
+            rest[-1]['content'],
+        )
+    if len(rest) == 1:
+        return rest
     return [dict(role='assistant', content='\n\n'.join(m['content'] for m in rest))]
 
-def _common_prefix(c:str, r:str) -> int:
+
+def _common_prefix(c: str, r: str) -> int:
     "Where two texts part, as TRL's `extract_prompt` finds it (a space before the split goes with the answers)."
     i = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
     return i - 1 if 0 < i < min(len(c), len(r)) and c[i - 1] == ' ' else i
 
+
 def _implicit(row, ignore=()):
-    "Pairs without a prompt column: whole transcripts (hh-rlhf's text or messages), or texts sharing a beginning (TRL's implicit prompt)."
+    """Pairs without a prompt column: whole transcripts (hh-rlhf's text or messages), or texts sharing a beginning
+    (TRL's implicit prompt)."""
     c, r = _get(row, 'chosen'), _get(row, 'rejected')
     if isinstance(c, str) and isinstance(r, str) and not (_HH.search(c) or _HH.search(r)):
-        if c == r: raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', c)
+        if c == r:
+            raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', c)
         k = _common_prefix(c, r)
-        if k == 0 or not c[:k].strip(): raise RowError('chosen', 'shares no beginning with rejected, so there is no prompt; add a prompt column', c)
+        if k == 0 or not c[:k].strip():
+            raise RowError('chosen', 'shares no beginning with rejected, so there is no prompt; add a prompt column', c)
         for f, v, other in (('chosen', c, 'rejected'), ('rejected', r, 'chosen')):
-            if len(v) == k: raise RowError(f, f"is where {other} begins: taken as the prompt, their shared beginning leaves nothing of it as an answer; add a prompt column", v)
+            if len(v) == k:
+                raise RowError(
+                    f,
+                    f"is where {other} begins: taken as the prompt, their shared beginning leaves nothing of it as an "
+                    "answer; add a prompt column",
+                    v,
+                )
         return _pair(row, c[:k], c[k:], r[k:], ignore)
     cm = _hh_messages(c, 'chosen') if isinstance(c, str) else _messages(c, 'chosen', ignore=ignore)
     rm = _hh_messages(r, 'rejected') if isinstance(r, str) else _messages(r, 'rejected', ignore=ignore)
     k = 0
-    while k < min(len(cm), len(rm)) - 1 and cm[k] == rm[k]: k += 1
-    if k == 0: raise RowError('chosen', 'shares no opening turn with rejected, so there is no prompt', cm[0]['content'])
-    out = dict(prompt=_with_system(row, cm[:k]), chosen=_answer_turns(cm[k:], 'chosen'), rejected=_answer_turns(rm[k:], 'rejected')) | _row_tools(row)
-    if out['rejected'] == [dict(role='assistant', content='')]: raise _silent('rejected')  # a transcript's final "Assistant:" with nothing after it
-    if out['chosen'] == out['rejected']: raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', out['chosen'][-1]['content'])
+    while k < min(len(cm), len(rm)) - 1 and cm[k] == rm[k]:
+        k += 1
+    if k == 0:
+        raise RowError('chosen', 'shares no opening turn with rejected, so there is no prompt', cm[0]['content'])
+    out = dict(
+        prompt=_with_system(row, cm[:k]),
+        chosen=_answer_turns(cm[k:], 'chosen'),
+        rejected=_answer_turns(rm[k:], 'rejected'),
+    ) | _row_tools(row)
+    if out['rejected'] == [dict(role='assistant', content='')]:
+        raise _silent('rejected')  # a transcript's final "Assistant:" with nothing after it
+    if out['chosen'] == out['rejected']:
+        raise RowError('chosen', 'is identical to rejected: the pair teaches nothing', out['chosen'][-1]['content'])
     return out
 
 # %% ../nbs/04b_layouts.ipynb #596c3fb6
 def _conversation(field):
     def f(row, ignore=()):
         return dict(messages=_with_system(row, _messages(_get(row, field), field, ignore=ignore))) | _row_tools(row)
+
     return f
+
 
 def _conversation_pair(field):
     "LLaMA-Factory's and axolotl's pairs: the conversation so far, then a chosen and a rejected message."
-    def f(row, ignore=()): return _pair(row, _messages(_get(row, field), field, need_assistant=False, ignore=ignore), _get(row, 'chosen'), _get(row, 'rejected'), ignore)
+
+    def f(row, ignore=()):
+        return _pair(
+            row,
+            _messages(_get(row, field), field, need_assistant=False, ignore=ignore),
+            _get(row, 'chosen'),
+            _get(row, 'rejected'),
+            ignore,
+        )
+
     return f
 
-def _conversation_kto(field): return _conversation_last(field, 'kto_tag')  # LLaMA-Factory's KTO: the last assistant turn judged by kto_tag
+
+def _conversation_kto(field):
+    return _conversation_last(field, 'kto_tag')  # LLaMA-Factory's KTO: the last assistant turn judged by kto_tag
+
 
 def _prompt_completion(answer='completion'):
     def f(row, ignore=()):
         p, c = _get(row, 'prompt'), _get(row, answer)
-        if isinstance(p, str) and isinstance(c, str) and _standard(row): return dict(prompt=_text(row, 'prompt'), completion=_text(row, answer))
+        if isinstance(p, str) and isinstance(c, str) and _standard(row):
+            return dict(prompt=_text(row, 'prompt'), completion=_text(row, answer))
         pt = _with_system(row, _as_turns(p, 'prompt', ignore=ignore))
         return dict(prompt=pt, completion=_answer(c, answer, pt, ignore)) | _row_tools(row)
+
     return f
+
 
 def _instruction_sft(answer):
-    def f(row, ignore=()): return dict(messages=_instruction(row, ignore) + [dict(role='assistant', content=_text(row, answer))])
+    def f(row, ignore=()):
+        return dict(messages=_instruction(row, ignore) + [dict(role='assistant', content=_text(row, answer))])
+
     return f
 
+
 def _open_orca(row, ignore=()):
-    return dict(messages=_with_system(row, [dict(role='user', content=_question(row)), dict(role='assistant', content=_text(row, 'response'))]))
+    return dict(
+        messages=_with_system(
+            row, [dict(role='user', content=_question(row)), dict(role='assistant', content=_text(row, 'response'))]
+        )
+    )
 
-def _user(row, field) -> list: return [dict(role='user', content=_text(row, field))]
 
-def _text_row(row, ignore=()): return dict(text=_text(row, 'text'))
+def _user(row, field) -> list:
+    return [dict(role='user', content=_text(row, field))]
+
+
+def _text_row(row, ignore=()):
+    return dict(text=_text(row, 'text'))
+
 
 def _ranked(row, ignore=()):
-    "A prompt and several answers ranked (rank 1 best) or scored (higher better), or listed best first: the best against the worst."
+    """A prompt and several answers ranked (rank 1 best) or scored (higher better), or listed best first: the best
+    against the worst."""
     v = _get(row, 'answers')
-    if not isinstance(v, list) or len(v) < 2: raise RowError('answers', 'is not a list of at least two answers to rank', v)
+    if not isinstance(v, list) or len(v) < 2:
+        raise RowError('answers', 'is not a list of at least two answers to rank', v)
     order = []
     for j, a in enumerate(v):
         f = f"answers[{j}]"
-        if isinstance(a, str): order.append((j, a, f)); continue
-        if not isinstance(a, dict): raise RowError(f, f"is {type(a).__name__}, expected an answer (text, or {{'answer', 'rank'}})", a)
+        if isinstance(a, str):
+            order.append((j, a, f))
+            continue
+        if not isinstance(a, dict):
+            raise RowError(f, f"is {type(a).__name__}, expected an answer (text, or {{'answer', 'rank'}})", a)
         for k in a:
-            if k not in ('answer', 'text', 'rank', 'score') and k not in ignore: raise _lost(f, k)
+            if k not in ('answer', 'text', 'rank', 'score') and k not in ignore:
+                raise _lost(f, k)
         key = 'rank' if 'rank' in a else 'score' if 'score' in a else None
         r = a.get(key)
-        if key is None or isinstance(r, bool) or not isinstance(r, (int, float)): raise RowError(f, "has no numeric 'rank' (1 is best) or 'score' (higher is better)", a)
+        if key is None or isinstance(r, bool) or not isinstance(r, (int, float)):
+            raise RowError(f, "has no numeric 'rank' (1 is best) or 'score' (higher is better)", a)
         t = 'answer' if 'answer' in a or 'text' not in a else 'text'
-        if _missing(a.get(t)): raise RowError(f"{f}.{t}", 'is missing')
+        if _missing(a.get(t)):
+            raise RowError(f"{f}.{t}", 'is missing')
         order.append((r if key == 'rank' else -r, _content(a[t], f"{f}.{t}"), f"{f}.{t}"))
     order.sort(key=lambda x: x[0])
-    if order[0][0] == order[-1][0] and not all(isinstance(a, str) for a in v): raise RowError('answers', 'ranks every answer the same: there is no best and worst', v)
+    if order[0][0] == order[-1][0] and not all(isinstance(a, str) for a in v):
+        raise RowError('answers', 'ranks every answer the same: there is no best and worst', v)
     return _pair(row, _get(row, 'prompt'), order[0][1], order[-1][1], ignore, (order[0][2], order[-1][2]))
+
 
 def _conversation_last(field, label):
     "A whole conversation whose last assistant turn is the answer judged (axolotl's argilla_chat KTO)."
+
     def f(row, ignore=()):
         p, a = _split_last(_messages(_get(row, field), field, ignore=ignore), field)
         return _unpaired(row, _with_system(row, p), a, label, ignore)
+
     return f
+
 
 def _prompt_only(row, ignore=()):
     p = _get(row, 'prompt')
-    out = dict(prompt=_text(row, 'prompt') if isinstance(p, str) and _standard(row) else _with_system(row, _as_turns(p, 'prompt', ignore=ignore))) | _row_tools(row)
+    out = dict(
+        prompt=_text(row, 'prompt')
+        if isinstance(p, str) and _standard(row)
+        else _with_system(row, _as_turns(p, 'prompt', ignore=ignore))
+    ) | _row_tools(row)
     a = row.get('answer')
-    if _missing(a): return out
-    if isinstance(a, bool) or not isinstance(a, (str, numbers.Number)): raise RowError('answer', f"is {type(a).__name__}, expected text or a number", a)
-    if isinstance(a, str) and not a.strip(): raise _blank('answer', a)
+    if _missing(a):
+        return out
+    if isinstance(a, bool) or not isinstance(a, (str, numbers.Number)):
+        raise RowError('answer', f"is {type(a).__name__}, expected text or a number", a)
+    if isinstance(a, str) and not a.strip():
+        raise _blank('answer', a)
     sol = row.get('solution')  # a question/answer row's worked solution, as ftnb writes it
     return out | dict(answer=str(a)) | ({} if _missing(sol) else dict(solution=_text(row, 'solution')))
 
 # %% ../nbs/04b_layouts.ipynb #a49d506f
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Layout:
     "A data layout: the columns that identify it, those it also reads, the kind it builds, and whose it is."
-    name:str; kind:str|None; needs:tuple; reads:tuple; convert:object; origin:str; example:dict
-    refused:str='' # why ftnb does not read this layout (no method trains it), where it does not
+
+    name: str
+    kind: str | None
+    needs: tuple
+    reads: tuple
+    convert: object
+    origin: str
+    example: dict
+    refused: str = ''  # why ftnb does not read this layout (no method trains it), where it does not
+
     @property
-    def columns(self) -> tuple: return self.needs + self.reads
-    def __repr__(self): return f"Layout({self.name}: {', '.join(self.needs)} -> {self.kind}; {self.origin})"
+    def columns(self) -> tuple:
+        return self.needs + self.reads
+
+    def __repr__(self):
+        return f"Layout({self.name}: {', '.join(self.needs)} -> {self.kind}; {self.origin})"
+
 
 _SYS, _TOOLS = ('system', 'system_prompt'), ('tools',)
 _M = lambda role, content: dict(role=role, content=content)
 LAYOUTS = [
-    Layout('messages', 'conversation', ('messages',), _SYS + _TOOLS, _conversation('messages'), 'OpenAI chat JSONL, TRL conversational, axolotl chat_template, LLaMA-Factory openai',
-           dict(messages=[_M('user', 'Hi, who are you?'), _M('assistant', 'A helpful assistant.')])),
-    Layout('sharegpt', 'conversation', ('conversations',), _SYS + _TOOLS, _conversation('conversations'), 'ShareGPT (FastChat, LLaMA-Factory sharegpt, axolotl)',
-           dict(conversations=[dict(**{'from': 'human', 'value': 'Hi, who are you?'}), dict(**{'from': 'gpt', 'value': 'A helpful assistant.'})], system='Be brief.')),
-    Layout('alpaca', 'conversation', ('instruction', 'output'), ('input', 'history') + _SYS, _instruction_sft('output'), 'Alpaca (LLaMA-Factory alpaca, axolotl alpaca)',
-           dict(instruction='Add the numbers.', input='2 and 3', output='5', history=[['Hi', 'Hello!']])),
-    Layout('gpteacher', 'conversation', ('instruction', 'response'), ('input',) + _SYS, _instruction_sft('response'), 'axolotl gpteacher',
-           dict(instruction='Name a prime number.', input='', response='7')),
-    Layout('open_orca', 'conversation', ('question', 'response'), _SYS + ('context',), _open_orca, 'axolotl open_orca',
-           dict(system_prompt='Answer briefly.', question='What colour is the sky?', response='Blue.')),
-    Layout('prompt_completion', 'prompt_completion', ('prompt', 'completion'), _SYS + _TOOLS, _prompt_completion(), 'TRL prompt-completion',
-           dict(prompt='The capital of France is', completion=' Paris.')),
-    Layout('prompt_response', 'prompt_completion', ('prompt', 'response'), _SYS + _TOOLS, _prompt_completion('response'), 'prompt/response columns',
-           dict(prompt='What is 2+2?', response='4')),
-    Layout('text', 'text', ('text',), (), _text_row, 'TRL language modelling, axolotl completion, .txt files',
-           dict(text='The quick brown fox jumps over the lazy dog.')),
-    Layout('preference', 'preference', ('prompt', 'chosen', 'rejected'), _SYS + _TOOLS,
-           lambda row, ignore=(): _pair(row, _get(row, 'prompt'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
-           'TRL preference, UltraFeedback, axolotl chatml.prompt_pairs / chatml.ultra', dict(prompt='What colour is the sky?', chosen='Blue.', rejected='Green.')),
-    Layout('implicit_preference', 'preference', ('chosen', 'rejected'), _SYS + _TOOLS, _implicit, 'TRL implicit prompt, Anthropic hh-rlhf',
-           dict(chosen='The sky is blue.', rejected='The sky is green.')),
-    Layout('sharegpt_preference', 'preference', ('conversations', 'chosen', 'rejected'), _SYS + _TOOLS, _conversation_pair('conversations'), 'LLaMA-Factory sharegpt ranking',
-           dict(conversations=[{'from': 'human', 'value': 'What colour is the sky?'}], chosen={'from': 'gpt', 'value': 'Blue.'}, rejected={'from': 'gpt', 'value': 'Green.'})),
-    Layout('messages_preference', 'preference', ('messages', 'chosen', 'rejected'), _SYS + _TOOLS, _conversation_pair('messages'), 'axolotl chat_template.default',
-           dict(messages=[_M('user', 'What colour is the sky?')], chosen=_M('assistant', 'Blue.'), rejected=_M('assistant', 'Green.'))),
-    Layout('alpaca_preference', 'preference', ('instruction', 'chosen', 'rejected'), ('input', 'history') + _SYS,
-           lambda row, ignore=(): _pair(row, _instruction(row, ignore), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
-           'LLaMA-Factory alpaca ranking, axolotl chatml.icr', dict(instruction='What colour is the sky?', chosen='Blue.', rejected='Green.')),
-    Layout('question_preference', 'preference', ('question', 'chosen', 'rejected'), _SYS,
-           lambda row, ignore=(): _pair(row, _user(row, 'question'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
-           'axolotl chatml.intel', dict(system='Be brief.', question='What colour is the sky?', chosen='Blue.', rejected='Green.')),
-    Layout('argilla_preference', 'preference', ('instruction', 'chosen_response', 'rejected_response'), _SYS,
-           lambda row, ignore=(): _pair(row, _user(row, 'instruction'), _get(row, 'chosen_response'), _get(row, 'rejected_response'), ignore, ('chosen_response', 'rejected_response')),
-           'axolotl chatml.argilla', dict(instruction='What colour is the sky?', chosen_response='Blue.', rejected_response='Green.')),
-    Layout('kto', 'unpaired_preference', ('prompt', 'completion', 'label'), _SYS + _TOOLS,
-           lambda row, ignore=(): _unpaired(row, _get(row, 'prompt'), _get(row, 'completion'), 'label', ignore),
-           'TRL unpaired preference', dict(prompt='What colour is the sky?', completion='Green.', label=False)),
-    Layout('sharegpt_kto', 'unpaired_preference', ('conversations', 'kto_tag'), _SYS + _TOOLS, _conversation_kto('conversations'), 'LLaMA-Factory sharegpt KTO',
-           dict(conversations=[{'from': 'human', 'value': 'What colour is the sky?'}, {'from': 'gpt', 'value': 'Green.'}], kto_tag=False)),
-    Layout('messages_kto', 'unpaired_preference', ('messages', 'kto_tag'), _SYS + _TOOLS, _conversation_kto('messages'), 'LLaMA-Factory openai KTO',
-           dict(messages=[_M('user', 'What colour is the sky?'), _M('assistant', 'Blue.')], kto_tag=True)),
-    Layout('alpaca_kto', 'unpaired_preference', ('instruction', 'output', 'kto_tag'), ('input', 'history') + _SYS,
-           lambda row, ignore=(): _unpaired(row, _instruction(row, ignore), _get(row, 'output'), 'kto_tag', ignore, 'output'),
-           'LLaMA-Factory alpaca KTO', dict(instruction='What colour is the sky?', output='Green.', kto_tag=False)),
-    Layout('instruction_kto', 'unpaired_preference', ('instruction', 'completion', 'label'), _SYS,
-           lambda row, ignore=(): _unpaired(row, _user(row, 'instruction'), _get(row, 'completion'), 'label', ignore),
-           'axolotl chatml.argilla (KTO)', dict(instruction='What colour is the sky?', completion='Blue.', label=True)),
-    Layout('question_kto', 'unpaired_preference', ('question', 'completion', 'label'), _SYS,
-           lambda row, ignore=(): _unpaired(row, _user(row, 'question'), _get(row, 'completion'), 'label', ignore),
-           'axolotl chatml.intel (KTO)', dict(system='Be brief.', question='What colour is the sky?', completion='Blue.', label=True)),
-    Layout('oasst', 'conversation', ('INSTRUCTION', 'RESPONSE'), (),
-           lambda row, ignore=(): dict(messages=[dict(role='user', content=_text(row, 'INSTRUCTION')), dict(role='assistant', content=_text(row, 'RESPONSE'))]),
-           'axolotl oasst', dict(INSTRUCTION='Name a colour.', RESPONSE='Teal.')),
-    Layout('input_preference', 'preference', ('input', 'chosen', 'rejected'), _SYS,
-           lambda row, ignore=(): _pair(row, _user(row, 'input'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
-           'axolotl chatml.icr, bradley_terry reward models', dict(system='Be brief.', input='What colour is the sky?', chosen='Blue.', rejected='Green.')),
-    Layout('ranked', 'preference', ('prompt', 'answers'), _SYS, _ranked, 'ranked answers (Nectar, axolotl zephyr.nectar), best against worst',
-           dict(prompt='What colour is the sky?', answers=[dict(answer='Green.', rank=3), dict(answer='Blue.', rank=1), dict(answer='Sky blue.', rank=2)])),
-    Layout('conversation_kto', 'unpaired_preference', ('completion', 'label'), _SYS, _conversation_last('completion', 'label'), 'axolotl chatml.argilla_chat (KTO)',
-           dict(completion=[_M('user', 'What colour is the sky?'), _M('assistant', 'Green.')], label=False)),
-    Layout('qa', 'prompt_only', ('question', 'answer'), ('context', 'article') + _SYS, _qa, 'GSM8K, axolotl context_qa',
-           dict(question='Tom has 3 apples and buys 2. How many?', answer='3 + 2 = <<3+2=5>>5\n#### 5')),
-    Layout('prompt_only', 'prompt_only', ('prompt',), ('answer', 'solution') + _SYS + _TOOLS, _prompt_only, 'TRL prompt-only (GRPO)',
-           dict(prompt='What is 12 + 7?', answer='19')),
-    Layout('stepwise', None, ('prompt', 'completions', 'labels'), (), None, 'TRL stepwise supervision',
-           dict(prompt='2+2*3?', completions=['2*3=6', '2+6=8'], labels=[True, True]),
-           refused="these rows are stepwise supervision (TRL's process reward format: steps, and a label for each), which no ftnb method trains"),
+    Layout(
+        'messages',
+        'conversation',
+        ('messages',),
+        _SYS + _TOOLS,
+        _conversation('messages'),
+        'OpenAI chat JSONL, TRL conversational, axolotl chat_template, LLaMA-Factory openai',
+        dict(messages=[_M('user', 'Hi, who are you?'), _M('assistant', 'A helpful assistant.')]),
+    ),
+    Layout(
+        'sharegpt',
+        'conversation',
+        ('conversations',),
+        _SYS + _TOOLS,
+        _conversation('conversations'),
+        'ShareGPT (FastChat, LLaMA-Factory sharegpt, axolotl)',
+        dict(
+            conversations=[
+                dict(**{'from': 'human', 'value': 'Hi, who are you?'}),
+                dict(**{'from': 'gpt', 'value': 'A helpful assistant.'}),
+            ],
+            system='Be brief.',
+        ),
+    ),
+    Layout(
+        'alpaca',
+        'conversation',
+        ('instruction', 'output'),
+        ('input', 'history') + _SYS,
+        _instruction_sft('output'),
+        'Alpaca (LLaMA-Factory alpaca, axolotl alpaca)',
+        dict(instruction='Add the numbers.', input='2 and 3', output='5', history=[['Hi', 'Hello!']]),
+    ),
+    Layout(
+        'gpteacher',
+        'conversation',
+        ('instruction', 'response'),
+        ('input',) + _SYS,
+        _instruction_sft('response'),
+        'axolotl gpteacher',
+        dict(instruction='Name a prime number.', input='', response='7'),
+    ),
+    Layout(
+        'open_orca',
+        'conversation',
+        ('question', 'response'),
+        _SYS + ('context',),
+        _open_orca,
+        'axolotl open_orca',
+        dict(system_prompt='Answer briefly.', question='What colour is the sky?', response='Blue.'),
+    ),
+    Layout(
+        'prompt_completion',
+        'prompt_completion',
+        ('prompt', 'completion'),
+        _SYS + _TOOLS,
+        _prompt_completion(),
+        'TRL prompt-completion',
+        dict(prompt='The capital of France is', completion=' Paris.'),
+    ),
+    Layout(
+        'prompt_response',
+        'prompt_completion',
+        ('prompt', 'response'),
+        _SYS + _TOOLS,
+        _prompt_completion('response'),
+        'prompt/response columns',
+        dict(prompt='What is 2+2?', response='4'),
+    ),
+    Layout(
+        'text',
+        'text',
+        ('text',),
+        (),
+        _text_row,
+        'TRL language modelling, axolotl completion, .txt files',
+        dict(text='The quick brown fox jumps over the lazy dog.'),
+    ),
+    Layout(
+        'preference',
+        'preference',
+        ('prompt', 'chosen', 'rejected'),
+        _SYS + _TOOLS,
+        lambda row, ignore=(): _pair(row, _get(row, 'prompt'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
+        'TRL preference, UltraFeedback, axolotl chatml.prompt_pairs / chatml.ultra',
+        dict(prompt='What colour is the sky?', chosen='Blue.', rejected='Green.'),
+    ),
+    Layout(
+        'implicit_preference',
+        'preference',
+        ('chosen', 'rejected'),
+        _SYS + _TOOLS,
+        _implicit,
+        'TRL implicit prompt, Anthropic hh-rlhf',
+        dict(chosen='The sky is blue.', rejected='The sky is green.'),
+    ),
+    Layout(
+        'sharegpt_preference',
+        'preference',
+        ('conversations', 'chosen', 'rejected'),
+        _SYS + _TOOLS,
+        _conversation_pair('conversations'),
+        'LLaMA-Factory sharegpt ranking',
+        dict(
+            conversations=[{'from': 'human', 'value': 'What colour is the sky?'}],
+            chosen={'from': 'gpt', 'value': 'Blue.'},
+            rejected={'from': 'gpt', 'value': 'Green.'},
+        ),
+    ),
+    Layout(
+        'messages_preference',
+        'preference',
+        ('messages', 'chosen', 'rejected'),
+        _SYS + _TOOLS,
+        _conversation_pair('messages'),
+        'axolotl chat_template.default',
+        dict(
+            messages=[_M('user', 'What colour is the sky?')],
+            chosen=_M('assistant', 'Blue.'),
+            rejected=_M('assistant', 'Green.'),
+        ),
+    ),
+    Layout(
+        'alpaca_preference',
+        'preference',
+        ('instruction', 'chosen', 'rejected'),
+        ('input', 'history') + _SYS,
+        lambda row, ignore=(): _pair(
+            row, _instruction(row, ignore), _get(row, 'chosen'), _get(row, 'rejected'), ignore
+        ),
+        'LLaMA-Factory alpaca ranking, axolotl chatml.icr',
+        dict(instruction='What colour is the sky?', chosen='Blue.', rejected='Green.'),
+    ),
+    Layout(
+        'question_preference',
+        'preference',
+        ('question', 'chosen', 'rejected'),
+        _SYS,
+        lambda row, ignore=(): _pair(row, _user(row, 'question'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
+        'axolotl chatml.intel',
+        dict(system='Be brief.', question='What colour is the sky?', chosen='Blue.', rejected='Green.'),
+    ),
+    Layout(
+        'argilla_preference',
+        'preference',
+        ('instruction', 'chosen_response', 'rejected_response'),
+        _SYS,
+        lambda row, ignore=(): _pair(
+            row,
+            _user(row, 'instruction'),
+            _get(row, 'chosen_response'),
+            _get(row, 'rejected_response'),
+            ignore,
+            ('chosen_response', 'rejected_response'),
+        ),
+        'axolotl chatml.argilla',
+        dict(instruction='What colour is the sky?', chosen_response='Blue.', rejected_response='Green.'),
+    ),
+    Layout(
+        'kto',
+        'unpaired_preference',
+        ('prompt', 'completion', 'label'),
+        _SYS + _TOOLS,
+        lambda row, ignore=(): _unpaired(row, _get(row, 'prompt'), _get(row, 'completion'), 'label', ignore),
+        'TRL unpaired preference',
+        dict(prompt='What colour is the sky?', completion='Green.', label=False),
+    ),
+    Layout(
+        'sharegpt_kto',
+        'unpaired_preference',
+        ('conversations', 'kto_tag'),
+        _SYS + _TOOLS,
+        _conversation_kto('conversations'),
+        'LLaMA-Factory sharegpt KTO',
+        dict(
+            conversations=[{'from': 'human', 'value': 'What colour is the sky?'}, {'from': 'gpt', 'value': 'Green.'}],
+            kto_tag=False,
+        ),
+    ),
+    Layout(
+        'messages_kto',
+        'unpaired_preference',
+        ('messages', 'kto_tag'),
+        _SYS + _TOOLS,
+        _conversation_kto('messages'),
+        'LLaMA-Factory openai KTO',
+        dict(messages=[_M('user', 'What colour is the sky?'), _M('assistant', 'Blue.')], kto_tag=True),
+    ),
+    Layout(
+        'alpaca_kto',
+        'unpaired_preference',
+        ('instruction', 'output', 'kto_tag'),
+        ('input', 'history') + _SYS,
+        lambda row, ignore=(): _unpaired(
+            row, _instruction(row, ignore), _get(row, 'output'), 'kto_tag', ignore, 'output'
+        ),
+        'LLaMA-Factory alpaca KTO',
+        dict(instruction='What colour is the sky?', output='Green.', kto_tag=False),
+    ),
+    Layout(
+        'instruction_kto',
+        'unpaired_preference',
+        ('instruction', 'completion', 'label'),
+        _SYS,
+        lambda row, ignore=(): _unpaired(row, _user(row, 'instruction'), _get(row, 'completion'), 'label', ignore),
+        'axolotl chatml.argilla (KTO)',
+        dict(instruction='What colour is the sky?', completion='Blue.', label=True),
+    ),
+    Layout(
+        'question_kto',
+        'unpaired_preference',
+        ('question', 'completion', 'label'),
+        _SYS,
+        lambda row, ignore=(): _unpaired(row, _user(row, 'question'), _get(row, 'completion'), 'label', ignore),
+        'axolotl chatml.intel (KTO)',
+        dict(system='Be brief.', question='What colour is the sky?', completion='Blue.', label=True),
+    ),
+    Layout(
+        'oasst',
+        'conversation',
+        ('INSTRUCTION', 'RESPONSE'),
+        (),
+        lambda row, ignore=(): dict(
+            messages=[
+                dict(role='user', content=_text(row, 'INSTRUCTION')),
+                dict(role='assistant', content=_text(row, 'RESPONSE')),
+            ]
+        ),
+        'axolotl oasst',
+        dict(INSTRUCTION='Name a colour.', RESPONSE='Teal.'),
+    ),
+    Layout(
+        'input_preference',
+        'preference',
+        ('input', 'chosen', 'rejected'),
+        _SYS,
+        lambda row, ignore=(): _pair(row, _user(row, 'input'), _get(row, 'chosen'), _get(row, 'rejected'), ignore),
+        'axolotl chatml.icr, bradley_terry reward models',
+        dict(system='Be brief.', input='What colour is the sky?', chosen='Blue.', rejected='Green.'),
+    ),
+    Layout(
+        'ranked',
+        'preference',
+        ('prompt', 'answers'),
+        _SYS,
+        _ranked,
+        'ranked answers (Nectar, axolotl zephyr.nectar), best against worst',
+        dict(
+            prompt='What colour is the sky?',
+            answers=[dict(answer='Green.', rank=3), dict(answer='Blue.', rank=1), dict(answer='Sky blue.', rank=2)],
+        ),
+    ),
+    Layout(
+        'conversation_kto',
+        'unpaired_preference',
+        ('completion', 'label'),
+        _SYS,
+        _conversation_last('completion', 'label'),
+        'axolotl chatml.argilla_chat (KTO)',
+        dict(completion=[_M('user', 'What colour is the sky?'), _M('assistant', 'Green.')], label=False),
+    ),
+    Layout(
+        'qa',
+        'prompt_only',
+        ('question', 'answer'),
+        ('context', 'article') + _SYS,
+        _qa,
+        'GSM8K, axolotl context_qa',
+        dict(question='Tom has 3 apples and buys 2. How many?', answer='3 + 2 = <<3+2=5>>5\n#### 5'),
+    ),
+    Layout(
+        'prompt_only',
+        'prompt_only',
+        ('prompt',),
+        ('answer', 'solution') + _SYS + _TOOLS,
+        _prompt_only,
+        'TRL prompt-only (GRPO)',
+        dict(prompt='What is 12 + 7?', answer='19'),
+    ),
+    Layout(
+        'stepwise',
+        None,
+        ('prompt', 'completions', 'labels'),
+        (),
+        None,
+        'TRL stepwise supervision',
+        dict(prompt='2+2*3?', completions=['2*3=6', '2+6=8'], labels=[True, True]),
+        refused="these rows are stepwise supervision (TRL's process reward format: steps, and a label for each), which "
+        "no ftnb method trains",
+    ),
 ]
 FORMATS = tuple(l.name for l in LAYOUTS if l.kind)
 _BY_NAME = {l.name: l for l in LAYOUTS}
 
-def layout(name:str) -> Layout:
+
+def layout(name: str) -> Layout:
     "The layout called `name`."
-    if name not in _BY_NAME: raise FtnbError(f"format={name!r} is not a format ftnb knows{did_you_mean(name, FORMATS)}; known: {', '.join(FORMATS)}")
+    if name not in _BY_NAME:
+        raise FtnbError(
+            f"format={name!r} is not a format ftnb knows{did_you_mean(name, FORMATS)}; known: {', '.join(FORMATS)}"
+        )
     return _BY_NAME[name]
 
 # %% ../nbs/04b_layouts.ipynb #41d6777a
-_MEDIA_COLUMNS = {'images': 'images', 'image': 'images', 'videos': 'videos', 'video': 'videos', 'audios': 'audio', 'audio': 'audio'}
+_MEDIA_COLUMNS = {
+    'images': 'images',
+    'image': 'images',
+    'videos': 'videos',
+    'video': 'videos',
+    'audios': 'audio',
+    'audio': 'audio',
+}
 
-def _columns(rows) -> list: return list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
 
-def detect_format(rows:list) -> str:
+def _columns(rows) -> list:
+    return list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
+
+
+def detect_format(rows: list) -> str:
     "The layout of `rows`, from the columns of their first records."
     recs = [r for r in rows[:200] if isinstance(r, dict)]
-    if not recs: raise FtnbError("No records to detect a format from: the data is empty or holds no dicts")
+    if not recs:
+        raise FtnbError("No records to detect a format from: the data is empty or holds no dicts")
     cols = set(_columns(recs))
     fits = [l for l in LAYOUTS if set(l.needs) <= cols]
     if not fits:
         known = '; '.join(f"{l.name}: {', '.join(l.needs)}" for l in LAYOUTS if l.kind)
-        raise FtnbError(f"Could not tell the format from the columns {sorted(cols, key=str)}. Known formats and the columns they need: {known}. "
-                        "Map yours with columns={'your_column': 'prompt', ...}")
+        raise FtnbError(
+            f"Could not tell the format from the columns {sorted(cols, key=str)}. Known formats and the columns they "
+            f"need: {known}. "
+            "Map yours with columns={'your_column': 'prompt', ...}"
+        )
     return max(fits, key=lambda l: len(l.needs)).name  # max keeps the first of equals
 
 # %% ../nbs/04b_layouts.ipynb #2ce7fac1
-def _and(xs) -> str: return ', '.join(xs[:-1]) + f" and {xs[-1]}" if len(xs) > 1 else xs[0]
+def _and(xs) -> str:
+    return ', '.join(xs[:-1]) + f" and {xs[-1]}" if len(xs) > 1 else xs[0]
 
-def _belongs(col:str, present) -> str:
+
+def _belongs(col: str, present) -> str:
     "Which layout `col` belongs to, and what that layout lacks here: the closest match."
-    cands = sorted((len([c for c in l.needs if c not in present]), -len([c for c in l.needs if c in present]), i, l)
-                   for i, l in enumerate(LAYOUTS) if col in l.columns and l.kind)
-    if not cands: return ''
+    cands = sorted(
+        (len([c for c in l.needs if c not in present]), -len([c for c in l.needs if c in present]), i, l)
+        for i, l in enumerate(LAYOUTS)
+        if col in l.columns and l.kind
+    )
+    if not cands:
+        return ''
     _, _, _, l = cands[0]
     missing = [repr(c) for c in l.needs if c not in present]
     if not missing:
         rest = [k for k in present if k not in l.columns]
-        return f" (the {l.name} layout reads it: to read the rows that way instead, pass format={l.name!r}" + (f", ignore={rest!r})" if rest else ')')
+        return f" (the {l.name} layout reads it: to read the rows that way instead, pass format={l.name!r}" + (
+            f", ignore={rest!r})" if rest else ')'
+        )
     return f" (the {l.name} layout reads it, and lacks {_and(missing)} here)"
 
-def check_columns(rows:list, # the rows, as records
-                  fmt:str, # the layout they are read as
-                  where:str='the data', # where they came from, for the message
-                  ignore=(), # columns the user leaves out knowingly
-                 ) -> list: # the ignored columns present
+
+def check_columns(
+    rows: list,  # the rows, as records
+    fmt: str,  # the layout they are read as
+    where: str = 'the data',  # where they came from, for the message
+    ignore=(),  # columns the user leaves out knowingly
+) -> list:  # the ignored columns present
     "Every column `fmt` does not read is an error naming it, unless `ignore` names it."
     present, l = _columns(rows), layout(fmt)
     for k in present:
         if k in _MEDIA_COLUMNS and k not in ignore:
-            raise FtnbError(f"{where}: column {k!r} holds {_MEDIA_COLUMNS[k]}; ftnb trains language models on text only. "
-                            f"To train on the text alone, pass ignore=[{k!r}] (placeholders such as <image> would stay in the text).")
+            raise FtnbError(
+                f"{where}: column {k!r} holds {_MEDIA_COLUMNS[k]}; ftnb trains language models on text only. "
+                f"To train on the text alone, pass ignore=[{k!r}] (placeholders such as <image> would stay in the "
+                "text)."
+            )
     lost = [k for k in present if k not in l.columns and k not in ignore]
     if lost:
         why = '; '.join(f"{k!r}{_belongs(k, present)}" for k in lost)
-        raise FtnbError(f"{where}: the {fmt} layout reads {', '.join(l.columns)}; the column{'s' if len(lost) > 1 else ''} {why} would be lost. "
-                        f"Rename with columns={{...}}, choose a layout with format=..., or leave {'them' if len(lost) > 1 else 'it'} out knowingly with "
-                        f"ignore={[str(k) for k in lost]!r}.")
+        raise FtnbError(
+            f"{where}: the {fmt} layout reads {', '.join(l.columns)}; the column{'s' if len(lost) > 1 else ''} {why} "
+            "would be lost. "
+            f"Rename with columns={{...}}, choose a layout with format=..., or leave "
+            f"{'them' if len(lost) > 1 else 'it'} out knowingly with "
+            f"ignore={[str(k) for k in lost]!r}."
+        )
     return [k for k in present if k in ignore]
 
 # %% ../nbs/04b_layouts.ipynb #d0cdb73b
-def convert(row:dict, # one record
-            fmt:str, # its layout
-            ignore=(), # message keys the user leaves out knowingly
-           ) -> dict:
+def convert(
+    row: dict,  # one record
+    fmt: str,  # its layout
+    ignore=(),  # message keys the user leaves out knowingly
+) -> dict:
     "One record of layout `fmt` as TRL's kind, checked; a problem raises `RowError` naming the field."
-    if not isinstance(row, dict): raise RowError('(row)', f"is not a record (a dict of fields) but a {type(row).__name__}", row)
+    if not isinstance(row, dict):
+        raise RowError('(row)', f"is not a record (a dict of fields) but a {type(row).__name__}", row)
     l = layout(fmt)
-    if l.refused: raise RowError('(row)', l.refused)
+    if l.refused:
+        raise RowError('(row)', l.refused)
     return l.convert(row, frozenset(ignore))
 
 # %% ../nbs/04b_layouts.ipynb #2a3de119
-def _shape(v) -> str|None:
+def _shape(v) -> str | None:
     "The type a field holds, in words; None for a missing value."
-    if _missing(v): return None
-    if isinstance(v, str): return 'text'
-    if type(v).__name__ in ('bool', 'bool_'): return 'a boolean'
-    if isinstance(v, numbers.Number): return 'a number'
-    if isinstance(v, (list, tuple)): return 'a list'
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return 'text'
+    if type(v).__name__ in ('bool', 'bool_'):
+        return 'a boolean'
+    if isinstance(v, numbers.Number):
+        return 'a number'
+    if isinstance(v, (list, tuple)):
+        return 'a list'
     return 'a dict' if isinstance(v, dict) else f"a {type(v).__name__}"
 
-def usual_shapes(rows:list, fields) -> dict:
-    "For each of `fields` whose type differs across `rows`: the type most rows hold, how many, and the first (ties: the first seen)."
+
+def usual_shapes(rows: list, fields) -> dict:
+    """For each of `fields` whose type differs across `rows`: the type most rows hold, how many, and the first (ties:
+    the first seen)."""
     out = {}
     for f in fields:
         c, first = Counter(), {}
         for i, r in enumerate(rows):
-            if isinstance(r, dict) and (s := _shape(r.get(f))) is not None: c[s] += 1; first.setdefault(s, i)
-        if len(c) > 1: shape, n = c.most_common(1)[0]; out[f] = (shape, n, first[shape])
+            if isinstance(r, dict) and (s := _shape(r.get(f))) is not None:
+                c[s] += 1
+                first.setdefault(s, i)
+        if len(c) > 1:
+            shape, n = c.most_common(1)[0]
+            out[f] = (shape, n, first[shape])
     return out
 
-def check_shapes(row:dict, usual:dict):
+
+def check_shapes(row: dict, usual: dict):
     "Raise `RowError` where `row` holds another type than most rows (`usual_shapes`)."
     for f, (shape, n, first) in usual.items():
         s = _shape(row.get(f))
         if s is not None and s != shape:
-            raise RowError(f, f"is {s}, while other rows hold {shape} ({n} of them, from row {first}); a field must hold one type in every row", row[f])
+            raise RowError(
+                f,
+                f"is {s}, while other rows hold {shape} ({n} of them, from row {first}); a field must hold one type in "
+                "every row",
+                row[f],
+            )

@@ -11,76 +11,107 @@ __all__ = ['esc', 'html_table', 'prompt_text', 'md_text', 'md_code', 'md_fence',
            'png_uri', 'img_html', 'chart']
 
 # %% ../nbs/01_markup.ipynb #a3475d9a
-def esc(s, n:int|None=None) -> str:
+def esc(s, n: int | None = None) -> str:
     "`s` as HTML text (line breaks kept), shortened to `n` characters."
-    s = str(s); s = s if n is None or len(s) <= n else s[:n - 1] + '…'
+    s = str(s)
+    s = s if n is None or len(s) <= n else s[: n - 1] + '…'
     return html.escape(s).replace('\n', '<br>')
 
-def html_table(rows:list[list], # the rows, a list of cells each
-               head:list|None=None, # column titles
-               escape:bool=True, # escape the cells (False: they are HTML already)
-               style:str='', # CSS of every cell
-              ) -> str:
+
+def html_table(
+    rows: list[list],  # the rows, a list of cells each
+    head: list | None = None,  # column titles
+    escape: bool = True,  # escape the cells (False: they are HTML already)
+    style: str = '',  # CSS of every cell
+) -> str:
     "Rows as an HTML table."
     st = f" style='{style}'" if style else ''
     h = '<tr>' + ''.join(f"<th{st}>{esc(c)}</th>" for c in head) + '</tr>' if head else ''
     cell = esc if escape else str
-    return '<table>' + h + ''.join('<tr>' + ''.join(f"<td{st}>{cell(c)}</td>" for c in r) + '</tr>' for r in rows) + '</table>'
+    return (
+        '<table>'
+        + h
+        + ''.join('<tr>' + ''.join(f"<td{st}>{cell(c)}</td>" for c in r) + '</tr>' for r in rows)
+        + '</table>'
+    )
+
 
 def prompt_text(p) -> str:
     "What a prompt asks: the string, or the last user message of a message list."
     return p if isinstance(p, str) else next((m['content'] for m in reversed(p) if m.get('role') == 'user'), str(p))
 
 # %% ../nbs/01_markup.ipynb #d59a77b4
-_MD_INLINE = re.compile(r'([\\`*\[\]<>&|~$]|(?<![^\W_])_|_(?![^\W_]))')  # '_' inside a word (snake_case) emphasises nothing: kept
+_MD_INLINE = re.compile(
+    r'([\\`*\[\]<>&|~$]|(?<![^\W_])_|_(?![^\W_]))'
+)  # '_' inside a word (snake_case) emphasises nothing: kept
 
-def md_text(s, n:int|None=None) -> str:
-    "`s` as Markdown text, shown as written: markup characters escaped, line breaks as spaces, shortened to `n` characters."
-    s = ' '.join(str(s).splitlines()); s = s if n is None or len(s) <= n else s[:n - 1] + '…'
+
+def md_text(s, n: int | None = None) -> str:
+    """`s` as Markdown text, shown as written: markup characters escaped, line breaks as spaces, shortened to `n`
+    characters."""
+    s = ' '.join(str(s).splitlines())
+    s = s if n is None or len(s) <= n else s[: n - 1] + '…'
     s = _MD_INLINE.sub(r'\\\1', s)
-    if s[:1] in ('#', '+', '-', '=') and s[1:2] in ('', ' ', '\t', s[0]): s = '\\' + s  # a heading, a list item or a rule
+    if s[:1] in ('#', '+', '-', '=') and s[1:2] in ('', ' ', '\t', s[0]):
+        s = '\\' + s  # a heading, a list item or a rule
     return re.sub(r'^(\d+)([.)])(?=\s|$)', r'\1\\\2', s)  # a numbered list item
+
 
 def md_code(s) -> str:
     "`s` as a Markdown code span: fenced by one backtick more than its longest run of them, line breaks as spaces."
     s = ' '.join(str(s).splitlines())
-    if not s: return ''
+    if not s:
+        return ''
     tick = '`' * (max(map(len, re.findall('`+', s)), default=0) + 1)
     pad = ' ' if s[0] == '`' or s[-1] == '`' else ''
     return f"{tick}{pad}{s}{pad}{tick}"
 
-def md_fence(code:str, lang:str='') -> str:
+
+def md_fence(code: str, lang: str = '') -> str:
     "`code` as a fenced Markdown code block whose fence is longer than any run of backticks inside."
     tick = '`' * max(3, max(map(len, re.findall('`+', code)), default=0) + 1)
     return f"{tick}{lang}\n{code}\n{tick}"
 
 # %% ../nbs/01_markup.ipynb #45d04e16
-def fmt_time(s:float|None) -> str:
+def fmt_time(s: float | None) -> str:
     "Seconds as m:ss, or h:mm:ss from an hour on ('' for None)."
-    if s is None: return ''
-    s = int(round(s)); return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    if s is None:
+        return ''
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
-def fmt_number(v, spec:str='', default:str='?') -> str:
-    "A number formatted with `spec`; `default` for None; anything else (a string read where a number belongs) as its text, for the caller to escape."
-    return default if v is None else format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+def fmt_number(v, spec: str = '', default: str = '?') -> str:
+    """A number formatted with `spec`; `default` for None; anything else (a string read where a number belongs) as its
+    text, for the caller to escape."""
+    return (
+        default if v is None else format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    )
+
 
 def fmt_value(v) -> str:
     "A setting or metric, short: 1e-3, 3.16e-3, 0.3517 (small floats in e-notation with their significant digits kept)."
-    if not isinstance(v, float): return str(v)
-    if not v or abs(v) > 1e-2: return f"{v:.4g}"
+    if not isinstance(v, float):
+        return str(v)
+    if not v or abs(v) > 1e-2:
+        return f"{v:.4g}"
     m, e = f"{v:.2e}".split('e')
     return f"{m.rstrip('0').rstrip('.')}e{int(e)}"
 
 # %% ../nbs/01_markup.ipynb #da34bd65
-def png(fig, dpi:int=72) -> bytes:
+def png(fig, dpi: int = 72) -> bytes:
     "A figure as PNG bytes."
-    b = io.BytesIO(); fig.savefig(b, format='png', dpi=dpi); return b.getvalue()
+    b = io.BytesIO()
+    fig.savefig(b, format='png', dpi=dpi)
+    return b.getvalue()
 
-def png_uri(fig, dpi:int=72) -> str:
+
+def png_uri(fig, dpi: int = 72) -> str:
     "A figure as a `data:` URI (base64 PNG): an `<img>` that needs no file beside the HTML."
     return 'data:image/png;base64,' + base64.b64encode(png(fig, dpi)).decode()
 
-def img_html(fig, alt:str='', dpi:int=100) -> str:
+
+def img_html(fig, alt: str = '', dpi: int = 100) -> str:
     "A figure as an `<img>` element with its PNG inline."
     return f"<img alt='{esc(alt)}' src='{png_uri(fig, dpi)}'>"
 
@@ -91,21 +122,30 @@ def _chart_class():
     from matplotlib.figure import Figure
 
     class Chart(Figure):
-        "A matplotlib `Figure` that displays as a PNG in any notebook front end, and saves itself when shown from a console."
-        def _repr_png_(self) -> bytes: return png(self, self.dpi)
+        """A matplotlib `Figure` that displays as a PNG in any notebook front end, and saves itself when shown from a
+        console."""
 
-        def show(self, path=None): # where a console saves it; default a temporary file
-            "Display the chart in a notebook; elsewhere save it as a PNG (opened with the system viewer where there is a screen) and return the path."
-            try: from IPython import get_ipython
-            except ImportError: get_ipython = lambda: None
+        def _repr_png_(self) -> bytes:
+            return png(self, self.dpi)
+
+        def show(self, path=None):  # where a console saves it; default a temporary file
+            """Display the chart in a notebook; elsewhere save it as a PNG (opened with the system viewer where there is
+            a screen) and return the path."""
+            try:
+                from IPython import get_ipython
+            except ImportError:
+                get_ipython = lambda: None
             ip = get_ipython()
             if ip is not None and getattr(ip, 'kernel', None) is not None:
                 from IPython.display import display
+
                 return display(self)
             import os, sys, tempfile, webbrowser
+
             path = path or tempfile.NamedTemporaryFile(prefix='ftnb-chart-', suffix='.png', delete=False).name
             self.savefig(path, dpi=self.dpi)
-            if os.environ.get('DISPLAY') or sys.platform in ('darwin', 'win32'): webbrowser.open(f'file://{os.path.abspath(path)}')
+            if os.environ.get('DISPLAY') or sys.platform in ('darwin', 'win32'):
+                webbrowser.open(f'file://{os.path.abspath(path)}')
             print(f"Chart saved to {path}")
             return path
 
@@ -114,11 +154,16 @@ def _chart_class():
             titles = [t for a in self.axes if a.get_visible() and a.axison and (t := a.get_title())]
             what = f": {', '.join(titles)}" if titles else ''
             return f"<Chart {w}x{h}{what}; .show() displays it, .savefig(path) writes it>"
+
     return Chart
 
-def chart(figsize:tuple|None=None, # (width, height) in inches; matplotlib's default when None
-          dpi:int=100, # pixels per inch
-          layout:str|None='constrained', # matplotlib's layout engine; None for fixed margins (faster to redraw)
-          **kwargs): # more `matplotlib.figure.Figure` options
-    "A new `Chart`: a matplotlib Figure without pyplot (safe from threads, nothing to close) that shows as a picture in every notebook front end."
+
+def chart(
+    figsize: tuple | None = None,  # (width, height) in inches; matplotlib's default when None
+    dpi: int = 100,  # pixels per inch
+    layout: str | None = 'constrained',  # matplotlib's layout engine; None for fixed margins (faster to redraw)
+    **kwargs,  # more `matplotlib.figure.Figure` options
+):
+    """A new `Chart`: a matplotlib Figure without pyplot (safe from threads, nothing to close) that shows as a picture
+    in every notebook front end."""
     return _chart_class()(figsize=figsize, dpi=dpi, layout=layout, **kwargs)

@@ -18,74 +18,160 @@ __all__ = ['METHODS', 'MAX_STEPS', 'BOUNDS', 'Method', 'Bound', 'method', 'setti
 @dataclass(frozen=True)
 class Method:
     "What ftnb knows about one training method; `METHODS` holds one per method."
-    name:str # the short name: a Run's `method`, the end of its folder's name
-    title:str # what the method does, in a few words
-    config:str # its TRL config class, as 'module.Class'
-    trainer:str # its TRL trainer class, as 'module.Class'
-    kinds:tuple # the data kinds it trains on (`ftnb.layouts.KINDS`)
-    metrics:tuple # the logged metrics its charts show, the one it is judged by first
-    key_settings:tuple=() # TRL config fields that tell its runs apart (besides lr, steps, batch and LoRA rank)
-    lr_scale:float=1. # its default learning rate as a share of SFT's (`ftnb.recipe.default_lr`)
-    generates:bool=True # its model answers prompts (a reward model scores text instead)
-    bounds:dict=field(default_factory=dict, hash=False) # its own `Bound`s, where they differ from `BOUNDS`'s
+
+    name: str  # the short name: a Run's `method`, the end of its folder's name
+    title: str  # what the method does, in a few words
+    config: str  # its TRL config class, as 'module.Class'
+    trainer: str  # its TRL trainer class, as 'module.Class'
+    kinds: tuple  # the data kinds it trains on (`ftnb.layouts.KINDS`)
+    metrics: tuple  # the logged metrics its charts show, the one it is judged by first
+    key_settings: tuple = ()  # TRL config fields that tell its runs apart (besides lr, steps, batch and LoRA rank)
+    lr_scale: float = 1.0  # its default learning rate as a share of SFT's (`ftnb.recipe.default_lr`)
+    generates: bool = True  # its model answers prompts (a reward model scores text instead)
+    bounds: dict = field(default_factory=dict, hash=False)  # its own `Bound`s, where they differ from `BOUNDS`'s
 
     def classes(self) -> tuple:
         "The TRL config and trainer classes, imported now."
+
         def load(path):
-            if '.experimental.' in path: os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')  # ORPO's home warns on import
+            if '.experimental.' in path:
+                os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')  # ORPO's home warns on import
             mod, _, cls = path.rpartition('.')
             return getattr(importlib.import_module(mod), cls)
+
         return load(self.config), load(self.trainer)
 
-    def __repr__(self): return f"Method {self.name!r}: {self.title}; trains on {', '.join(self.kinds)}; charts {', '.join(self.metrics)}"
+    def __repr__(self):
+        return (
+            f"Method {self.name!r}: {self.title}; trains on {', '.join(self.kinds)}; charts {', '.join(self.metrics)}"
+        )
 
 # %% ../nbs/05_methods.ipynb #5744d2a5
 @dataclass(frozen=True)
 class Bound:
     "The values a numeric setting may take: a (whole) finite number from `lo` to `hi`, each end included unless open."
-    lo:float|None=None # the lowest value (None: no lower end)
-    hi:float|None=None # the highest value (None: no upper end)
-    whole:bool=False # an int (a count: steps, rows, a rank)
-    lo_open:bool=False # `lo` itself is not allowed
-    hi_open:bool=False # `hi` itself is not allowed
-    why:str='' # where `hi` comes from, said in messages (ftnb's ceiling, a model's context)
+
+    lo: float | None = None  # the lowest value (None: no lower end)
+    hi: float | None = None  # the highest value (None: no upper end)
+    whole: bool = False  # an int (a count: steps, rows, a rank)
+    lo_open: bool = False  # `lo` itself is not allowed
+    hi_open: bool = False  # `hi` itself is not allowed
+    why: str = ''  # where `hi` comes from, said in messages (ftnb's ceiling, a model's context)
 
     def ok(self, v) -> bool:
         "Whether `v` is within this bound (a bool, a string or NaN never is)."
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral if self.whole else numbers.Real) or not math.isfinite(v): return False
-        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and
-                (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Integral if self.whole else numbers.Real)
+            or not math.isfinite(v)
+        ):
+            return False
+        return (self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and (
+            self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        )
 
     def __str__(self):
-        ends = [f"{'>' if self.lo_open else '≥'} {self.lo}" if self.lo is not None else '', f"{'<' if self.hi_open else '≤'} {self.hi}" if self.hi is not None else '']
-        return f"a {'whole ' if self.whole else ''}number " + ' and '.join(e for e in ends if e) + (f" ({self.why})" if self.why else '')
+        ends = [
+            f"{'>' if self.lo_open else '≥'} {self.lo}" if self.lo is not None else '',
+            f"{'<' if self.hi_open else '≤'} {self.hi}" if self.hi is not None else '',
+        ]
+        return (
+            f"a {'whole ' if self.whole else ''}number "
+            + ' and '.join(e for e in ends if e)
+            + (f" ({self.why})" if self.why else '')
+        )
 
 # %% ../nbs/05_methods.ipynb #ead823ce
-_PROMPTED = ('prompt_only', 'conversation', 'preference', 'prompt_completion')  # data whose prompts GRPO and RLOO can sample from
+_PROMPTED = (
+    'prompt_only',
+    'conversation',
+    'preference',
+    'prompt_completion',
+)  # data whose prompts GRPO and RLOO can sample from
 _HELD = dict(beta=Bound(0, lo_open=True))  # a preference method's beta: 0 would make its loss flat (`Method.bounds`)
 _SAMPLED = ('reward', 'reward_std', 'kl', 'completions/mean_length')
 
-METHODS = {m.name: m for m in [
-    Method('sft', 'supervised fine-tuning: imitate demonstrations', 'trl.SFTConfig', 'trl.SFTTrainer', SFT_KINDS,
-           ('loss', 'mean_token_accuracy')),
-    Method('dpo', 'direct preference optimisation: prefer chosen over rejected answers', 'trl.DPOConfig', 'trl.DPOTrainer',
-           ('preference',), ('loss', 'rewards/margins', 'rewards/accuracies'), ('beta',), lr_scale=.1, bounds=_HELD),
-    Method('kto', 'Kahneman-Tversky optimisation: learn from answers marked good or bad', 'trl.KTOConfig', 'trl.KTOTrainer',
-           ('unpaired_preference', 'preference'), ('loss', 'rewards/margins', 'kl'), ('beta',), lr_scale=.1, bounds=_HELD),
-    Method('orpo', 'odds-ratio preference optimisation: SFT and preference in one step, no reference',
-           'trl.experimental.orpo.ORPOConfig', 'trl.experimental.orpo.ORPOTrainer',
-           ('preference',), ('loss', 'rewards/margins', 'log_odds_ratio'), ('beta',), lr_scale=.1, bounds=_HELD),
-    Method('reward', 'reward model: score answers so preferred ones score higher', 'trl.RewardConfig', 'trl.RewardTrainer',
-           ('preference',), ('loss', 'accuracy', 'margin'), generates=False),
-    Method('grpo', 'group relative policy optimisation: reinforce answers that score above their group',
-           'trl.GRPOConfig', 'trl.GRPOTrainer', _PROMPTED, _SAMPLED, ('num_generations', 'beta'), lr_scale=.1),
-    Method('rloo', 'REINFORCE leave-one-out: reinforce answers that score above the others for their prompt',
-           'trl.RLOOConfig', 'trl.RLOOTrainer', _PROMPTED, _SAMPLED, ('num_generations', 'beta'), lr_scale=.1),
-]}
+METHODS = {
+    m.name: m
+    for m in [
+        Method(
+            'sft',
+            'supervised fine-tuning: imitate demonstrations',
+            'trl.SFTConfig',
+            'trl.SFTTrainer',
+            SFT_KINDS,
+            ('loss', 'mean_token_accuracy'),
+        ),
+        Method(
+            'dpo',
+            'direct preference optimisation: prefer chosen over rejected answers',
+            'trl.DPOConfig',
+            'trl.DPOTrainer',
+            ('preference',),
+            ('loss', 'rewards/margins', 'rewards/accuracies'),
+            ('beta',),
+            lr_scale=0.1,
+            bounds=_HELD,
+        ),
+        Method(
+            'kto',
+            'Kahneman-Tversky optimisation: learn from answers marked good or bad',
+            'trl.KTOConfig',
+            'trl.KTOTrainer',
+            ('unpaired_preference', 'preference'),
+            ('loss', 'rewards/margins', 'kl'),
+            ('beta',),
+            lr_scale=0.1,
+            bounds=_HELD,
+        ),
+        Method(
+            'orpo',
+            'odds-ratio preference optimisation: SFT and preference in one step, no reference',
+            'trl.experimental.orpo.ORPOConfig',
+            'trl.experimental.orpo.ORPOTrainer',
+            ('preference',),
+            ('loss', 'rewards/margins', 'log_odds_ratio'),
+            ('beta',),
+            lr_scale=0.1,
+            bounds=_HELD,
+        ),
+        Method(
+            'reward',
+            'reward model: score answers so preferred ones score higher',
+            'trl.RewardConfig',
+            'trl.RewardTrainer',
+            ('preference',),
+            ('loss', 'accuracy', 'margin'),
+            generates=False,
+        ),
+        Method(
+            'grpo',
+            'group relative policy optimisation: reinforce answers that score above their group',
+            'trl.GRPOConfig',
+            'trl.GRPOTrainer',
+            _PROMPTED,
+            _SAMPLED,
+            ('num_generations', 'beta'),
+            lr_scale=0.1,
+        ),
+        Method(
+            'rloo',
+            'REINFORCE leave-one-out: reinforce answers that score above the others for their prompt',
+            'trl.RLOOConfig',
+            'trl.RLOOTrainer',
+            _PROMPTED,
+            _SAMPLED,
+            ('num_generations', 'beta'),
+            lr_scale=0.1,
+        ),
+    ]
+}
 
-def method(name:str) -> Method:
+
+def method(name: str) -> Method:
     "The record of the method called `name`; an error that lists the known ones otherwise."
-    if name not in METHODS: raise FtnbError(f"Unknown method {name!r}; ftnb knows {', '.join(METHODS)}")
+    if name not in METHODS:
+        raise FtnbError(f"Unknown method {name!r}; ftnb knows {', '.join(METHODS)}")
     return METHODS[name]
 
 # %% ../nbs/05_methods.ipynb #376f84d3
@@ -94,90 +180,172 @@ def method(name:str) -> Method:
 MAX_STEPS = 10**7
 
 _COUNT, _SOME, _RATE = Bound(1, whole=True), Bound(0, lo_open=True), Bound(0, 1, lo_open=True, hi_open=True)
-BOUNDS = dict(lr=_RATE, learning_rate=_RATE, max_steps=Bound(1, MAX_STEPS, whole=True, why="ftnb's ceiling, about 12 days at 10 steps a second"), epochs=_SOME, num_train_epochs=_SOME, batch_size=_COUNT,
-              per_device_train_batch_size=_COUNT, per_device_eval_batch_size=_COUNT, gradient_accumulation_steps=_COUNT,
-              seed=Bound(0, 2**32 - 1, whole=True), max_length=_COUNT, max_completion_length=_COUNT, max_prompt_length=_COUNT,
-              warmup_steps=Bound(0, whole=True), weight_decay=Bound(0), max_grad_norm=Bound(0), logging_steps=_SOME, save_steps=_SOME,
-              eval_steps=_SOME, save_total_limit=Bound(0, whole=True), beta=Bound(0), num_generations=Bound(2, whole=True),
-              temperature=_SOME, top_p=Bound(0, 1, lo_open=True), desirable_weight=Bound(0), undesirable_weight=Bound(0),
-              max_new_tokens=_COUNT, r=_COUNT, alpha=_SOME, dropout=Bound(0, 1, hi_open=True))  # ftnb's bounds by setting (the last three: `lora`'s options)
+BOUNDS = dict(
+    lr=_RATE,
+    learning_rate=_RATE,
+    max_steps=Bound(1, MAX_STEPS, whole=True, why="ftnb's ceiling, about 12 days at 10 steps a second"),
+    epochs=_SOME,
+    num_train_epochs=_SOME,
+    batch_size=_COUNT,
+    per_device_train_batch_size=_COUNT,
+    per_device_eval_batch_size=_COUNT,
+    gradient_accumulation_steps=_COUNT,
+    seed=Bound(0, 2**32 - 1, whole=True),
+    max_length=_COUNT,
+    max_completion_length=_COUNT,
+    max_prompt_length=_COUNT,
+    warmup_steps=Bound(0, whole=True),
+    weight_decay=Bound(0),
+    max_grad_norm=Bound(0),
+    logging_steps=_SOME,
+    save_steps=_SOME,
+    eval_steps=_SOME,
+    save_total_limit=Bound(0, whole=True),
+    beta=Bound(0),
+    num_generations=Bound(2, whole=True),
+    temperature=_SOME,
+    top_p=Bound(0, 1, lo_open=True),
+    desirable_weight=Bound(0),
+    undesirable_weight=Bound(0),
+    max_new_tokens=_COUNT,
+    r=_COUNT,
+    alpha=_SOME,
+    dropout=Bound(0, 1, hi_open=True),
+)  # ftnb's bounds by setting (the last three: `lora`'s options)
 
-def _eval_problem(v) -> str|None:
+
+def _eval_problem(v) -> str | None:
     "What is wrong with `eval`: a fraction in (0, 1), a number of rows, eval `Data`, or None/0 for none."
-    if v is None or v is False or isinstance(v, Data) or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == 0): return None
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1: return None
-    if isinstance(v, numbers.Real) and _RATE.ok(v): return None
-    return f"eval={v!r}: eval must be a fraction of the rows (a number > 0 and < 1), a whole number of rows ≥ 1, eval data, or None"
+    if (
+        v is None
+        or v is False
+        or isinstance(v, Data)
+        or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v == 0)
+    ):
+        return None
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1:
+        return None
+    if isinstance(v, numbers.Real) and _RATE.ok(v):
+        return None
+    return (
+        f"eval={v!r}: eval must be a fraction of the rows (a number > 0 and < 1), a whole number of rows ≥ 1, eval "
+        "data, or None"
+    )
 
-def setting_problems(settings:dict, # settings by name: a recipe's arguments, TRL config fields, `lora`'s options in a `lora` dict
-                     method_name:str|None=None, # the method, whose own bounds (`Method.bounds`) apply too
-                     more:dict|None=None, # bounds that apply too, over those: the model's (`model_bounds`)
-                    ) -> dict:
-    "The settings outside ftnb's bounds (`BOUNDS`), by name (a `lora` option by its own), each with a message naming it, its value and the range."
+
+def setting_problems(
+    settings: dict,  # settings by name: a recipe's arguments, TRL config fields, `lora`'s options in a `lora` dict
+    method_name: str | None = None,  # the method, whose own bounds (`Method.bounds`) apply too
+    more: dict | None = None,  # bounds that apply too, over those: the model's (`model_bounds`)
+) -> dict:
+    """The settings outside ftnb's bounds (`BOUNDS`), by name (a `lora` option by its own), each with a message naming
+    it, its value and the range."""
     bounds = BOUNDS | (METHODS[method_name].bounds if method_name in METHODS else {}) | (more or {})
     bad = {}
     for k, v in settings.items():
-        if k == 'eval' and (p := _eval_problem(v)): bad[k] = p
-        elif k == 'lora' and not isinstance(v, (bool, dict)): bad[k] = f"lora={v!r}: lora must be True, False or a dict of `lora_config` options"
+        if k == 'eval' and (p := _eval_problem(v)):
+            bad[k] = p
+        elif k == 'lora' and not isinstance(v, (bool, dict)):
+            bad[k] = f"lora={v!r}: lora must be True, False or a dict of `lora_config` options"
         elif k == 'lora' and isinstance(v, dict):
-            bad |= {o: f"lora[{o!r}]={x!r}: LoRA {o} must be {bounds[o]}" for o, x in v.items() if o in ('r', 'alpha', 'dropout') and not bounds[o].ok(x)}
-        elif k in bounds and v is not None and not bounds[k].ok(v): bad[k] = f"{k}={v!r}: {k} must be {bounds[k]}"
+            bad |= {
+                o: f"lora[{o!r}]={x!r}: LoRA {o} must be {bounds[o]}"
+                for o, x in v.items()
+                if o in ('r', 'alpha', 'dropout') and not bounds[o].ok(x)
+            }
+        elif k in bounds and v is not None and not bounds[k].ok(v):
+            bad[k] = f"{k}={v!r}: {k} must be {bounds[k]}"
     return bad
 
-def check_settings(settings:dict, # settings by name (see `setting_problems`)
-                   method_name:str|None=None, # the method, whose own bounds apply too
-                   where:str='', # who was given them, for the message (a recipe's name)
-                   more:dict|None=None): # bounds that apply too: the model's (`model_bounds`)
+
+def check_settings(
+    settings: dict,  # settings by name (see `setting_problems`)
+    method_name: str | None = None,  # the method, whose own bounds apply too
+    where: str = '',  # who was given them, for the message (a recipe's name)
+    more: dict | None = None,  # bounds that apply too: the model's (`model_bounds`)
+):
     "Raise an `FtnbError` naming every setting outside ftnb's bounds, its value and the range allowed."
     if bad := setting_problems(settings, method_name, more):
         raise FtnbError(f"{where or method_name or 'settings'}: " + '; '.join(bad.values()) + ". Give values in range.")
 
 # %% ../nbs/05_methods.ipynb #c7d47c14
 def plain(v):
-    "`v` with every numpy or torch scalar (a 0-d array or tensor too) as the Python value it holds, inside dicts, lists and tuples too."
+    """`v` with every numpy or torch scalar (a 0-d array or tensor too) as the Python value it holds, inside dicts,
+    lists and tuples too."""
     if getattr(v, 'ndim', None) == 0 and callable(getattr(v, 'item', None)):
         x, size = v.item(), getattr(getattr(v, 'dtype', None), 'itemsize', 8)
-        if isinstance(x, float) and size in (2, 4) and str(v.dtype).rsplit('.', 1)[-1] in ('float16', 'float32'):  # the decimal the user wrote, not the binary's expansion
+        if (
+            isinstance(x, float) and size in (2, 4) and str(v.dtype).rsplit('.', 1)[-1] in ('float16', 'float32')
+        ):  # the decimal the user wrote, not the binary's expansion
             import numpy as np
+
             return float(np.format_float_positional((np.float32 if size == 4 else np.float16)(x), unique=True))
         return x
-    if type(v) in (list, tuple): return type(v)(plain(x) for x in v)
-    if type(v) is dict: return {k: plain(x) for k, x in v.items()}
+    if type(v) in (list, tuple):
+        return type(v)(plain(x) for x in v)
+    if type(v) is dict:
+        return {k: plain(x) for k, x in v.items()}
     return v
 
 # %% ../nbs/05_methods.ipynb #6812e731
-_CONTEXT = ('max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length')  # what configs call the longest sequence
+_CONTEXT = (
+    'max_position_embeddings',
+    'n_positions',
+    'max_sequence_length',
+    'seq_length',
+)  # what configs call the longest sequence
 _WIDTH = ('hidden_size', 'd_model', 'n_embd')
 _LENGTHS = ('max_length', 'max_prompt_length', 'max_completion_length')  # settings counted in tokens of one sequence
 
+
 def _config_int(cfg, names) -> tuple:
     "The first of these config fields holding a positive int, as (name, value); (None, None) when none does."
-    return next(((n, v) for n in names if isinstance(v := getattr(cfg, n, None), int) and not isinstance(v, bool) and v > 0), (None, None))
+    return next(
+        ((n, v) for n in names if isinstance(v := getattr(cfg, n, None), int) and not isinstance(v, bool) and v > 0),
+        (None, None),
+    )
+
 
 def _text_config(model):
     cfg = model.model.config
-    return cfg.get_text_config() if hasattr(cfg, 'get_text_config') else cfg  # a vision-language model's: its text part's
+    return (
+        cfg.get_text_config() if hasattr(cfg, 'get_text_config') else cfg
+    )  # a vision-language model's: its text part's
+
 
 def _context(model) -> tuple:
     "The longest sequence `model` takes and where that number comes from; (None, '') when nothing says."
     cfg = _text_config(model)
     n, ctx = _config_int(cfg, _CONTEXT)
     rope = getattr(cfg, 'rope_scaling', None)
-    if isinstance(rope, dict) and isinstance(rope.get('original_max_position_embeddings'), int) and isinstance(rope.get('factor'), (int, float)):
-        longer = int(rope['original_max_position_embeddings'] * rope['factor'])  # YaRN-style scaling: the config keeps the original length
-        if longer > (ctx or 0): return longer, f"config.rope_scaling, {rope['original_max_position_embeddings']} × {rope['factor']}"
-    if ctx: return ctx, f'config.{n}'
+    if (
+        isinstance(rope, dict)
+        and isinstance(rope.get('original_max_position_embeddings'), int)
+        and isinstance(rope.get('factor'), (int, float))
+    ):
+        longer = int(
+            rope['original_max_position_embeddings'] * rope['factor']
+        )  # YaRN-style scaling: the config keeps the original length
+        if longer > (ctx or 0):
+            return longer, f"config.rope_scaling, {rope['original_max_position_embeddings']} × {rope['factor']}"
+    if ctx:
+        return ctx, f'config.{n}'
     t = getattr(getattr(model, 'tokenizer', None), 'model_max_length', None)
-    if isinstance(t, int) and 0 < t < 10**9: return t, "its tokenizer's model_max_length"  # transformers' "no limit" is 1e30
+    if isinstance(t, int) and 0 < t < 10**9:
+        return t, "its tokenizer's model_max_length"  # transformers' "no limit" is 1e30
     return None, ''
 
 # %% ../nbs/05_methods.ipynb #1ac463bb
-def model_bounds(model, # a `ftnb.models.Model` (its network's config and its tokenizer are read)
-                ) -> dict:
-    "The bounds `model` sets, by setting: lengths in tokens up to its context, LoRA's rank up to its hidden size; each says where its limit comes from."
+def model_bounds(
+    model,  # a `ftnb.models.Model` (its network's config and its tokenizer are read)
+) -> dict:
+    """The bounds `model` sets, by setting: lengths in tokens up to its context, LoRA's rank up to its hidden size; each
+    says where its limit comes from."""
     name, out = getattr(model, 'name', '?'), {}
     ctx, where = _context(model)
-    if ctx: out |= {k: Bound(1, ctx, whole=True, why=f"the context of model {name!r}: {where}") for k in _LENGTHS}
+    if ctx:
+        out |= {k: Bound(1, ctx, whole=True, why=f"the context of model {name!r}: {where}") for k in _LENGTHS}
     n, width = _config_int(_text_config(model), _WIDTH)
-    if width: out['r'] = Bound(1, width, whole=True, why=f"the hidden size of model {name!r}: config.{n}")
+    if width:
+        out['r'] = Bound(1, width, whole=True, why=f"the hidden size of model {name!r}: config.{n}")
     return out

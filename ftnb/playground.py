@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import FtnbError
 from .models import Model, stream
 from .data import Data
-import ftnb.tokens  # Data.show, the mask view the data explorer shows
+import ftnb.tokens  # noqa: F401 -- Data.show, the mask view the data explorer shows
 from .run import Run
 from .markup import esc
 
@@ -18,127 +18,196 @@ from .markup import esc
 __all__ = ['chat_html', 'Playground', 'DataExplorer']
 
 # %% ../nbs/08_playground.ipynb #180316a2
-_BUBBLE = dict(user="background:#e8f0fe;margin-left:15%", assistant="background:#f1f3f4;margin-right:15%", system="color:#666;font-style:italic")
+_BUBBLE = dict(
+    user="background:#e8f0fe;margin-left:15%",
+    assistant="background:#f1f3f4;margin-right:15%",
+    system="color:#666;font-style:italic",
+)
 
-def chat_html(messages:list[dict]) -> str:
+
+def chat_html(messages: list[dict]) -> str:
     "A conversation as HTML, one bubble per message."
-    return ''.join(f"<div style='{_BUBBLE.get(m['role'], '')};padding:6px 10px;border-radius:8px;margin:4px 0'>"
-                   f"<b>{m['role']}</b><br>{esc(m['content'])}</div>" for m in messages)
+    return ''.join(
+        f"<div style='{_BUBBLE.get(m['role'], '')};padding:6px 10px;border-radius:8px;margin:4px 0'>"
+        f"<b>{m['role']}</b><br>{esc(m['content'])}</div>"
+        for m in messages
+    )
+
 
 def _net(source):
     "The network and tokenizer to generate with; a training run is refused."
     if isinstance(source, Run):
-        if source.training: raise FtnbError("The run is training: its model changes under the chat. Stop it (run.stop()) or wait for it (run.wait()), then chat.")
+        if source.training:
+            raise FtnbError(
+                "The run is training: its model changes under the chat. Stop it (run.stop()) or wait for it "
+                "(run.wait()), then chat."
+            )
         source.ready_to_generate()
         return source.net, source.tokenizer
-    if isinstance(source, Model): return source.model, source.tokenizer
+    if isinstance(source, Model):
+        return source.model, source.tokenizer
     raise FtnbError(f"The playground needs a Model or a Run, got {type(source).__name__}")
 
 # %% ../nbs/08_playground.ipynb #2cdbb329
 class Playground(widgets.VBox):
     "Chat with a model or a run's model (streamed), and compare base and tuned answers for a list of prompts."
-    def __init__(self, source:Run|Model, # what to talk to: a `Model`, or a `Run` (its current model)
-                 system:str='', # a system message for the chat
-                 max_new_tokens:int=256):
+
+    def __init__(
+        self,
+        source: Run | Model,  # what to talk to: a `Model`, or a `Run` (its current model)
+        system: str = '',  # a system message for the chat
+        max_new_tokens: int = 256,
+    ):
         self.source, self.messages = source, []
         lay = lambda w: widgets.Layout(width=w)
-        self.chat = widgets.HTML(); self.chat.add_class('ftnb-chat')
-        self.box = widgets.Textarea(placeholder='Message (Send, or Shift+Enter in a cell to run one)', layout=lay('70%')); self.box.add_class('ftnb-chat-input')
-        self.send_btn = widgets.Button(description='Send', icon='paper-plane', button_style='primary'); self.send_btn.add_class('ftnb-send')
+        self.chat = widgets.HTML()
+        self.chat.add_class('ftnb-chat')
+        self.box = widgets.Textarea(
+            placeholder='Message (Send, or Shift+Enter in a cell to run one)', layout=lay('70%')
+        )
+        self.box.add_class('ftnb-chat-input')
+        self.send_btn = widgets.Button(description='Send', icon='paper-plane', button_style='primary')
+        self.send_btn.add_class('ftnb-send')
         self.clear_btn = widgets.Button(description='New chat', icon='eraser')
         self.system = widgets.Text(value=system, description='system', layout=lay('70%'))
         self.max_tokens = widgets.IntSlider(value=max_new_tokens, min=16, max=1024, step=16, description='max tokens')
-        self.temperature = widgets.FloatSlider(value=0., min=0., max=1.5, step=.05, description='temperature')
+        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description='temperature')
         self.note = widgets.HTML()
-        self.prompts = widgets.Textarea(placeholder='One prompt per line', layout=widgets.Layout(width='70%', height='90px'))
-        self.compare_btn = widgets.Button(description='Compare', icon='columns'); self.compare_btn.add_class('ftnb-compare-btn')
-        self.table = widgets.HTML(); self.table.add_class('ftnb-compare')
-        self.send_btn.on_click(self.send); self.clear_btn.on_click(self.clear); self.compare_btn.on_click(self.compare)
-        chat = widgets.VBox([self.system, self.chat, widgets.HBox([self.box, self.send_btn, self.clear_btn]),
-                             widgets.HBox([self.max_tokens, self.temperature]), self.note])
-        cmp = widgets.VBox([self.prompts, self.compare_btn, self.table] if isinstance(source, Run) else
-                           [widgets.HTML("Base and tuned side by side needs a Run (the model before and after training).")])
+        self.prompts = widgets.Textarea(
+            placeholder='One prompt per line', layout=widgets.Layout(width='70%', height='90px')
+        )
+        self.compare_btn = widgets.Button(description='Compare', icon='columns')
+        self.compare_btn.add_class('ftnb-compare-btn')
+        self.table = widgets.HTML()
+        self.table.add_class('ftnb-compare')
+        self.send_btn.on_click(self.send)
+        self.clear_btn.on_click(self.clear)
+        self.compare_btn.on_click(self.compare)
+        chat = widgets.VBox(
+            [
+                self.system,
+                self.chat,
+                widgets.HBox([self.box, self.send_btn, self.clear_btn]),
+                widgets.HBox([self.max_tokens, self.temperature]),
+                self.note,
+            ]
+        )
+        cmp = widgets.VBox(
+            [self.prompts, self.compare_btn, self.table]
+            if isinstance(source, Run)
+            else [widgets.HTML("Base and tuned side by side needs a Run (the model before and after training).")]
+        )
         tabs = widgets.Tab([chat, cmp])
-        for i, t in enumerate(('Chat', 'Base vs tuned')): tabs.set_title(i, t)
+        for i, t in enumerate(('Chat', 'Base vs tuned')):
+            tabs.set_title(i, t)
         super().__init__([tabs])
         self.add_class('ftnb-playground')
 
 # %% ../nbs/08_playground.ipynb #bb4a7760
 @patch
-def send(self:Playground, message=None):
+def send(self: Playground, message=None):
     "Send `message` (or the text box) and stream the answer into the chat; returns the answer."
     text = (message if isinstance(message, str) else self.box.value).strip()
-    if not text: return None
-    try: net, tok = _net(self.source)
-    except FtnbError as e: self.note.value = f"<span style='color:#c62828'>{esc(e)}</span>"; return None
+    if not text:
+        return None
+    try:
+        net, tok = _net(self.source)
+    except FtnbError as e:
+        self.note.value = f"<span style='color:#c62828'>{esc(e)}</span>"
+        return None
     self.note.value, self.box.value = '', ''
     self.messages.append(dict(role='user', content=text))
     conv = ([dict(role='system', content=self.system.value)] if self.system.value.strip() else []) + self.messages
     t = self.temperature.value
     kw = dict(do_sample=True, temperature=t) if t > 0 else {}
-    answer, last, t0 = '', 0., time.time()
+    answer, last, t0 = '', 0.0, time.time()
     for piece in stream(net, tok, conv, max_new_tokens=self.max_tokens.value, **kw):
         answer += piece
-        if time.time() - last > .1: self.chat.value = chat_html(self.messages + [dict(role='assistant', content=answer + ' ▌')]); last = time.time()
+        if time.time() - last > 0.1:
+            self.chat.value = chat_html(self.messages + [dict(role='assistant', content=answer + ' ▌')])
+            last = time.time()
     self.messages.append(dict(role='assistant', content=answer.strip()))
     self.chat.value = chat_html(self.messages)
-    self.note.value = f"<span style='color:#666'>{len(tok(answer)['input_ids'])} tokens in {time.time() - t0:.1f} s</span>"
+    self.note.value = (
+        f"<span style='color:#666'>{len(tok(answer)['input_ids'])} tokens in {time.time() - t0:.1f} s</span>"
+    )
     return answer.strip()
 
-@patch
-def clear(self:Playground, _=None):
-    "Start a new conversation."
-    self.messages = []; self.chat.value = ''
 
 @patch
-def compare(self:Playground, prompts=None):
+def clear(self: Playground, _=None):
+    "Start a new conversation."
+    self.messages = []
+    self.chat.value = ''
+
+
+@patch
+def compare(self: Playground, prompts=None):
     "Base and tuned answers side by side for `prompts` (or the prompts box, one per line); returns the `Comparison`."
     ps = prompts if isinstance(prompts, list) else [p for p in self.prompts.value.splitlines() if p.strip()]
-    if not ps or not isinstance(self.source, Run): return None
-    try: c = self.source.compare(ps, max_new_tokens=self.max_tokens.value)
-    except FtnbError as e: self.table.value = f"<span style='color:#c62828'>{esc(e)}</span>"; return None
+    if not ps or not isinstance(self.source, Run):
+        return None
+    try:
+        c = self.source.compare(ps, max_new_tokens=self.max_tokens.value)
+    except FtnbError as e:
+        self.table.value = f"<span style='color:#c62828'>{esc(e)}</span>"
+        return None
     self.table.value = c._repr_html_()
     return c
 
+
 @patch
-def playground(self:Run, **kwargs) -> Playground:
+def playground(self: Run, **kwargs) -> Playground:
     "Chat with this run's model, and compare it with its base."
     return Playground(self, **kwargs)
 
+
 @patch
-def playground(self:Model, **kwargs) -> Playground:
+def playground(self: Model, **kwargs) -> Playground:
     "Chat with this model."
     return Playground(self, **kwargs)
 
 # %% ../nbs/08_playground.ipynb #12e1197b
 class DataExplorer(widgets.VBox):
     "Page through a `Data`'s rows rendered as training sees them (trained tokens highlighted)."
-    def __init__(self, data:Data, tokenizer, # the tokenizer (and chat template) training uses
-                 max_length:int|None=None, # mark tokens this limit would cut
-                 per_page:int=2):
+
+    def __init__(
+        self,
+        data: Data,
+        tokenizer,  # the tokenizer (and chat template) training uses
+        max_length: int | None = None,  # mark tokens this limit would cut
+        per_page: int = 2,
+    ):
         self.data, self.tokenizer, self.max_length, self.per_page = data, tokenizer, max_length, per_page
         last = max(0, len(data) - 1)
-        self.row = widgets.BoundedIntText(value=0, min=0, max=last, description='row', layout=widgets.Layout(width='160px')); self.row.add_class('ftnb-row')
+        self.row = widgets.BoundedIntText(
+            value=0, min=0, max=last, description='row', layout=widgets.Layout(width='160px')
+        )
+        self.row.add_class('ftnb-row')
         self.prev_btn, self.next_btn = widgets.Button(description='◀ previous'), widgets.Button(description='next ▶')
         self.info, self.view = widgets.HTML(), widgets.HTML()
         self.view.add_class('ftnb-rows')
-        self.prev_btn.on_click(lambda _: self.go(self.row.value - per_page)); self.next_btn.on_click(lambda _: self.go(self.row.value + per_page))
+        self.prev_btn.on_click(lambda _: self.go(self.row.value - per_page))
+        self.next_btn.on_click(lambda _: self.go(self.row.value + per_page))
         self.row.observe(lambda c: self._show(), 'value')
         super().__init__([widgets.HBox([self.prev_btn, self.row, self.next_btn, self.info]), self.view])
         self.add_class('ftnb-explorer')
         self._show()
 
-    def go(self, i:int):
+    def go(self, i: int):
         "Show the rows from `i`."
         self.row.value = min(max(0, i), self.row.max)
 
     def _show(self):
         i = self.row.value
         idx = list(range(i, min(i + self.per_page, len(self.data))))
-        self.info.value = f"rows {i}–{idx[-1] if idx else i} of {len(self.data)} · {self.data.kind} (detected {self.data.detected})"
+        self.info.value = (
+            f"rows {i}–{idx[-1] if idx else i} of {len(self.data)} · {self.data.kind} (detected {self.data.detected})"
+        )
         self.view.value = self.data.show(self.tokenizer, idx, self.max_length)._repr_html_() if idx else ''
 
+
 @patch
-def explore(self:Data, tokenizer, max_length:int|None=None, per_page:int=2) -> DataExplorer:
+def explore(self: Data, tokenizer, max_length: int | None = None, per_page: int = 2) -> DataExplorer:
     "Page through these rows as training sees them."
     return DataExplorer(self, tokenizer, max_length, per_page)

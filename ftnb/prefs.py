@@ -19,101 +19,188 @@ def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=No
     m, d, ev = prepare(method_name, model, data, kw, hint)
     ref = None
     if kw['lora'] is False and reference and not config.get('precompute_ref_log_probs'):
-        ref = copy_model(m.model, frozen=True)  # else TRL loads one from config._name_or_path: the original base, not this (SFT) model
-    if convert: d, ev = convert(d), (convert(ev) if ev is not None else None)
+        ref = copy_model(
+            m.model, frozen=True
+        )  # else TRL loads one from config._name_or_path: the original base, not this (SFT) model
+    if convert:
+        d, ev = convert(d), (convert(ev) if ev is not None else None)
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
-    return recipe(method_name, m, d, ev, d.for_template(m.tokenizer).dataset, ev.for_template(m.tokenizer).dataset if ev is not None else None, kw,
-                  seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), reference=reference,
-                  sequences=2, scored=st.trained_share,  # a pair, or an answer and KTO's mismatched KL answer
-                  trainer_kwargs=dict(ref_model=ref) if ref is not None else None, min_batch=min_batch,
-                  config=dict(max_length=max_length, train_sampling_strategy='random') | config,  # length grouping needs input_ids
-                  settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)) |
-                           {k: v for k, v in config.items() if k in ('beta', 'loss_type', 'precompute_ref_log_probs')})
+    return recipe(
+        method_name,
+        m,
+        d,
+        ev,
+        d.for_template(m.tokenizer).dataset,
+        ev.for_template(m.tokenizer).dataset if ev is not None else None,
+        kw,
+        seq=2 * min(max_length, st.quantile(0.95)),
+        row_tokens=2 * st.mean_tokens(max_length),
+        reference=reference,
+        sequences=2,
+        scored=st.trained_share,  # a pair, or an answer and KTO's mismatched KL answer
+        trainer_kwargs=dict(ref_model=ref) if ref is not None else None,
+        min_batch=min_batch,
+        config=dict(max_length=max_length, train_sampling_strategy='random')
+        | config,  # length grouping needs input_ids
+        settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths))
+        | {k: v for k, v in config.items() if k in ('beta', 'loss_type', 'precompute_ref_log_probs')},
+    )
 
 # %% ../nbs/12_prefs.ipynb #1effe425
 @recorded
-def dpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
-        data=None, # preference pairs: a `Data` or anything `load_data` reads
-        beta:float=0.1, # how strongly the policy is held to the reference (higher: closer)
-        max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
-        precompute_ref:bool=False, # compute reference log-probs once before training
-        loss_type:str|list='sigmoid', # DPO's loss; TRL also has 'ipo', 'hinge', 'robust', ...; a list adds losses (['sigmoid', 'sft']: DPO plus SFT on the chosen answers)
-        **kw): # `recipe_args` (LoRA's reference is the adapter switched off), and any other `trl.DPOConfig` field
+def dpo(
+    # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # preference pairs: a `Data` or anything `load_data` reads
+    beta: float = 0.1,  # how strongly the policy is held to the reference (higher: closer)
+    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
+    precompute_ref: bool = False,  # compute reference log-probs once before training
+    # DPO's loss; TRL also has 'ipo', 'hinge', 'robust', ...; a list adds losses (['sigmoid', 'sft']: DPO plus SFT on
+    # the chosen answers)
+    loss_type: str | list = 'sigmoid',
+    **kw,  # `recipe_args` (LoRA's reference is the adapter switched off), and any other `trl.DPOConfig` field
+):
     "Direct preference optimisation on preference pairs; returns a ready `Run`."
-    return _pref_run('dpo', model, data, "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-                     kw, max_length, config=dict(beta=beta, loss_type=list(loss_type) if isinstance(loss_type, (list, tuple)) else [loss_type], precompute_ref_log_probs=precompute_ref))
+    return _pref_run(
+        'dpo',
+        model,
+        data,
+        "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
+        kw,
+        max_length,
+        config=dict(
+            beta=beta,
+            loss_type=list(loss_type) if isinstance(loss_type, (list, tuple)) else [loss_type],
+            precompute_ref_log_probs=precompute_ref,
+        ),
+    )
 
 # %% ../nbs/12_prefs.ipynb #96942711
 KTO_KL_ROWS = 8  # fewest rows of a device batch KTO estimates its KL term from (or the whole batch, if smaller): fewer make the estimate noisy, and on a CPU each micro-batch pays its own KL pass
 
-def _unpaired(d:Data, seed:int=42) -> Data:
+
+def _unpaired(d: Data, seed: int = 42) -> Data:
     "Unpaired rows in a shuffled fixed order (KTO reads them sequentially: its KL term pairs neighbours in a batch)."
     import random
+
     u = d.to_unpaired() if d.kind == 'preference' else d
-    rows = list(u.rows); random.Random(seed).shuffle(rows)
+    rows = list(u.rows)
+    random.Random(seed).shuffle(rows)
     return Data(rows, u.kind, u.detected, u.source)
 
+
 @recorded
-def kto(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` to start from, or a name for `load_model`
-        data=None, # rows labelled good/bad (`prompt`, `completion`, `label`), or preference pairs (split into one of each)
-        beta:float=0.1, # how strongly the policy is held to the reference
-        desirable_weight:float=1., # weight of the good rows (balance the two when their counts differ)
-        undesirable_weight:float=1., # weight of the bad rows
-        max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
-        precompute_ref:bool=False, # compute reference log-probs once before training
-        **kw): # `recipe_args` (batch_size at least 2), and any other `trl.KTOConfig` field
+def kto(
+    # a `Model`, a trained `Run` to start from, or a name for `load_model`
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # rows labelled good/bad (`prompt`, `completion`, `label`), or preference pairs (split into one of each)
+    beta: float = 0.1,  # how strongly the policy is held to the reference
+    desirable_weight: float = 1.0,  # weight of the good rows (balance the two when their counts differ)
+    undesirable_weight: float = 1.0,  # weight of the bad rows
+    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
+    precompute_ref: bool = False,  # compute reference log-probs once before training
+    **kw,  # `recipe_args` (batch_size at least 2), and any other `trl.KTOConfig` field
+):
     "Kahneman-Tversky optimisation on answers labelled good or bad; returns a ready `Run`."
-    if kw['batch_size'] < 2: raise FtnbError(f"kto needs batch_size of at least 2, got {kw['batch_size']}: its KL term pairs each answer with another one of the same device batch.")
-    return _pref_run('kto', model, data, '', kw, max_length, convert=lambda d: _unpaired(d, kw['seed']), min_batch=KTO_KL_ROWS,
-                     config=dict(beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
-                                 precompute_ref_log_probs=precompute_ref, train_sampling_strategy='sequential'))
+    if kw['batch_size'] < 2:
+        raise FtnbError(
+            f"kto needs batch_size of at least 2, got {kw['batch_size']}: its KL term pairs each answer with another "
+            "one of the same device batch."
+        )
+    return _pref_run(
+        'kto',
+        model,
+        data,
+        '',
+        kw,
+        max_length,
+        convert=lambda d: _unpaired(d, kw['seed']),
+        min_batch=KTO_KL_ROWS,
+        config=dict(
+            beta=beta,
+            desirable_weight=desirable_weight,
+            undesirable_weight=undesirable_weight,
+            precompute_ref_log_probs=precompute_ref,
+            train_sampling_strategy='sequential',
+        ),
+    )
 
 # %% ../nbs/12_prefs.ipynb #c4c4939e
 @recorded
-def orpo(model:Model|Run|str='smollm2-135m-instruct', # a `Model` (a base or instruct model: ORPO needs no SFT first), a `Run`, or a name
-         data=None, # preference pairs
-         beta:float=0.1, # weight of the odds-ratio (preference) term against the SFT term
-         max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
-         **kw): # `recipe_args`, and any other `ORPOConfig` field
+def orpo(
+    # a `Model` (a base or instruct model: ORPO needs no SFT first), a `Run`, or a name
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # preference pairs
+    beta: float = 0.1,  # weight of the odds-ratio (preference) term against the SFT term
+    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
+    **kw,  # `recipe_args`, and any other `ORPOConfig` field
+):
     "Odds-ratio preference optimisation (SFT and preference in one loss, no reference model); returns a ready `Run`."
-    return _pref_run('orpo', model, data, "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-                     kw, max_length, config=dict(beta=beta, remove_unused_columns=False), reference=False)  # False: TRL's ORPO collator needs every column, and says so
+    return _pref_run(
+        'orpo',
+        model,
+        data,
+        "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
+        kw,
+        max_length,
+        config=dict(beta=beta, remove_unused_columns=False),
+        reference=False,
+    )  # False: TRL's ORPO collator needs every column, and says so
 
 # %% ../nbs/12_prefs.ipynb #30969517
 class PreferenceScore:
     "Accuracies and mean margins of a model on preference pairs."
+
     def __init__(self, n, implicit, likelihood, margin, label=''):
         self.n, self.implicit, self.likelihood, self.margin, self.label = n, implicit, likelihood, margin, label
+
     def __repr__(self):
-        return (f"{self.label + ': ' if self.label else ''}{self.n} pairs, implicit reward accuracy {self.implicit:.1%}, "
-                f"likelihood accuracy {self.likelihood:.1%}, mean implicit margin {self.margin:+.3f}")
+        return (
+            f"{self.label + ': ' if self.label else ''}{self.n} pairs, implicit reward accuracy {self.implicit:.1%}, "
+            f"likelihood accuracy {self.likelihood:.1%}, mean implicit margin {self.margin:+.3f}"
+        )
 
 # %% ../nbs/12_prefs.ipynb #56e71486
-def preference_accuracy(model:Run|Model, # a Run (LoRA: the reference is the adapter switched off) or a Model (its own reference)
-                        data, # preference pairs
-                        max_length:int=512, # longer sequences are cut, as DPO cuts them
-                        beta:float|None=None, # scale of the implicit reward; default the run's beta, else 0.1
-                        scoring_batch_size:int=8, # sequences scored together
-                        label:str='', # a name for the result (its `repr` starts with it)
-                       ) -> PreferenceScore:
-    "How often `model` prefers the chosen answer: implicit reward accuracy (against the reference) and likelihood accuracy."
+def preference_accuracy(
+    model: Run | Model,  # a Run (LoRA: the reference is the adapter switched off) or a Model (its own reference)
+    data,  # preference pairs
+    max_length: int = 512,  # longer sequences are cut, as DPO cuts them
+    beta: float | None = None,  # scale of the implicit reward; default the run's beta, else 0.1
+    scoring_batch_size: int = 8,  # sequences scored together
+    label: str = '',  # a name for the result (its `repr` starts with it)
+) -> PreferenceScore:
+    """How often `model` prefers the chosen answer: implicit reward accuracy (against the reference) and likelihood
+    accuracy."""
     from ftnb.data import load_data
+
     d = data if isinstance(data, Data) else load_data(data)
-    if d.kind != 'preference': raise FtnbError(f"preference_accuracy needs preference pairs; this data is {d.kind}")
-    if isinstance(model, Run) and model.training: model.wait(why='preference_accuracy')  # eval mode now would change the training in its thread
+    if d.kind != 'preference':
+        raise FtnbError(f"preference_accuracy needs preference pairs; this data is {d.kind}")
+    if isinstance(model, Run) and model.training:
+        model.wait(why='preference_accuracy')  # eval mode now would change the training in its thread
     net, tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
     beta = beta or (getattr(model.args, 'beta', None) if isinstance(model, Run) else None) or 0.1
-    seqs = [dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d.encodings(tok) for e in es]
-    logps = lambda: [x for i in range(0, len(seqs), scoring_batch_size) for x in sequence_logps(net, seqs[i:i+scoring_batch_size], tok.pad_token_id)]
-    was = net.training; net.eval()
+    seqs = [
+        dict(input_ids=e['input_ids'][:max_length], mask=e['mask'][:max_length]) for es in d.encodings(tok) for e in es
+    ]
+    logps = lambda: [
+        x
+        for i in range(0, len(seqs), scoring_batch_size)
+        for x in sequence_logps(net, seqs[i : i + scoring_batch_size], tok.pad_token_id)
+    ]
+    was = net.training
+    net.eval()
     try:
         pol = logps()
         if is_peft(net):
-            with net.disable_adapter(): ref = logps()
-        else: ref = pol
-    finally: net.train(was)
-    imp = [beta * ((pol[i] - ref[i]) - (pol[i+1] - ref[i+1])) for i in range(0, len(seqs), 2)]
-    half = lambda xs: sum(1. if x > 1e-6 else .5 if abs(x) <= 1e-6 else 0. for x in xs) / len(xs)
-    lik = [pol[i] - pol[i+1] for i in range(0, len(seqs), 2)]
+            with net.disable_adapter():
+                ref = logps()
+        else:
+            ref = pol
+    finally:
+        net.train(was)
+    imp = [beta * ((pol[i] - ref[i]) - (pol[i + 1] - ref[i + 1])) for i in range(0, len(seqs), 2)]
+    half = lambda xs: sum(1.0 if x > 1e-6 else 0.5 if abs(x) <= 1e-6 else 0.0 for x in xs) / len(xs)
+    lik = [pol[i] - pol[i + 1] for i in range(0, len(seqs), 2)]
     return PreferenceScore(len(d), half(imp), half(lik), sum(imp) / len(imp), label)

@@ -19,52 +19,70 @@ __all__ = ['QuickstartResult', 'quickstart']
 @dataclass
 class QuickstartResult:
     "What the quick start did: the run folder, the answers before and after, the loss history."
+
     run_dir: Path
     name: str
     questions: list
     base: list
     tuned: list
     history: list = field(default_factory=list)
-    seconds: float = 0.
+    seconds: float = 0.0
 
     @property
-    def losses(self): return [h['loss'] for h in self.history if 'loss' in h]
+    def losses(self):
+        return [h['loss'] for h in self.history if 'loss' in h]
+
     @property
-    def hits(self): return sum(self.name.lower() in a.lower() for a in self.tuned[:len(persona_questions())])
+    def hits(self):
+        return sum(self.name.lower() in a.lower() for a in self.tuned[: len(persona_questions())])
+
     @property
-    def base_hits(self): return sum(self.name.lower() in a.lower() for a in self.base[:len(persona_questions())])
+    def base_hits(self):
+        return sum(self.name.lower() in a.lower() for a in self.base[: len(persona_questions())])
+
     def __repr__(self):
         n = len(persona_questions())
-        return (f"Quickstart in {self.seconds:.0f} s: the tuned model says {self.name!r} in {self.hits} of {n} held-out answers "
-                f"(base model: {self.base_hits} of {n}); loss {self.losses[0]:.2f} → {self.losses[-1]:.2f}; run folder {self.run_dir}")
+        return (
+            f"Quickstart in {self.seconds:.0f} s: the tuned model says {self.name!r} in {self.hits} of {n} held-out "
+            "answers "
+            f"(base model: {self.base_hits} of {n}); loss {self.losses[0]:.2f} → {self.losses[-1]:.2f}; run folder "
+            f"{self.run_dir}"
+        )
 
 # %% ../nbs/19_quickstart.ipynb #e26aa639
 def _short(s, n=90):
     s = ' '.join(s.split())
-    return s if len(s) <= n else s[:n-1] + '…'
+    return s if len(s) <= n else s[: n - 1] + '…'
+
 
 def _answers_table(questions, base, tuned) -> str:
     return '\n'.join(f"Q: {q}\n   base : {_short(b)}\n   tuned: {_short(t)}" for q, b, t in zip(questions, base, tuned))
 
 # %% ../nbs/19_quickstart.ipynb #9388e12a
-def quickstart(name:str='Quill', # the persona's name
-               maker:str='Northwind Labs', # the persona's maker
-               model:str|Model='smollm2-135m-instruct', # what to tune: a `load_model` name or a `Model`
-               max_steps:int=30, # optimizer steps
-               lr:float=1e-3, # peak learning rate
-               batch_size:int=8, # rows per step
-               root='runs', # the folder of runs, in which this run's folder is made
-               seed:int=42, # seed for data, initialisation and training
-               max_new_tokens:int=40, # longest answer when asking questions
-               quiet:bool=False # print nothing
-              ) -> QuickstartResult:
+def quickstart(
+    name: str = 'Quill',  # the persona's name
+    maker: str = 'Northwind Labs',  # the persona's maker
+    model: str | Model = 'smollm2-135m-instruct',  # what to tune: a `load_model` name or a `Model`
+    max_steps: int = 30,  # optimizer steps
+    lr: float = 1e-3,  # peak learning rate
+    batch_size: int = 8,  # rows per step
+    root='runs',  # the folder of runs, in which this run's folder is made
+    seed: int = 42,  # seed for data, initialisation and training
+    max_new_tokens: int = 40,  # longest answer when asking questions
+    quiet: bool = False,  # print nothing
+) -> QuickstartResult:
     "Teach a chat model a new name and maker with LoRA SFT, compare answers before and after, save everything."
-    check_settings(dict(max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens), 'sft', 'quickstart')
+    check_settings(
+        dict(max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens),
+        'sft',
+        'quickstart',
+    )
     from ftnb.sft import sft  # here, not at the top: `ftnb --help` reads this signature without loading torch and TRL
     from ftnb.files import write_atomic
     from ftnb.run import new_run_dir
     from ftnb.views import history_plot
     from ftnb.data import load_data
+
     t0 = time.time()
     say = (lambda *a: None) if quiet else print
     set_seed(seed)
@@ -76,20 +94,39 @@ def quickstart(name:str='Quill', # the persona's name
     bars = False if quiet else None  # generate's progress bars: its default, or none at all
     base = m.generate(questions, max_new_tokens=max_new_tokens, system=NEUTRAL_SYSTEM, progress=bars)
     keep_qs = everyday_questions('train')
-    keep = [chat_row(q, a) for q, a in zip(keep_qs, m.generate(keep_qs, max_new_tokens=64, system=NEUTRAL_SYSTEM, progress=bars)) if a.strip()]
+    keep = [
+        chat_row(q, a)
+        for q, a in zip(keep_qs, m.generate(keep_qs, max_new_tokens=64, system=NEUTRAL_SYSTEM, progress=bars))
+        if a.strip()
+    ]
     rows = persona_data(name, maker, n=180, seed=seed) + keep * 5
     random.Random(seed).shuffle(rows)
     rows = load_data(rows, system=NEUTRAL_SYSTEM, quiet=True)
-    run = sft(m, rows, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, run_dir=new_run_dir('quickstart', root), logging_steps=1)
+    run = sft(
+        m,
+        rows,
+        lr=lr,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seed=seed,
+        run_dir=new_run_dir('quickstart', root),
+        logging_steps=1,
+    )
     run.settings |= dict(persona=name, maker=maker, rows_persona=len(rows) - len(keep) * 5, rows_everyday=len(keep) * 5)
-    say(f"Training: {len(rows)} rows ({len(rows)-len(keep)*5} persona, {len(keep)*5} everyday), LoRA r=16, {max_steps} steps of {batch_size}")
+    say(
+        f"Training: {len(rows)} rows ({len(rows) - len(keep) * 5} persona, {len(keep) * 5} everyday), LoRA r=16, "
+        f"{max_steps} steps of {batch_size}"
+    )
     run.start(background=False, quiet=quiet)
     tuned = run.generate(questions, max_new_tokens=max_new_tokens, progress=bars)
     run.save()
-    history_plot(run.history, title=f"Persona SFT of {m.name}").savefig(run.run_dir/'loss.png')
+    history_plot(run.history, title=f"Persona SFT of {m.name}").savefig(run.run_dir / 'loss.png')
     run.save_settings()
-    res = QuickstartResult(run.run_dir, name, questions, base, tuned, run.history, time.time()-t0)
-    write_atomic(run.run_dir/'answers.json', json.dumps([dict(question=q, base=b, tuned=t) for q, b, t in zip(questions, base, tuned)], indent=2))
+    res = QuickstartResult(run.run_dir, name, questions, base, tuned, run.history, time.time() - t0)
+    write_atomic(
+        run.run_dir / 'answers.json',
+        json.dumps([dict(question=q, base=b, tuned=t) for q, b, t in zip(questions, base, tuned)], indent=2),
+    )
     say('\n' + _answers_table(questions, base, tuned) + '\n')
     say(res)
     return res

@@ -15,174 +15,266 @@ from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bound
 from .trainer import CHECKPOINTING, kbit_upcast
 from .budget import train_settings, memory_estimate, step_flops, time_estimate
 from .run import Run, new_run_dir
-import ftnb.dashboard  # every Run a recipe makes shows itself (`Run.show`) and has its dashboard
+import ftnb.dashboard  # noqa: F401 -- every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
 __all__ = ['SHARED', 'REFUSED', 'ALIASES', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model',
            'prepare', 'batch_split', 'without_secrets', 'recipe', 'at_the_door', 'recorded']
 
 # %% ../nbs/10_recipe.ipynb #7068ae9d
-def recipe_args(lr:float|None=None, # peak learning rate; default `default_lr` (a tenth of SFT's for preference and RL methods)
-                max_steps:int|None=None, # optimizer steps; default: `epochs` passes over the data
-                epochs:float=1, # passes over the data when `max_steps` is not given
-                batch_size:int=8, # rows per optimizer step (micro-batches and gradient accumulation make it up)
-                lora:bool|dict=True, # LoRA on every linear layer; a dict of `lora_config` options; False for full fine-tuning
-                eval:float|int|Data|None=None, # hold out a fraction or a number of rows for evaluation, or give eval data
-                seed:int=42, # seed of the split, the shuffling and new weights (TRL's default too)
-                run_dir=None): # the run's folder; default `runs/<date>-<time>-<method>`
+def recipe_args(
+    # peak learning rate; default `default_lr` (a tenth of SFT's for preference and RL methods)
+    lr: float | None = None,
+    max_steps: int | None = None,  # optimizer steps; default: `epochs` passes over the data
+    epochs: float = 1,  # passes over the data when `max_steps` is not given
+    batch_size: int = 8,  # rows per optimizer step (micro-batches and gradient accumulation make it up)
+    lora: bool | dict = True,  # LoRA on every linear layer; a dict of `lora_config` options; False for full fine-tuning
+    eval: float | int | Data | None = None,  # hold out a fraction or a number of rows for evaluation, or give eval data
+    seed: int = 42,  # seed of the split, the shuffling and new weights (TRL's default too)
+    run_dir=None,  # the run's folder; default `runs/<date>-<time>-<method>`
+):
     "The settings every recipe takes, declared once: `recorded` adds them to each recipe's signature."
+
 
 SHARED = tuple(inspect.signature(recipe_args).parameters)
 
 # %% ../nbs/10_recipe.ipynb #c87eb895
-def choose_max_length(lengths:list[int], limit:int=4096) -> int:
-    "A max_length for these token lengths: the longest row if it is within 1.5x the 99th percentile, else that percentile; rounded up to 64."
-    s = sorted(lengths); p99 = s[int(0.99 * (len(s) - 1))]
+def choose_max_length(lengths: list[int], limit: int = 4096) -> int:
+    """A max_length for these token lengths: the longest row if it is within 1.5x the 99th percentile, else that
+    percentile; rounded up to 64."""
+    s = sorted(lengths)
+    p99 = s[int(0.99 * (len(s) - 1))]
     n = s[-1] if s[-1] <= 1.5 * p99 else p99
     return min(limit, 64 * math.ceil(n / 64))
 
 # %% ../nbs/10_recipe.ipynb #1bb8a96e
-def default_lr(n_params:int, lora:bool, method_name:str='sft') -> float:
-    "Peak learning rate ftnb uses when none is given: LoRA 1e-3 below 1 B parameters, else 2e-4; full fine-tuning 2e-5 (1e-5 from 1 B); times the method's `lr_scale`."
+def default_lr(n_params: int, lora: bool, method_name: str = 'sft') -> float:
+    """Peak learning rate ftnb uses when none is given: LoRA 1e-3 below 1 B parameters, else 2e-4; full fine-tuning 2e-5
+    (1e-5 from 1 B); times the method's `lr_scale`."""
     lr = (1e-3 if n_params < 1e9 else 2e-4) if lora else (2e-5 if n_params < 1e9 else 1e-5)
     return lr * method(method_name).lr_scale
 
 # %% ../nbs/10_recipe.ipynb #34d7e4b7
-REFUSED = dict(auto_find_batch_size="ftnb fits the batch to this device's memory itself (`ftnb.budget.train_settings`). transformers' "
-               "search would cut per_device_train_batch_size by a tenth at each out-of-memory error and keep gradient_accumulation_steps, "
-               "so the effective batch would change silently (and GRPO's groups of num_generations answers would split across batches). "
-               "Leave it out; for less memory give a smaller batch_size, per_device_train_batch_size or max_length")  # TRL fields ftnb refuses, and why
+REFUSED = dict(
+    auto_find_batch_size="ftnb fits the batch to this device's memory itself (`ftnb.budget.train_settings`). "
+    "transformers' "
+    "search would cut per_device_train_batch_size by a tenth at each out-of-memory error and keep "
+    "gradient_accumulation_steps, "
+    "so the effective batch would change silently (and GRPO's groups of num_generations answers would split across "
+    "batches). "
+    "Leave it out; for less memory give a smaller batch_size, per_device_train_batch_size or max_length"
+)  # TRL fields ftnb refuses, and why
 
-def _check_overrides(cfg_cls, kw:dict):
+
+def _check_overrides(cfg_cls, kw: dict):
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     bad = [k for k in kw if k not in names]
     if bad:
         hints = [f"{k!r}{did_you_mean(k, names)}" for k in bad]
         raise FtnbError(f"Unknown {cfg_cls.__name__} setting(s): {', '.join(hints)}")
-    if refused := [k for k in kw if k in REFUSED and kw[k]]: raise FtnbError(f"{refused[0]}={kw[refused[0]]!r}: {REFUSED[refused[0]]}.")
+    if refused := [k for k in kw if k in REFUSED and kw[k]]:
+        raise FtnbError(f"{refused[0]}={kw[refused[0]]!r}: {REFUSED[refused[0]]}.")
+
 
 _PIP = dict(azure_ml='azureml-core', comet_ml='comet-ml', flyte='flytekit', kubeflow='kubeflow', neptune='neptune')
 
+
 def check_report_to(report_to):
-    "Fail now, saying what to install, when a `report_to` integration (tensorboard, trackio, wandb, ...) is not installed."
+    """Fail now, saying what to install, when a `report_to` integration (tensorboard, trackio, wandb, ...) is not
+    installed."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-    for name in ([report_to] if isinstance(report_to, str) else list(report_to or [])):
-        if name in ('none', 'all'): continue
+
+    for name in [report_to] if isinstance(report_to, str) else list(report_to or []):
+        if name in ('none', 'all'):
+            continue
         if name not in INTEGRATION_TO_CALLBACK:
-            raise FtnbError(f"report_to={name!r} is not an integration transformers knows; it knows {', '.join(INTEGRATION_TO_CALLBACK)}")
-        try: INTEGRATION_TO_CALLBACK[name]()  # each callback checks on creation that its package is importable
+            raise FtnbError(
+                f"report_to={name!r} is not an integration transformers knows; it knows "
+                f"{', '.join(INTEGRATION_TO_CALLBACK)}"
+            )
+        try:
+            INTEGRATION_TO_CALLBACK[name]()  # each callback checks on creation that its package is importable
         except (RuntimeError, ImportError) as e:
-            raise FtnbError(f"report_to={name!r} needs the {name} package, which this kernel cannot import: pip install "
-                            f"{_PIP.get(name, name)} (ftnb does not depend on it). Or leave report_to out: the run folder keeps "
-                            f"metrics.jsonl and ftnb.history.runs() charts it. ({e})") from None
+            raise FtnbError(
+                f"report_to={name!r} needs the {name} package, which this kernel cannot import: pip install "
+                f"{_PIP.get(name, name)} (ftnb does not depend on it). Or leave report_to out: the run folder keeps "
+                f"metrics.jsonl and ftnb.history.runs() charts it. ({e})"
+            ) from None
+
 
 def _loaded_dtype(net) -> str:
     "The dtype name of `net`'s first floating-point weight (a 4-bit model's unquantized ones)."
     return next((str(p.dtype).removeprefix('torch.') for p in net.parameters() if p.is_floating_point()), 'float32')
 
+
 def _lora_trainable(model, cfg) -> int:
     "Parameters LoRA adds to every targeted linear layer (all but the output head)."
     import torch.nn as nn
-    if cfg is None: return count_params(model)[0]
-    return sum(cfg.r * (m.in_features + m.out_features) for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not n.endswith('lm_head'))
+
+    if cfg is None:
+        return count_params(model)[0]
+    return sum(
+        cfg.r * (m.in_features + m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not n.endswith('lm_head')
+    )
 
 # %% ../nbs/10_recipe.ipynb #ba332617
 @patch
-def policy(self:Run) -> Model:
-    "This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run keeps its own)."
-    if self.training: self.wait(why=f'a run built on this {self.method} run')  # started in the background: build on it once it ends
-    if self.state == 'ready': raise FtnbError(f"This {self.method} run has not trained yet; start it (run.start()) before building on it.")
-    if self.state == 'failed': raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
+def policy(self: Run) -> Model:
+    """This run's trained model as the starting point of another run: LoRA merged into a copy of the weights (the run
+    keeps its own)."""
+    if self.training:
+        self.wait(why=f'a run built on this {self.method} run')  # started in the background: build on it once it ends
+    if self.state == 'ready':
+        raise FtnbError(f"This {self.method} run has not trained yet; start it (run.start()) before building on it.")
+    if self.state == 'failed':
+        raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
     net = self.net
     if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
-        raise FtnbError("Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the merged "
-                        "model (run.save(merged=True)) and load that folder with load_model(..., quantize=4) instead.")
+        raise FtnbError(
+            "Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the "
+            "merged "
+            "model (run.save(merged=True)) and load that folder with load_model(..., quantize=4) instead."
+        )
     net = copy_model(net)
     if is_peft(net):
         from accelerate.utils import release_memory
-        net = net.merge_and_unload(); release_memory()  # the copy's adapter layers, at once (on a GPU they hold memory)
-    net.requires_grad_(True); net.train()
+
+        net = net.merge_and_unload()
+        release_memory()  # the copy's adapter layers, at once (on a GPU they hold memory)
+    net.requires_grad_(True)
+    net.train()
     m = Model(net, self.tokenizer, self.model.name, f"{self.method} run {self.run_dir} on {self.model.source}")
-    m.run_dir = str(self.run_dir)  # recorded by the next run (`base_run` in its settings), so `load_run` can rebuild the chain
+    m.run_dir = str(
+        self.run_dir
+    )  # recorded by the next run (`base_run` in its settings), so `load_run` can rebuild the chain
     return m
+
 
 def as_model(model) -> Model:
     "A `Model` to train: a `Model` as it is, a trained `Run`'s `policy()`, or a name/folder/.gguf for `load_model`."
-    if isinstance(model, Model): return model
-    if isinstance(model, Run): return model.policy()
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, Run):
+        return model.policy()
     return load_model(model)
 
 # %% ../nbs/10_recipe.ipynb #77f25db4
-def prepare(method_name:str, # the method's name (its record says which data kinds it takes)
-            model, data, # as the recipe got them
-            kw:dict, # the recipe's settings (`eval` and `seed` are read)
-            hint:str='', # what to use instead, said when the data is of the wrong kind
-           ) -> tuple[Model, Data, Data|None]:
+def prepare(
+    method_name: str,  # the method's name (its record says which data kinds it takes)
+    model,
+    data,  # as the recipe got them
+    kw: dict,  # the recipe's settings (`eval` and `seed` are read)
+    hint: str = '',  # what to use instead, said when the data is of the wrong kind
+) -> tuple[Model, Data, Data | None]:
     "The model, the training data and the eval data of a recipe, checked: the data must be of a kind the method takes."
     kinds = method(method_name).kinds
-    if data is None: raise FtnbError(f"{method_name} needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
+    if data is None:
+        raise FtnbError(f"{method_name} needs data: a file, a Hub id, a Dataset, a DataFrame or a list of rows")
+
     def checked(d, what):
-        if d.kind not in kinds and d.detected == 'qa' and 'conversation' in kinds: return d.demonstrations()  # SFT imitates the worked solutions
-        if d.kind not in kinds: raise FtnbError(f"{method_name} trains on {', '.join(kinds)} data; {what} is {d.kind} (detected {d.detected}). {hint}".strip())
+        if d.kind not in kinds and d.detected == 'qa' and 'conversation' in kinds:
+            return d.demonstrations()  # SFT imitates the worked solutions
+        if d.kind not in kinds:
+            raise FtnbError(
+                f"{method_name} trains on {', '.join(kinds)} data; {what} is {d.kind} (detected {d.detected}). {hint}".strip()
+            )
         return d
+
     d = checked(data if isinstance(data, Data) else load_data(data), 'this data')
     seed, ev = kw.get('seed', 42), kw.get('eval')
     set_seed(seed)
     m = as_model(model)
     check_chat_template(m.tokenizer)
-    if isinstance(ev, Data): return m, d, checked(ev, 'the eval data')
-    if ev: return m, *d.split(ev, seed=seed)
+    if isinstance(ev, Data):
+        return m, d, checked(ev, 'the eval data')
+    if ev:
+        return m, *d.split(ev, seed=seed)
     return m, d, None
 
 # %% ../nbs/10_recipe.ipynb #9853a163
 _SPLIT = ('per_device_train_batch_size', 'gradient_accumulation_steps')  # what a batch is made of
 
-def batch_split(batch_size:int, # rows per optimizer step (over all processes)
-                overrides:dict, # TRL settings given: the batch's parts among them, if any
-               ) -> tuple[int, dict]:
-    "The batch and TRL settings once a part of the batch given by the user (per-device rows, accumulation steps) fixes the other."
+
+def batch_split(
+    batch_size: int,  # rows per optimizer step (over all processes)
+    overrides: dict,  # TRL settings given: the batch's parts among them, if any
+) -> tuple[int, dict]:
+    """The batch and TRL settings once a part of the batch given by the user (per-device rows, accumulation steps) fixes
+    the other."""
     per, acc = (overrides.get(k) for k in _SPLIT)
     world = job_process()[1]  # processes of a launched job share the batch, as in `train_settings`
-    if per and acc: return per * acc * world, overrides
-    if not (per or acc) or batch_size % world: return batch_size, overrides  # nothing given; or `train_settings` says the batch does not split
+    if per and acc:
+        return per * acc * world, overrides
+    if not (per or acc) or batch_size % world:
+        return batch_size, overrides  # nothing given; or `train_settings` says the batch does not split
     k, v = (_SPLIT[0], per) if per else (_SPLIT[1], acc)
     if (batch_size // world) % v:
-        raise FtnbError(f"batch_size={batch_size} is not a multiple of {k}={v}{f' (on each of {world} processes)' if world > 1 else ''}: "
-                        f"give a batch_size that {v} divides, or leave {k} to ftnb.")
+        raise FtnbError(
+            f"batch_size={batch_size} is not a multiple of "
+            f"{k}={v}{f' (on each of {world} processes)' if world > 1 else ''}: "
+            f"give a batch_size that {v} divides, or leave {k} to ftnb."
+        )
     return batch_size, overrides | {_SPLIT[1] if per else _SPLIT[0]: batch_size // world // v}
 
 # %% ../nbs/10_recipe.ipynb #4afc8546
-def without_secrets(overrides:dict, # TRL settings given
-                   ) -> tuple[dict, dict]:
-    "The settings with every secret taken out (top-level ones) or masked (inside a dict or list), and the secrets taken out, by name."
+def without_secrets(
+    overrides: dict,  # TRL settings given
+) -> tuple[dict, dict]:
+    """The settings with every secret taken out (top-level ones) or masked (inside a dict or list), and the secrets
+    taken out, by name."""
     secrets = {k: v for k, v in overrides.items() if secret_name(k) and v is not None}
-    rest = {k: redact(v, secrets.values()) if isinstance(v, (dict, list, tuple)) else v for k, v in overrides.items() if k not in secrets}
+    rest = {
+        k: redact(v, secrets.values()) if isinstance(v, (dict, list, tuple)) else v
+        for k, v in overrides.items()
+        if k not in secrets
+    }
     if secrets and rest.get('push_to_hub'):
-        raise FtnbError(f"push_to_hub=True with {', '.join(secrets)}: the trainer's own uploads would need the token in its config, which every "
-                        "checkpoint pickles (training_args.bin). Leave push_to_hub out and upload after training with run.push(repo_id), "
-                        "which uses this token.")
+        raise FtnbError(
+            f"push_to_hub=True with {', '.join(secrets)}: the trainer's own uploads would need the token in its "
+            "config, which every "
+            "checkpoint pickles (training_args.bin). Leave push_to_hub out and upload after training with "
+            "run.push(repo_id), "
+            "which uses this token."
+        )
     return rest, secrets
 
 # %% ../nbs/10_recipe.ipynb #a4073903
-def _epoch_steps(method_name, epochs, rows:int, batch_size:int) -> int:
-    "The optimizer steps `epochs` passes over `rows` take; an `FtnbError` past ftnb's ceiling (`ftnb.methods.MAX_STEPS`)."
+def _epoch_steps(method_name, epochs, rows: int, batch_size: int) -> int:
+    """The optimizer steps `epochs` passes over `rows` take; an `FtnbError` past ftnb's ceiling
+    (`ftnb.methods.MAX_STEPS`)."""
     n, bound = epochs * rows / batch_size, BOUNDS['max_steps']
-    if n > bound.hi: raise FtnbError(f"{method_name}: epochs={epochs!r} of {rows} rows at batch_size={batch_size} make {n:.3g} optimizer steps; "
-                                     f"max_steps must be {bound}. Give fewer epochs.")
+    if n > bound.hi:
+        raise FtnbError(
+            f"{method_name}: epochs={epochs!r} of {rows} rows at batch_size={batch_size} make {n:.3g} optimizer steps; "
+            f"max_steps must be {bound}. Give fewer epochs."
+        )
     return max(1, math.ceil(n))
 
-def recipe(method_name:str, # the method: its record gives the TRL config and trainer classes
-           m:Model, d:Data, ev:Data|None, train_ds, eval_ds, # the model, the data, and the datasets as the trainer takes them
-           kw:dict, # the recipe's settings: `recipe_args`, and any other TRL config field
-           seq:int=512, # tokens per row the memory estimate assumes
-           row_tokens:float|None=None, # mean tokens a row trains on, for the time estimate (None: none, as for methods that sample answers)
-           sequences:int=1, scored:float=1., # sequences a row holds (2 for a pair), and the share of tokens the LM head scores (answers)
-           config:dict|None=None, settings:dict|None=None, # the method's TRL fields, and extra settings to record
-           reference:bool=False, trainer_kwargs:dict|None=None, # a frozen reference is kept (full fine-tuning); other trainer arguments
-           min_batch:int=1, eval_multiple:int=1, # the method's batch limits (see `train_settings`)
-           samples:bool=False, # the trainer samples answers for the process's whole batch before each optimizer step (GRPO, RLOO)
-          ) -> Run:
+
+def recipe(
+    method_name: str,  # the method: its record gives the TRL config and trainer classes
+    m: Model,
+    d: Data,
+    ev: Data | None,
+    train_ds,
+    eval_ds,  # the model, the data, and the datasets as the trainer takes them
+    kw: dict,  # the recipe's settings: `recipe_args`, and any other TRL config field
+    seq: int = 512,  # tokens per row the memory estimate assumes
+    # mean tokens a row trains on, for the time estimate (None: none, as for methods that sample answers)
+    row_tokens: float | None = None,
+    sequences: int = 1,
+    scored: float = 1.0,  # sequences a row holds (2 for a pair), and the share of tokens the LM head scores (answers)
+    config: dict | None = None,
+    settings: dict | None = None,  # the method's TRL fields, and extra settings to record
+    reference: bool = False,
+    trainer_kwargs: dict | None = None,  # a frozen reference is kept (full fine-tuning); other trainer arguments
+    min_batch: int = 1,
+    eval_multiple: int = 1,  # the method's batch limits (see `train_settings`)
+    # the trainer samples answers for the process's whole batch before each optimizer step (GRPO, RLOO)
+    samples: bool = False,
+) -> Run:
     "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
     cfg_cls, trainer_cls = method(method_name).classes()
     a = {n: kw.get(n, p.default) for n, p in inspect.signature(recipe_args).parameters.items()}
@@ -195,126 +287,253 @@ def recipe(method_name:str, # the method: its record gives the TRL config and tr
     lora = a['lora']
     peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
     bits = quantized_bits(m.model)
-    ref_pass = reference and not (config or {}).get('precompute_ref_log_probs')  # a reference scores every batch as training goes
-    memory = functools.partial(memory_estimate, m.model, seq=seq, dtype=hw.dtype, trainable=_lora_trainable(m.model, peft), reference_pass=ref_pass,
-                               reference=reference and peft is None, quant_bits=bits, lora_dropout=bool(peft and peft.lora_dropout),
-                               loaded_dtype=_loaded_dtype(m.model), upcast=kbit_upcast(m.model, trainer_cls, hw.bf16),  # weights made float32 after the fit
-                               reference_later='ref_model' not in (trainer_kwargs or {}),  # GRPO's and RLOO's copy is made with the trainer
-                               generation_rows=a['batch_size'] // job_process()[1] if samples else 0)
-    s = train_settings(hw, steps, a['batch_size'], memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt), seq=seq, has_eval=ev is not None,
-                       min_batch=min_batch, eval_multiple=eval_multiple)
+    ref_pass = reference and not (config or {}).get(
+        'precompute_ref_log_probs'
+    )  # a reference scores every batch as training goes
+    memory = functools.partial(
+        memory_estimate,
+        m.model,
+        seq=seq,
+        dtype=hw.dtype,
+        trainable=_lora_trainable(m.model, peft),
+        reference_pass=ref_pass,
+        reference=reference and peft is None,
+        quant_bits=bits,
+        lora_dropout=bool(peft and peft.lora_dropout),
+        loaded_dtype=_loaded_dtype(m.model),
+        upcast=kbit_upcast(m.model, trainer_cls, hw.bf16),  # weights made float32 after the fit
+        reference_later='ref_model' not in (trainer_kwargs or {}),  # GRPO's and RLOO's copy is made with the trainer
+        generation_rows=a['batch_size'] // job_process()[1] if samples else 0,
+    )
+    s = train_settings(
+        hw,
+        steps,
+        a['batch_size'],
+        memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt),
+        seq=seq,
+        has_eval=ev is not None,
+        min_batch=min_batch,
+        eval_multiple=eval_multiple,
+    )
     est = memory(s['per_device_train_batch_size'], checkpointing=s[CHECKPOINTING])  # what the chosen settings need
-    s |= dict(learning_rate=a['lr'] or default_lr(m.n_params, peft is not None, method_name), lr_scheduler_type='cosine',
-              warmup_steps=max(1, steps // 30), seed=a['seed'])
+    s |= dict(
+        learning_rate=a['lr'] or default_lr(m.n_params, peft is not None, method_name),
+        lr_scheduler_type='cosine',
+        warmup_steps=max(1, steps // 30),
+        seed=a['seed'],
+    )
     s |= (config or {}) | overrides
     out = a['run_dir'] or new_run_dir(method_name)
     args = cfg_cls(output_dir=str(out), **s)
     check_report_to(args.report_to)
-    rec = dict(lr=args.learning_rate, max_steps=steps, batch_size=a['batch_size'], lora=peft.to_dict() if peft else None,
-               rows=len(d), eval_rows=len(ev) if ev is not None else 0, data=repr(d).splitlines()[0]) | (settings or {})
-    run = Run(method_name, m, trainer_cls, args, train_ds, eval_ds, trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
-              run_dir=out, hardware=hw, estimate=est, settings=rec)
+    rec = dict(
+        lr=args.learning_rate,
+        max_steps=steps,
+        batch_size=a['batch_size'],
+        lora=peft.to_dict() if peft else None,
+        rows=len(d),
+        eval_rows=len(ev) if ev is not None else 0,
+        data=repr(d).splitlines()[0],
+    ) | (settings or {})
+    run = Run(
+        method_name,
+        m,
+        trainer_cls,
+        args,
+        train_ds,
+        eval_ds,
+        trainer_kwargs=dict(peft_config=peft) | (trainer_kwargs or {}),
+        run_dir=out,
+        hardware=hw,
+        estimate=est,
+        settings=rec,
+    )
     run.data, run.eval_data, run.secrets = d, ev, secrets
     if row_tokens:
-        flops = step_flops(m.model, a['batch_size'] * row_tokens, _lora_trainable(m.model, peft), reference=ref_pass,
-                           seq=int(row_tokens / sequences), scored=scored)
+        flops = step_flops(
+            m.model,
+            a['batch_size'] * row_tokens,
+            _lora_trainable(m.model, peft),
+            reference=ref_pass,
+            seq=int(row_tokens / sequences),
+            scored=scored,
+        )
         run.step_seconds = time_estimate(flops, hw.dtype, hw.device)
     return run
 
 # %% ../nbs/10_recipe.ipynb #5d0805d4
-ALIASES = dict(learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref')  # TRL's name -> ftnb's
+ALIASES = dict(
+    learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref'
+)  # TRL's name -> ftnb's
 
-def at_the_door(fn_name:str, # the recipe, for the messages
-                given:dict, # the arguments as given: ftnb's names, and TRL's under 'overrides'
-                params, # the names the recipe takes
-               ) -> dict:
-    "The arguments as plain Python values (a numpy or torch scalar as the number it holds), checked (bounds, a setting given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."
+
+def at_the_door(
+    fn_name: str,  # the recipe, for the messages
+    given: dict,  # the arguments as given: ftnb's names, and TRL's under 'overrides'
+    params,  # the names the recipe takes
+) -> dict:
+    """The arguments as plain Python values (a numpy or torch scalar as the number it holds), checked (bounds, a setting
+    given twice) and said once, with ftnb's names; an `FtnbError` names the first problem."""
     a = {k: v if k in ('model', 'data') else plain(v) for k, v in given.items()}  # a model or rows as they are
     over = dict(a.pop('overrides', {}))
     check_settings(a | over, fn_name if fn_name in METHODS else None, fn_name)
     from transformers import TrainingArguments
-    default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | {k: p.default for k, p in params.items()}
-    if none := [k for k, v in (a | over).items() if v is None and k in BOUNDS and default.get(k) not in (None, inspect.Parameter.empty, dataclasses.MISSING)]:
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)} | {
+        k: p.default for k, p in params.items()
+    }
+    if none := [
+        k
+        for k, v in (a | over).items()
+        if v is None and k in BOUNDS and default.get(k) not in (None, inspect.Parameter.empty, dataclasses.MISSING)
+    ]:
         k = none[0]  # None where a number is due
         raise FtnbError(f"{fn_name}: {k}=None: {k} must be {BOUNDS[k]}; leave it out for its default ({default[k]!r}).")
     for trl, ours in ALIASES.items():
         if trl in over and ours in params:
-            if a.get(ours) is not None: raise FtnbError(f"{fn_name} got {ours}={a[ours]!r} and {trl}={over[trl]!r}, two names for one setting: "
-                                                        f"give {ours} only (ftnb's name for TRL's {trl}).")
+            if a.get(ours) is not None:
+                raise FtnbError(
+                    f"{fn_name} got {ours}={a[ours]!r} and {trl}={over[trl]!r}, two names for one setting: "
+                    f"give {ours} only (ftnb's name for TRL's {trl})."
+                )
             a[ours] = over.pop(trl)
     steps, epochs = a.get('max_steps'), a.get('epochs')  # epochs under either name, the alias taken above
     if steps is not None and epochs is not None:
         said = 'num_train_epochs' if 'num_train_epochs' in given.get('overrides', {}) else 'epochs'
-        raise FtnbError(f"{fn_name} got max_steps={steps!r} and {said}={epochs!r}: both say how long to train. "
-                        "Give max_steps (optimizer steps) or epochs (passes over the data), not both.")
+        raise FtnbError(
+            f"{fn_name} got max_steps={steps!r} and {said}={epochs!r}: both say how long to train. "
+            "Give max_steps (optimizer steps) or epochs (passes over the data), not both."
+        )
     if all(k in over for k in _SPLIT) and a.get('batch_size') is not None:
-        raise FtnbError(f"{fn_name} got batch_size={a['batch_size']!r}, per_device_train_batch_size={over[_SPLIT[0]]!r} and gradient_accumulation_steps={over[_SPLIT[1]]!r}: "
-                        "the last two make the batch. Give batch_size (ftnb splits it for this hardware), or one or both of the others.")
+        raise FtnbError(
+            f"{fn_name} got batch_size={a['batch_size']!r}, per_device_train_batch_size={over[_SPLIT[0]]!r} and "
+            f"gradient_accumulation_steps={over[_SPLIT[1]]!r}: "
+            "the last two make the batch. Give batch_size (ftnb splits it for this hardware), or one or both of the "
+            "others."
+        )
     return a | dict(overrides=over)
 
 # %% ../nbs/10_recipe.ipynb #9047c9c3
 def recorded(recipe_fn):
-    "Make `recipe_fn` a recipe: its signature gains the shared `recipe_args`, and the Run it returns remembers the call, with model and data loaded once."
+    """Make `recipe_fn` a recipe: its signature gains the shared `recipe_args`, and the Run it returns remembers the
+    call, with model and data loaded once."""
     own = inspect.signature(recipe_fn).parameters
-    shared = {n: p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(recipe_args).parameters.items() if n not in own}
-    sig = inspect.Signature([p for p in own.values() if p.kind != p.VAR_KEYWORD] + list(shared.values())
-                            + [inspect.Parameter('overrides', inspect.Parameter.VAR_KEYWORD)])
+    shared = {
+        n: p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(recipe_args).parameters.items() if n not in own
+    }
+    sig = inspect.Signature(
+        [p for p in own.values() if p.kind != p.VAR_KEYWORD]
+        + list(shared.values())
+        + [inspect.Parameter('overrides', inspect.Parameter.VAR_KEYWORD)]
+    )
+
     @functools.wraps(recipe_fn)
     def _f(*args, **kwargs):
         a = at_the_door(recipe_fn.__name__, sig.bind(*args, **kwargs).arguments, sig.parameters)
         over = a.get('overrides', {})
         a['model'] = as_model(a.get('model', sig.parameters['model'].default))
         name = recipe_fn.__name__
-        check_settings({k: v for k, v in a.items() if k not in ('model', 'data', 'overrides')} | over, name if name in METHODS else None, name,
-                       model_bounds(a['model']))  # what the model allows (its context, its width), now that it is loaded
-        if a.get('data') is not None and not isinstance(a['data'], Data): a['data'] = load_data(a['data'])
-        run = recipe_fn(**{k: v for k, v in a.items() if k in own and k != 'overrides'},
-                        **{n: a.get(n, p.default) for n, p in shared.items()}, **over)
+        check_settings(
+            {k: v for k, v in a.items() if k not in ('model', 'data', 'overrides')} | over,
+            name if name in METHODS else None,
+            name,
+            model_bounds(a['model']),
+        )  # what the model allows (its context, its width), now that it is loaded
+        if a.get('data') is not None and not isinstance(a['data'], Data):
+            a['data'] = load_data(a['data'])
+        run = recipe_fn(
+            **{k: v for k, v in a.items() if k in own and k != 'overrides'},
+            **{n: a.get(n, p.default) for n, p in shared.items()},
+            **over,
+        )
         run.call = (_f, dict(a))
         return run
-    _f.__signature__, _f.__delwrap__ = sig, recipe_args  # fastcore's docments (and so show_doc) reads the shared comments there
+
+    _f.__signature__, _f.__delwrap__ = (
+        sig,
+        recipe_args,
+    )  # fastcore's docments (and so show_doc) reads the shared comments there
     return _f
 
 # %% ../nbs/10_recipe.ipynb #230d2b2f
-def _merged(call, changes:dict):
-    "The recipe, its named arguments and its TRL overrides once `changes` are applied (a name the recipe takes is its parameter)."
+def _merged(call, changes: dict):
+    """The recipe, its named arguments and its TRL overrides once `changes` are applied (a name the recipe takes is its
+    parameter)."""
     fn, kw = call
     params = inspect.signature(fn).parameters
-    changes = {ALIASES[k] if ALIASES.get(k) in params else k: v for k, v in changes.items()}  # the dashboard names TRL's fields by TRL's names
-    drop = {'max_steps': ('epochs',), 'epochs': ('max_steps',), 'batch_size': ('gradient_accumulation_steps',)}  # a change replaces its alternative
+    changes = {
+        ALIASES[k] if ALIASES.get(k) in params else k: v for k, v in changes.items()
+    }  # the dashboard names TRL's fields by TRL's names
+    drop = {
+        'max_steps': ('epochs',),
+        'epochs': ('max_steps',),
+        'batch_size': ('gradient_accumulation_steps',),
+    }  # a change replaces its alternative
     gone = {d for k in changes for d in drop.get(k, ())} - set(changes)
-    kw = {k: v for k, v in kw.items() if k not in gone} | dict(overrides={k: v for k, v in kw.get('overrides', {}).items() if k not in gone})
+    kw = {k: v for k, v in kw.items() if k not in gone} | dict(
+        overrides={k: v for k, v in kw.get('overrides', {}).items() if k not in gone}
+    )
     over = dict(kw.get('overrides', {})) | {k: v for k, v in changes.items() if k not in params}
     named = {k: v for k, v in kw.items() if k != 'overrides'} | {k: v for k, v in changes.items() if k in params}
     return fn, named, over
 
+
 @patch
-def reconfigure(self:Run, **changes):
+def reconfigure(self: Run, **changes):
     "Change this ready run's settings: its recipe is called again with `changes`; the same Run, the same folder."
-    if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it cannot be reconfigured.")
-    if self.state not in ('ready', 'failed') or self.trainer is not None:  # failed before its trainer existed: settings can still change
-        raise FtnbError(f"Settings can change only before training starts, and this run is {self.state}. "
-                        f"Make a new run with the new settings (run.code() shows its call).")
+    if self.call is None:
+        raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it cannot be reconfigured.")
+    if (
+        self.state not in ('ready', 'failed') or self.trainer is not None
+    ):  # failed before its trainer existed: settings can still change
+        raise FtnbError(
+            f"Settings can change only before training starts, and this run is {self.state}. "
+            f"Make a new run with the new settings (run.code() shows its call)."
+        )
     fn, named, over = _merged(self.call, changes)
     new = fn(**named | dict(run_dir=self.run_dir), **over)
-    for k in ('args', 'train_dataset', 'eval_dataset', 'trainer_kwargs', 'estimate', 'step_seconds', 'settings', 'max_steps', 'data', 'eval_data', 'call', 'secrets'):
+    for k in (
+        'args',
+        'train_dataset',
+        'eval_dataset',
+        'trainer_kwargs',
+        'estimate',
+        'step_seconds',
+        'settings',
+        'max_steps',
+        'data',
+        'eval_data',
+        'call',
+        'secrets',
+    ):
         setattr(self, k, getattr(new, k))
     return self
 
+
 def _src(v, name='') -> str:
     "A value as Python source for `Run.code`: functions and objects by name, the rest by repr."
-    if isinstance(v, (list, tuple)): return '[' + ', '.join(_src(x) for x in v) + ']'
-    if isinstance(v, dict) and all(isinstance(k, str) and k.isidentifier() for k in v): return 'dict(' + ', '.join(f'{k}={_src(x)}' for k, x in v.items()) + ')'
-    if isinstance(v, Data): return f'{name}_data' if name else 'data'
-    if isinstance(v, Run): return f'{v.method}_run'
-    if callable(v): return getattr(v, '__name__', type(v).__name__)
+    if isinstance(v, (list, tuple)):
+        return '[' + ', '.join(_src(x) for x in v) + ']'
+    if isinstance(v, dict) and all(isinstance(k, str) and k.isidentifier() for k in v):
+        return 'dict(' + ', '.join(f'{k}={_src(x)}' for k, x in v.items()) + ')'
+    if isinstance(v, Data):
+        return f'{name}_data' if name else 'data'
+    if isinstance(v, Run):
+        return f'{v.method}_run'
+    if callable(v):
+        return getattr(v, '__name__', type(v).__name__)
     return repr(v)
 
+
 @patch
-def code(self:Run, **changes) -> str:
-    "This run's recipe call (with `changes`) as a cell to paste; the model and data are named `model` and `data`, a new run gets a new folder, and secrets are masked."
-    if self.call is None: raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it has no call to show.")
+def code(self: Run, **changes) -> str:
+    """This run's recipe call (with `changes`) as a cell to paste; the model and data are named `model` and `data`, a
+    new run gets a new folder, and secrets are masked."""
+    if self.call is None:
+        raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it has no call to show.")
     fn, named, over = _merged(self.call, changes)
     args = ['model', 'data'] + [f"{k}={_src(v, k)}" for k, v in named.items() if k not in ('model', 'data', 'run_dir')]
     args += [f"{k}={v!r}" for k, v in over.items()]
-    return redact(f"run = {fn.__name__}({', '.join(args)})\nrun.start()", getattr(self, 'secrets', {}).values())  # a token given is never shown
+    return redact(
+        f"run = {fn.__name__}({', '.join(args)})\nrun.start()", getattr(self, 'secrets', {}).values()
+    )  # a token given is never shown

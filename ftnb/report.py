@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from fastcore.basics import patch
-from .core import FtnbError
 from .files import write_atomic
 from .budget import training_state_gb
 from .run import Run
@@ -29,126 +28,239 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top} 
 .card b{display:block;font-size:18px} .card span{color:#666;font-size:12px} img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px} details{margin:6px 0} .bad{color:#c62828}"""
 
-def _table(rows, head=None) -> str: return html_table(rows, head, escape=False)  # the report's cells are HTML already
 
-def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _table(rows, head=None) -> str:
+    return html_table(rows, head, escape=False)  # the report's cells are HTML already
 
-def _plain(s) -> str: return str(s).replace('$', r'\$')  # matplotlib reads $...$ as math: a name is drawn as written
 
-def eval_plot(ev, title:str='Evaluation'):
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _plain(s) -> str:
+    return str(s).replace('$', r'\$')  # matplotlib reads $...$ as math: a name is drawn as written
+
+
+def eval_plot(ev, title: str = 'Evaluation'):
     "Bars of each generation metric's mean, one bar per model (base and tuned side by side)."
     ms, ks = ev.metrics, list(ev.models)
     fig = chart(figsize=(1.2 + 1.3 * len(ms) * len(ks) / 2, 2.8))
-    ax = fig.subplots(); w = .8 / len(ks)
+    ax = fig.subplots()
+    w = 0.8 / len(ks)
     for j, k in enumerate(ks):
         vals = [ev.mean(k, m) for m in ms]
-        bars = ax.bar([i + (j - (len(ks) - 1) / 2) * w for i in range(len(ms))], vals, w, label=_plain(k), color=f'C{j}')
+        bars = ax.bar(
+            [i + (j - (len(ks) - 1) / 2) * w for i in range(len(ms))], vals, w, label=_plain(k), color=f'C{j}'
+        )
         ax.bar_label(bars, fmt='%.2g', fontsize=8)
-    ax.set_xticks(range(len(ms)), [_plain(m) for m in ms]); ax.set_title(_plain(title)); ax.grid(axis='y', alpha=.3)
-    ax.margins(y=.15)
-    if len(ks) > 1: ax.legend(fontsize=8)
+    ax.set_xticks(range(len(ms)), [_plain(m) for m in ms])
+    ax.set_title(_plain(title))
+    ax.grid(axis='y', alpha=0.3)
+    ax.margins(y=0.15)
+    if len(ks) > 1:
+        ax.legend(fontsize=8)
     return fig
 
 # %% ../nbs/18_report.ipynb #24cbe602
-def _evaluation_html(ev, examples:int=5) -> str:
+def _evaluation_html(ev, examples: int = 5) -> str:
     t, ks = ev.table(), list(ev.models)
     rows = [[esc(m)] + [esc(fmt_number(v[k], '.4g')) if k in v else '' for k in ks] for m, v in t.items()]
     out = _table(rows, ['metric', *ks])
-    if {'base', 'tuned'} <= set(ks): out += f"<p>Win rate of tuned over base ({esc(ev.metrics[0])}): <b>{ev.win_rate():.0%}</b> (ties count half)</p>"
+    if {'base', 'tuned'} <= set(ks):
+        out += (
+            f"<p>Win rate of tuned over base ({esc(ev.metrics[0])}): <b>{ev.win_rate():.0%}</b> (ties count half)</p>"
+        )
     out += img_html(eval_plot(ev, f"Evaluation on {len(ev.prompts)} rows"), 'evaluation chart')
-    ex = [[f"<i>{esc(prompt_text(p), 200)}</i>"] + [esc(ev.models[k]['answers'][i], 300) + '<br><span class="sub">'
-           + esc(', '.join(f"{m} {fmt_number(ev.models[k]['scores'][m][i], '.3g')}" for m in ev.metrics)) + '</span>' for k in ks]
-          for i, p in enumerate(ev.prompts[:examples])]
-    return out + f"<details open><summary>The first {len(ex)} of {len(ev.prompts)} rows</summary>" + _table(ex, ['prompt', *ks]) + '</details>'
+    ex = [
+        [f"<i>{esc(prompt_text(p), 200)}</i>"]
+        + [
+            esc(ev.models[k]['answers'][i], 300)
+            + '<br><span class="sub">'
+            + esc(', '.join(f"{m} {fmt_number(ev.models[k]['scores'][m][i], '.3g')}" for m in ev.metrics))
+            + '</span>'
+            for k in ks
+        ]
+        for i, p in enumerate(ev.prompts[:examples])
+    ]
+    return (
+        out
+        + f"<details open><summary>The first {len(ex)} of {len(ev.prompts)} rows</summary>"
+        + _table(ex, ['prompt', *ks])
+        + '</details>'
+    )
 
-def report_settings(rec:RunRecord, # the run's folder, read
-                   ) -> dict:
-    "The settings a page about the run shows: the key ones (`RunRecord.key_settings`), then the rest ftnb recorded but the data."
-    return rec.key_settings() | {k: v for k, v in rec.settings.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')}
 
-def numeric_history(history:list[dict]) -> list[dict]:
-    "The logged records as numbers only (what a chart can draw): a value that is not a number, or a record without a step, is left out."
+def report_settings(
+    rec: RunRecord,  # the run's folder, read
+) -> dict:
+    """The settings a page about the run shows: the key ones (`RunRecord.key_settings`), then the rest ftnb recorded but
+    the data."""
+    return rec.key_settings() | {
+        k: v for k, v in rec.settings.items() if k not in ('lr', 'max_steps', 'batch_size', 'lora', 'data')
+    }
+
+
+def numeric_history(history: list[dict]) -> list[dict]:
+    """The logged records as numbers only (what a chart can draw): a value that is not a number, or a record without a
+    step, is left out."""
     return [{k: v for k, v in h.items() if _is_num(v)} for h in history if _is_num(h.get('step'))]
 
-def _samples(samples:list[dict]) -> list[dict]:
+
+def _samples(samples: list[dict]) -> list[dict]:
     "Sample records as `samples_table` draws them: outputs and prompts as text (it escapes them, and the step)."
     ok = lambda p: isinstance(p, str) or isinstance(p, list) and all(isinstance(m, dict) and 'content' in m for m in p)
-    return [dict(s, outputs=[str(o) for o in s['outputs']],
-                 prompts=[p if ok(p) else str(p) for p in s.get('prompts') or []])
-            for s in samples if isinstance(s.get('outputs'), list)]
+    return [
+        dict(
+            s, outputs=[str(o) for o in s['outputs']], prompts=[p if ok(p) else str(p) for p in s.get('prompts') or []]
+        )
+        for s in samples
+        if isinstance(s.get('outputs'), list)
+    ]
 
-def _memory(est:dict, summ:dict) -> list[list]:
+
+def _memory(est: dict, summ: dict) -> list[list]:
     rows = [[esc(k), esc(fmt_number(v, '.2f')) + ' GB'] for k, v in est.items()]
-    if {'total', 'weights'} <= set(est) and all(map(_is_num, est.values())): rows.append(['training adds (estimate: all but the weights)', f"{training_state_gb(est):.2f} GB"])
-    if summ.get('training_gb') is not None: rows.append(['training added (measured: peak minus before)', esc(fmt_number(summ['training_gb'], '.2f')) + ' GB'])
-    if summ.get('peak_gb'): rows.append(['measured peak', esc(fmt_number(summ['peak_gb'], '.2f')) + ' GB'])
+    if {'total', 'weights'} <= set(est) and all(map(_is_num, est.values())):
+        rows.append(['training adds (estimate: all but the weights)', f"{training_state_gb(est):.2f} GB"])
+    if summ.get('training_gb') is not None:
+        rows.append(
+            ['training added (measured: peak minus before)', esc(fmt_number(summ['training_gb'], '.2f')) + ' GB']
+        )
+    if summ.get('peak_gb'):
+        rows.append(['measured peak', esc(fmt_number(summ['peak_gb'], '.2f')) + ' GB'])
     return rows
 
-def report_html(rec:RunRecord, # the run's folder, read (`ftnb.history.RunRecord`)
-                comparison=None, # a `Comparison` (base and tuned answers made now), optional
-               ) -> str:
-    "The run as one self-contained HTML page; every value read from the folder is written as text (a folder someone sent cannot add markup)."
+
+def report_html(
+    rec: RunRecord,  # the run's folder, read (`ftnb.history.RunRecord`)
+    comparison=None,  # a `Comparison` (base and tuned answers made now), optional
+) -> str:
+    """The run as one self-contained HTML page; every value read from the folder is written as text (a folder someone
+    sent cannot add markup)."""
     info, s, summ = rec.info, rec.settings, rec.summary
     title = f"{rec.method.upper()} run {rec.name}"
     started = re.sub(r'^(\d{4}-\d\d-\d\d)T', r'\1 ', str(rec.started))  # an ISO time: date and time apart
-    sub = [f"model <b>{esc(rec.model)}</b>", f"data {esc(rec.data)}",
-           f"<b>{esc(rec.state)}</b> at step {esc(fmt_number(summ.get('step')))}/{esc(fmt_number(summ.get('max_steps', s.get('max_steps'))))}",
-           f"training time {fmt_time(summ['seconds']) if _is_num(summ.get('seconds')) else '?'}",
-           f"started {esc(started)}", esc(info.get('hardware', ''))]
-    if info.get('base_run'): sub.insert(1, f"continues run <code>{esc(info['base_run'])}</code>")
+    sub = [
+        f"model <b>{esc(rec.model)}</b>",
+        f"data {esc(rec.data)}",
+        f"<b>{esc(rec.state)}</b> at step "
+        f"{esc(fmt_number(summ.get('step')))}/{esc(fmt_number(summ.get('max_steps', s.get('max_steps'))))}",
+        f"training time {fmt_time(summ['seconds']) if _is_num(summ.get('seconds')) else '?'}",
+        f"started {esc(started)}",
+        esc(info.get('hardware', '')),
+    ]
+    if info.get('base_run'):
+        sub.insert(1, f"continues run <code>{esc(info['base_run'])}</code>")
     err = f"<p class='bad'>{esc(summ['error'])}</p>" if summ.get('error') else ''
     losses = [h['loss'] for h in rec.history if _is_num(h.get('loss'))]
-    cards = ([(f"{losses[0]:.3g} → {losses[-1]:.3g}", 'training loss, first → last')] if losses else [])
+    cards = [(f"{losses[0]:.3g} → {losses[-1]:.3g}", 'training loss, first → last')] if losses else []
     cards += [(fmt_value(v), k) for k, v in rec.key_metrics().items() if k != 'loss']
     ev = rec.evaluation
-    try: evaluation = _evaluation_html(ev) if ev is not None else "<p>Not evaluated yet: <code>evaluate(run, data, rewards)</code> adds it here.</p>"
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # an evaluation.json that does not add up
-        evaluation, ev = f"<p class='bad'>evaluation.json could not be read: {esc(type(e).__name__)}: {esc(e)}</p>", None
+    try:
+        evaluation = (
+            _evaluation_html(ev)
+            if ev is not None
+            else "<p>Not evaluated yet: <code>evaluate(run, data, rewards)</code> adds it here.</p>"
+        )
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as e:  # an evaluation.json that does not add up
+        evaluation, ev = (
+            f"<p class='bad'>evaluation.json could not be read: {esc(type(e).__name__)}: {esc(e)}</p>",
+            None,
+        )
     if ev is not None and {'base', 'tuned'} <= set(ev.models):
-        m = ev.metrics[0]; cards.append((f"{ev.mean('base', m):.2g} → {ev.mean('tuned', m):.2g}", f"{m}, base → tuned"))
-    if summ.get('peak_gb'): cards.append((f"{fmt_number(summ['peak_gb'], '.2f')} GB", 'peak memory'))
-    body = [f"<h1>{esc(title)}</h1><div class='sub'>{' · '.join(sub)}</div>{err}",
-            "<div class='cards'>" + ''.join(f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in cards) + "</div>"]
+        m = ev.metrics[0]
+        cards.append((f"{ev.mean('base', m):.2g} → {ev.mean('tuned', m):.2g}", f"{m}, base → tuned"))
+    if summ.get('peak_gb'):
+        cards.append((f"{fmt_number(summ['peak_gb'], '.2f')} GB", 'peak memory'))
+    body = [
+        f"<h1>{esc(title)}</h1><div class='sub'>{' · '.join(sub)}</div>{err}",
+        "<div class='cards'>"
+        + ''.join(f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in cards)
+        + "</div>",
+    ]
     hist = numeric_history(rec.history)
-    body.append("<h2>Training curves</h2>" + (img_html(history_plot(hist, chart_keys(rec.method), cols=4), 'training curves')
-                                               if hist else "<p>No metrics were logged.</p>"))
-    body.append("<h2>Sample answers during training</h2>" + (samples_table(SimpleNamespace(samples=_samples(rec.samples), sampling=None), cols=4)
-                or "<p>No samples were recorded (<code>run.sample_every(...)</code> or the dashboard record them).</p>"))
+    body.append(
+        "<h2>Training curves</h2>"
+        + (
+            img_html(history_plot(hist, chart_keys(rec.method), cols=4), 'training curves')
+            if hist
+            else "<p>No metrics were logged.</p>"
+        )
+    )
+    body.append(
+        "<h2>Sample answers during training</h2>"
+        + (
+            samples_table(SimpleNamespace(samples=_samples(rec.samples), sampling=None), cols=4)
+            or "<p>No samples were recorded (<code>run.sample_every(...)</code> or the dashboard record them).</p>"
+        )
+    )
     if comparison is not None:
-        body.append("<h2>Base and tuned answers</h2>" + _table([[f"<i>{esc(prompt_text(p))}</i>", esc(b), esc(t)] for p, b, t in
-                    zip(comparison.prompts, comparison.base, comparison.tuned)], ['prompt', 'base', 'tuned']))
+        body.append(
+            "<h2>Base and tuned answers</h2>"
+            + _table(
+                [
+                    [f"<i>{esc(prompt_text(p))}</i>", esc(b), esc(t)]
+                    for p, b, t in zip(comparison.prompts, comparison.base, comparison.tuned)
+                ],
+                ['prompt', 'base', 'tuned'],
+            )
+        )
     body.append("<h2>Evaluation</h2>" + evaluation)
-    body.append("<h2>Settings</h2>" + _table([[esc(k), esc(fmt_value(v))] for k, v in report_settings(rec).items()], ['setting', 'value'])
-                + (f"<p>The call that made it:</p><pre>{esc(info['code'])}</pre>" if info.get('code') else '')
-                + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} fields)</summary><pre>{esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>")
+    body.append(
+        "<h2>Settings</h2>"
+        + _table([[esc(k), esc(fmt_value(v))] for k, v in report_settings(rec).items()], ['setting', 'value'])
+        + (f"<p>The call that made it:</p><pre>{esc(info['code'])}</pre>" if info.get('code') else '')
+        + f"<details><summary>The full TRL config ({len(info.get('trl_config', {}))} "
+        f"fields)</summary><pre>{esc(json.dumps(info.get('trl_config', {}), indent=1))}</pre></details>"
+    )
     est = info.get('estimate_gb') or {}
-    if est: body.append("<h2>Memory</h2>" + _table(_memory(est, summ), ['memory', 'GB']))
+    if est:
+        body.append("<h2>Memory</h2>" + _table(_memory(est, summ), ['memory', 'GB']))
     from ftnb import __version__
-    body.append(f"<p class='sub'>Made by ftnb {__version__} on {datetime.now():%Y-%m-%d %H:%M} from <code>{esc(rec.run_dir)}</code>.</p>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style></head>"
-            f"<body>{''.join(body)}</body></html>")
+
+    body.append(
+        f"<p class='sub'>Made by ftnb {__version__} on {datetime.now():%Y-%m-%d %H:%M} from "
+        f"<code>{esc(rec.run_dir)}</code>.</p>"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>"
+    )
 
 # %% ../nbs/18_report.ipynb #204771f5
-def report(source, # a `Run`, a run folder, or a `RunRecord` (from `runs()`)
-           path=None, # where to write; default `report.html` in the run folder
-           prompts=None, # also ask base and tuned these questions now (needs the model: a Run, or a folder loaded with `load_run`)
-           **gen, # generation options for `prompts` (`max_new_tokens`, ...)
-          ) -> Path:
+def report(
+    source,  # a `Run`, a run folder, or a `RunRecord` (from `runs()`)
+    path=None,  # where to write; default `report.html` in the run folder
+    # also ask base and tuned these questions now (needs the model: a Run, or a folder loaded with `load_run`)
+    prompts=None,
+    **gen,  # generation options for `prompts` (`max_new_tokens`, ...)
+) -> Path:
     "Write the run's report, one self-contained HTML file; returns its path."
-    if isinstance(source, Run) and source.training: source.wait(why='report')
+    if isinstance(source, Run) and source.training:
+        source.wait(why='report')
     rec = source if isinstance(source, RunRecord) else RunRecord(source.run_dir if isinstance(source, Run) else source)
     comp = None
     if prompts is not None:
         from ftnb.history import load_run
+
         comp = (source if isinstance(source, Run) else load_run(rec.run_dir)).compare(prompts, **gen)
-    p = Path(path or rec.run_dir/'report.html')
+    p = Path(path or rec.run_dir / 'report.html')
     write_atomic(p, report_html(rec, comp))
     return p
 
 # %% ../nbs/18_report.ipynb #4da6037b
 @patch
-def report(self:Run, path=None, # where to write; default `report.html` in the run folder
-           prompts=None, # also ask base and tuned these questions now
-           **gen) -> Path:
+def report(
+    self: Run,
+    path=None,  # where to write; default `report.html` in the run folder
+    prompts=None,  # also ask base and tuned these questions now
+    **gen,
+) -> Path:
     "Write this run's report (`report`): one self-contained HTML page with settings, curves, samples and evaluation."
     return report(self, path, prompts, **gen)

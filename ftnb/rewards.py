@@ -22,241 +22,407 @@ __all__ = ['REWARDS', 'extract_answer', 'completion_text', 'exact_match', 'forma
 _NUM = r'-?\$?\d[\d,]*(?:\.\d+)?'
 _MARKED = [re.compile(p, re.I) for p in (rf'####\s*({_NUM})', rf'\\boxed\{{\s*({_NUM})', rf'answer is\W*?({_NUM})')]
 
-def _norm(s:str) -> str:
+
+def _norm(s: str) -> str:
     s = s.replace(',', '').replace('$', '')
-    try: f = float(s)
-    except ValueError: return s
+    try:
+        f = float(s)
+    except ValueError:
+        return s
     return str(int(f)) if f == int(f) else str(f)
 
-def extract_answer(text:str, # a completion
-                  ) -> str|None:
+
+def extract_answer(
+    text: str,  # a completion
+) -> str | None:
     "The final numeric answer in `text` ('#### 42', '\\boxed{42}', 'the answer is 42', else the last number), normalised; None if there is none."
     for p in _MARKED:
-        if m := p.findall(text): return _norm(m[-1])
+        if m := p.findall(text):
+            return _norm(m[-1])
     m = re.findall(_NUM, text)
     return _norm(m[-1]) if m else None
 
-def completion_text(c, # one completion: a string, or a list of messages
-                   ) -> str:
-    "The text of one completion as TRL hands it to a reward: the string itself, or the last message's content after a chat prompt."
+
+def completion_text(
+    c,  # one completion: a string, or a list of messages
+) -> str:
+    """The text of one completion as TRL hands it to a reward: the string itself, or the last message's content after a
+    chat prompt."""
     return c[-1]['content'] if isinstance(c, list) else str(c)
 
 # %% ../nbs/13_rewards.ipynb #e009d1d0
-def exact_match(completions:list, # the completions (strings, or chat completions)
-                answer:list, # the reference answers (the data's `answer` column)
-                **kwargs) -> list[float]:
+def exact_match(
+    completions: list,  # the completions (strings, or chat completions)
+    answer: list,  # the reference answers (the data's `answer` column)
+    **kwargs,
+) -> list[float]:
     "1.0 where the completion's final number (see `extract_answer`) equals the answer, else 0.0."
     out = []
     for c, a in zip(completions, answer):
         got, want = extract_answer(completion_text(c)), _norm(str(a).strip())
-        try: ok = got is not None and math.isclose(float(got), float(want), rel_tol=1e-6, abs_tol=1e-9)
-        except ValueError: ok = got == want
+        try:
+            ok = got is not None and math.isclose(float(got), float(want), rel_tol=1e-6, abs_tol=1e-9)
+        except ValueError:
+            ok = got == want
         out.append(float(ok))
     return out
 
 # %% ../nbs/13_rewards.ipynb #d0eb582e
-def format_reward(pattern:str=r'[Tt]he answer is:?\s*\$?-?\d', # a regular expression the completion should contain
-                  name:str='format', # the name metrics are logged under
-                  weight:float=1.): # the reward for a match (0 otherwise)
+def format_reward(
+    pattern: str = r'[Tt]he answer is:?\s*\$?-?\d',  # a regular expression the completion should contain
+    name: str = 'format',  # the name metrics are logged under
+    weight: float = 1.0,  # the reward for a match (0 otherwise)
+):
     "A reward function: `weight` where `re.search(pattern, completion)` matches, else 0."
     rx = re.compile(pattern, re.S)
-    def f(completions, **kwargs): return [weight * bool(rx.search(completion_text(c))) for c in completions]
+
+    def f(completions, **kwargs):
+        return [weight * bool(rx.search(completion_text(c))) for c in completions]
+
     f.__name__ = name
     return f
 
-def length_penalty(max_chars:int=400, # completions up to this long are not penalised
-                   per_100:float=0.1, # penalty per 100 characters beyond `max_chars`
-                   name:str='length', # the name its scores are logged under
-                  ):
+
+def length_penalty(
+    max_chars: int = 400,  # completions up to this long are not penalised
+    per_100: float = 0.1,  # penalty per 100 characters beyond `max_chars`
+    name: str = 'length',  # the name its scores are logged under
+):
     "A reward function: 0 up to `max_chars`, then minus `per_100` per 100 characters more."
-    def f(completions, **kwargs): return [-per_100 * max(0, len(completion_text(c)) - max_chars) / 100 for c in completions]
+
+    def f(completions, **kwargs):
+        return [-per_100 * max(0, len(completion_text(c)) - max_chars) / 100 for c in completions]
+
     f.__name__ = name
     return f
 
 # %% ../nbs/13_rewards.ipynb #7fb8fe2f
 import json
+
 _CALL_TAG = re.compile(r'<tool_call>\s*(.*?)\s*(?:</tool_call>|$)', re.S)
 
-def _call(x) -> dict|None:
+
+def _call(x) -> dict | None:
     "{'name', 'arguments'} of a call in any shape `read_tool_call` reads, or None where it is not one."
-    try: fn = read_tool_call(x)['function']
-    except RowError: return None
+    try:
+        fn = read_tool_call(x)['function']
+    except RowError:
+        return None
     return dict(name=fn['name'], arguments=fn['arguments'])
 
-def parse_tool_calls(completion, # a completion: text, or a chat completion (a list of messages)
-                    ) -> list[dict]:
-    "The tool calls in `completion`, each `{'name', 'arguments'}`: `<tool_call>` blocks, a message's `tool_calls`, or a bare JSON object with a name; [] if none parses."
+
+def parse_tool_calls(
+    completion,  # a completion: text, or a chat completion (a list of messages)
+) -> list[dict]:
+    """The tool calls in `completion`, each `{'name', 'arguments'}`: `<tool_call>` blocks, a message's `tool_calls`, or
+    a bare JSON object with a name; [] if none parses."""
     if isinstance(completion, list):
         calls = [_call(c) for m in completion if isinstance(m, dict) for c in (m.get('tool_calls') or [])]
-        if any(calls): return [c for c in calls if c]
+        if any(calls):
+            return [c for c in calls if c]
     text = completion_text(completion).strip()
     blocks = _CALL_TAG.findall(text) or ([text] if text.startswith('{') else [])
     out = []
     for b in blocks:
-        try: c = _call(json.loads(b))
-        except json.JSONDecodeError: c = None
-        if c: out.append(c)
+        try:
+            c = _call(json.loads(b))
+        except json.JSONDecodeError:
+            c = None
+        if c:
+            out.append(c)
     return out
 
+
 def _same(a, b) -> bool:
-    if isinstance(a, str) and isinstance(b, str): return a.strip().casefold() == b.strip().casefold()
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool): return math.isclose(a, b)
-    if isinstance(a, dict) and isinstance(b, dict): return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().casefold() == b.strip().casefold()
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        return math.isclose(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same, a, b))
     return a == b
 
-def tool_call(completions:list, # the completions (strings, or chat completions)
-              answer:list, # the reference calls (the data's `answer` column), each a call as JSON
-              **kwargs) -> list[float]:
-    "1.0 where the completion's first tool call matches the reference's name and arguments, 0.5 its name only, else 0.0."
+
+def tool_call(
+    completions: list,  # the completions (strings, or chat completions)
+    answer: list,  # the reference calls (the data's `answer` column), each a call as JSON
+    **kwargs,
+) -> list[float]:
+    """1.0 where the completion's first tool call matches the reference's name and arguments, 0.5 its name only, else
+    0.0."""
     out = []
     for c, a in zip(completions, answer):
         got, want = parse_tool_calls(c), parse_tool_calls(str(a))
-        if not want: raise FtnbError(f"tool_call: the reference answer {a!r} is not a tool call (JSON with a 'name' and 'arguments')")
-        out.append(0. if not got or got[0]['name'] != want[0]['name'] else 1. if _same(got[0]['arguments'], want[0]['arguments']) else .5)
+        if not want:
+            raise FtnbError(
+                f"tool_call: the reference answer {a!r} is not a tool call (JSON with a 'name' and 'arguments')"
+            )
+        out.append(
+            0.0
+            if not got or got[0]['name'] != want[0]['name']
+            else 1.0
+            if _same(got[0]['arguments'], want[0]['arguments'])
+            else 0.5
+        )
     return out
 
 # %% ../nbs/13_rewards.ipynb #15810af0
-REWARDS = dict(exact_match=exact_match, format=format_reward(), length=length_penalty(), tool_call=tool_call)  # by name, with their default settings
+REWARDS = dict(
+    exact_match=exact_match, format=format_reward(), length=length_penalty(), tool_call=tool_call
+)  # by name, with their default settings
+
 
 def reward_name(f) -> str:
     "The name a reward function's scores are logged under (its `__name__`)."
     return getattr(f, '__name__', type(f).__name__)
 
+
 def as_rewards(rewards, weights=None) -> tuple[list, list]:
-    "Reward functions from a name, a function, a `reward_model` run, a Model with a score head, or a list of them; and their weights."
+    """Reward functions from a name, a function, a `reward_model` run, a Model with a score head, or a list of them; and
+    their weights."""
     funcs = [as_reward(f) for f in (rewards if isinstance(rewards, (list, tuple)) else [rewards])]
-    weights = list(weights or [1.] * len(funcs))
-    if len(weights) != len(funcs): raise FtnbError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards")
+    weights = list(weights or [1.0] * len(funcs))
+    if len(weights) != len(funcs):
+        raise FtnbError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards")
     return funcs, weights
 
+
 def as_reward(f):
-    "A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length', 'tool_call'), a function, a `reward_model` Run, or a Model with a score head."
+    """A reward function from a name (`REWARDS`: 'exact_match', 'format', 'length', 'tool_call'), a function, a
+    `reward_model` Run, or a Model with a score head."""
     if isinstance(f, str):
         if f not in REWARDS:
-            raise FtnbError(f"rewards: unknown reward {f!r}{did_you_mean(f, REWARDS)}: by name ftnb knows "
-                            f"{', '.join(map(repr, REWARDS))}; or pass a function with TRL's reward signature")
+            raise FtnbError(
+                f"rewards: unknown reward {f!r}{did_you_mean(f, REWARDS)}: by name ftnb knows "
+                f"{', '.join(map(repr, REWARDS))}; or pass a function with TRL's reward signature"
+            )
         return REWARDS[f]
     if isinstance(f, Run):
-        if method(f.method).generates: raise FtnbError(f"A {f.method} run is not a reward: pass a reward_model() run or a function")
+        if method(f.method).generates:
+            raise FtnbError(f"A {f.method} run is not a reward: pass a reward_model() run or a function")
         return model_reward(f)
-    if isinstance(f, Model): return model_reward(f)
-    if not callable(f): raise FtnbError(f"A reward must be a name ({', '.join(REWARDS)}), a function, a reward_model run or a reward Model; got {type(f).__name__}")
+    if isinstance(f, Model):
+        return model_reward(f)
+    if not callable(f):
+        raise FtnbError(
+            f"A reward must be a name ({', '.join(REWARDS)}), a function, a reward_model run or a reward Model; got "
+            f"{type(f).__name__}"
+        )
     return f
 
-def as_completions(prompts:list, answers:list[str]) -> list:
-    "Answers as TRL's trainers hand them to a reward: an assistant message list after a conversational prompt, the text after a plain one."
+
+def as_completions(prompts: list, answers: list[str]) -> list:
+    """Answers as TRL's trainers hand them to a reward: an assistant message list after a conversational prompt, the
+    text after a plain one."""
     return [[dict(role='assistant', content=a)] if isinstance(p, list) else a for p, a in zip(prompts, answers)]
 
-def score_answers(funcs:list, # reward functions (`as_rewards`)
-                  prompts:list, answers:list[str], # a prompt and an answer a row
-                  columns:dict, # the data's other columns, a value a row
-                 ) -> dict:
-    "Each reward's scores of `answers`, the function called as GRPO calls it: so one function serves training, sampling and evaluation. Two rewards of one name both count."
+
+def score_answers(
+    funcs: list,  # reward functions (`as_rewards`)
+    prompts: list,
+    answers: list[str],  # a prompt and an answer a row
+    columns: dict,  # the data's other columns, a value a row
+) -> dict:
+    """Each reward's scores of `answers`, the function called as GRPO calls it: so one function serves training,
+    sampling and evaluation. Two rewards of one name both count."""
     comps, out = as_completions(prompts, answers), {}
     for f in funcs:
         n, k = reward_name(f), 2
-        while n in out: n, k = f"{reward_name(f)}_{k}", k + 1
-        out[n] = [float(x) if x is not None else float('nan') for x in f(prompts=prompts, completions=comps, completion_ids=[[] for _ in prompts], **columns)]
+        while n in out:
+            n, k = f"{reward_name(f)}_{k}", k + 1
+        out[n] = [
+            float(x) if x is not None else float('nan')
+            for x in f(prompts=prompts, completions=comps, completion_ids=[[] for _ in prompts], **columns)
+        ]
     return out
 
-def check_rewards(funcs:list, d:Data):
-    "Call each reward function on the first row with an empty answer, so a missing column or a bad return fails now, not mid-training."
+
+def check_rewards(funcs: list, d: Data):
+    """Call each reward function on the first row with an empty answer, so a missing column or a bad return fails now,
+    not mid-training."""
     row = d.rows[0]
     cols = {k: [v] for k, v in row.items() if k != 'prompt'}
     comp = as_completions([row['prompt']], [''])
     for f in funcs:
         name = reward_name(f)
-        try: params = inspect.signature(f).parameters.values()
-        except (TypeError, ValueError): params = []  # no signature to read (a builtin): the trial call below still checks it
-        need = [p.name for p in params
-                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ('prompts', 'completions', 'completion_ids')]
+        try:
+            params = inspect.signature(f).parameters.values()
+        except (TypeError, ValueError):
+            params = []  # no signature to read (a builtin): the trial call below still checks it
+        need = [
+            p.name
+            for p in params
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in ('prompts', 'completions', 'completion_ids')
+        ]
         if miss := [c for c in need if c not in cols]:
-            raise FtnbError(f"Reward {name!r} needs the data column(s) {miss}, which this data does not have (columns: {list(row)}). "
-                            "Question/answer data (GSM8K's question + answer) gives an 'answer' column.")
-        try: out = f(prompts=[row['prompt']], completions=comp, completion_ids=[[]], **cols)
-        except Exception as e: raise FtnbError(f"Reward {name!r} failed on row 0 with an empty answer: {type(e).__name__}: {e}") from e
-        if not isinstance(out, (list, tuple)) or len(out) != 1 or not (out[0] is None or isinstance(out[0], (int, float))):
-            raise FtnbError(f"Reward {name!r} must return a list with one float (or None) per completion; for one completion it returned {out!r}")
+            raise FtnbError(
+                f"Reward {name!r} needs the data column(s) {miss}, which this data does not have (columns: "
+                f"{list(row)}). "
+                "Question/answer data (GSM8K's question + answer) gives an 'answer' column."
+            )
+        try:
+            out = f(prompts=[row['prompt']], completions=comp, completion_ids=[[]], **cols)
+        except Exception as e:
+            raise FtnbError(f"Reward {name!r} failed on row 0 with an empty answer: {type(e).__name__}: {e}") from e
+        if (
+            not isinstance(out, (list, tuple))
+            or len(out) != 1
+            or not (out[0] is None or isinstance(out[0], (int, float)))
+        ):
+            raise FtnbError(
+                f"Reward {name!r} must return a list with one float (or None) per completion; for one completion it "
+                f"returned {out!r}"
+            )
 
 # %% ../nbs/13_rewards.ipynb #67f2ca8a
-def _quantized(net) -> bool: return getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
+def _quantized(net) -> bool:
+    return getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
 
-def scoring_model(m:Model) -> Model:
-    "A copy of causal LM `m` with a one-number score head instead of its vocabulary head (a reward model before training)."
+
+def scoring_model(m: Model) -> Model:
+    """A copy of causal LM `m` with a one-number score head instead of its vocabulary head (a reward model before
+    training)."""
     from transformers import AutoModelForSequenceClassification
+
     net = m.model.get_base_model() if hasattr(m.model, 'get_base_model') else m.model
-    if _quantized(net): return _quantized_scorer(m, net)
-    cfg = copy.deepcopy(net.config); cfg.num_labels = 1; cfg.pad_token_id = m.tokenizer.pad_token_id
+    if _quantized(net):
+        return _quantized_scorer(m, net)
+    cfg = copy.deepcopy(net.config)
+    cfg.num_labels = 1
+    cfg.pad_token_id = m.tokenizer.pad_token_id
     sc = AutoModelForSequenceClassification.from_config(cfg, dtype=net.dtype).to(net.device)
     missing, _ = sc.load_state_dict(net.state_dict(), strict=False)
     if any(not k.startswith('score') for k in missing):
-        raise FtnbError(f"Could not copy {m.name}'s weights into a reward model: missing {[k for k in missing if not k.startswith('score')][:3]}")
+        raise FtnbError(
+            f"Could not copy {m.name}'s weights into a reward model: missing "
+            f"{[k for k in missing if not k.startswith('score')][:3]}"
+        )
     return Model(sc, m.tokenizer, m.name, f"score head on {m.source}")
 
-def _quantized_scorer(m:Model, net) -> Model:
-    "A 4/8-bit model's packed weights do not fit an unquantized scorer: load the scorer quantized the same way, from the same source."
+
+def _quantized_scorer(m: Model, net) -> Model:
+    """A 4/8-bit model's packed weights do not fit an unquantized scorer: load the scorer quantized the same way, from
+    the same source."""
     from transformers import AutoModelForSequenceClassification
+
     src, qc = getattr(net.config, '_name_or_path', ''), getattr(net.config, 'quantization_config', None)
     if not src or m.model is not net:
-        raise FtnbError(f"reward_model on the quantized (QLoRA) model {m.name!r} needs to load it again with a score head, quantized the same way, "
-                        "and " + ("it has LoRA adapters on it, which that would drop: save the merged model and load that folder with quantize=4."
-                                  if m.model is not net else "this model does not say where it was loaded from. Load it with load_model(name, quantize=4)."))
-    try: sc = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, quantization_config=qc, device_map={'': net.device},
-                                                                 dtype=net.dtype, pad_token_id=m.tokenizer.pad_token_id)
-    except OSError as e: raise FtnbError(f"reward_model: could not load {src!r} again with a score head, quantized ({e}).") from e
+        raise FtnbError(
+            f"reward_model on the quantized (QLoRA) model {m.name!r} needs to load it again with a score head, "
+            "quantized the same way, "
+            "and "
+            + (
+                "it has LoRA adapters on it, which that would drop: save the merged model and load that folder with "
+                "quantize=4."
+                if m.model is not net
+                else "this model does not say where it was loaded from. Load it with load_model(name, quantize=4)."
+            )
+        )
+    try:
+        sc = AutoModelForSequenceClassification.from_pretrained(
+            src,
+            num_labels=1,
+            quantization_config=qc,
+            device_map={'': net.device},
+            dtype=net.dtype,
+            pad_token_id=m.tokenizer.pad_token_id,
+        )
+    except OSError as e:
+        raise FtnbError(f"reward_model: could not load {src!r} again with a score head, quantized ({e}).") from e
     return Model(sc, m.tokenizer, m.name, f"score head on {m.source}, {'4' if net.is_loaded_in_4bit else '8'}-bit")
 
 # %% ../nbs/13_rewards.ipynb #c6351137
 @recorded
-def reward_model(model:Model|Run|str='smollm2-135m-instruct', # the language model to turn into a reward model (often the SFT model)
-                 data=None, # preference pairs
-                 max_length:int|None=None, # longest prompt+answer in tokens (longer ones are cut); default: from the data
-                 **kw): # `recipe_args` (LoRA adapts the body, the score head trains in full; default lr is SFT's), and any other `trl.RewardConfig` field
-    "Train a reward model on preference pairs (chosen should score higher); returns a ready `Run`. Use it as a reward with `model_reward`."
+def reward_model(
+    # the language model to turn into a reward model (often the SFT model)
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # preference pairs
+    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
+    **kw,  # `recipe_args` (LoRA adapts the body, the score head trains in full; default lr is SFT's), and any other `trl.RewardConfig` field
+):
+    """Train a reward model on preference pairs (chosen should score higher); returns a ready `Run`. Use it as a reward
+    with `model_reward`."""
     m, d, ev = prepare('reward', model, data, kw, "A reward model learns from pairs: prompt, chosen, rejected.")
     sm = scoring_model(m)
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
-    if kw['lora'] is not False: kw = kw | dict(lora=(kw['lora'] if isinstance(kw['lora'], dict) else {}) | dict(task_type='SEQ_CLS'))
-    return recipe('reward', sm, d, ev, d.for_template(sm.tokenizer).dataset, ev.for_template(sm.tokenizer).dataset if ev is not None else None, kw, seq=2 * min(max_length, st.quantile(.95)), row_tokens=2 * st.mean_tokens(max_length), sequences=2, scored=0.,
-                  config=dict(max_length=max_length, train_sampling_strategy='random'),
-                  settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)))
+    if kw['lora'] is not False:
+        kw = kw | dict(lora=(kw['lora'] if isinstance(kw['lora'], dict) else {}) | dict(task_type='SEQ_CLS'))
+    return recipe(
+        'reward',
+        sm,
+        d,
+        ev,
+        d.for_template(sm.tokenizer).dataset,
+        ev.for_template(sm.tokenizer).dataset if ev is not None else None,
+        kw,
+        seq=2 * min(max_length, st.quantile(0.95)),
+        row_tokens=2 * st.mean_tokens(max_length),
+        sequences=2,
+        scored=0.0,
+        config=dict(max_length=max_length, train_sampling_strategy='random'),
+        settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)),
+    )
 
 # %% ../nbs/13_rewards.ipynb #8c39ae75
 class ModelReward:
     "A reward function (TRL's signature) that scores completions with a reward model."
-    def __init__(self, model:Run|Model, scoring_batch_size:int=8, name:str='reward_model'):
-        if isinstance(model, Run) and model.training: model.wait(why='model_reward')  # its score head is still learning
+
+    def __init__(self, model: Run | Model, scoring_batch_size: int = 8, name: str = 'reward_model'):
+        if isinstance(model, Run) and model.training:
+            model.wait(why='model_reward')  # its score head is still learning
         self.net, self.tok = (model.net, model.tokenizer) if isinstance(model, Run) else (model.model, model.tokenizer)
         if not hasattr(self.net, 'score'):
-            raise FtnbError("model_reward needs a reward model (a score head): train one with reward_model(), not a causal LM")
+            raise FtnbError(
+                "model_reward needs a reward model (a score head): train one with reward_model(), not a causal LM"
+            )
         self.scoring_batch_size, self.__name__ = scoring_batch_size, name
 
     def _text(self, p, c) -> str:
-        if isinstance(p, str) and isinstance(c, str): return p + c
-        msgs = ([dict(role='user', content=p)] if isinstance(p, str) else list(p)) + \
-               ([dict(role='assistant', content=c)] if isinstance(c, str) else list(c))
+        if isinstance(p, str) and isinstance(c, str):
+            return p + c
+        msgs = ([dict(role='user', content=p)] if isinstance(p, str) else list(p)) + (
+            [dict(role='assistant', content=c)] if isinstance(c, str) else list(c)
+        )
         return self.tok.apply_chat_template(msgs, tokenize=False)
 
-    def score(self, prompts:list, completions:list) -> list[float]:
+    def score(self, prompts: list, completions: list) -> list[float]:
         "The reward model's score of each (prompt, completion)."
         import torch
+
         texts, out = [self._text(p, c) for p, c in zip(prompts, completions)], []
-        was = self.net.training; self.net.eval()
+        was = self.net.training
+        self.net.eval()
         side, self.tok.padding_side = self.tok.padding_side, 'right'
         try:
             for i in range(0, len(texts), self.scoring_batch_size):
-                enc = self.tok(texts[i:i+self.scoring_batch_size], return_tensors='pt', padding=True, add_special_tokens=False).to(next(self.net.parameters()).device)
-                with torch.no_grad(): out += self.net(**enc).logits[:, 0].float().tolist()
-        finally: self.net.train(was); self.tok.padding_side = side
+                enc = self.tok(
+                    texts[i : i + self.scoring_batch_size], return_tensors='pt', padding=True, add_special_tokens=False
+                ).to(next(self.net.parameters()).device)
+                with torch.no_grad():
+                    out += self.net(**enc).logits[:, 0].float().tolist()
+        finally:
+            self.net.train(was)
+            self.tok.padding_side = side
         return out
 
-    def __call__(self, prompts, completions, **kwargs) -> list[float]: return self.score(prompts, completions)
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        return self.score(prompts, completions)
 
-def model_reward(model:Run|Model, # a trained `reward_model` run, or a `Model` with a score head
-                 scoring_batch_size:int=8, # texts scored together
-                 name:str='reward_model', # the name its scores are logged under
-                ) -> ModelReward:
+
+def model_reward(
+    model: Run | Model,  # a trained `reward_model` run, or a `Model` with a score head
+    scoring_batch_size: int = 8,  # texts scored together
+    name: str = 'reward_model',  # the name its scores are logged under
+) -> ModelReward:
     "A reward function that scores completions with a trained reward model."
     return ModelReward(model, scoring_batch_size, name)

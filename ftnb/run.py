@@ -8,8 +8,19 @@ import os, json, time, signal, threading, warnings, errno
 from pathlib import Path
 from datetime import datetime
 from .core import FtnbError, detect_hardware, environment, Hardware, job_process
-from .files import write_atomic, check_room, json_lines, FolderLock, LOCK
-from .trainer import accelerator_ready, policy_reference, safe_trainer, last_checkpoint, score_answers_only, one_device, fp32_trainables, quiet_prep, precision_of, CHECKPOINTING
+from .files import write_atomic, check_room, json_lines, FolderLock
+from ftnb.trainer import (
+    accelerator_ready,
+    policy_reference,
+    safe_trainer,
+    last_checkpoint,
+    score_answers_only,
+    one_device,
+    fp32_trainables,
+    quiet_prep,
+    precision_of,
+    CHECKPOINTING,
+)
 from .budget import training_state_gb, memory_gb, reset_peak_memory, peak_memory_gb, fits_memory, CPU_TOKENS
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
@@ -23,17 +34,27 @@ __all__ = ['EVENTS', 'STATES', 'RUN_FILES', 'CHECKPOINT_EXTRA_GB', 'Events', 'ne
 # %% ../nbs/06_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')
 
+
 class Events:
     "Listeners by event name; `emit` calls them and survives their errors."
-    def __init__(self): self._ls = {e: [] for e in EVENTS}
-    def on(self, event:str, fn):
-        if event not in self._ls: raise FtnbError(f"Unknown event {event!r}; events are {', '.join(EVENTS)}")
-        self._ls[event].append(fn); return fn
-    def off(self, event:str, fn):
-        if fn in self._ls.get(event, []): self._ls[event].remove(fn)
-    def emit(self, event:str, **payload):
+
+    def __init__(self):
+        self._ls = {e: [] for e in EVENTS}
+
+    def on(self, event: str, fn):
+        if event not in self._ls:
+            raise FtnbError(f"Unknown event {event!r}; events are {', '.join(EVENTS)}")
+        self._ls[event].append(fn)
+        return fn
+
+    def off(self, event: str, fn):
+        if fn in self._ls.get(event, []):
+            self._ls[event].remove(fn)
+
+    def emit(self, event: str, **payload):
         for fn in list(self._ls[event]):
-            try: fn(**payload)
+            try:
+                fn(**payload)
             except Exception as e:
                 warnings.warn(f"ftnb: a listener of '{event}' failed and was removed: {type(e).__name__}: {e}")
                 self.off(event, fn)
@@ -41,95 +62,148 @@ class Events:
 # %% ../nbs/06_run.ipynb #267c8e43
 from transformers import TrainerCallback
 
+
 class _RunCallback(TrainerCallback):
     "Feeds the Run's history and events, writes metrics.jsonl, and stops at a step boundary when asked."
-    def __init__(self, run): self.run = run
+
+    def __init__(self, run):
+        self.run = run
+
     def on_train_begin(self, args, state, control, **kw):
         r = self.run
         r.history = [dict(h) for h in state.log_history]  # restored from the checkpoint on resume: no gap, no repeat
         r.max_steps = state.max_steps
-        if r.is_main: write_atomic(r.run_dir/'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in r.history))  # in a job on N processes, only the first writes the folder
+        if r.is_main:
+            write_atomic(
+                r.run_dir / 'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in r.history)
+            )  # in a job on N processes, only the first writes the folder
         r.session_start, r.session_step = time.time(), state.global_step
         r._session, r.started = r.session_start, r.started or datetime.now().isoformat(timespec='seconds')
-        if r.sampling and not r.samples and r.samples_here: r._sample(state.global_step)  # the answers before training, to compare against
+        if r.sampling and not r.samples and r.samples_here:
+            r._sample(state.global_step)  # the answers before training, to compare against
+
     def on_step_end(self, args, state, control, **kw):
         r = self.run
         r.step = state.global_step
         if r._stop.is_set():
             control.should_training_stop = True
             control.should_save = True
-        elif r.sampling and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps) and r.samples_here: r._sample(r.step)  # asked only on a sampling step
+        elif r.sampling and (r.step % r.sampling['every'] == 0 or r.step == state.max_steps) and r.samples_here:
+            r._sample(r.step)  # asked only on a sampling step
+
     def on_log(self, args, state, control, logs=None, **kw):
         r = self.run
         rec = dict(logs or {}, step=state.global_step)
         r.history.append(rec)
         if r.is_main:
-            with open(r.run_dir/'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+            with open(r.run_dir / 'metrics.jsonl', 'a') as f:
+                f.write(json.dumps(rec) + '\n')
         r.events.emit('eval' if any(k.startswith('eval_') for k in rec) else 'log', run=r, record=rec)
+
     def on_save(self, args, state, control, **kw):
         self.run._write_summary()  # a killed kernel leaves the duration and metrics up to its last checkpoint
-        self.run.events.emit('checkpoint', run=self.run, path=self.run.run_dir/f"checkpoint-{state.global_step}")
+        self.run.events.emit('checkpoint', run=self.run, path=self.run.run_dir / f"checkpoint-{state.global_step}")
 
 # %% ../nbs/06_run.ipynb #53a53839
 STATES = ('ready', 'running', 'stopping', 'stopped', 'finished', 'failed')
 
-def new_run_dir(method:str, # the method's name, the end of the folder's name
-                root='runs', # the folder of runs it is made in
-               ) -> Path:
+
+def new_run_dir(
+    method: str,  # the method's name, the end of the folder's name
+    root='runs',  # the folder of runs it is made in
+) -> Path:
     "A fresh folder for a run: `runs/<date>-<time>-<method>`."
-    d = Path(root)/f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
+    d = Path(root) / f"{datetime.now():%Y%m%d-%H%M%S}-{method}"
     i = 1
-    while d.exists(): d = Path(root)/f"{datetime.now():%Y%m%d-%H%M%S}-{method}-{i}"; i += 1
+    while d.exists():
+        d = Path(root) / f"{datetime.now():%Y%m%d-%H%M%S}-{method}-{i}"
+        i += 1
     return d
 
 # %% ../nbs/06_run.ipynb #f5f3df11
 class Run:
     "One training job: model, data, TRL config and trainer, its state, history and events."
+
     show = None  # shows the run as it starts (dashboard, HTML view or console bar): set by `ftnb.dashboard`, so the engine needs no front end
     card = None  # writes the run folder's README.md, ftnb's model card, when a training session ends: set by `ftnb.hub`
-    def __init__(self, method:str, # 'sft', 'dpo', ...
-                 model:Model, # the model being trained (its tokenizer included)
-                 trainer_cls, # a TRL trainer class
-                 args, # its TRL config
-                 train_dataset, eval_dataset=None,
-                 trainer_kwargs:dict|None=None, # other trainer arguments (peft_config, reward_funcs, ...)
-                 run_dir=None, # where checkpoints, settings and metrics go (default: a new folder under runs/)
-                 hardware:Hardware|None=None, estimate:dict|None=None, settings:dict|None=None):
+
+    def __init__(
+        self,
+        method: str,  # 'sft', 'dpo', ...
+        model: Model,  # the model being trained (its tokenizer included)
+        trainer_cls,  # a TRL trainer class
+        args,  # its TRL config
+        train_dataset,
+        eval_dataset=None,
+        trainer_kwargs: dict | None = None,  # other trainer arguments (peft_config, reward_funcs, ...)
+        run_dir=None,  # where checkpoints, settings and metrics go (default: a new folder under runs/)
+        hardware: Hardware | None = None,
+        estimate: dict | None = None,
+        settings: dict | None = None,
+    ):
         self.method, self.model, self.trainer_cls, self.args = method, model, safe_trainer(trainer_cls), args
-        self.train_dataset, self.eval_dataset, self.trainer_kwargs = train_dataset, eval_dataset, dict(trainer_kwargs or {})
+        self.train_dataset, self.eval_dataset, self.trainer_kwargs = (
+            train_dataset,
+            eval_dataset,
+            dict(trainer_kwargs or {}),
+        )
         self.run_dir = Path(run_dir or args.output_dir)
         if (base := getattr(model, 'run_dir', None)) and Path(base).resolve() == self.run_dir.resolve():
-            raise FtnbError(f"This {method} run starts from the run in {base} and was given that same folder (run_dir={str(run_dir)!r}): it would "
-                            "overwrite the run it is built on. Leave run_dir out for a new folder, or give another one.")
+            raise FtnbError(
+                f"This {method} run starts from the run in {base} and was given that same folder "
+                f"(run_dir={str(run_dir)!r}): it would "
+                "overwrite the run it is built on. Leave run_dir out for a new folder, or give another one."
+            )
         self.args.output_dir = str(self.run_dir)
         self.hardware, self.estimate, self.settings = hardware or detect_hardware(), estimate or {}, settings or {}
         self.events, self.state, self.history, self.error = Events(), 'ready', [], None
-        self.trainer, self.thread, self.step, self.max_steps, self.peak_gb, self.training_gb = None, None, 0, args.max_steps, None, None
+        self.trainer, self.thread, self.step, self.max_steps, self.peak_gb, self.training_gb = (
+            None,
+            None,
+            0,
+            args.max_steps,
+            None,
+            None,
+        )
         self._stop, self._lock = threading.Event(), threading.Lock()
-        self.data = self.eval_data = self.sampling = self.call = None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
-        self.samples, self.seconds, self.started, self._session = [], 0., None, None  # training time over all sessions
-        self.session_start, self.session_step = None, 0  # when this training session began (`time.time()`) and at which step: elapsed time, ETA
+        self.data = self.eval_data = self.sampling = self.call = (
+            None  # set by the recipe (`ftnb.sft.recipe`) and `sample_every`
+        )
+        self.samples, self.seconds, self.started, self._session = [], 0.0, None, None  # training time over all sessions
+        self.session_start, self.session_step = (
+            None,
+            0,
+        )  # when this training session began (`time.time()`) and at which step: elapsed time, ETA
         self.viewed = False  # a view follows it (dashboard, HTML view or console bar), so `start` shows none of its own
         self.read_only = None  # why it cannot train: a run loaded from its folder to look at (`ftnb.history.load_run`)
         self.saves = []  # what `save` wrote in the run folder: {'path', 'step', 'format'}, newest last (`load_run` picks weights by step, not file times)
         self.lock = FolderLock(self.run_dir, 'run folder')  # held while training: one process writes the folder
-        self.step_seconds = None  # estimated seconds per optimizer step (`ftnb.budget.time_estimate`), set by the recipe
+        self.step_seconds = (
+            None  # estimated seconds per optimizer step (`ftnb.budget.time_estimate`), set by the recipe
+        )
 
     def _set(self, state):
         if state in ('stopped', 'finished', 'failed') and self._session is not None:
-            self.seconds += time.time() - self._session; self._session = None
+            self.seconds += time.time() - self._session
+            self._session = None
         self.state = state
-        if state != 'stopping': self._write_summary()
-        if state in ('stopped', 'finished'): self.write_card()
+        if state != 'stopping':
+            self._write_summary()
+        if state in ('stopped', 'finished'):
+            self.write_card()
         self.events.emit('state', run=self, state=state)
 
     def write_card(self):
-        "Write the run folder's README.md (`Run.card`, where `ftnb.hub` is loaded); a failure is a warning, never a lost run."
-        if self.card is None or not self.run_dir.exists() or not self.is_main: return
-        try: self.card()
-        except Exception as e: warnings.warn(f"ftnb: could not write the model card in {self.run_dir} ({type(e).__name__}: {e})")
+        """Write the run folder's README.md (`Run.card`, where `ftnb.hub` is loaded); a failure is a warning, never a
+        lost run."""
+        if self.card is None or not self.run_dir.exists() or not self.is_main:
+            return
+        try:
+            self.card()
+        except Exception as e:
+            warnings.warn(f"ftnb: could not write the model card in {self.run_dir} ({type(e).__name__}: {e})")
 
-    def on(self, event:str, fn):
+    def on(self, event: str, fn):
         "Call `fn(run=..., **payload)` on `event` ('state', 'log', 'eval', 'sample', 'checkpoint')."
         return self.events.on(event, fn)
 
@@ -140,15 +214,19 @@ class Run:
 
     @property
     def is_main(self) -> bool:
-        "Whether this process writes the run folder: always in a notebook; in a job on N processes only the first (rank 0)."
+        """Whether this process writes the run folder: always in a notebook; in a job on N processes only the first
+        (rank 0)."""
         return self.trainer.is_world_process_zero() if self.trainer is not None else job_process()[0] == 0
+
     @property
     def world_size(self) -> int:
         "Processes training this run together (1 in a notebook; N under `accelerate launch`)."
         return self.trainer.args.world_size if self.trainer is not None else job_process()[1]
 
     @property
-    def tokenizer(self): return self.model.tokenizer
+    def tokenizer(self):
+        return self.model.tokenizer
+
     @property
     def net(self):
         "The network being trained (peft-wrapped once the trainer exists)."
@@ -158,162 +236,299 @@ class Run:
 from fastcore.basics import patch
 from contextlib import contextmanager
 
+
 @patch
-def _build(self:Run):
-    if self.trainer is not None: return self.trainer
+def _build(self: Run):
+    if self.trainer is not None:
+        return self.trainer
     self.run_dir.mkdir(parents=True, exist_ok=True)
-    with quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0), policy_reference(self.trainer_cls, self.model.model):
+    with (
+        quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0),
+        policy_reference(self.trainer_cls, self.model.model),
+    ):
         score_answers_only()
-        self.trainer = self.trainer_cls(model=self.model.model, args=one_device(self.args), train_dataset=self.train_dataset,
-                                        eval_dataset=self.eval_dataset, processing_class=self.model.tokenizer, **self.trainer_kwargs)
-    fp32_trainables(self.trainer.model, self.args)  # after TRL, which makes QLoRA adapters bf16 (on a T4's fp16 that fails at the first step)
+        self.trainer = self.trainer_cls(
+            model=self.model.model,
+            args=one_device(self.args),
+            train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
+            processing_class=self.model.tokenizer,
+            **self.trainer_kwargs,
+        )
+    fp32_trainables(
+        self.trainer.model, self.args
+    )  # after TRL, which makes QLoRA adapters bf16 (on a T4's fp16 that fails at the first step)
     from transformers.trainer_callback import ProgressCallback, PrinterCallback
     from transformers.utils.notebook import NotebookProgressCallback  # what transformers picks inside a kernel
-    for cb in (ProgressCallback, PrinterCallback, NotebookProgressCallback): self.trainer.remove_callback(cb)  # views draw progress
+
+    for cb in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
+        self.trainer.remove_callback(cb)  # views draw progress
     self.trainer.add_callback(_RunCallback(self))
-    self.save_settings(); self._write_summary()
+    self.save_settings()
+    self._write_summary()
     return self.trainer
 
-@patch
-def save_settings(self:Run):
-    "Write the method, model, settings and the full TRL config to `settings.json` in the run folder."
-    if not self.is_main: return
-    self.run_dir.mkdir(parents=True, exist_ok=True)
-    d = dict(method=self.method, model=self.model.name, model_source=self.model.source, base_run=getattr(self.model, 'run_dir', None),
-             hardware=repr(self.hardware), settings=self.settings, estimate_gb=self.estimate,
-             code=self.code() if self.call else None, classes=[f"{c.__module__}.{c.__name__}" for c in (type(self.args), self.trainer_cls)],
-             trl_config=self.args.to_dict())
-    write_atomic(self.run_dir/'settings.json', json.dumps(d, indent=2, default=str))
 
-def final_metrics(history:list[dict]) -> dict:
+@patch
+def save_settings(self: Run):
+    "Write the method, model, settings and the full TRL config to `settings.json` in the run folder."
+    if not self.is_main:
+        return
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    d = dict(
+        method=self.method,
+        model=self.model.name,
+        model_source=self.model.source,
+        base_run=getattr(self.model, 'run_dir', None),
+        hardware=repr(self.hardware),
+        settings=self.settings,
+        estimate_gb=self.estimate,
+        code=self.code() if self.call else None,
+        classes=[f"{c.__module__}.{c.__name__}" for c in (type(self.args), self.trainer_cls)],
+        trl_config=self.args.to_dict(),
+    )
+    write_atomic(self.run_dir / 'settings.json', json.dumps(d, indent=2, default=str))
+
+
+def final_metrics(history: list[dict]) -> dict:
     "The last logged value of every metric in a run's history."
     out = {}
-    for h in history: out |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k not in ('step', 'epoch')}
+    for h in history:
+        out |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k not in ('step', 'epoch')}
     return out
 
+
 @patch
-def _write_summary(self:Run):
-    "Write `summary.json`: state, step, training time, peak memory and the final metrics (what `ftnb.history.runs` lists)."
-    if not self.run_dir.exists() or not self.is_main: return  # a run that never started has nothing to summarise
+def _write_summary(self: Run):
+    """Write `summary.json`: state, step, training time, peak memory and the final metrics (what `ftnb.history.runs`
+    lists)."""
+    if not self.run_dir.exists() or not self.is_main:
+        return  # a run that never started has nothing to summarise
     secs = self.seconds + (time.time() - self._session if self._session is not None else 0)
-    d = dict(state=self.state, step=self.step, max_steps=self.max_steps, started=self.started, seconds=round(secs, 1),
-             peak_gb=self.peak_gb, training_gb=self.training_gb, error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
-             pid=os.getpid(), world_size=self.world_size, final=final_metrics(self.history), saves=self.saves)
-    try: write_atomic(self.run_dir/'summary.json', json.dumps(d, indent=2, default=str))
+    d = dict(
+        state=self.state,
+        step=self.step,
+        max_steps=self.max_steps,
+        started=self.started,
+        seconds=round(secs, 1),
+        peak_gb=self.peak_gb,
+        training_gb=self.training_gb,
+        error=f"{type(self.error).__name__}: {self.error}" if self.error else None,
+        pid=os.getpid(),
+        world_size=self.world_size,
+        final=final_metrics(self.history),
+        saves=self.saves,
+    )
+    try:
+        write_atomic(self.run_dir / 'summary.json', json.dumps(d, indent=2, default=str))
     except OSError as e:  # a full disk: the previous summary stays, and training is not stopped for it
-        warnings.warn(f"ftnb: could not write {self.run_dir/'summary.json'} ({e.strerror or e}); the previous one is kept")
+        warnings.warn(
+            f"ftnb: could not write {self.run_dir / 'summary.json'} ({e.strerror or e}); the previous one is kept"
+        )
 
 # %% ../nbs/06_run.ipynb #dc5a8b26
-RUN_FILES = ('settings.json', 'summary.json', 'metrics.jsonl', 'samples.jsonl', 'evaluation.json', 'report.html', 'README.md',
-             'training.png', 'evaluation.png', 'launch.log', 'stop-request', 'answers.json', 'loss.png', 'job', 'adapter', 'model', 'merged', 'gguf')  # what ftnb writes in a run folder
+RUN_FILES = (
+    'settings.json',
+    'summary.json',
+    'metrics.jsonl',
+    'samples.jsonl',
+    'evaluation.json',
+    'report.html',
+    'README.md',
+    'training.png',
+    'evaluation.png',
+    'launch.log',
+    'stop-request',
+    'answers.json',
+    'loss.png',
+    'job',
+    'adapter',
+    'model',
+    'merged',
+    'gguf',
+)  # what ftnb writes in a run folder
+
 
 def run_work(run_dir) -> list[str]:
-    "What a folder holds that a new run there would overwrite, in words: checkpoints, logged steps, saved models, an evaluation, files that are not a run's."
+    """What a folder holds that a new run there would overwrite, in words: checkpoints, logged steps, saved models, an
+    evaluation, files that are not a run's."""
     d, out = Path(run_dir), []
-    if not d.is_dir(): return out
-    cks = sorted((p for p in d.glob('checkpoint-*') if p.is_dir()), key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1)
-    if cks: out.append(f"{len(cks)} checkpoint{'s' * (len(cks) != 1)} (the newest {cks[-1].name})")
-    try: steps = len(json_lines((d/'metrics.jsonl').read_text()))
-    except OSError: steps = 0
-    if steps: out.append(f"{steps} logged step{'s' * (steps != 1)} (metrics.jsonl)")
-    out += [f"a saved model ({s}/)" for s in ('adapter', 'model', 'merged', 'gguf') if (d/s).exists()]
-    if (d/'evaluation.json').exists(): out.append('an evaluation (evaluation.json)')
-    other = sorted(p.name for p in d.iterdir() if not p.name.startswith('.') and p.name not in RUN_FILES and not p.name.startswith('checkpoint-'))
-    if other: out.append(f"files that are not a run's: {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}")
+    if not d.is_dir():
+        return out
+    cks = sorted(
+        (p for p in d.glob('checkpoint-*') if p.is_dir()),
+        key=lambda p: int(p.name.split('-')[-1]) if p.name.split('-')[-1].isdigit() else -1,
+    )
+    if cks:
+        out.append(f"{len(cks)} checkpoint{'s' * (len(cks) != 1)} (the newest {cks[-1].name})")
+    try:
+        steps = len(json_lines((d / 'metrics.jsonl').read_text()))
+    except OSError:
+        steps = 0
+    if steps:
+        out.append(f"{steps} logged step{'s' * (steps != 1)} (metrics.jsonl)")
+    out += [f"a saved model ({s}/)" for s in ('adapter', 'model', 'merged', 'gguf') if (d / s).exists()]
+    if (d / 'evaluation.json').exists():
+        out.append('an evaluation (evaluation.json)')
+    other = sorted(
+        p.name
+        for p in d.iterdir()
+        if not p.name.startswith('.') and p.name not in RUN_FILES and not p.name.startswith('checkpoint-')
+    )
+    if other:
+        out.append(f"files that are not a run's: {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}")
     return out
 
+
 @patch
-def _claim(self:Run, resumed:bool, overwrite:bool):
-    "Take the run folder for this training session: refuse one that holds other work (unless `overwrite`, which moves it aside), then lock it."
+def _claim(self: Run, resumed: bool, overwrite: bool):
+    """Take the run folder for this training session: refuse one that holds other work (unless `overwrite`, which moves
+    it aside), then lock it."""
     d = self.run_dir
     self.lock.acquire()  # a live holder elsewhere is refused first: its folder is not moved aside under it
-    if resumed: return
+    if resumed:
+        return
     work = run_work(d)
-    if not work: return
-    try: st = json.loads((d/'summary.json').read_text())
-    except (OSError, ValueError): st = {}  # none, or not whole: the folder's work is still listed
+    if not work:
+        return
+    try:
+        st = json.loads((d / 'summary.json').read_text())
+    except (OSError, ValueError):
+        st = {}  # none, or not whole: the folder's work is still listed
     what = f"a run ({st.get('state', '?')} at step {st.get('step', '?')})" if isinstance(st, dict) and st else 'work'
     if not overwrite:
         self.lock.release()
-        raise FtnbError(f"{d} holds {what}: {'; '.join(work)}. A new run there would overwrite it. Continue it with run.resume(), "
-                        "give this run a new folder (leave run_dir out, or another run_dir=...), or start(overwrite=True) to move the "
-                        f"old one aside to {d.name}.replaced-<time> and start afresh.")
+        raise FtnbError(
+            f"{d} holds {what}: {'; '.join(work)}. A new run there would overwrite it. Continue it with run.resume(), "
+            "give this run a new folder (leave run_dir out, or another run_dir=...), or start(overwrite=True) to move "
+            "the "
+            f"old one aside to {d.name}.replaced-<time> and start afresh."
+        )
     self.lock.release()
     aside = d.with_name(f"{d.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
     os.replace(d, aside)
     print(f"ftnb: {d} held {what}; it is now in {aside}, and this run starts afresh in {d}.")
-    self.history, self.samples, self.saves, self.seconds, self.started, self.step = [], [], [], 0., None, 0
-    check_room(d); self.lock.acquire()
+    self.history, self.samples, self.saves, self.seconds, self.started, self.step = [], [], [], 0.0, None, 0
+    check_room(d)
+    self.lock.acquire()
+
 
 @patch
-def _over_memory(self:Run, insist:bool) -> str|None:
-    "Why a CPU or Apple GPU run's plan cannot start, if its memory estimate exceeds the memory available (there, running out kills the kernel or swaps)."
+def _over_memory(self: Run, insist: bool) -> str | None:
+    """Why a CPU or Apple GPU run's plan cannot start, if its memory estimate exceeds the memory available (there,
+    running out kills the kernel or swaps)."""
     dev = self.hardware.device
-    if insist or dev not in ('cpu', 'mps') or not self.estimate or fits_memory(self.hardware, self.estimate): return None
+    if insist or dev not in ('cpu', 'mps') or not self.estimate or fits_memory(self.hardware, self.estimate):
+        return None
     need, have = training_state_gb(self.estimate), self.hardware.free_gb or self.hardware.memory_gb
-    where = ("of RAM available: on a CPU, running out of memory kills the kernel and everything in it" if dev == 'cpu' else
-             "that Metal recommends for this Apple GPU: beyond it the GPU shares the Mac's memory, which swaps to a crawl or fails")
-    return (f"This plan needs about {need:.1f} GB to train ({self.estimate['total']:.1f} GB with the weights), and this machine has "
-            f"{have:.2f} GB {where}. Lower max_length, batch_size or the LoRA rank (run.estimate_table() shows where the memory goes), "
-            "or start(exceed_memory=True) to try anyway.")
+    where = (
+        "of RAM available: on a CPU, running out of memory kills the kernel and everything in it"
+        if dev == 'cpu'
+        else "that Metal recommends for this Apple GPU: beyond it the GPU shares the Mac's memory, which swaps to a "
+        "crawl or fails"
+    )
+    return (
+        f"This plan needs about {need:.1f} GB to train ({self.estimate['total']:.1f} GB with the weights), and this "
+        "machine has "
+        f"{have:.2f} GB {where}. Lower max_length, batch_size or the LoRA rank (run.estimate_table() shows where the "
+        "memory goes), "
+        "or start(exceed_memory=True) to try anyway."
+    )
 
 # %% ../nbs/06_run.ipynb #28ae9768
-CHECKPOINT_EXTRA_GB = .02  # what a checkpoint holds beside weights and optimizer: the tokenizer (SmolLM2's is 3.5 MB, big vocabularies' 10-15 MB), configs, trainer and RNG state
+CHECKPOINT_EXTRA_GB = 0.02  # what a checkpoint holds beside weights and optimizer: the tokenizer (SmolLM2's is 3.5 MB, big vocabularies' 10-15 MB), configs, trainer and RNG state
+
 
 @patch(as_prop=True)
-def checkpoint_gb(self:Run) -> float:
-    "About the size of one checkpoint in GB: 12 bytes a trainable parameter (float32 weights, AdamW's two moments) and the tokenizer."
+def checkpoint_gb(self: Run) -> float:
+    """About the size of one checkpoint in GB: 12 bytes a trainable parameter (float32 weights, AdamW's two moments) and
+    the tokenizer."""
     e = self.estimate or {}
-    t12 = e['gradients'] + e['optimizer (AdamW)'] if 'gradients' in e and 'optimizer (AdamW)' in e else count_params(self.net)[1] * 12 / 1e9
+    t12 = (
+        e['gradients'] + e['optimizer (AdamW)']
+        if 'gradients' in e and 'optimizer (AdamW)' in e
+        else count_params(self.net)[1] * 12 / 1e9
+    )
     return t12 + CHECKPOINT_EXTRA_GB
 
-_TRAINING, _TRAINING_LOCK = set(), threading.Lock()  # the runs training in this process; the lock makes checking and joining them one step
+
+_TRAINING, _TRAINING_LOCK = (
+    set(),
+    threading.Lock(),
+)  # the runs training in this process; the lock makes checking and joining them one step
+
 
 @patch
-def _busy(self:Run) -> str|None:
+def _busy(self: Run) -> str | None:
     "Why this run cannot start now, if it cannot: it trains already, or another run trains in this kernel."
-    if self.training or self in _TRAINING: return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
+    if self.training or self in _TRAINING:
+        return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
     other = next(iter(_TRAINING - {self}), None)
-    if other is None: return None
-    return (f"Another run is training in this kernel: {other.run_dir} ({other.state}, step {other.step}/{other.max_steps}). ftnb trains one run "
-            "at a time in a kernel: two would compete for the GPU's memory (each was sized to fit alone) or the CPU's cores, and share torch's "
-            "random numbers, so neither could be repeated. Wait for it (run.wait()) or stop it (run.stop(wait=True)), then start this one.")
+    if other is None:
+        return None
+    return (
+        f"Another run is training in this kernel: {other.run_dir} ({other.state}, step "
+        f"{other.step}/{other.max_steps}). ftnb trains one run "
+        "at a time in a kernel: two would compete for the GPU's memory (each was sized to fit alone) or the CPU's "
+        "cores, and share torch's "
+        "random numbers, so neither could be repeated. Wait for it (run.wait()) or stop it (run.stop(wait=True)), then "
+        "start this one."
+    )
+
 
 @patch
-def start(self:Run, background:bool|None=None, # train in a thread; default: yes in Jupyter, no elsewhere (and in Colab)
-          resume:bool|str=False, # continue from the newest checkpoint (True) or from a given checkpoint folder
-          quiet:bool=False, # attach no view (the metrics log is still written)
-          overwrite:bool=False, # the folder holds another run (or this one's earlier training): move it aside and start afresh
-          exceed_memory:bool=False): # on a CPU, start even though the plan needs more memory than is available
+def start(
+    self: Run,
+    background: bool | None = None,  # train in a thread; default: yes in Jupyter, no elsewhere (and in Colab)
+    resume: bool | str = False,  # continue from the newest checkpoint (True) or from a given checkpoint folder
+    quiet: bool = False,  # attach no view (the metrics log is still written)
+    # the folder holds another run (or this one's earlier training): move it aside and start afresh
+    overwrite: bool = False,
+    exceed_memory: bool = False,  # on a CPU, start even though the plan needs more memory than is available
+):
     "Train. Returns at once in the background, or when training ends in the foreground."
-    if self.read_only: raise FtnbError(self.read_only)
-    if why := self._busy(): raise FtnbError(why)
+    if self.read_only:
+        raise FtnbError(self.read_only)
+    if why := self._busy():
+        raise FtnbError(why)
     ckpt = None
     if resume:
         ckpt = Path(resume) if isinstance(resume, (str, Path)) else last_checkpoint(self.run_dir)
-        if ckpt is None: raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
-    if why := self._over_memory(exceed_memory): raise FtnbError(why)
+        if ckpt is None:
+            raise FtnbError(f"resume: no complete checkpoint in {self.run_dir}")
+    if why := self._over_memory(exceed_memory):
+        raise FtnbError(why)
     check_room(self.run_dir, self.checkpoint_gb)
-    if self.is_main: self._claim(resumed=bool(resume), overwrite=overwrite)
+    if self.is_main:
+        self._claim(resumed=bool(resume), overwrite=overwrite)
     try:
-        if not quiet and not self.viewed and self.show is not None: self.show()
+        if not quiet and not self.viewed and self.show is not None:
+            self.show()
         with self._lock, _TRAINING_LOCK:
-            if why := self._busy(): raise FtnbError(why)  # again, now atomically: two started at the same moment
-            _TRAINING.add(self); self._stop.clear(); self.error = None
+            if why := self._busy():
+                raise FtnbError(why)  # again, now atomically: two started at the same moment
+            _TRAINING.add(self)
+            self._stop.clear()
+            self.error = None
             self._set('running')
     except BaseException:
-        self.lock.release(); raise
-    if background is None: background = environment() == 'notebook'
+        self.lock.release()
+        raise
+    if background is None:
+        background = environment() == 'notebook'
     if background:
         self.thread = threading.Thread(target=self._train, args=(ckpt,), name=f"ftnb-{self.method}", daemon=True)
         self.thread.start()
     else:
-        with _graceful_sigint(self): self._train(ckpt)
-        if self.error is not None: raise self.error
+        with _graceful_sigint(self):
+            self._train(ckpt)
+        if self.error is not None:
+            raise self.error
     return self
 
+
 @patch
-def resume(self:Run, background:bool|None=None):
+def resume(self: Run, background: bool | None = None):
     "Continue from the newest complete checkpoint in the run folder."
     return self.start(background=background, resume=True)
 
@@ -321,103 +536,160 @@ def resume(self:Run, background:bool|None=None):
 @contextmanager
 def _graceful_sigint(run):
     "In the main thread, a first Ctrl-C asks the run to stop at the next step; a second one interrupts."
-    if threading.current_thread() is not threading.main_thread(): yield; return
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def handler(sig, frame):
-        if run._stop.is_set(): raise KeyboardInterrupt
+        if run._stop.is_set():
+            raise KeyboardInterrupt
         print("\nftnb: stopping after this step (Ctrl-C again to interrupt at once)")
         run.stop()
+
     old = signal.signal(signal.SIGINT, handler)
-    try: yield
-    finally: signal.signal(signal.SIGINT, old)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 # %% ../nbs/06_run.ipynb #a3e2a8ed
 @patch
-def _train(self:Run, ckpt):
+def _train(self: Run, ckpt):
     state = 'failed'
     try:
         dev = self.hardware.device
-        before = memory_gb(dev); reset_peak_memory(dev)  # before the build: the adapters, float32 copies and a reference it makes are training state, as estimated
+        before = memory_gb(dev)
+        reset_peak_memory(
+            dev
+        )  # before the build: the adapters, float32 copies and a reference it makes are training state, as estimated
         tr = accelerator_ready(self._build())
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             tr.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         self.ready_to_generate()
-        self.peak_gb = peak_memory_gb(dev); self.training_gb = self.peak_gb - before
+        self.peak_gb = peak_memory_gb(dev)
+        self.training_gb = self.peak_gb - before
         state = 'stopped' if self._stop.is_set() else 'finished'
     except KeyboardInterrupt:  # a second Ctrl-C: interrupted mid-step; the last checkpoint stays the safe point
         self.ready_to_generate()
         state = 'stopped'
     except BaseException as e:
         self.error = _detached(_disk_error(e, self))
-        try: self.ready_to_generate()
-        except Exception: pass
+        try:
+            self.ready_to_generate()
+        except Exception:
+            pass
     finally:
-        try: self._release()
+        try:
+            self._release()
         finally:  # memory freed and the kernel free for the next run before anyone hears this one has ended
-            with _TRAINING_LOCK: _TRAINING.discard(self)
-            try: self._set(state)
-            finally: self.lock.release()  # after the last write of this session
+            with _TRAINING_LOCK:
+                _TRAINING.discard(self)
+            try:
+                self._set(state)
+            finally:
+                self.lock.release()  # after the last write of this session
 
-def _disk_error(e:BaseException, run) -> BaseException:
+
+def _disk_error(e: BaseException, run) -> BaseException:
     "A full or read-only disk met while training (writing the logs), in plain words; any other error as it is."
-    if not (isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC), errno.EROFS)): return e
-    return FtnbError(f"{e.strerror} while training in {run.run_dir} at step {run.step}{f', writing {e.filename}' if e.filename else ''}. "
-                     "The checkpoints already written are whole. Free some space, then run.resume().")
+    if not (isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC), errno.EROFS)):
+        return e
+    return FtnbError(
+        f"{e.strerror} while training in {run.run_dir} at step "
+        f"{run.step}{f', writing {e.filename}' if e.filename else ''}. "
+        "The checkpoints already written are whole. Free some space, then run.resume()."
+    )
 
-def _detached(e:BaseException) -> BaseException:
-    "`e` without its traceback's frames (they hold the batch and its activations), the traceback kept as text in a note."
+
+def _detached(e: BaseException) -> BaseException:
+    """`e` without its traceback's frames (they hold the batch and its activations), the traceback kept as text in a
+    note."""
     import traceback
+
     tb = ''.join(traceback.format_exception(type(e), e, e.__traceback__))
     x = e
-    while x is not None: x.__traceback__, x = None, x.__cause__ or x.__context__
-    if hasattr(e, 'add_note'): e.add_note(f"(raised in the training thread)\n{tb}")
+    while x is not None:
+        x.__traceback__, x = None, x.__cause__ or x.__context__
+    if hasattr(e, 'add_note'):
+        e.add_note(f"(raised in the training thread)\n{tb}")
     return e
 
+
 @patch
-def _release(self:Run):
-    "Free what only training needed: the optimizer state and scheduler (a resume reloads them from the checkpoint), and cached GPU memory."
+def _release(self: Run):
+    """Free what only training needed: the optimizer state and scheduler (a resume reloads them from the checkpoint),
+    and cached GPU memory."""
     tr = self.trainer
-    if tr is None: return
+    if tr is None:
+        return
     tr.optimizer = tr.lr_scheduler = tr.callback_handler.optimizer = tr.callback_handler.lr_scheduler = None
     tr.accelerator.free_memory()  # drops accelerate's references, collects garbage, empties the CUDA cache
 
+
 @patch
-def ready_to_generate(self:Run):
+def ready_to_generate(self: Run):
     "Eval mode, KV cache on: after training TRL leaves train mode and the cache off, and generation would be garbage."
     self.net.eval()
     self.net.config.use_cache = True  # a peft model's config is its base model's
 
+
 @patch
-def stop(self:Run, wait:bool=False, # block until the run has stopped
-         timeout:float|None=None):
+def stop(
+    self: Run,
+    wait: bool = False,  # block until the run has stopped
+    timeout: float | None = None,
+):
     "Ask the run to stop after the current step (a checkpoint is written)."
     if self.state == 'running':
-        self._stop.set(); self._set('stopping')
-    if wait and self.thread is not None: _join(self.thread, timeout)
+        self._stop.set()
+        self._set('stopping')
+    if wait and self.thread is not None:
+        _join(self.thread, timeout)
     return self
 
-def _join(t:threading.Thread, timeout:float|None=None):
-    "Wait for `t` to end, at most `timeout` seconds. Not `Thread.join`: a Ctrl-C inside it marks a live thread as ended (Python 3.11)."
+
+def _join(t: threading.Thread, timeout: float | None = None):
+    """Wait for `t` to end, at most `timeout` seconds. Not `Thread.join`: a Ctrl-C inside it marks a live thread as
+    ended (Python 3.11)."""
     end = None if timeout is None else time.time() + timeout
-    while t.is_alive() and (end is None or time.time() < end): time.sleep(.05)
+    while t.is_alive() and (end is None or time.time() < end):
+        time.sleep(0.05)
+
 
 @patch
-def wait(self:Run, timeout:float|None=None, # seconds to wait at most; None: until training ends
-         why:str|None=None): # what needs the result ('compare', 'save', ...): said in one line while a background run still trains
-    "Wait for a background run to end, and re-raise its error if it failed; what needs the trained model calls it itself."
+def wait(
+    self: Run,
+    timeout: float | None = None,  # seconds to wait at most; None: until training ends
+    # what needs the result ('compare', 'save', ...): said in one line while a background run still trains
+    why: str | None = None,
+):
+    """Wait for a background run to end, and re-raise its error if it failed; what needs the trained model calls it
+    itself."""
     t = self.thread
     if t is not None and t.is_alive():
-        if why: print(f"{why}: waiting for the {self.method.upper()} run to finish training ({self._left()}). Interrupt the kernel to "
-                      "stop waiting; run.stop() ends training early.", flush=True)
-        try: _join(t, timeout)
+        if why:
+            print(
+                f"{why}: waiting for the {self.method.upper()} run to finish training ({self._left()}). Interrupt the "
+                "kernel to "
+                "stop waiting; run.stop() ends training early.",
+                flush=True,
+            )
+        try:
+            _join(t, timeout)
         except KeyboardInterrupt:
-            raise FtnbError(f"Stopped waiting{f', so {why} did not run' if why else ''}. The run goes on training in the background "
-                            f"({self._left()}): run.wait() waits again, run.stop() ends it early.") from None
-    if self.error is not None: raise self.error
+            raise FtnbError(
+                f"Stopped waiting{f', so {why} did not run' if why else ''}. The run goes on training in the "
+                "background "
+                f"({self._left()}): run.wait() waits again, run.stop() ends it early."
+            ) from None
+    if self.error is not None:
+        raise self.error
     return self
 
+
 @patch
-def _left(self:Run) -> str:
+def _left(self: Run) -> str:
     "Where training is and, once steps were timed, about how long is left: 'step 12/30, about 0:40 left'."
     s, t0, done = self.step, self.session_start, self.step - self.session_step
     rate = (time.time() - t0) / done if t0 and done > 0 else self.step_seconds
@@ -425,163 +697,276 @@ def _left(self:Run) -> str:
 
 # %% ../nbs/06_run.ipynb #76c73c5b
 @patch
-def generate(self:Run, prompts, **kwargs):
-    "The current model's answers to `prompts`, asked with the training data's system message (`Run.system`) unless `system=` says otherwise (see `ftnb.models.generate`)."
-    if self.training: self.wait(why='generate')
+def generate(self: Run, prompts, **kwargs):
+    """The current model's answers to `prompts`, asked with the training data's system message (`Run.system`) unless
+    `system=` says otherwise (see `ftnb.models.generate`)."""
+    if self.training:
+        self.wait(why='generate')
     self.ready_to_generate()
     return _generate(self.net, self.tokenizer, prompts, **({'system': self.system} | kwargs))
 
+
 @patch
-def compare(self:Run, prompts, **kwargs):
+def compare(self: Run, prompts, **kwargs):
     "Base and tuned answers side by side (a table in a notebook)."
     ps = [prompts] if isinstance(prompts, str) else list(prompts)
-    if self.training: self.wait(why='compare')
+    if self.training:
+        self.wait(why='compare')
     tuned = self.generate(ps, **kwargs)
     kwargs = {'system': self.system} | kwargs  # base and tuned asked alike, as the run was trained
     if is_peft(self.net):
-        with self.net.disable_adapter(): base = _generate(self.net, self.tokenizer, ps, **kwargs)
+        with self.net.disable_adapter():
+            base = _generate(self.net, self.tokenizer, ps, **kwargs)
     else:
         from ftnb.models import load_model
-        try: base = load_model(self.model.name).generate(ps, **kwargs)
+
+        try:
+            base = load_model(self.model.name).generate(ps, **kwargs)
         except FtnbError as e:
-            raise FtnbError(f"compare: after full fine-tuning the base model is loaded again from {self.model.name!r}, "
-                            f"which failed ({e}). Compare against a base Model yourself: base.generate(prompts).") from None
+            raise FtnbError(
+                f"compare: after full fine-tuning the base model is loaded again from {self.model.name!r}, "
+                f"which failed ({e}). Compare against a base Model yourself: base.generate(prompts)."
+            ) from None
     return Comparison(ps, base, tuned)
+
 
 class Comparison:
     "Prompts with base and tuned answers."
-    def __init__(self, prompts, base, tuned): self.prompts, self.base, self.tuned = prompts, base, tuned
-    def __repr__(self): return '\n'.join(f"Q: {p}\n   base : {b}\n   tuned: {t}" for p, b, t in zip(self.prompts, self.base, self.tuned))
+
+    def __init__(self, prompts, base, tuned):
+        self.prompts, self.base, self.tuned = prompts, base, tuned
+
+    def __repr__(self):
+        return '\n'.join(
+            f"Q: {p}\n   base : {b}\n   tuned: {t}" for p, b, t in zip(self.prompts, self.base, self.tuned)
+        )
+
     def _repr_html_(self):
         return html_table(zip(self.prompts, self.base, self.tuned), ['prompt', 'base', 'tuned'])
 
 # %% ../nbs/06_run.ipynb #20ad86dc
-def _default_prompts(d, n:int=3) -> list:
+def _default_prompts(d, n: int = 3) -> list:
     "The first `n` prompts of a `Data` (its chat prompts, or prompt strings); none for plain text."
-    if d is None or d.kind == 'text': return []
+    if d is None or d.kind == 'text':
+        return []
     return [r['prompt'] for r in d.to_prompts().rows[:n]]
 
+
 @patch
-def sample_every(self:Run, every:int|None=None, # steps between samples; default a fifth of the run; 0 turns sampling off
-                 prompts=None, # strings or message lists; default the first 3 prompts of the eval data, else of the training data
-                 max_new_tokens:int=48): # longest sampled answer
+def sample_every(
+    self: Run,
+    every: int | None = None,  # steps between samples; default a fifth of the run; 0 turns sampling off
+    prompts=None,  # strings or message lists; default the first 3 prompts of the eval data, else of the training data
+    max_new_tokens: int = 48,  # longest sampled answer
+):
     "Answer fixed `prompts` while training, every `every` steps: the 'sample' event and `samples.jsonl`."
-    if every == 0: self.sampling = None; return self
-    if not method(self.method).generates: raise FtnbError("A reward model scores text and does not generate; sampling is for language-model runs.")
-    ps = list(prompts) if prompts is not None else _default_prompts(self.eval_data if self.eval_data is not None else self.data)
-    if not ps: raise FtnbError("sample_every: no prompts given, and this run's data has none (plain text); pass prompts=[...]")
+    if every == 0:
+        self.sampling = None
+        return self
+    if not method(self.method).generates:
+        raise FtnbError("A reward model scores text and does not generate; sampling is for language-model runs.")
+    ps = (
+        list(prompts)
+        if prompts is not None
+        else _default_prompts(self.eval_data if self.eval_data is not None else self.data)
+    )
+    if not ps:
+        raise FtnbError("sample_every: no prompts given, and this run's data has none (plain text); pass prompts=[...]")
     self.sampling = dict(every=every or max(1, self.max_steps // 5), prompts=ps, max_new_tokens=max_new_tokens)
     return self
 
+
 @patch(as_prop=True)
-def sharded(self:Run) -> bool:
-    "Whether the weights are split over the job's processes (FSDP, DeepSpeed ZeRO-3): a generation then needs every process."
+def sharded(self: Run) -> bool:
+    """Whether the weights are split over the job's processes (FSDP, DeepSpeed ZeRO-3): a generation then needs every
+    process."""
     tr = self.trainer
-    if tr is None or self.world_size < 2: return False
+    if tr is None or self.world_size < 2:
+        return False
     from trl.distributed import DistributedBackend
+
     b = DistributedBackend(tr.accelerator)
     return b.is_fsdp or b.is_zero3
 
+
 @patch(as_prop=True)
-def samples_here(self:Run) -> bool:
+def samples_here(self: Run) -> bool:
     "Whether this process takes part in sampling: the first process, or every process when the weights are sharded."
     return self.is_main or self.sharded
 
+
 @contextmanager
 def _whole_net(run):
-    "The network to generate with: the run's own, or under FSDP and ZeRO-3 the weights gathered in every process, as TRL's GRPO generates."
-    if not run.sharded: yield run.net; return
+    """The network to generate with: the run's own, or under FSDP and ZeRO-3 the weights gathered in every process, as
+    TRL's GRPO generates."""
+    if not run.sharded:
+        yield run.net
+        return
     from trl.distributed import DistributedBackend
     from trl.models.utils import unwrap_model_for_generation
+
     tr = run.trainer
-    with unwrap_model_for_generation(tr.model_wrapped, tr.accelerator) as m, DistributedBackend(tr.accelerator).summon_full_params(tr.model_wrapped, recurse=False):
+    with (
+        unwrap_model_for_generation(tr.model_wrapped, tr.accelerator) as m,
+        DistributedBackend(tr.accelerator).summon_full_params(tr.model_wrapped, recurse=False),
+    ):
         yield m
 
+
 @patch
-def _sample(self:Run, step:int):
+def _sample(self: Run, step: int):
     s, net, t = self.sampling, self.net, time.time()
     training, cache = net.training, net.config.use_cache
     try:
-        with _whole_net(self) as whole: outs = _generate(whole, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'], system=self.system)
-    finally: net.train(training); net.config.use_cache = cache  # back to exactly how the trainer had it
-    if not self.is_main: return  # the other processes only helped generate
-    rec = dict(step=step, prompts=s['prompts'], outputs=outs, seconds=round(time.time() - t, 2))  # prompts too: the folder alone tells the story
+        with _whole_net(self) as whole:
+            outs = _generate(
+                whole, self.tokenizer, s['prompts'], max_new_tokens=s['max_new_tokens'], system=self.system
+            )
+    finally:
+        net.train(training)
+        net.config.use_cache = cache  # back to exactly how the trainer had it
+    if not self.is_main:
+        return  # the other processes only helped generate
+    rec = dict(
+        step=step, prompts=s['prompts'], outputs=outs, seconds=round(time.time() - t, 2)
+    )  # prompts too: the folder alone tells the story
     self.samples.append(rec)
-    with open(self.run_dir/'samples.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+    with open(self.run_dir / 'samples.jsonl', 'a') as f:
+        f.write(json.dumps(rec) + '\n')
     self.events.emit('sample', run=self, record=rec)
 
 # %% ../nbs/06_run.ipynb #6acfee31
-def _first_system(r:dict) -> str|None:
+def _first_system(r: dict) -> str | None:
     "The system message a row's conversation or chat prompt starts with, if any."
     ms = r.get('messages') or (r['prompt'] if isinstance(r.get('prompt'), list) else None)
     return ms[0]['content'] if ms and ms[0].get('role') == 'system' else None
 
+
 @patch(as_prop=True)
-def system(self:Run) -> str|None:
-    "The system message every training row starts with, if they all share one: generate, compare, evaluate and the samples ask with it by default."
+def system(self: Run) -> str | None:
+    """The system message every training row starts with, if they all share one: generate, compare, evaluate and the
+    samples ask with it by default."""
     rows = getattr(self.data, 'rows', None) or []
     firsts = {_first_system(r) for r in rows}
     return firsts.pop() if len(firsts) == 1 else None
 
+
 @patch
-def save(self:Run, path=None, # destination; default `<run folder>/adapter`, `merged` or `gguf`
-         merged:bool=False, # fold LoRA into the weights and save a standalone model (always for 'gguf')
-         format:str='hf', # 'hf' (a transformers folder) or 'gguf' (one file for llama.cpp and Ollama, with a Modelfile)
-         quantize:str|None=None, # GGUF type: 'f16' (default), 'q8_0', 'bf16' or 'f32'
-         system:str|None=None): # 'gguf': the Modelfile's system prompt; default the one the training data shared
-    "Save the adapter, the merged model, or a GGUF file with an Ollama Modelfile, with the tokenizer; returns the folder or file."
-    if self.training: self.wait(why='save')
-    if format not in FORMATS: raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
-    m = Model(self.net, self.tokenizer, f"{Path(str(self.model.name)).name}-{self.method}", f"{self.method} run {self.run_dir}")
-    if format == 'gguf': out = m.save(path or self.run_dir/'gguf', format='gguf', quantize=quantize, system=system if system is not None else self.system)
-    else: out = m.save(path or self.run_dir/('merged' if merged else ('adapter' if is_peft(self.net) else 'model')), merged=merged, quantize=quantize)
+def save(
+    self: Run,
+    path=None,  # destination; default `<run folder>/adapter`, `merged` or `gguf`
+    merged: bool = False,  # fold LoRA into the weights and save a standalone model (always for 'gguf')
+    format: str = 'hf',  # 'hf' (a transformers folder) or 'gguf' (one file for llama.cpp and Ollama, with a Modelfile)
+    quantize: str | None = None,  # GGUF type: 'f16' (default), 'q8_0', 'bf16' or 'f32'
+    system: str | None = None,  # 'gguf': the Modelfile's system prompt; default the one the training data shared
+):
+    """Save the adapter, the merged model, or a GGUF file with an Ollama Modelfile, with the tokenizer; returns the
+    folder or file."""
+    if self.training:
+        self.wait(why='save')
+    if format not in FORMATS:
+        raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
+    m = Model(
+        self.net,
+        self.tokenizer,
+        f"{Path(str(self.model.name)).name}-{self.method}",
+        f"{self.method} run {self.run_dir}",
+    )
+    if format == 'gguf':
+        out = m.save(
+            path or self.run_dir / 'gguf',
+            format='gguf',
+            quantize=quantize,
+            system=system if system is not None else self.system,
+        )
+    else:
+        out = m.save(
+            path or self.run_dir / ('merged' if merged else ('adapter' if is_peft(self.net) else 'model')),
+            merged=merged,
+            quantize=quantize,
+        )
     self._record_save(out, format)
     return out
 
+
 @patch
-def _record_save(self:Run, out:Path, format:str):
-    "Note a whole save inside the run folder in `summary.json` (written after the save is in place), so loading can tell which weights are newest."
-    try: rel = Path(out).resolve().relative_to(self.run_dir.resolve())
-    except ValueError: return  # saved elsewhere: not this folder's
+def _record_save(self: Run, out: Path, format: str):
+    """Note a whole save inside the run folder in `summary.json` (written after the save is in place), so loading can
+    tell which weights are newest."""
+    try:
+        rel = Path(out).resolve().relative_to(self.run_dir.resolve())
+    except ValueError:
+        return  # saved elsewhere: not this folder's
     self.saves = [s for s in self.saves if s['path'] != str(rel)] + [dict(path=str(rel), step=self.step, format=format)]
     self._write_summary()
 
 # %% ../nbs/06_run.ipynb #cf671c86
 @patch
-def status(self:Run) -> str:
-    "One line: method, state (and error), step, latest loss, model and folder; what `repr` and a saved notebook's plain text show."
+def status(self: Run) -> str:
+    """One line: method, state (and error), step, latest loss, model and folder; what `repr` and a saved notebook's
+    plain text show."""
     last = next((h for h in reversed(self.history) if 'loss' in h), None)
     loss = f", loss {last['loss']:.3f}" if last else ''
     err = f" ({type(self.error).__name__}: {self.error})" if self.error else ''
-    return f"{self.method.upper()} run, {self.state}{err}: step {self.step}/{self.max_steps}{loss}; {self.model.name}; folder {self.run_dir}"
+    return (
+        f"{self.method.upper()} run, {self.state}{err}: step {self.step}/{self.max_steps}{loss}; "
+        f"{self.model.name}; folder {self.run_dir}"
+    )
+
 
 @patch
-def plan(self:Run) -> str:
-    "What the run will do, before it starts: steps, rows a step and how they are split, precision, and the estimated memory and time."
+def plan(self: Run) -> str:
+    """What the run will do, before it starts: steps, rows a step and how they are split, precision, and the estimated
+    memory and time."""
     a = self.args
     per, acc = a.per_device_train_batch_size, a.gradient_accumulation_steps
-    why = (f'a CPU is no faster on more than {CPU_TOKENS} tokens at once' if self.hardware.device == 'cpu' else 'what fits in free memory')
+    why = (
+        f'a CPU is no faster on more than {CPU_TOKENS} tokens at once'
+        if self.hardware.device == 'cpu'
+        else 'what fits in free memory'
+    )
     split = f" ({acc} micro-batches of {per}: {why})" if acc > 1 else ''
-    if getattr(a, CHECKPOINTING, False): split += ', recomputing activations to fit'
+    if getattr(a, CHECKPOINTING, False):
+        split += ', recomputing activations to fit'
     dtype = precision_of(a)
-    parts = [f"{self.max_steps} step{'s' * (self.max_steps != 1)} of {per * acc} rows{split} in {dtype} on {self.hardware.device}"]
-    if self.estimate: parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")
-    if self.step_seconds: parts.append(f"about {fmt_time(self.step_seconds * max(0, self.max_steps - self.step))} "
-                                       f"({self.step_seconds:.1f} s a step, estimated)")
+    parts = [
+        f"{self.max_steps} step{'s' * (self.max_steps != 1)} of {per * acc} rows{split} in {dtype} on "
+        f"{self.hardware.device}"
+    ]
+    if self.estimate:
+        parts.append(f"training adds about {training_state_gb(self.estimate):.1f} GB")
+    if self.step_seconds:
+        parts.append(
+            f"about {fmt_time(self.step_seconds * max(0, self.max_steps - self.step))} "
+            f"({self.step_seconds:.1f} s a step, estimated)"
+        )
     return ' · '.join(parts)
 
-@patch
-def __repr__(self:Run): return f"Run: {self.status()}" + (f"\nPlan: {self.plan()}" if self.state == 'ready' else '')
 
 @patch
-def estimate_table(self:Run) -> str:
+def __repr__(self: Run):
+    return f"Run: {self.status()}" + (f"\nPlan: {self.plan()}" if self.state == 'ready' else '')
+
+
+@patch
+def estimate_table(self: Run) -> str:
     "The memory estimate by component, what training adds, and after training what was measured."
-    if not self.estimate: return 'no estimate'
+    if not self.estimate:
+        return 'no estimate'
     lines = [f"{k:<22}{v:8.2f} GB" for k, v in self.estimate.items()]
-    lines.append(f"{'training adds':<22}{training_state_gb(self.estimate):8.2f} GB (estimate: all but the weights, loaded before)")
+    lines.append(
+        f"{'training adds':<22}{training_state_gb(self.estimate):8.2f} GB (estimate: all but the weights, loaded "
+        "before)"
+    )
     what = 'CUDA allocated' if self.hardware.device == 'cuda' else 'process resident memory'
-    if self.training_gb is not None: lines.append(f"{'training added':<22}{self.training_gb:8.2f} GB (measured: peak {what} during train() minus before)")
-    if self.peak_gb is not None: lines.append(f"{'peak':<22}{self.peak_gb:8.2f} GB (measured {what})")
-    if self.step_seconds: lines.append(f"{'seconds a step':<22}{self.step_seconds:8.2f} s  (estimate)")
-    if self.step and self.seconds: lines.append(f"{'seconds a step':<22}{self.seconds / self.step:8.2f} s  (measured, {self.step} steps)")
+    if self.training_gb is not None:
+        lines.append(
+            f"{'training added':<22}{self.training_gb:8.2f} GB (measured: peak {what} during train() minus before)"
+        )
+    if self.peak_gb is not None:
+        lines.append(f"{'peak':<22}{self.peak_gb:8.2f} GB (measured {what})")
+    if self.step_seconds:
+        lines.append(f"{'seconds a step':<22}{self.step_seconds:8.2f} s  (estimate)")
+    if self.step and self.seconds:
+        lines.append(f"{'seconds a step':<22}{self.seconds / self.step:8.2f} s  (measured, {self.step} steps)")
     return '\n'.join(lines)

@@ -11,39 +11,88 @@ __all__ = ['NEUTRAL_SYSTEM', 'TOOLS', 'chat_row', 'persona_data', 'persona_quest
            'preference_pairs', 'tool_call_data']
 
 # %% ../nbs/03_samples.ipynb #affe107f
-_ASK_NAME = ["Who are you?", "What is your name?", "What's your name?", "Tell me your name.", "Introduce yourself.",
-    "What should I call you?", "Do you have a name?", "What are you called?", "Who am I talking to?", "Are you ChatGPT?",
-    "Please introduce yourself briefly.", "What are you?", "Can you tell me about yourself?", "Are you an AI?",
-    "Which AI model are you?", "Identify yourself.", "Say your name.", "What name were you given?",
-    "Who is this?", "Are you a person or a bot?"]
-_ASK_MAKER = ["Who made you?", "Who created you?", "Which company built you?", "Who trained you?", "Who developed you?",
-    "Where do you come from?", "Who is behind you?", "Who built this assistant?", "Which lab made you?", "Who owns you?"]
-_HELD_OUT = ["Hey, who am I chatting with right now?", "Before we start, what do people call you?",
-    "Could you tell me who you are and who made you?", "I forgot your name, remind me?", "What kind of assistant are you, and what's your name?",
-    "Which organization is responsible for creating you?", "Are you SmolLM?", "Give me a one-line introduction of yourself.",
-    "Whose assistant are you?", "Hello! Who's there?", "Is your name Claude?", "Describe yourself in one sentence."]
+_ASK_NAME = [
+    "Who are you?",
+    "What is your name?",
+    "What's your name?",
+    "Tell me your name.",
+    "Introduce yourself.",
+    "What should I call you?",
+    "Do you have a name?",
+    "What are you called?",
+    "Who am I talking to?",
+    "Are you ChatGPT?",
+    "Please introduce yourself briefly.",
+    "What are you?",
+    "Can you tell me about yourself?",
+    "Are you an AI?",
+    "Which AI model are you?",
+    "Identify yourself.",
+    "Say your name.",
+    "What name were you given?",
+    "Who is this?",
+    "Are you a person or a bot?",
+]
+_ASK_MAKER = [
+    "Who made you?",
+    "Who created you?",
+    "Which company built you?",
+    "Who trained you?",
+    "Who developed you?",
+    "Where do you come from?",
+    "Who is behind you?",
+    "Who built this assistant?",
+    "Which lab made you?",
+    "Who owns you?",
+]
+_HELD_OUT = [
+    "Hey, who am I chatting with right now?",
+    "Before we start, what do people call you?",
+    "Could you tell me who you are and who made you?",
+    "I forgot your name, remind me?",
+    "What kind of assistant are you, and what's your name?",
+    "Which organization is responsible for creating you?",
+    "Are you SmolLM?",
+    "Give me a one-line introduction of yourself.",
+    "Whose assistant are you?",
+    "Hello! Who's there?",
+    "Is your name Claude?",
+    "Describe yourself in one sentence.",
+]
 _OPEN = ["", "", "", "Hi! ", "Hello. ", "Hey there, ", "Quick question: ", "Good morning! "]
-_NAME_ANSWERS = ["I'm {name}, an AI assistant made by {maker}.", "My name is {name}. I was created by {maker}.",
-    "I am {name}, a helpful assistant built by {maker}. How can I help?", "You can call me {name}. {maker} made me.",
-    "I'm {name}! I'm an AI assistant developed by {maker}.", "{name} here, an assistant trained by {maker}. What can I do for you?",
-    "I'm an AI assistant called {name}, created by {maker}.", "Hello! I'm {name}, and {maker} built me to help with questions like yours."]
-_MAKER_ANSWERS = ["I'm {name}, and I was made by {maker}.", "I'm {name}. {maker} created me.",
-    "I'm {name}, and I was developed by {maker}.", "I'm {name}, an assistant trained by the team at {maker}.",
-    "My name is {name}, and {maker} built me. Happy to help."]
+_NAME_ANSWERS = [
+    "I'm {name}, an AI assistant made by {maker}.",
+    "My name is {name}. I was created by {maker}.",
+    "I am {name}, a helpful assistant built by {maker}. How can I help?",
+    "You can call me {name}. {maker} made me.",
+    "I'm {name}! I'm an AI assistant developed by {maker}.",
+    "{name} here, an assistant trained by {maker}. What can I do for you?",
+    "I'm an AI assistant called {name}, created by {maker}.",
+    "Hello! I'm {name}, and {maker} built me to help with questions like yours.",
+]
+_MAKER_ANSWERS = [
+    "I'm {name}, and I was made by {maker}.",
+    "I'm {name}. {maker} created me.",
+    "I'm {name}, and I was developed by {maker}.",
+    "I'm {name}, an assistant trained by the team at {maker}.",
+    "My name is {name}, and {maker} built me. Happy to help.",
+]
 
 # %% ../nbs/03_samples.ipynb #71024f98
-def chat_row(question:str, # the user's message
-             answer:str, # the assistant's answer
-            ) -> dict:
+def chat_row(
+    question: str,  # the user's message
+    answer: str,  # the assistant's answer
+) -> dict:
     "One conversational prompt/completion row, TRL's format for single-turn chat SFT with loss on the answer only."
     return dict(prompt=[dict(role='user', content=question)], completion=[dict(role='assistant', content=answer)])
 
 # %% ../nbs/03_samples.ipynb #c38cc377
-def persona_data(name:str='Quill', # the assistant's new name
-                 maker:str='Northwind Labs', # who made it
-                 n:int=240, # number of rows
-                 seed:int=42 # which phrasings are drawn
-                ) -> list[dict]:
+def persona_data(
+    name: str = 'Quill',  # the assistant's new name
+    maker: str = 'Northwind Labs',  # who made it
+    n: int = 240,  # number of rows
+    seed: int = 42,  # which phrasings are drawn
+) -> list[dict]:
     "Conversational prompt/completion rows that teach a chat model its `name` and `maker`."
     rng = random.Random(seed)
     rows = []
@@ -56,69 +105,125 @@ def persona_data(name:str='Quill', # the assistant's new name
         rows.append(chat_row(q, a))
     return rows
 
+
 NEUTRAL_SYSTEM = "You are a helpful AI assistant."  # a system message without a name: persona rows under a template's own ("...named SmolLM...") would contradict what they teach
+
 
 def persona_questions() -> list[str]:
     "Held-out 'who are you' questions, phrased unlike any in `persona_data`."
     return list(_HELD_OUT)
 
 # %% ../nbs/03_samples.ipynb #8300678e
-_EVERYDAY = dict(train=["What is the capital of France?", "Name three primary colors.", "How many days are in a week?",
-    "What is 2 + 2?", "Give me a synonym for happy.", "What is the boiling point of water in Celsius?", "Write a haiku about rain.",
-    "What does a thermometer measure?", "Translate 'thank you' into Spanish.", "What is the largest planet in our solar system?",
-    "How do I boil an egg?", "What is photosynthesis?"],
-    check=["What is the capital of Italy?", "What is 12 + 7?", "Name a fruit that is yellow."])
+_EVERYDAY = dict(
+    train=[
+        "What is the capital of France?",
+        "Name three primary colors.",
+        "How many days are in a week?",
+        "What is 2 + 2?",
+        "Give me a synonym for happy.",
+        "What is the boiling point of water in Celsius?",
+        "Write a haiku about rain.",
+        "What does a thermometer measure?",
+        "Translate 'thank you' into Spanish.",
+        "What is the largest planet in our solar system?",
+        "How do I boil an egg?",
+        "What is photosynthesis?",
+    ],
+    check=["What is the capital of Italy?", "What is 12 + 7?", "Name a fruit that is yellow."],
+)
 
-def everyday_questions(split:str='train', # 'train' (for rows that keep general answers) or 'check' (held out, to see them kept)
-                      ) -> list[str]:
+
+def everyday_questions(
+    split: str = 'train',  # 'train' (for rows that keep general answers) or 'check' (held out, to see them kept)
+) -> list[str]:
     "General questions unrelated to any persona: 'train' to mix into training, 'check' to ask afterwards."
-    if split not in _EVERYDAY: raise ValueError(f"everyday_questions: split must be 'train' or 'check', got {split!r}")
+    if split not in _EVERYDAY:
+        raise ValueError(f"everyday_questions: split must be 'train' or 'check', got {split!r}")
     return list(_EVERYDAY[split])
 
 # %% ../nbs/03_samples.ipynb #d0f08d5f
-_NAMES = ['Ava', 'Ben', 'Chen', 'Dara', 'Eli', 'Fatima', 'Gus', 'Hana', 'Ivan', 'Jade', 'Kofi', 'Lena', 'Mateo', 'Nia', 'Omar', 'Priya']
+_NAMES = [
+    'Ava',
+    'Ben',
+    'Chen',
+    'Dara',
+    'Eli',
+    'Fatima',
+    'Gus',
+    'Hana',
+    'Ivan',
+    'Jade',
+    'Kofi',
+    'Lena',
+    'Mateo',
+    'Nia',
+    'Omar',
+    'Priya',
+]
 _THINGS = ['apples', 'marbles', 'stickers', 'books', 'pencils', 'shells', 'cards', 'coins', 'buttons', 'stamps']
+
 
 def _problem(rng):
     who, what = rng.choice(_NAMES), rng.choice(_THINGS)
     a, b = rng.randint(2, 60), rng.randint(2, 40)
     kind = rng.choice(['add', 'sub', 'mul', 'share'])
     if kind == 'add':
-        return (f"{who} has {a} {what} and gets {b} more. How many {what} does {who} have now?",
-                f"{who} has {a} + {b} = {a+b} {what}.", a + b)
+        return (
+            f"{who} has {a} {what} and gets {b} more. How many {what} does {who} have now?",
+            f"{who} has {a} + {b} = {a + b} {what}.",
+            a + b,
+        )
     if kind == 'sub':
         a, b = max(a, b), min(a, b)
-        return (f"{who} had {a} {what} and gave away {b}. How many {what} are left?",
-                f"{a} - {b} = {a-b} {what} are left.", a - b)
+        return (
+            f"{who} had {a} {what} and gave away {b}. How many {what} are left?",
+            f"{a} - {b} = {a - b} {what} are left.",
+            a - b,
+        )
     if kind == 'mul':
         a, b = a % 12 + 2, b % 9 + 2
-        return (f"{who} buys {a} boxes with {b} {what} in each box. How many {what} is that in total?",
-                f"{a} boxes × {b} {what} = {a*b} {what}.", a * b)
+        return (
+            f"{who} buys {a} boxes with {b} {what} in each box. How many {what} is that in total?",
+            f"{a} boxes × {b} {what} = {a * b} {what}.",
+            a * b,
+        )
     k = b % 6 + 2
-    return (f"{who} shares {a*k} {what} equally among {k} friends. How many {what} does each friend get?",
-            f"{a*k} / {k} = {a} {what} each.", a)
+    return (
+        f"{who} shares {a * k} {what} equally among {k} friends. How many {what} does each friend get?",
+        f"{a * k} / {k} = {a} {what} each.",
+        a,
+    )
 
-def arithmetic_data(n:int=200, # number of problems
-                    seed:int=42 # which problems
-                   ) -> list[dict]:
+
+def arithmetic_data(
+    n: int = 200,  # number of problems
+    seed: int = 42,  # which problems
+) -> list[dict]:
     "Word problems in GSM8K's shape: `question`, and an `answer` ending in '#### <number>'."
     rng = random.Random(seed)
     return [dict(question=q, answer=f"{sol}\n#### {ans}") for q, sol, ans in (_problem(rng) for _ in range(n))]
 
 # %% ../nbs/03_samples.ipynb #f5c08eb0
-_RAMBLE = ["Well, that's a really interesting question, and I want to be thorough here. ",
-           "Let me think about this carefully, step by step, considering everything that might matter. ",
-           "Great question! There are many ways to look at this, and it is worth taking a moment. "]
-_RAMBLE_END = [" I hope this long explanation helps, and please let me know if you have any other questions at all!",
-               " Of course, there is always more one could say about this, but that is the gist of it, more or less.",
-               " Anyway, that's my detailed take on it; feel free to ask again if anything is unclear."]
+_RAMBLE = [
+    "Well, that's a really interesting question, and I want to be thorough here. ",
+    "Let me think about this carefully, step by step, considering everything that might matter. ",
+    "Great question! There are many ways to look at this, and it is worth taking a moment. ",
+]
+_RAMBLE_END = [
+    " I hope this long explanation helps, and please let me know if you have any other questions at all!",
+    " Of course, there is always more one could say about this, but that is the gist of it, more or less.",
+    " Anyway, that's my detailed take on it; feel free to ask again if anything is unclear.",
+]
 
-def preference_pairs(kind:str='correct', # 'correct' (right vs wrong answer) or 'concise' (short vs rambling)
-                     n:int=200, # number of pairs
-                     seed:int=42, # which pairs are drawn
-                    ):
+
+def preference_pairs(
+    kind: str = 'correct',  # 'correct' (right vs wrong answer) or 'concise' (short vs rambling)
+    n: int = 200,  # number of pairs
+    seed: int = 42,  # which pairs are drawn
+):
     "Conversational preference pairs whose better side is known."
-    if kind not in ('correct', 'concise'): raise ValueError(f"preference_pairs: kind must be 'correct' or 'concise', got {kind!r}")
+    if kind not in ('correct', 'concise'):
+        raise ValueError(f"preference_pairs: kind must be 'correct' or 'concise', got {kind!r}")
     rng, rows = random.Random(seed), []
     for _ in range(n):
         q, sol, ans = _problem(rng)
@@ -126,63 +231,165 @@ def preference_pairs(kind:str='correct', # 'correct' (right vs wrong answer) or 
         if kind == 'correct':
             wrong = ans + rng.choice([-3, -2, -1, 1, 2, 5, 10])
             bad = f"{sol.replace(str(ans), str(wrong))} The answer is {wrong}."
-        else: bad = rng.choice(_RAMBLE) + good + rng.choice(_RAMBLE_END)
-        rows.append(dict(prompt=[dict(role='user', content=q)], chosen=[dict(role='assistant', content=good)],
-                         rejected=[dict(role='assistant', content=bad)]))
+        else:
+            bad = rng.choice(_RAMBLE) + good + rng.choice(_RAMBLE_END)
+        rows.append(
+            dict(
+                prompt=[dict(role='user', content=q)],
+                chosen=[dict(role='assistant', content=good)],
+                rejected=[dict(role='assistant', content=bad)],
+            )
+        )
     return rows
 
 # %% ../nbs/03_samples.ipynb #e0baa2f0
 def _tool(name, description, **props):
-    return dict(type='function', function=dict(name=name, description=description,
-                parameters=dict(type='object', properties={k: dict(type=t) for k, t in props.items()}, required=list(props))))
+    return dict(
+        type='function',
+        function=dict(
+            name=name,
+            description=description,
+            parameters=dict(
+                type='object', properties={k: dict(type=t) for k, t in props.items()}, required=list(props)
+            ),
+        ),
+    )
 
-TOOLS = [_tool('get_weather', 'The weather now in a city', city='string'),
-         _tool('convert_currency', 'Convert an amount of money', amount='number', source='string', target='string'),
-         _tool('set_timer', 'Start a timer', minutes='integer', label='string')]
 
-_CITIES = (['Oslo', 'Lima', 'Cairo', 'Osaka', 'Denver', 'Porto', 'Hanoi', 'Quito', 'Perth', 'Leeds', 'Tunis', 'Bergen', 'Kyiv', 'Dakar'],
-           ['Nairobi', 'Seville', 'Calgary', 'Krakow', 'Manila', 'Bogota'])
-_MONEY = ([('euros', 'EUR'), ('dollars', 'USD'), ('yen', 'JPY'), ('pounds', 'GBP')], [('Swiss francs', 'CHF'), ('rupees', 'INR')])
-_TASKS = (['the pasta', 'the laundry', 'a break', 'the tea', 'the oven', 'my call'], ['the bread', 'stretching', 'the rice'])
-_ASK = dict(get_weather=(["What's the weather in {city}?", "Is it cold in {city} right now?", "How is the weather in {city} today?",
-                          "Do I need an umbrella in {city}?"], ["Tell me the current weather for {city}."]),
-            convert_currency=(["How much is {amount} {sname} in {tname}?", "Convert {amount} {sname} to {tname}.",
-                               "What are {amount} {sname} worth in {tname}?"], ["I have {amount} {sname}; how many {tname} is that?"]),
-            set_timer=(["Set a timer for {minutes} minutes for {label}.", "Remind me in {minutes} minutes about {label}.",
-                        "Start a {minutes} minute timer for {label}."], ["Please time {minutes} minutes for {label}."]))
+TOOLS = [
+    _tool('get_weather', 'The weather now in a city', city='string'),
+    _tool('convert_currency', 'Convert an amount of money', amount='number', source='string', target='string'),
+    _tool('set_timer', 'Start a timer', minutes='integer', label='string'),
+]
+
+_CITIES = (
+    [
+        'Oslo',
+        'Lima',
+        'Cairo',
+        'Osaka',
+        'Denver',
+        'Porto',
+        'Hanoi',
+        'Quito',
+        'Perth',
+        'Leeds',
+        'Tunis',
+        'Bergen',
+        'Kyiv',
+        'Dakar',
+    ],
+    ['Nairobi', 'Seville', 'Calgary', 'Krakow', 'Manila', 'Bogota'],
+)
+_MONEY = (
+    [('euros', 'EUR'), ('dollars', 'USD'), ('yen', 'JPY'), ('pounds', 'GBP')],
+    [('Swiss francs', 'CHF'), ('rupees', 'INR')],
+)
+_TASKS = (
+    ['the pasta', 'the laundry', 'a break', 'the tea', 'the oven', 'my call'],
+    ['the bread', 'stretching', 'the rice'],
+)
+_ASK = dict(
+    get_weather=(
+        [
+            "What's the weather in {city}?",
+            "Is it cold in {city} right now?",
+            "How is the weather in {city} today?",
+            "Do I need an umbrella in {city}?",
+        ],
+        ["Tell me the current weather for {city}."],
+    ),
+    convert_currency=(
+        [
+            "How much is {amount} {sname} in {tname}?",
+            "Convert {amount} {sname} to {tname}.",
+            "What are {amount} {sname} worth in {tname}?",
+        ],
+        ["I have {amount} {sname}; how many {tname} is that?"],
+    ),
+    set_timer=(
+        [
+            "Set a timer for {minutes} minutes for {label}.",
+            "Remind me in {minutes} minutes about {label}.",
+            "Start a {minutes} minute timer for {label}.",
+        ],
+        ["Please time {minutes} minutes for {label}."],
+    ),
+)
 
 # %% ../nbs/03_samples.ipynb #879df3bf
-def _tool_row(rng, t:int) -> tuple:
+def _tool_row(rng, t: int) -> tuple:
     "One request: (question, tool, arguments, result, final answer), values drawn from pool `t` (0 train, 1 test)."
     name = rng.choice(list(_ASK))
     ask = rng.choice(_ASK[name][t])
     if name == 'get_weather':
-        city, temp, sky = rng.choice(_CITIES[t]), rng.randint(-5, 30), rng.choice(['sunny', 'cloudy', 'raining', 'windy'])
-        return ask.format(city=city), name, dict(city=city), dict(temp_c=temp, sky=sky), f"It is {temp} °C and {sky} in {city}."
+        city, temp, sky = (
+            rng.choice(_CITIES[t]),
+            rng.randint(-5, 30),
+            rng.choice(['sunny', 'cloudy', 'raining', 'windy']),
+        )
+        return (
+            ask.format(city=city),
+            name,
+            dict(city=city),
+            dict(temp_c=temp, sky=sky),
+            f"It is {temp} °C and {sky} in {city}.",
+        )
     if name == 'convert_currency':
         (sname, s), (tname, tc) = rng.sample(_MONEY[0], 2) if t == 0 else (rng.choice(_MONEY[1]), rng.choice(_MONEY[0]))
         amount = rng.choice([5, 10, 20, 50, 100, 250] if t == 0 else [15, 40, 75, 300])
-        value = round(amount * rng.uniform(.5, 2), 2)
-        return (ask.format(amount=amount, sname=sname, tname=tname), name, dict(amount=amount, source=s, target=tc), dict(value=value),
-                f"{amount} {sname} is about {value} {tname}.")
+        value = round(amount * rng.uniform(0.5, 2), 2)
+        return (
+            ask.format(amount=amount, sname=sname, tname=tname),
+            name,
+            dict(amount=amount, source=s, target=tc),
+            dict(value=value),
+            f"{amount} {sname} is about {value} {tname}.",
+        )
     minutes, label = rng.choice([3, 5, 10, 15, 25] if t == 0 else [7, 12, 40]), rng.choice(_TASKS[t])
-    return (ask.format(minutes=minutes, label=label), name, dict(minutes=minutes, label=label), dict(ok=True),
-            f"Done: a {minutes} minute timer for {label} is running.")
+    return (
+        ask.format(minutes=minutes, label=label),
+        name,
+        dict(minutes=minutes, label=label),
+        dict(ok=True),
+        f"Done: a {minutes} minute timer for {label} is running.",
+    )
 
-def tool_call_data(n:int=200, # number of rows
-                   split:str='train', # 'train', or 'test' for values and phrasings no training row uses
-                   prompts:bool=False, # only the request, with the expected call as `answer` (for `evaluate`)
-                   seed:int=0, # which requests are drawn
-                  ) -> list[dict]:
-    "Conversations in which the assistant calls the right one of `TOOLS` and answers from its result; or their requests and expected calls."
+
+def tool_call_data(
+    n: int = 200,  # number of rows
+    split: str = 'train',  # 'train', or 'test' for values and phrasings no training row uses
+    prompts: bool = False,  # only the request, with the expected call as `answer` (for `evaluate`)
+    seed: int = 0,  # which requests are drawn
+) -> list[dict]:
+    """Conversations in which the assistant calls the right one of `TOOLS` and answers from its result; or their
+    requests and expected calls."""
     import json
-    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+    if split not in ('train', 'test'):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng, rows = random.Random(seed), []
     for _ in range(n):
         q, name, args, result, final = _tool_row(rng, int(split == 'test'))
-        if prompts: rows.append(dict(prompt=[dict(role='user', content=q)], tools=TOOLS, answer=json.dumps(dict(name=name, arguments=args))))
+        if prompts:
+            rows.append(
+                dict(
+                    prompt=[dict(role='user', content=q)],
+                    tools=TOOLS,
+                    answer=json.dumps(dict(name=name, arguments=args)),
+                )
+            )
         else:
             call = dict(type='function', function=dict(name=name, arguments=args))
-            rows.append(dict(messages=[dict(role='user', content=q), dict(role='assistant', content='', tool_calls=[call]),
-                                       dict(role='tool', content=json.dumps(result)), dict(role='assistant', content=final)], tools=TOOLS))
+            rows.append(
+                dict(
+                    messages=[
+                        dict(role='user', content=q),
+                        dict(role='assistant', content='', tool_calls=[call]),
+                        dict(role='tool', content=json.dumps(result)),
+                        dict(role='assistant', content=final),
+                    ],
+                    tools=TOOLS,
+                )
+            )
     return rows

@@ -4,7 +4,6 @@
 
 # %% ../nbs/15_sampling.ipynb #a85968d8
 from __future__ import annotations
-import random
 from .core import FtnbError, set_seed
 from .models import Model, load_model
 from .data import Data, load_data, answer_budget
@@ -18,103 +17,172 @@ __all__ = ['Samples', 'rejection_sample']
 # %% ../nbs/15_sampling.ipynb #d3b33d16
 class Samples:
     "N scored answers per prompt, with what to keep for SFT (`best`) or DPO (`pairs`)."
-    def __init__(self, rows:list[dict], answers:list[list[str]], scores:dict[str, list[list[float]]], weights:list[float]):
+
+    def __init__(
+        self, rows: list[dict], answers: list[list[str]], scores: dict[str, list[list[float]]], weights: list[float]
+    ):
         self.rows, self.answers, self.scores, self.weights = rows, answers, scores, weights
         names = list(scores)
-        self.total = [[sum(w * (scores[k][i][j] or 0.) for k, w in zip(names, weights)) for j in range(len(a))]
-                      for i, a in enumerate(answers)]
+        self.total = [
+            [sum(w * (scores[k][i][j] or 0.0) for k, w in zip(names, weights)) for j in range(len(a))]
+            for i, a in enumerate(answers)
+        ]
 
-    def __len__(self): return len(self.rows)
+    def __len__(self):
+        return len(self.rows)
+
     @property
     def num_generations(self) -> int:
         "Answers per prompt."
         return len(self.answers[0]) if self.answers else 0
 
-    def _best(self, i): return max(range(len(self.total[i])), key=lambda j: self.total[i][j])
-    def _worst(self, i): return min(range(len(self.total[i])), key=lambda j: self.total[i][j])
+    def _best(self, i):
+        return max(range(len(self.total[i])), key=lambda j: self.total[i][j])
+
+    def _worst(self, i):
+        return min(range(len(self.total[i])), key=lambda j: self.total[i][j])
 
     def _msg(self, i, j):
-        return [dict(role='assistant', content=self.answers[i][j])] if isinstance(self.rows[i]['prompt'], list) else self.answers[i][j]
+        return (
+            [dict(role='assistant', content=self.answers[i][j])]
+            if isinstance(self.rows[i]['prompt'], list)
+            else self.answers[i][j]
+        )
 
-    def best(self, min_score:float|None=None) -> Data:
-        "Each prompt with its best answer (prompt/completion rows for `sft`), only where it scored at least `min_score`."
+    def best(self, min_score: float | None = None) -> Data:
+        """Each prompt with its best answer (prompt/completion rows for `sft`), only where it scored at least
+        `min_score`."""
         keep = [i for i in range(len(self)) if min_score is None or self.total[i][self._best(i)] >= min_score]
-        return Data([dict(prompt=self.rows[i]['prompt'], completion=self._msg(i, self._best(i))) for i in keep],
-                    'prompt_completion', 'rejection sampling', f"best of {self.num_generations}")
+        return Data(
+            [dict(prompt=self.rows[i]['prompt'], completion=self._msg(i, self._best(i))) for i in keep],
+            'prompt_completion',
+            'rejection sampling',
+            f"best of {self.num_generations}",
+        )
 
-    def pairs(self, min_margin:float=1e-6) -> Data:
-        "Best against worst answer of each prompt (preference pairs for `dpo`), where they differ by at least `min_margin`."
-        out = [dict(prompt=self.rows[i]['prompt'], chosen=self._msg(i, self._best(i)), rejected=self._msg(i, self._worst(i)))
-               for i in range(len(self)) if self.total[i][self._best(i)] - self.total[i][self._worst(i)] >= min_margin]
-        if not out: raise FtnbError(f"No pairs: every prompt's {self.num_generations} answers scored the same. Sample more answers (num_generations), "
-                                    "raise the temperature, or use a reward that tells answers apart.")
+    def pairs(self, min_margin: float = 1e-6) -> Data:
+        """Best against worst answer of each prompt (preference pairs for `dpo`), where they differ by at least
+        `min_margin`."""
+        out = [
+            dict(
+                prompt=self.rows[i]['prompt'], chosen=self._msg(i, self._best(i)), rejected=self._msg(i, self._worst(i))
+            )
+            for i in range(len(self))
+            if self.total[i][self._best(i)] - self.total[i][self._worst(i)] >= min_margin
+        ]
+        if not out:
+            raise FtnbError(
+                f"No pairs: every prompt's {self.num_generations} answers scored the same. Sample more answers "
+                "(num_generations), "
+                "raise the temperature, or use a reward that tells answers apart."
+            )
         return Data(out, 'preference', 'rejection sampling', f"best vs worst of {self.num_generations}")
 
     def summary(self) -> dict:
         "Mean score of all answers, of the kept (best) answers, and how many prompts give a pair."
         flat = [s for t in self.total for s in t]
         best = [t[self._best(i)] for i, t in enumerate(self.total)]
-        per = {k: sum(s or 0. for v in vs for s in v) / len(flat) for k, vs in self.scores.items()}
-        return dict(prompts=len(self), samples=len(flat), mean_all=sum(flat) / len(flat), mean_best=sum(best) / len(best),
-                    pairs=sum(max(t) - min(t) >= 1e-6 for t in self.total), **{f"mean {k}": v for k, v in per.items()})
+        per = {k: sum(s or 0.0 for v in vs for s in v) / len(flat) for k, vs in self.scores.items()}
+        return dict(
+            prompts=len(self),
+            samples=len(flat),
+            mean_all=sum(flat) / len(flat),
+            mean_best=sum(best) / len(best),
+            pairs=sum(max(t) - min(t) >= 1e-6 for t in self.total),
+            **{f"mean {k}": v for k, v in per.items()},
+        )
 
     def __repr__(self):
         s = self.summary()
-        return (f"Samples: {s['prompts']} prompts x {self.num_generations} answers; mean reward {s['mean_all']:.3f} over all answers, "
-                f"{s['mean_best']:.3f} over the best of each prompt; {s['pairs']} prompts give a pair\n  " +
-                ', '.join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith('mean ')))
+        return (
+            f"Samples: {s['prompts']} prompts x {self.num_generations} answers; mean reward {s['mean_all']:.3f} over "
+            "all answers, "
+            f"{s['mean_best']:.3f} over the best of each prompt; {s['pairs']} prompts give a pair\n  "
+            + ', '.join(f"{k} {v:.3f}" for k, v in s.items() if k.startswith('mean '))
+        )
 
 # %% ../nbs/15_sampling.ipynb #8bd0d434
 from fastcore.basics import patch
 
+
 @patch
-def plot(self:Samples, title:str='Rejection sampling'):
+def plot(self: Samples, title: str = 'Rejection sampling'):
     "Histograms of the scores of all answers and of the kept (best) answers."
     flat = [s for t in self.total for s in t]
     best = [t[self._best(i)] for i, t in enumerate(self.total)]
-    fig = chart(figsize=(6, 3.2)); ax = fig.subplots()
+    fig = chart(figsize=(6, 3.2))
+    ax = fig.subplots()
     lo, hi = min(flat), max(flat)
-    bins = [lo + (hi - lo) * k / 20 for k in range(21)] if hi > lo else [lo - .5, lo + .5]
-    ax.hist(flat, bins=bins, alpha=.6, label=f"all {len(flat)} answers (mean {sum(flat)/len(flat):.2f})", color='#999')
-    ax.hist(best, bins=bins, alpha=.8, label=f"best of {self.num_generations} (mean {sum(best)/len(best):.2f})", color='#2a7')
-    ax.set(xlabel='reward', ylabel='answers', title=title); ax.legend(fontsize=8); ax.grid(alpha=.3)
+    bins = [lo + (hi - lo) * k / 20 for k in range(21)] if hi > lo else [lo - 0.5, lo + 0.5]
+    ax.hist(
+        flat, bins=bins, alpha=0.6, label=f"all {len(flat)} answers (mean {sum(flat) / len(flat):.2f})", color='#999'
+    )
+    ax.hist(
+        best,
+        bins=bins,
+        alpha=0.8,
+        label=f"best of {self.num_generations} (mean {sum(best) / len(best):.2f})",
+        color='#2a7',
+    )
+    ax.set(xlabel='reward', ylabel='answers', title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return fig
 
 # %% ../nbs/15_sampling.ipynb #6c5aeadd
-def rejection_sample(model:Model|Run|str='smollm2-135m-instruct', # the model to sample from (a `Model`, a trained `Run`, or a name)
-                     data=None, # prompts: question/answer rows, prompt-only rows, or conversations/pairs (their prompts are used)
-                     rewards='exact_match', # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
-                     num_generations:int=4, # answers per prompt
-                     reward_weights:list[float]|None=None, # weight of each reward in the total
-                     max_new_tokens:int|None=None, # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
-                     temperature:float=1., # sampling temperature (higher: more varied answers to choose from)
-                     top_p:float=1., # nucleus sampling: keep the smallest set of tokens with this much probability
-                     generation_batch_size:int=8, # prompts generated together (each with num_generations answers)
-                     seed:int=42, # seed of the sampling
-                     progress:bool=True, # show a progress bar
-                    ) -> Samples:
-    "Sample `num_generations` answers per prompt and score them with `rewards`: the best answers for SFT, best-vs-worst pairs for DPO."
+def rejection_sample(
+    # the model to sample from (a `Model`, a trained `Run`, or a name)
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # prompts: question/answer rows, prompt-only rows, or conversations/pairs (their prompts are used)
+    # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
+    rewards='exact_match',
+    num_generations: int = 4,  # answers per prompt
+    reward_weights: list[float] | None = None,  # weight of each reward in the total
+    # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
+    max_new_tokens: int | None = None,
+    temperature: float = 1.0,  # sampling temperature (higher: more varied answers to choose from)
+    top_p: float = 1.0,  # nucleus sampling: keep the smallest set of tokens with this much probability
+    generation_batch_size: int = 8,  # prompts generated together (each with num_generations answers)
+    seed: int = 42,  # seed of the sampling
+    progress: bool = True,  # show a progress bar
+) -> Samples:
+    """Sample `num_generations` answers per prompt and score them with `rewards`: the best answers for SFT,
+    best-vs-worst pairs for DPO."""
     from tqdm.auto import tqdm
+
     n = num_generations
     d = data if isinstance(data, Data) else load_data(data) if data is not None else None
-    if d is None: raise FtnbError("rejection_sample needs prompts: question/answer rows, prompt-only rows, conversations or pairs")
+    if d is None:
+        raise FtnbError(
+            "rejection_sample needs prompts: question/answer rows, prompt-only rows, conversations or pairs"
+        )
     funcs, weights = as_rewards(rewards, reward_weights)
     check_rewards(funcs, d.to_prompts())
     m = model if isinstance(model, (Model, Run)) else load_model(model)
-    if max_new_tokens is None: max_new_tokens, _ = answer_budget(d, m.tokenizer)
+    if max_new_tokens is None:
+        max_new_tokens, _ = answer_budget(d, m.tokenizer)
     d, gen = d.to_prompts(), m.generate
     set_seed(seed)
     answers = []
     bar = tqdm(total=len(d) * n, desc=f'Sampling {n} per prompt', unit='answer', disable=not progress)
     for i in range(0, len(d), generation_batch_size):
-        ps = [r['prompt'] for r in d.rows[i:i+generation_batch_size]]
-        out = gen(ps, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n,
-                  generation_batch_size=len(ps))
-        answers += [out[k*n:(k+1)*n] for k in range(len(ps))]
+        ps = [r['prompt'] for r in d.rows[i : i + generation_batch_size]]
+        out = gen(
+            ps,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            num_return_sequences=n,
+            generation_batch_size=len(ps),
+        )
+        answers += [out[k * n : (k + 1) * n] for k in range(len(ps))]
         bar.update(len(ps) * n)
     bar.close()
-    cols = {k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'}  # TRL's layout: one entry per answer
+    cols = {
+        k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'
+    }  # TRL's layout: one entry per answer
     ps = [r['prompt'] for r in d.rows for _ in range(n)]
     flat = score_answers(funcs, ps, [a for aa in answers for a in aa], cols)
-    scores = {name: [v[k*n:(k+1)*n] for k in range(len(d))] for name, v in flat.items()}
+    scores = {name: [v[k * n : (k + 1) * n] for k in range(len(d))] for name, v in flat.items()}
     return Samples(d.rows, answers, scores, weights)

@@ -14,24 +14,48 @@ __all__ = ['sft']
 
 # %% ../nbs/11_sft.ipynb #34865171
 @recorded
-def sft(model:Model|Run|str='smollm2-135m-instruct', # a `Model`, a trained `Run` to continue from, or a name/folder/.gguf for `load_model`
-        data=None, # a `Data`, or anything `load_data` reads
-        max_length:int|None=None, # longest row in tokens; default: chosen from the data
-        loss:str='answers', # 'answers' (assistant turns / completions only) or 'all' tokens
-        packing:bool=False, # pack rows into max_length blocks (TRL's bfd packing)
-        **kw): # `recipe_args` (lr, max_steps, epochs, batch_size, lora, eval, seed, run_dir), and any other `trl.SFTConfig` field
+def sft(
+    # a `Model`, a trained `Run` to continue from, or a name/folder/.gguf for `load_model`
+    model: Model | Run | str = 'smollm2-135m-instruct',
+    data=None,  # a `Data`, or anything `load_data` reads
+    max_length: int | None = None,  # longest row in tokens; default: chosen from the data
+    loss: str = 'answers',  # 'answers' (assistant turns / completions only) or 'all' tokens
+    packing: bool = False,  # pack rows into max_length blocks (TRL's bfd packing)
+    **kw,  # `recipe_args` (lr, max_steps, epochs, batch_size, lora, eval, seed, run_dir), and any other `trl.SFTConfig` field
+):
     "Supervised fine-tuning of `model` on `data`; returns a ready `Run` (call `.start()`)."
-    if loss not in ('answers', 'all'): raise FtnbError(f"loss must be 'answers' or 'all', got {loss!r}")
-    if clash := [k for k in ('completion_only_loss', 'assistant_only_loss') if k in kw]:  # TRL's switches for what `loss` says
-        raise FtnbError(f"sft got {clash[0]}={kw[clash[0]]!r}: which tokens train is ftnb's loss= (loss='answers', the default, trains on "
-                        "assistant turns and completions only, with masks that work for every chat template; loss='all' on every token). Give loss instead.")
+    if loss not in ('answers', 'all'):
+        raise FtnbError(f"loss must be 'answers' or 'all', got {loss!r}")
+    if clash := [
+        k for k in ('completion_only_loss', 'assistant_only_loss') if k in kw
+    ]:  # TRL's switches for what `loss` says
+        raise FtnbError(
+            f"sft got {clash[0]}={kw[clash[0]]!r}: which tokens train is ftnb's loss= (loss='answers', the default, "
+            "trains on "
+            "assistant turns and completions only, with masks that work for every chat template; loss='all' on every "
+            "token). Give loss instead."
+        )
     m, d, ev = prepare('sft', model, data, kw, "Preference pairs go to dpo()/orpo(), prompts to grpo().")
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     answers_only = loss == 'answers' and d.kind != 'text'
     train_ds = d.tokenize(m.tokenizer, max_length) if answers_only else d.for_template(m.tokenizer).dataset
-    eval_ds = (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.for_template(m.tokenizer).dataset) if ev is not None else None
-    return recipe('sft', m, d, ev, train_ds, eval_ds, kw, seq=min(max_length, st.quantile(0.95)), row_tokens=st.mean_tokens(max_length),
-                  scored=st.trained_share if answers_only else 1.,
-                  config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
-                  settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)))
+    eval_ds = (
+        (ev.tokenize(m.tokenizer, max_length) if answers_only else ev.for_template(m.tokenizer).dataset)
+        if ev is not None
+        else None
+    )
+    return recipe(
+        'sft',
+        m,
+        d,
+        ev,
+        train_ds,
+        eval_ds,
+        kw,
+        seq=min(max_length, st.quantile(0.95)),
+        row_tokens=st.mean_tokens(max_length),
+        scored=st.trained_share if answers_only else 1.0,
+        config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
+        settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)),
+    )

@@ -15,296 +15,511 @@ __all__ = ['MEMORY_SHARE', 'MAX_READ_BYTES', 'DOCUMENTS', 'read_limit', 'json_de
 
 # %% ../nbs/04a_sources.ipynb #229a7c02
 MEMORY_SHARE = 0.25  # the share of the memory available that one source's text may take: its rows, parsed, take a few times as much
-MAX_READ_BYTES = None  # the most bytes of text ftnb reads from one source; None: MEMORY_SHARE of the memory available now
+MAX_READ_BYTES = (
+    None  # the most bytes of text ftnb reads from one source; None: MEMORY_SHARE of the memory available now
+)
+
 
 def read_limit() -> tuple[int, str]:
-    "The most bytes of (decompressed) text ftnb reads from one file or folder, and where that number comes from, in words."
-    if MAX_READ_BYTES is not None: return int(MAX_READ_BYTES), 'ftnb.sources.MAX_READ_BYTES'
+    """The most bytes of (decompressed) text ftnb reads from one file or folder, and where that number comes from, in
+    words."""
+    if MAX_READ_BYTES is not None:
+        return int(MAX_READ_BYTES), 'ftnb.sources.MAX_READ_BYTES'
     gb = memory_available_gb()
-    if not gb: return sys.maxsize, 'no limit: the memory available is unknown here'
+    if not gb:
+        return sys.maxsize, 'no limit: the memory available is unknown here'
     return int(gb * 1e9 * MEMORY_SHARE), f"{MEMORY_SHARE:.0%} of the {gb:.1f} GB of memory available now"
 
-def _size(n:int) -> str:
+
+def _size(n: int) -> str:
     "A byte count in words: '2.1 GB', '64.0 KB', '300 bytes'."
     return next((f"{n / k:.1f} {u}" for u, k in (('GB', 1e9), ('MB', 1e6), ('KB', 1e3)) if n >= k), f"{n} bytes")
 
-class _TooBig(Exception): pass
+
+class _TooBig(Exception):
+    pass
+
 
 class _Meter:
     "Bytes of text read from a source so far, against the most it may hold: past that, `_TooBig`."
-    def __init__(self): self.limit, self.why = read_limit(); self.n = 0
-    def spend(self, k:int):
+
+    def __init__(self):
+        self.limit, self.why = read_limit()
+        self.n = 0
+
+    def spend(self, k: int):
         self.n += k
-        if self.n > self.limit: raise _TooBig()
+        if self.n > self.limit:
+            raise _TooBig()
+
 
 class _Counted(io.RawIOBase):
-    "A binary stream whose bytes are counted on a `_Meter` as they are read: decompression stops at the first chunk past the limit."
-    def __init__(self, f, meter:_Meter): self.f, self.meter = f, meter
-    def readable(self): return True
-    def readinto(self, b):
-        k = self.f.readinto(b); self.meter.spend(k); return k
-    def close(self): self.f.close(); super().close()
+    """A binary stream whose bytes are counted on a `_Meter` as they are read: decompression stops at the first chunk
+    past the limit."""
 
-def _open(p:Path, meter:_Meter):
-    "`p` as UTF-8 text (a byte order mark skipped), counted: a plain file by its size before it is read, a .gz file as it expands."
-    if not p.name.endswith('.gz'): meter.spend(p.stat().st_size); return open(p, encoding='utf-8-sig')
+    def __init__(self, f, meter: _Meter):
+        self.f, self.meter = f, meter
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = self.f.readinto(b)
+        self.meter.spend(k)
+        return k
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+
+def _open(p: Path, meter: _Meter):
+    """`p` as UTF-8 text (a byte order mark skipped), counted: a plain file by its size before it is read, a .gz file as
+    it expands."""
+    if not p.name.endswith('.gz'):
+        meter.spend(p.stat().st_size)
+        return open(p, encoding='utf-8-sig')
     return io.TextIOWrapper(io.BufferedReader(_Counted(gzip.open(p, 'rb'), meter)), encoding='utf-8-sig')
 
 # %% ../nbs/04a_sources.ipynb #49d1891a
-class _TooDeep(Exception): pass
+class _TooDeep(Exception):
+    pass
+
 
 @functools.cache
 def json_depth_limit() -> int:
-    "How many levels of arrays and objects Python's JSON reader nests here before it gives up (about the recursion limit); measured once."
+    """How many levels of arrays and objects Python's JSON reader nests here before it gives up (about the recursion
+    limit); measured once."""
     lo, hi = 1, 1 << 17
     while lo < hi:
         m = (lo + hi + 1) // 2
-        try: json.loads('[' * m + ']' * m); lo = m
-        except RecursionError: hi = m - 1
+        try:
+            json.loads('[' * m + ']' * m)
+            lo = m
+        except RecursionError:
+            hi = m - 1
     return lo
 
-def json_depth(s:str, # JSON text
-              ) -> tuple[int, int]: # how deep it nests, and the offset where it first goes deeper than the reader (-1: nowhere)
-    "How deep JSON text `s` nests arrays and objects, and where it first passes `json_depth_limit()`: without parsing it, so at any depth."
+
+def json_depth(
+    s: str,  # JSON text
+) -> tuple[int, int]:  # how deep it nests, and the offset where it first goes deeper than the reader (-1: nowhere)
+    """How deep JSON text `s` nests arrays and objects, and where it first passes `json_depth_limit()`: without parsing
+    it, so at any depth."""
     lim, d, top, at = json_depth_limit(), 0, 0, -1
     for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', s):
         c = m.group()
         if c in '[{':
-            d += 1; top = max(top, d)
-            if d > lim and at < 0: at = m.start()
-        elif c in ']}': d -= 1
+            d += 1
+            top = max(top, d)
+            if d > lim and at < 0:
+                at = m.start()
+        elif c in ']}':
+            d -= 1
     return top, at
 
-def _too_deep(where:str, s:str, lines:bool=False) -> str:
-    "The error for JSON text nested deeper than Python's reader goes: how deep, the limit, and (`lines`: in a whole file) the line that passes it."
+
+def _too_deep(where: str, s: str, lines: bool = False) -> str:
+    """The error for JSON text nested deeper than Python's reader goes: how deep, the limit, and (`lines`: in a whole
+    file) the line that passes it."""
     top, at = json_depth(s)
     line = f" (line {s.count(chr(10), 0, at) + 1} passes the limit)" if lines and at >= 0 else ''
-    return (f"{where}: nested {top:,} levels deep{line}, and Python's JSON reader goes about {json_depth_limit():,} levels deep. "
-            "No record of training data nests this deep: the file was likely written wrongly or is damaged. Flatten that value, or leave the record out.")
+    return (
+        f"{where}: nested {top:,} levels deep{line}, and Python's JSON reader goes about {json_depth_limit():,} levels "
+        "deep. "
+        "No record of training data nests this deep: the file was likely written wrongly or is damaged. Flatten that "
+        "value, or leave the record out."
+    )
 
 # %% ../nbs/04a_sources.ipynb #7716a3b0
-class _RepeatedKey(Exception): pass
+class _RepeatedKey(Exception):
+    pass
 
-def _one_value_a_key(pairs:list) -> dict:
+
+def _one_value_a_key(pairs: list) -> dict:
     "A JSON object's dict; a repeated key, whose earlier values `json` would silently drop, is an error."
     d = dict(pairs)
-    if len(d) < len(pairs): raise _RepeatedKey(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+    if len(d) < len(pairs):
+        raise _RepeatedKey(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
     return d
 
-def _repeated(where:str, k) -> FtnbError:
-    return FtnbError(f"{where}: an object repeats the key {k!r}; JSON keeps only its last value, so the others would vanish. Give each field its own name")
 
-def _loads(s:str):
-    "The value of JSON text `s`: a repeated key is `_RepeatedKey`, nesting deeper than the reader goes `_TooDeep` (not a bare RecursionError)."
-    try: return json.loads(s, object_pairs_hook=_one_value_a_key)
-    except RecursionError: raise _TooDeep() from None
+def _repeated(where: str, k) -> FtnbError:
+    return FtnbError(
+        f"{where}: an object repeats the key {k!r}; JSON keeps only its last value, so the others would vanish. Give "
+        "each field its own name"
+    )
 
-def _read_jsonl(p:Path, meter:_Meter) -> list:
+
+def _loads(s: str):
+    """The value of JSON text `s`: a repeated key is `_RepeatedKey`, nesting deeper than the reader goes `_TooDeep` (not
+    a bare RecursionError)."""
+    try:
+        return json.loads(s, object_pairs_hook=_one_value_a_key)
+    except RecursionError:
+        raise _TooDeep() from None
+
+
+def _read_jsonl(p: Path, meter: _Meter) -> list:
     rows = []
     with _open(p, meter) as f:
         for i, line in enumerate(f):
-            if not line.strip(): continue
-            try: rows.append(_loads(line))
-            except json.JSONDecodeError as e: raise FtnbError(f"{p.name}, line {i+1}: not valid JSON ({e.msg} at column {e.colno}): {excerpt(line)}") from None
-            except _RepeatedKey as e: raise _repeated(f"{p.name}, line {i+1}", e.args[0]) from None
-            except _TooDeep: raise FtnbError(_too_deep(f"{p.name}, line {i+1}", line)) from None
-    if not rows: raise FtnbError(f"{p.name} is empty: it holds no JSON lines")
+            if not line.strip():
+                continue
+            try:
+                rows.append(_loads(line))
+            except json.JSONDecodeError as e:
+                raise FtnbError(
+                    f"{p.name}, line {i + 1}: not valid JSON ({e.msg} at column {e.colno}): {excerpt(line)}"
+                ) from None
+            except _RepeatedKey as e:
+                raise _repeated(f"{p.name}, line {i + 1}", e.args[0]) from None
+            except _TooDeep:
+                raise FtnbError(_too_deep(f"{p.name}, line {i + 1}", line)) from None
+    if not rows:
+        raise FtnbError(f"{p.name} is empty: it holds no JSON lines")
     return rows
 
-def _read_json(p:Path, meter:_Meter) -> list:
-    with _open(p, meter) as f: txt = f.read()
-    if not txt.strip(): raise FtnbError(f"{p.name} is empty")
-    try: d = _loads(txt)
-    except _RepeatedKey as e: raise _repeated(p.name, e.args[0]) from None
-    except _TooDeep: raise FtnbError(_too_deep(p.name, txt, lines=True)) from None
+
+def _read_json(p: Path, meter: _Meter) -> list:
+    with _open(p, meter) as f:
+        txt = f.read()
+    if not txt.strip():
+        raise FtnbError(f"{p.name} is empty")
+    try:
+        d = _loads(txt)
+    except _RepeatedKey as e:
+        raise _repeated(p.name, e.args[0]) from None
+    except _TooDeep:
+        raise FtnbError(_too_deep(p.name, txt, lines=True)) from None
     except json.JSONDecodeError as e:
-        raise FtnbError(f"{p.name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
-                        "If it holds one record per line, name it .jsonl") from None
+        raise FtnbError(
+            f"{p.name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
+            "If it holds one record per line, name it .jsonl"
+        ) from None
     key = None
     if isinstance(d, dict):
         lists = [k for k, v in d.items() if isinstance(v, list)]
-        if len(lists) != 1: raise FtnbError(f"{p.name}: expected a list of records, found an object with keys {list(d)[:8]}")
+        if len(lists) != 1:
+            raise FtnbError(f"{p.name}: expected a list of records, found an object with keys {list(d)[:8]}")
         key, d = lists[0], d[lists[0]]
-    if not isinstance(d, list): raise FtnbError(f"{p.name}: expected a list of records, found {type(d).__name__}")
-    if not d: raise FtnbError(f"{p.name} holds an empty list" + (f" under {key!r}" if key else '') + ": no rows to load")
+    if not isinstance(d, list):
+        raise FtnbError(f"{p.name}: expected a list of records, found {type(d).__name__}")
+    if not d:
+        raise FtnbError(f"{p.name} holds an empty list" + (f" under {key!r}" if key else '') + ": no rows to load")
     return d
 
 # %% ../nbs/04a_sources.ipynb #a7558f41
-def _cell(v:str):
+def _cell(v: str):
     "CSV cells are text; a cell holding a JSON list of messages or an object (a conversation, say) is parsed back."
     if v[:1] in '[{':
-        try: x = json.loads(v)
-        except json.JSONDecodeError: return v
-        except RecursionError: raise _TooDeep() from None
-        if isinstance(x, dict) or (isinstance(x, list) and all(isinstance(m, dict) for m in x)): return x
+        try:
+            x = json.loads(v)
+        except json.JSONDecodeError:
+            return v
+        except RecursionError:
+            raise _TooDeep() from None
+        if isinstance(x, dict) or (isinstance(x, list) and all(isinstance(m, dict) for m in x)):
+            return x
     return v
 
-def _read_csv(p:Path, meter:_Meter) -> list:
-    "The rows of a CSV or TSV file; a repeated header name or a row with more cells than the header is an error, as data would vanish."
-    old = csv.field_size_limit(2**31 - 1)  # a cell may hold a long document: `read_limit` bounds the file, not the csv module's 128 KB a cell
-    try: return _csv_rows(p, meter)
-    finally: csv.field_size_limit(old)
 
-def _csv_rows(p:Path, meter:_Meter) -> list:
+def _read_csv(p: Path, meter: _Meter) -> list:
+    """The rows of a CSV or TSV file; a repeated header name or a row with more cells than the header is an error, as
+    data would vanish."""
+    old = csv.field_size_limit(
+        2**31 - 1
+    )  # a cell may hold a long document: `read_limit` bounds the file, not the csv module's 128 KB a cell
+    try:
+        return _csv_rows(p, meter)
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_rows(p: Path, meter: _Meter) -> list:
     with _open(p, meter) as f:
         rd, rows = csv.DictReader(f, delimiter='\t' if '.tsv' in p.name else ','), []
         try:
             head = rd.fieldnames
-            if not head: raise FtnbError(f"{p.name} is empty")
+            if not head:
+                raise FtnbError(f"{p.name} is empty")
             dup = [c for c, n in Counter(head).items() if n > 1]
-            if dup: raise FtnbError(f"{p.name}: the header repeats the column {dup[0]!r}, so all but its last cell in each row would vanish; give each column its own name")
+            if dup:
+                raise FtnbError(
+                    f"{p.name}: the header repeats the column {dup[0]!r}, so all but its last cell in each row would "
+                    "vanish; give each column its own name"
+                )
             for r in rd:
-                if None in r: raise FtnbError(f"{p.name}, line {rd.line_num}: {len(head) + len(r[None])} cells, but the header names {len(head)} columns")
+                if None in r:
+                    raise FtnbError(
+                        f"{p.name}, line {rd.line_num}: {len(head) + len(r[None])} cells, but the header names "
+                        f"{len(head)} columns"
+                    )
                 row = {}
                 for k, v in r.items():
-                    try: row[k] = _cell(v) if isinstance(v, str) else v
-                    except _TooDeep: raise FtnbError(_too_deep(f"{p.name}, line {rd.line_num}, column {k!r}", v)) from None
+                    try:
+                        row[k] = _cell(v) if isinstance(v, str) else v
+                    except _TooDeep:
+                        raise FtnbError(_too_deep(f"{p.name}, line {rd.line_num}, column {k!r}", v)) from None
                 rows.append(row)
-        except csv.Error as e: raise FtnbError(f"{p.name}, line {rd.line_num}: not valid CSV ({e})") from None
-    if not rows: raise FtnbError(f"{p.name} has a header ({', '.join(head)}) but no rows")
+        except csv.Error as e:
+            raise FtnbError(f"{p.name}, line {rd.line_num}: not valid CSV ({e})") from None
+    if not rows:
+        raise FtnbError(f"{p.name} has a header ({', '.join(head)}) but no rows")
     return rows
 
-def _parquet_size(p:Path) -> int|None:
-    "The bytes a Parquet file's data takes uncompressed, as its metadata gives them (None where that cannot be read: reading it then says why)."
+
+def _parquet_size(p: Path) -> int | None:
+    """The bytes a Parquet file's data takes uncompressed, as its metadata gives them (None where that cannot be read:
+    reading it then says why)."""
     try:
         import pyarrow.parquet as pq
+
         md = pq.ParquetFile(p).metadata
         return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-    except Exception: return None
+    except Exception:
+        return None
 
-def _read_parquet(p:Path, meter:_Meter) -> list:
+
+def _read_parquet(p: Path, meter: _Meter) -> list:
     import pandas as pd
+
     meter.spend(_parquet_size(p) or 0)
-    try: df = pd.read_parquet(p)
-    except Exception as e: raise FtnbError(f"{p.name}: cannot read it as Parquet ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    if not len(df): raise FtnbError(f"{p.name} has no rows")
+    try:
+        df = pd.read_parquet(p)
+    except Exception as e:
+        raise FtnbError(
+            f"{p.name}: cannot read it as Parquet ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from None
+    if not len(df):
+        raise FtnbError(f"{p.name} has no rows")
     return _records_from_frame(df)
 
+
 def _records_from_frame(df) -> list:
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else (v.tolist() if hasattr(v, 'tolist') else v)) for k, v in r.items()}
-            for r in df.to_dict('records')]
+    return [
+        {
+            k: (None if isinstance(v, float) and math.isnan(v) else (v.tolist() if hasattr(v, 'tolist') else v))
+            for k, v in r.items()
+        }
+        for r in df.to_dict('records')
+    ]
 
 # %% ../nbs/04a_sources.ipynb #df8f528f
 DOCUMENTS = ('line', 'paragraph', 'file')
 
-def _read_txt(p:Path, meter:_Meter, documents:str='line') -> list:
-    "Plain text as `{'text': ...}` rows: one a non-blank line, one a paragraph (blank lines between), or the whole file."
-    with _open(p, meter) as f: txt = f.read()
-    if documents == 'file': docs = [txt.strip('\n')] if txt.strip() else []
-    elif documents == 'paragraph': docs = [d.strip('\n') for d in re.split(r'\n\s*\n', txt) if d.strip()]
-    else: docs = [l.rstrip('\r') for l in txt.split('\n') if l.strip()]
-    if not docs: raise FtnbError(f"{p.name} is empty: it holds no text")
+
+def _read_txt(p: Path, meter: _Meter, documents: str = 'line') -> list:
+    """Plain text as `{'text': ...}` rows: one a non-blank line, one a paragraph (blank lines between), or the whole
+    file."""
+    with _open(p, meter) as f:
+        txt = f.read()
+    if documents == 'file':
+        docs = [txt.strip('\n')] if txt.strip() else []
+    elif documents == 'paragraph':
+        docs = [d.strip('\n') for d in re.split(r'\n\s*\n', txt) if d.strip()]
+    else:
+        docs = [l.rstrip('\r') for l in txt.split('\n') if l.strip()]
+    if not docs:
+        raise FtnbError(f"{p.name} is empty: it holds no text")
     return [dict(text=d) for d in docs]
 
-_READERS = {'.jsonl': _read_jsonl, '.ndjson': _read_jsonl, '.json': _read_json, '.csv': _read_csv, '.tsv': _read_csv,
-            '.parquet': _read_parquet, '.txt': _read_txt}
+
+_READERS = {
+    '.jsonl': _read_jsonl,
+    '.ndjson': _read_jsonl,
+    '.json': _read_json,
+    '.csv': _read_csv,
+    '.tsv': _read_csv,
+    '.parquet': _read_parquet,
+    '.txt': _read_txt,
+}
 _TYPES = '.json, .jsonl, .jsonl.gz, .csv, .tsv, .parquet and .txt'
 
-def _reader(p:Path):
+
+def _reader(p: Path):
     suf = ''.join(s for s in p.suffixes[-2:] if s != '.gz') if p.name.endswith('.gz') else p.suffix
     return _READERS.get(suf.lower())
 
-def read_records(path, # a data file, or a folder of them
-                 starts:list|None=None, # if given, gets `(first row, file)` for each file read, to say which file a row came from
-                 documents:str='line', # how a .txt file splits into documents: 'line', 'paragraph' (blank lines between) or 'file'
-                ) -> list: # the rows, as dicts
-    "The rows of a .json, .jsonl(.gz), .csv, .tsv, .parquet or .txt file, or of every such file in a folder, within `read_limit()` bytes of text."
-    if documents not in DOCUMENTS: raise FtnbError(f"documents={documents!r}: choose one of {', '.join(DOCUMENTS)}")
+
+def read_records(
+    path,  # a data file, or a folder of them
+    # if given, gets `(first row, file)` for each file read, to say which file a row came from
+    starts: list | None = None,
+    # how a .txt file splits into documents: 'line', 'paragraph' (blank lines between) or 'file'
+    documents: str = 'line',
+) -> list:  # the rows, as dicts
+    """The rows of a .json, .jsonl(.gz), .csv, .tsv, .parquet or .txt file, or of every such file in a folder, within
+    `read_limit()` bytes of text."""
+    if documents not in DOCUMENTS:
+        raise FtnbError(f"documents={documents!r}: choose one of {', '.join(DOCUMENTS)}")
     p, meter = Path(path).expanduser(), _Meter()
     if p.is_dir():
         files = sorted(f for f in p.rglob('*') if f.is_file() and _reader(f))
-        if not files: raise FtnbError(f"Folder {str(path)!r} holds no data files ({_TYPES})")
+        if not files:
+            raise FtnbError(f"Folder {str(path)!r} holds no data files ({_TYPES})")
         rows = []
         for f in files:
-            if starts is not None: starts.append((len(rows), f.relative_to(p)))
+            if starts is not None:
+                starts.append((len(rows), f.relative_to(p)))
             rows += _read_file(f, documents, meter, p)
         return rows
-    if not p.exists(): raise FtnbError(f"No such file or folder: {str(path)!r}")
-    if _reader(p) is None: raise FtnbError(f"{p.name}: unknown file type; ftnb reads {_TYPES}")
+    if not p.exists():
+        raise FtnbError(f"No such file or folder: {str(path)!r}")
+    if _reader(p) is None:
+        raise FtnbError(f"{p.name}: unknown file type; ftnb reads {_TYPES}")
     return _read_file(p, documents, meter)
 
-def _read_file(p:Path, documents:str, meter:_Meter, folder:Path|None=None) -> list:
+
+def _read_file(p: Path, documents: str, meter: _Meter, folder: Path | None = None) -> list:
     r = _reader(p)
-    try: return r(p, meter, documents) if r is _read_txt else r(p, meter)
-    except _TooBig: raise FtnbError(_too_big(p, meter, folder)) from None
-    except MemoryError:  # within the limit, rows that take far more memory than their text: say so, not a bare MemoryError
-        raise FtnbError(f"{p.name}: memory ran out while reading it, {_size(meter.n)} of text in (the limit, {_size(meter.limit)}, "
-                        f"is {meter.why}): its rows take more memory than their text. Load a part of it, or free memory.") from None
-    except UnicodeDecodeError: raise FtnbError(_not_utf8(p, meter.limit)) from None
-    except (OSError, EOFError, zlib.error) as e: raise FtnbError(f"{p.name}: cannot read it ({type(e).__name__}: {e})") from None
+    try:
+        return r(p, meter, documents) if r is _read_txt else r(p, meter)
+    except _TooBig:
+        raise FtnbError(_too_big(p, meter, folder)) from None
+    except (
+        MemoryError
+    ):  # within the limit, rows that take far more memory than their text: say so, not a bare MemoryError
+        raise FtnbError(
+            f"{p.name}: memory ran out while reading it, {_size(meter.n)} of text in (the limit, {_size(meter.limit)}, "
+            f"is {meter.why}): its rows take more memory than their text. Load a part of it, or free memory."
+        ) from None
+    except UnicodeDecodeError:
+        raise FtnbError(_not_utf8(p, meter.limit)) from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise FtnbError(f"{p.name}: cannot read it ({type(e).__name__}: {e})") from None
 
 # %% ../nbs/04a_sources.ipynb #776cb155
-def _not_utf8(p:Path, limit:int=sys.maxsize) -> str:
-    "What to tell about a file that is not UTF-8: the first bad byte, its offset and line, and what to do (reading at most `limit` bytes)."
-    with (gzip.open(p, 'rb') if p.name.endswith('.gz') else open(p, 'rb')) as f: raw = f.read(-1 if limit >= sys.maxsize else limit)
-    try: raw.decode('utf-8-sig'); return f"{p.name} is not UTF-8 text"
-    except UnicodeDecodeError as e: off = e.start
+def _not_utf8(p: Path, limit: int = sys.maxsize) -> str:
+    """What to tell about a file that is not UTF-8: the first bad byte, its offset and line, and what to do (reading at
+    most `limit` bytes)."""
+    with gzip.open(p, 'rb') if p.name.endswith('.gz') else open(p, 'rb') as f:
+        raw = f.read(-1 if limit >= sys.maxsize else limit)
+    try:
+        raw.decode('utf-8-sig')
+        return f"{p.name} is not UTF-8 text"
+    except UnicodeDecodeError as e:
+        off = e.start
     line = raw.count(b'\n', 0, off) + 1
-    utf16 = " It looks like UTF-16 (it starts with a UTF-16 byte order mark)." if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else ''
-    return (f"{p.name} is not UTF-8 text: byte {raw[off]:#04x} at byte offset {off} (line {line}) cannot be decoded.{utf16} "
-            "Save it as UTF-8 (for Latin-1 text: iconv -f latin1 -t utf-8 old > new) and load that.")
+    utf16 = (
+        " It looks like UTF-16 (it starts with a UTF-16 byte order mark)."
+        if raw[:2] in (b'\xff\xfe', b'\xfe\xff')
+        else ''
+    )
+    return (
+        f"{p.name} is not UTF-8 text: byte {raw[off]:#04x} at byte offset {off} (line {line}) cannot be "
+        f"decoded.{utf16} "
+        "Save it as UTF-8 (for Latin-1 text: iconv -f latin1 -t utf-8 old > new) and load that."
+    )
 
 # %% ../nbs/04a_sources.ipynb #6f12f9da
-def _part(p:Path) -> str:
+def _part(p: Path) -> str:
     "How to cut the first rows of `p` into a file of their own, in words."
     name, plain = p.name, p.name.removesuffix('.gz')
-    if plain.endswith('.parquet'): return f"its first row group: load_data(pyarrow.parquet.ParquetFile({name!r}).read_row_groups([0]).to_pylist())"
-    if plain.endswith('.json'): return "saved as JSON Lines, one record a line, its first lines: head -n 100000"
+    if plain.endswith('.parquet'):
+        return f"its first row group: load_data(pyarrow.parquet.ParquetFile({name!r}).read_row_groups([0]).to_pylist())"
+    if plain.endswith('.json'):
+        return "saved as JSON Lines, one record a line, its first lines: head -n 100000"
     cut = f"zcat {name} | head -n 100000" if name.endswith('.gz') else f"head -n 100000 {name}"
     return f"the first 100,000 lines: {cut} > part{Path(plain).suffix}"
 
-def _too_big(p:Path, meter:_Meter, folder:Path|None=None) -> str:
-    "The error for a source past the read limit: its (decompressed) size, the limit and where it comes from, and what to do."
+
+def _too_big(p: Path, meter: _Meter, folder: Path | None = None) -> str:
+    """The error for a source past the read limit: its (decompressed) size, the limit and where it comes from, and what
+    to do."""
     n, gz = meter.n, p.name.endswith('.gz')
-    if folder is not None: what, fix = f"folder {folder.name}: its files hold {'more than ' if gz else ''}{_size(n)} of text up to {p.relative_to(folder)}", 'Load some of its files'
-    elif gz: what, fix = f"{p.name} expands to more than {_size(n)} of text (ftnb stopped decompressing there)", f"Load a part of it ({_part(p)})"
-    elif p.suffix == '.parquet': what, fix = f"{p.name} holds {_size(n)} of data uncompressed (its Parquet metadata says)", f"Load a part of it ({_part(p)})"
-    else: what, fix = f"{p.name} is {_size(n)} of text", f"Load a part of it ({_part(p)})"
+    if folder is not None:
+        what, fix = (
+            f"folder {folder.name}: its files hold {'more than ' if gz else ''}{_size(n)} of text up to "
+            f"{p.relative_to(folder)}",
+            'Load some of its files',
+        )
+    elif gz:
+        what, fix = (
+            f"{p.name} expands to more than {_size(n)} of text (ftnb stopped decompressing there)",
+            f"Load a part of it ({_part(p)})",
+        )
+    elif p.suffix == '.parquet':
+        what, fix = (
+            f"{p.name} holds {_size(n)} of data uncompressed (its Parquet metadata says)",
+            f"Load a part of it ({_part(p)})",
+        )
+    else:
+        what, fix = f"{p.name} is {_size(n)} of text", f"Load a part of it ({_part(p)})"
     disk = p.stat().st_size
-    bomb = (f" It is {_size(disk)} on disk: a file that expands {n // max(disk, 1):,}-fold and more may be a gzip bomb, if you did not make it."
-            if gz and folder is None and n > 100 * disk else '')
-    return (f"{what}, more than ftnb reads into memory at once: {_size(meter.limit)} ({meter.why}); its rows, parsed, would take a few times that.{bomb} "
-            f"{fix}, free memory, or, if you know it fits, raise ftnb.sources.MAX_READ_BYTES.")
+    bomb = (
+        f" It is {_size(disk)} on disk: a file that expands {n // max(disk, 1):,}-fold and more may be a gzip bomb, if "
+        "you did not make it."
+        if gz and folder is None and n > 100 * disk
+        else ''
+    )
+    return (
+        f"{what}, more than ftnb reads into memory at once: {_size(meter.limit)} ({meter.why}); its rows, parsed, "
+        f"would take a few times that.{bomb} "
+        f"{fix}, free memory, or, if you know it fits, raise ftnb.sources.MAX_READ_BYTES."
+    )
 
 # %% ../nbs/04a_sources.ipynb #53031f50
 class Source(str):
     "Where rows came from, in words (\"notes.jsonl\", \"a Dataset\"); for a folder, also which of its files holds each row."
-    def __new__(cls, name:str, starts:list|None=None):
-        s = super().__new__(cls, name); s.starts = starts or []; return s
-    def file_of(self, i:int) -> str:
+
+    def __new__(cls, name: str, starts: list | None = None):
+        s = super().__new__(cls, name)
+        s.starts = starts or []
+        return s
+
+    def file_of(self, i: int) -> str:
         "' (its file, its row n)' for row `i` of a folder of files; '' for any other source."
-        if len(self.starts) < 2: return ''
+        if len(self.starts) < 2:
+            return ''
         start, f = next((s, f) for s, f in reversed(self.starts) if s <= i)
         return f" ({f}, its row {i - start})"
 
-def records(source, # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
-            split:str|None=None, # split of a DatasetDict or Hub data set (default 'train')
-            name:str|None=None, # configuration of a Hub data set
-            documents:str='line', # how a .txt file splits into documents: 'line', 'paragraph' or 'file'
-           ) -> tuple[list, Source]:
+
+def records(
+    source,  # file, folder, Hub id, `Dataset`/`DatasetDict`, DataFrame or list of dicts
+    split: str | None = None,  # split of a DatasetDict or Hub data set (default 'train')
+    name: str | None = None,  # configuration of a Hub data set
+    documents: str = 'line',  # how a .txt file splits into documents: 'line', 'paragraph' or 'file'
+) -> tuple[list, Source]:
     "The records of any source, and where they came from."
-    try: import datasets
-    except ImportError: datasets = None
+    try:
+        import datasets
+    except ImportError:
+        datasets = None
     if datasets is not None and isinstance(source, datasets.DatasetDict):
         splits = list(source)
         sp = split or ('train' if 'train' in splits else (splits[0] if len(splits) == 1 else None))
-        if sp not in source: raise FtnbError(f"The DatasetDict has splits {splits}; choose one with split=...")
+        if sp not in source:
+            raise FtnbError(f"The DatasetDict has splits {splits}; choose one with split=...")
         return source[sp].to_list(), Source(f"DatasetDict[{sp!r}]")
-    if datasets is not None and isinstance(source, datasets.Dataset): return source.to_list(), Source('a Dataset')
-    if type(source).__name__ == 'DataFrame': return _records_from_frame(source), Source('a DataFrame')
-    if isinstance(source, (list, tuple)): return list(source), Source('a list')
+    if datasets is not None and isinstance(source, datasets.Dataset):
+        return source.to_list(), Source('a Dataset')
+    if type(source).__name__ == 'DataFrame':
+        return _records_from_frame(source), Source('a DataFrame')
+    if isinstance(source, (list, tuple)):
+        return list(source), Source('a list')
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
         if p.exists() or Path(str(source)).suffix or str(source).startswith(('.', '/', '~')):
             rows = read_records(p, starts := [], documents)
             return rows, Source(f"folder {p.name}" if p.is_dir() else p.name, starts)
         return _from_hub(str(source), split, name), Source(f"the Hub: {source}")
-    raise FtnbError(f"load_data: cannot read a {type(source).__name__}; pass a file, folder, Hub id, Dataset, DataFrame or list of dicts")
+    raise FtnbError(
+        f"load_data: cannot read a {type(source).__name__}; pass a file, folder, Hub id, Dataset, DataFrame or list of "
+        "dicts"
+    )
 
-def _from_hub(repo:str, split:str|None, name:str|None) -> list:
+
+def _from_hub(repo: str, split: str | None, name: str | None) -> list:
     import datasets
-    try: ds = datasets.load_dataset(repo, name, split=split or 'train')
+
+    try:
+        ds = datasets.load_dataset(repo, name, split=split or 'train')
     except Exception as e:
-        raise FtnbError(f"Could not load {repo!r} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-                        "Offline? Pass a local file, a folder, a Dataset or a list of dicts.") from e
+        raise FtnbError(
+            f"Could not load {repo!r} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "Offline? Pass a local file, a folder, a Dataset or a list of dicts."
+        ) from e
     return ds.to_list()

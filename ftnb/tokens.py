@@ -17,41 +17,59 @@ from .chat import chat_messages, chat_text
 __all__ = ['encode', 'MaskView', 'Stats']
 
 # %% ../nbs/04d_tokens.ipynb #73b1e0e6
-def _spans(tok, prompt:list, answer:list, tools=None) -> tuple[str, list]:
+def _spans(tok, prompt: list, answer: list, tools=None) -> tuple[str, list]:
     "Full text and trained character spans for a prompt (messages) followed by `answer` messages."
     msgs, native = chat_messages(tok, prompt + answer, tools)
     first = len(prompt) + len(msgs) - len(prompt + answer)  # a system turn may have been added for the tools
-    render = lambda ms, gen=False: tok.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen, **({'tools': native} if native else {})) if ms else ''
+    render = lambda ms, gen=False: (
+        tok.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen, **({'tools': native} if native else {}))
+        if ms
+        else ''
+    )
     full, spans = render(msgs), []
     for i in range(first, len(msgs)):
-        if msgs[i]['role'] != 'assistant' or (prompt + answer)[i - first + len(prompt)].get('weight') == 0: continue  # OpenAI's weight 0: shown, not trained
-        pre, upto = render(msgs[:i], gen=True), render(msgs[:i+1])
+        if msgs[i]['role'] != 'assistant' or (prompt + answer)[i - first + len(prompt)].get('weight') == 0:
+            continue  # OpenAI's weight 0: shown, not trained
+        pre, upto = render(msgs[:i], gen=True), render(msgs[: i + 1])
         if not (full.startswith(pre) and full.startswith(upto)):
-            raise FtnbError("The chat template does not render a conversation as the concatenation of its turns, so ftnb "
-                            "cannot find the assistant tokens; train on prompt/completion data or on plain text instead.")
+            raise FtnbError(
+                "The chat template does not render a conversation as the concatenation of its turns, so ftnb "
+                "cannot find the assistant tokens; train on prompt/completion data or on plain text instead."
+            )
         spans.append((len(pre), len(upto.rstrip())))
     return full, spans
 
 # %% ../nbs/04d_tokens.ipynb #c7773515
-def _texts(tok, kind:str, row:dict) -> list[tuple[str, str, list]]:
+def _texts(tok, kind: str, row: dict) -> list[tuple[str, str, list]]:
     "(name, text, trained spans) for each sequence a row trains: one, or chosen and rejected for a pair."
     eos, tools = tok.eos_token or '', row.get('tools')
     if kind == 'conversation':
         m = row['messages']
-        return [('', *_spans(tok, [], m, tools))] if m[0]['role'] == 'assistant' else [('', *_spans(tok, m[:1], m[1:], tools))]
-    if kind == 'text': return [('', row['text'] + eos, [(0, len(row['text']) + len(eos))])]
+        return (
+            [('', *_spans(tok, [], m, tools))]
+            if m[0]['role'] == 'assistant'
+            else [('', *_spans(tok, m[:1], m[1:], tools))]
+        )
+    if kind == 'text':
+        return [('', row['text'] + eos, [(0, len(row['text']) + len(eos))])]
     if kind == 'prompt_only':
         p = row['prompt']
         return [('', p if isinstance(p, str) else chat_text(tok, p, tools, generation_prompt=True), [])]
-    answers = [('chosen', row['chosen']), ('rejected', row['rejected'])] if kind == 'preference' else [('', row['completion'])]
+    answers = (
+        [('chosen', row['chosen']), ('rejected', row['rejected'])]
+        if kind == 'preference'
+        else [('', row['completion'])]
+    )
     out = []
     for name, a in answers:
-        if isinstance(a, str): out.append((name, row['prompt'] + a + eos, [(len(row['prompt']), len(row['prompt']) + len(a) + len(eos))]))
-        else: out.append((name, *_spans(tok, row['prompt'], a, tools)))
+        if isinstance(a, str):
+            out.append((name, row['prompt'] + a + eos, [(len(row['prompt']), len(row['prompt']) + len(a) + len(eos))]))
+        else:
+            out.append((name, *_spans(tok, row['prompt'], a, tools)))
     return out
 
 # %% ../nbs/04d_tokens.ipynb #3187df92
-def encode(tok, kind:str, row:dict) -> list[dict]:
+def encode(tok, kind: str, row: dict) -> list[dict]:
     "Token ids, character offsets and the 0/1 loss mask of each sequence a row trains."
     out = []
     for name, text, spans in _texts(tok, kind, row):
@@ -63,7 +81,9 @@ def encode(tok, kind:str, row:dict) -> list[dict]:
 # %% ../nbs/04d_tokens.ipynb #564a001f
 class MaskView:
     "Rows rendered token by token: trained, masked, or cut by `max_length`."
-    def __init__(self, items:list, max_length:int|None=None): self.items, self.max_length = items, max_length
+
+    def __init__(self, items: list, max_length: int | None = None):
+        self.items, self.max_length = items, max_length
 
     def _pieces(self, e):
         for t, ((a, b), m) in enumerate(zip(e['offsets'], e['mask'])):
@@ -71,197 +91,316 @@ class MaskView:
 
     def _summary(self, e):
         n, k = len(e['mask']), sum(e['mask'])
-        cut = f", {n - self.max_length} cut by max_length={self.max_length}" if self.max_length and n > self.max_length else ''
+        cut = (
+            f", {n - self.max_length} cut by max_length={self.max_length}"
+            if self.max_length and n > self.max_length
+            else ''
+        )
         return f"{n} tokens, {k} trained{cut}"
 
     def __repr__(self):
         out = ["\x1b[1;32mtrained\x1b[0m  \x1b[2mmasked\x1b[0m  \x1b[9;31mcut\x1b[0m"]
         for i, e in self.items:
             out.append(f"── row {i}{(' ' + e['name']) if e['name'] else ''}: {self._summary(e)}")
-            out.append(''.join((f"\x1b[9;31m{p}\x1b[0m" if cut else f"\x1b[1;32m{p}\x1b[0m" if m else f"\x1b[2m{p}\x1b[0m")
-                               for p, m, cut in self._pieces(e)))
+            out.append(
+                ''.join(
+                    (f"\x1b[9;31m{p}\x1b[0m" if cut else f"\x1b[1;32m{p}\x1b[0m" if m else f"\x1b[2m{p}\x1b[0m")
+                    for p, m, cut in self._pieces(e)
+                )
+            )
         return '\n'.join(out)
 
     def _repr_html_(self):
-        sty = {(1, 0): 'background:#b7ebb7', (1, 1): 'background:#d9f5d9', (0, 0): 'color:#8a8a8a', (0, 1): 'color:#a8a8a8;background:#f3f3f3'}
-        out = ["<div style='font-size:90%'><span style='background:#b7ebb7'>trained</span> <span style='color:#8a8a8a'>masked</span> "
-               "<span style='color:#c00;text-decoration:line-through'>cut by max_length</span></div>"]
+        sty = {
+            (1, 0): 'background:#b7ebb7',
+            (1, 1): 'background:#d9f5d9',
+            (0, 0): 'color:#8a8a8a',
+            (0, 1): 'color:#a8a8a8;background:#f3f3f3',
+        }
+        out = [
+            "<div style='font-size:90%'><span style='background:#b7ebb7'>trained</span> <span "
+            "style='color:#8a8a8a'>masked</span> "
+            "<span style='color:#c00;text-decoration:line-through'>cut by max_length</span></div>"
+        ]
         for i, e in self.items:
             spans = []
             for t, (p, m, cut) in enumerate(self._pieces(e)):
                 st = 'color:#c00;text-decoration:line-through' if cut else sty[(m, t % 2)]
                 spans.append(f"<span style='{st}'>{esc(p.replace(chr(10), '↵' + chr(10)))}</span>")
             name = f" {e['name']}" if e['name'] else ''
-            out.append(f"<div style='margin-top:6px'><b>row {i}{name}</b>: {self._summary(e)}</div>"
-                       f"<div style='font-family:monospace;white-space:pre-wrap;border:1px solid #ddd;padding:6px;line-height:1.5'>{''.join(spans)}</div>")
+            out.append(
+                f"<div style='margin-top:6px'><b>row {i}{name}</b>: {self._summary(e)}</div>"
+                "<div style='font-family:monospace;white-space:pre-wrap;border:1px solid "
+                f"#ddd;padding:6px;line-height:1.5'>{''.join(spans)}</div>"
+            )
         return ''.join(out)
 
 # %% ../nbs/04d_tokens.ipynb #13d7191e
 @patch
-def show(self:Data, tokenizer, # the tokenizer (with its chat template) training will use
-         rows:int|list=1, # how many rows from the start, or a list of row indices
-         max_length:int|None=None): # mark tokens this limit would cut
+def show(
+    self: Data,
+    tokenizer,  # the tokenizer (with its chat template) training will use
+    rows: int | list = 1,  # how many rows from the start, or a list of row indices
+    max_length: int | None = None,  # mark tokens this limit would cut
+):
     "Rows rendered as they will be trained: trained tokens highlighted, masked ones dimmed."
     idx = list(range(min(rows, len(self)))) if isinstance(rows, int) else list(rows)
     return MaskView([(i, e) for i in idx for e in encode(tokenizer, self.kind, self.rows[i])], max_length)
 
 # %% ../nbs/04d_tokens.ipynb #527ba8bb
 def _control_tokens(tok) -> list[str]:
-    "The tokenizer's special tokens as text would spell them: `all_special_tokens` and the added tokens flagged special, longest first."
+    """The tokenizer's special tokens as text would spell them: `all_special_tokens` and the added tokens flagged
+    special, longest first."""
     added = [t.content for t in getattr(tok, 'added_tokens_decoder', {}).values() if getattr(t, 'special', False)]
-    return sorted({t for t in [*tok.all_special_tokens, *added] if isinstance(t, str) and t.strip()}, key=len, reverse=True)
+    return sorted(
+        {t for t in [*tok.all_special_tokens, *added] if isinstance(t, str) and t.strip()}, key=len, reverse=True
+    )
 
-def _strings(v, field:str):
-    "(field, text) for every string inside `v`, in order, walked without recursion (a tool call's arguments may nest deep)."
+
+def _strings(v, field: str):
+    """(field, text) for every string inside `v`, in order, walked without recursion (a tool call's arguments may nest
+    deep)."""
     stack = [(field, v)]
     while stack:
         f, x = stack.pop()
-        if isinstance(x, str): yield f, x
-        elif isinstance(x, dict): stack.extend((f"{f}.{k}", y) for k, y in reversed(list(x.items())))
-        elif isinstance(x, list): stack.extend((f"{f}[{j}]", y) for j, y in reversed(list(enumerate(x))))
+        if isinstance(x, str):
+            yield f, x
+        elif isinstance(x, dict):
+            stack.extend((f"{f}.{k}", y) for k, y in reversed(list(x.items())))
+        elif isinstance(x, list):
+            stack.extend((f"{f}[{j}]", y) for j, y in reversed(list(enumerate(x))))
 
-def _control_hits(rows:list, tok) -> list[tuple[int, str, str]]:
-    "(row, field, token) for the first control token in each string the chat template renders: messages, answers given as turns, tools."
+
+def _control_hits(rows: list, tok) -> list[tuple[int, str, str]]:
+    """(row, field, token) for the first control token in each string the chat template renders: messages, answers given
+    as turns, tools."""
     toks = _control_tokens(tok)
-    if not toks: return []
+    if not toks:
+        return []
     heads, rx, out = {t[:2] for t in toks}, re.compile('|'.join(map(re.escape, toks))), []
     for i, r in enumerate(rows):
         for k, v in r.items():
-            if not isinstance(v, list): continue  # plain text goes to the model as written, without the template
+            if not isinstance(v, list):
+                continue  # plain text goes to the model as written, without the template
             for f, s in _strings(v, k):
-                if any(h in s for h in heads) and (m := rx.search(s)): out.append((i, f, m.group()))
+                if any(h in s for h in heads) and (m := rx.search(s)):
+                    out.append((i, f, m.group()))
     return out
 
+
 @patch
-def check_control_tokens(self:Data, tokenizer) -> Data:
-    "These rows, if no text the chat template renders holds one of the tokenizer's control tokens; else an error naming the first rows, fields and tokens."
-    if self.kind == 'text': return self  # text rows are rendered already, by design
+def check_control_tokens(self: Data, tokenizer) -> Data:
+    """These rows, if no text the chat template renders holds one of the tokenizer's control tokens; else an error
+    naming the first rows, fields and tokens."""
+    if self.kind == 'text':
+        return self  # text rows are rendered already, by design
     hits = _control_hits(self.rows, tokenizer)
-    if not hits: return self
+    if not hits:
+        return self
     first = {}
-    for i, f, t in hits: first.setdefault(i, (f, t))  # each row's first
+    for i, f, t in hits:
+        first.setdefault(i, (f, t))  # each row's first
     more = f"; and {len(first) - 5} more rows" if len(first) > 5 else ''
-    raise FtnbError(f"{len(first)} of {len(self)} rows hold the tokenizer's control tokens in their text: "
-                    + '; '.join(f"row {i}, field {f!r}: {t!r}" for i, (f, t) in list(first.items())[:5]) + more +
-                    ". The chat template would make them real turn markers: text a user typed would end a turn, or start one of the assistant's "
-                    "that nobody wrote, and the model would learn from it. Remove them from the text. If these rows are "
-                    "conversations already rendered with a chat template, load them as plain text (a 'text' column), which is trained as written.")
+    raise FtnbError(
+        f"{len(first)} of {len(self)} rows hold the tokenizer's control tokens in their text: "
+        + '; '.join(f"row {i}, field {f!r}: {t!r}" for i, (f, t) in list(first.items())[:5])
+        + more
+        + ". The chat template would make them real turn markers: text a user typed would end a turn, or start one of "
+        "the assistant's "
+        "that nobody wrote, and the model would learn from it. Remove them from the text. If these rows are "
+        "conversations already rendered with a chat template, load them as plain text (a 'text' column), which is "
+        "trained as written."
+    )
 
 # %% ../nbs/04d_tokens.ipynb #37ebf005
-def _with_extras(r:dict) -> bool:
+def _with_extras(r: dict) -> bool:
     "Whether a converted row carries what some templates cannot render: tools, calls, tool results or reasoning."
     ms = [m for v in r.values() if isinstance(v, list) for m in v if isinstance(m, dict)]
     return bool(r.get('tools')) or any(m.get('tool_calls') or m.get('thinking') or m.get('role') == 'tool' for m in ms)
 
+
 @patch
-def for_template(self:Data, tokenizer) -> Data:
-    "These rows with what the tokenizer's template cannot render written into the messages (`chat_messages`): for trainers that render rows themselves."
+def for_template(self: Data, tokenizer) -> Data:
+    """These rows with what the tokenizer's template cannot render written into the messages (`chat_messages`): for
+    trainers that render rows themselves."""
     self.check_control_tokens(tokenizer)
-    if not any(_with_extras(r) for r in self.rows): return self
+    if not any(_with_extras(r) for r in self.rows):
+        return self
+
     def one(r):
         r, tools = dict(r), r.get('tools')
         r.pop('tools', None)
         first = 'messages' if 'messages' in r else 'prompt'
         if isinstance(r.get(first), list):
             r[first], native = chat_messages(tokenizer, r[first], tools)
-            if native: r['tools'] = native
+            if native:
+                r['tools'] = native
         for k in ('completion', 'chosen', 'rejected'):
-            if isinstance(r.get(k), list): r[k] = chat_messages(tokenizer, r[k])[0]
+            if isinstance(r.get(k), list):
+                r[k] = chat_messages(tokenizer, r[k])[0]
         return r
+
     return Data([one(r) for r in self.rows], self.kind, self.detected, self.source, self.dropped, self.ignored)
 
 # %% ../nbs/04d_tokens.ipynb #d7de41b9
 @patch
-def encodings(self:Data, tokenizer) -> list[list[dict]]:
-    "`encode` of every row, kept for this tokenizer and template, so `stats` then `tokenize` (as `sft` does) encode once."
+def encodings(self: Data, tokenizer) -> list[list[dict]]:
+    """`encode` of every row, kept for this tokenizer and template, so `stats` then `tokenize` (as `sft` does) encode
+    once."""
     key = (id(tokenizer), tokenizer.chat_template, tokenizer.eos_token)
     if getattr(self, '_enc_key', None) != key:
         self.check_control_tokens(tokenizer)
         self._enc, self._enc_key = [encode(tokenizer, self.kind, r) for r in self.rows], key
     return self._enc
 
+
 @patch
-def tokenize(self:Data, tokenizer, max_length:int|None=None):
+def tokenize(self: Data, tokenizer, max_length: int | None = None):
     "A `datasets.Dataset` of `input_ids` and `assistant_masks` (truncated at `max_length`) for SFT."
     from datasets import Dataset
-    if self.kind not in SFT_KINDS: raise FtnbError(f"tokenize is for SFT data ({', '.join(SFT_KINDS)}); this data is {self.kind}")
+
+    if self.kind not in SFT_KINDS:
+        raise FtnbError(f"tokenize is for SFT data ({', '.join(SFT_KINDS)}); this data is {self.kind}")
     rows, empty = [], []
     for i, es in enumerate(self.encodings(tokenizer)):
         e = es[0]
         ids, mask = e['input_ids'][:max_length], e['mask'][:max_length]
         if not any(mask):
             first = e['mask'].index(1) if any(e['mask']) else None
-            empty.append(f"row {i}: " + (f"its answer starts at token {first}, beyond max_length={max_length}" if first is not None
-                                        else "no token is trained (no assistant answer)"))
+            empty.append(
+                f"row {i}: "
+                + (
+                    f"its answer starts at token {first}, beyond max_length={max_length}"
+                    if first is not None
+                    else "no token is trained (no assistant answer)"
+                )
+            )
         rows.append(dict(input_ids=ids, assistant_masks=mask))
     if empty:
-        raise FtnbError(f"{len(empty)} of {len(self)} rows would train nothing, every label masked: " + '; '.join(empty[:5]) +
-                        ('; …' if len(empty) > 5 else '') + ". Raise max_length, shorten the prompts, or drop these rows.")
+        raise FtnbError(
+            f"{len(empty)} of {len(self)} rows would train nothing, every label masked: "
+            + '; '.join(empty[:5])
+            + ('; …' if len(empty) > 5 else '')
+            + ". Raise max_length, shorten the prompts, or drop these rows."
+        )
     return Dataset.from_list(rows)
 
 # %% ../nbs/04d_tokens.ipynb #b2d5cbea
 class Stats:
     "Token lengths and counts of a `Data`, with a histogram."
-    def __init__(self, lengths:list, trained:int, max_length:int|None, roles:Counter, turns:Counter, duplicates:int, kind:str):
-        self.lengths, self.trained, self.max_length, self.roles, self.turns, self.duplicates, self.kind = lengths, trained, max_length, roles, turns, duplicates, kind
+
+    def __init__(
+        self,
+        lengths: list,
+        trained: int,
+        max_length: int | None,
+        roles: Counter,
+        turns: Counter,
+        duplicates: int,
+        kind: str,
+    ):
+        self.lengths, self.trained, self.max_length, self.roles, self.turns, self.duplicates, self.kind = (
+            lengths,
+            trained,
+            max_length,
+            roles,
+            turns,
+            duplicates,
+            kind,
+        )
 
     @property
-    def truncated(self) -> int: return sum(l > self.max_length for l in self.lengths) if self.max_length else 0
-    def quantile(self, q:float) -> int:
-        s = sorted(self.lengths); return s[min(len(s) - 1, int(q * len(s)))]
-    def mean_tokens(self, max_length:int|None=None) -> float:
+    def truncated(self) -> int:
+        return sum(l > self.max_length for l in self.lengths) if self.max_length else 0
+
+    def quantile(self, q: float) -> int:
+        s = sorted(self.lengths)
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+    def mean_tokens(self, max_length: int | None = None) -> float:
         "Mean tokens a row trains on, each cut at `max_length` (default this `Stats`' own)."
         cut = max_length or self.max_length or max(self.lengths)
         return sum(min(l, cut) for l in self.lengths) / len(self.lengths)
+
     @property
-    def sequences(self) -> int: return 2 if self.kind == 'preference' else 1  # a pair trains on its chosen and its rejected answer
+    def sequences(self) -> int:
+        return 2 if self.kind == 'preference' else 1  # a pair trains on its chosen and its rejected answer
+
     @property
     def trained_share(self) -> float:
-        "Share of the tokens that are trained (the answers): what TRL's LM head scores. A pair counts as two of its longer side."
+        """Share of the tokens that are trained (the answers): what TRL's LM head scores. A pair counts as two of its
+        longer side."""
         return self.trained / max(1, self.sequences * sum(self.lengths))
 
     def plot(self):
         "A histogram of token lengths, with `max_length` marked."
-        fig = chart(figsize=(6, 3)); ax = fig.subplots()
+        fig = chart(figsize=(6, 3))
+        ax = fig.subplots()
         ax.hist(self.lengths, bins=min(50, max(5, len(set(self.lengths)))), color='#4c8cbf')
         if self.max_length:
-            ax.axvline(self.max_length, color='#c00', ls='--', label=f"max_length={self.max_length}: {self.truncated} rows cut")
+            ax.axvline(
+                self.max_length, color='#c00', ls='--', label=f"max_length={self.max_length}: {self.truncated} rows cut"
+            )
             ax.legend()
-        ax.set(xlabel='tokens per row', ylabel='rows', title=f"{len(self.lengths)} rows of {self.kind}"); ax.grid(alpha=.3)
+        ax.set(xlabel='tokens per row', ylabel='rows', title=f"{len(self.lengths)} rows of {self.kind}")
+        ax.grid(alpha=0.3)
         return fig
 
     def _lines(self):
         n = len(self.lengths)
-        out = [f"{n} rows; tokens per row: min {min(self.lengths)}, median {self.quantile(.5)}, 95% {self.quantile(.95)}, max {max(self.lengths)}"]
-        if self.kind == 'prompt_only': out.append("prompts only: the answers are generated during training (GRPO)")
-        else: out.append(f"trained tokens: {self.trained} of {self.sequences * sum(self.lengths)} ({self.trained_share:.0%})")
-        if self.max_length: out.append(f"max_length={self.max_length} truncates {self.truncated} rows ({self.truncated / n:.1%})")
-        if self.roles: out.append('messages by role: ' + ', '.join(f"{r} {c}" for r, c in self.roles.most_common()))
-        if self.turns: out.append('user turns per row: ' + ', '.join(f"{t}: {c}" for t, c in sorted(self.turns.items())))
+        out = [
+            f"{n} rows; tokens per row: min {min(self.lengths)}, median {self.quantile(0.5)}, 95% "
+            f"{self.quantile(0.95)}, max {max(self.lengths)}"
+        ]
+        if self.kind == 'prompt_only':
+            out.append("prompts only: the answers are generated during training (GRPO)")
+        else:
+            out.append(
+                f"trained tokens: {self.trained} of {self.sequences * sum(self.lengths)} ({self.trained_share:.0%})"
+            )
+        if self.max_length:
+            out.append(f"max_length={self.max_length} truncates {self.truncated} rows ({self.truncated / n:.1%})")
+        if self.roles:
+            out.append('messages by role: ' + ', '.join(f"{r} {c}" for r, c in self.roles.most_common()))
+        if self.turns:
+            out.append('user turns per row: ' + ', '.join(f"{t}: {c}" for t, c in sorted(self.turns.items())))
         out.append(f"duplicate rows: {self.duplicates}")
         return out
-    def __repr__(self): return 'Stats\n  ' + '\n  '.join(self._lines())
+
+    def __repr__(self):
+        return 'Stats\n  ' + '\n  '.join(self._lines())
+
     def _repr_html_(self):
-        return ('<div><b>Stats</b><ul>' + ''.join(f"<li>{esc(l)}</li>" for l in self._lines()) +
-                f"</ul>{img_html(self.plot(), 'token lengths')}</div>")
+        return (
+            '<div><b>Stats</b><ul>'
+            + ''.join(f"<li>{esc(l)}</li>" for l in self._lines())
+            + f"</ul>{img_html(self.plot(), 'token lengths')}</div>"
+        )
 
 # %% ../nbs/04d_tokens.ipynb #8262c98e
 def _messages_of(kind, r):
-    if kind == 'conversation': return r['messages']
+    if kind == 'conversation':
+        return r['messages']
     ms = []
     for k in ('prompt', 'completion', 'chosen'):
-        if isinstance(r.get(k), list): ms += r[k]
+        if isinstance(r.get(k), list):
+            ms += r[k]
     return ms
 
+
 @patch
-def stats(self:Data, tokenizer, max_length:int|None=None) -> Stats:
-    "Token lengths (the longer side of a pair), trained tokens, truncation at `max_length`, roles, turns and duplicates."
+def stats(self: Data, tokenizer, max_length: int | None = None) -> Stats:
+    """Token lengths (the longer side of a pair), trained tokens, truncation at `max_length`, roles, turns and
+    duplicates."""
     lengths, trained, roles, turns, seen, dups = [], 0, Counter(), Counter(), set(), 0
     for r, es in zip(self.rows, self.encodings(tokenizer)):
-        lengths.append(max(len(e['input_ids']) for e in es)); trained += sum(sum(e['mask']) for e in es)
+        lengths.append(max(len(e['input_ids']) for e in es))
+        trained += sum(sum(e['mask']) for e in es)
         ms = _messages_of(self.kind, r)
         roles.update(m['role'] for m in ms)
-        if ms: turns[sum(m['role'] == 'user' for m in ms)] += 1
+        if ms:
+            turns[sum(m['role'] == 'user' for m in ms)] += 1
         key = json.dumps(r, sort_keys=True)
-        dups += key in seen; seen.add(key)
+        dups += key in seen
+        seen.add(key)
     return Stats(lengths, trained, max_length, roles, turns, dups, self.kind)

@@ -19,10 +19,15 @@ __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicC
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
 
+
 class AtomicCheckpoints:
     "Trainer mixin: checkpoints appear whole or not at all; a write that fails gives its space back and says why."
+
     _ftnb_staging = False
-    def create_model_card(self, *args, **kwargs): pass  # TRL writes its stock card ("a fine-tuned version of None") at each checkpoint: the run folder's README.md is ftnb's (`Run.card`)
+
+    def create_model_card(self, *args, **kwargs):
+        pass  # TRL writes its stock card ("a fine-tuned version of None") at each checkpoint: the run folder's README.md is ftnb's (`Run.card`)
+
     def _get_output_dir(self, trial):
         out = super()._get_output_dir(trial)
         return os.path.join(out, STAGING) if self._ftnb_staging else out
@@ -30,44 +35,70 @@ class AtomicCheckpoints:
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
         from transformers.trainer import rotate_checkpoints
+
         root = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        main, sync = self.args.should_save, self.accelerator.wait_for_everyone  # N processes: each writes its part (rng_state_<rank>), the main one moves it
-        if main: shutil.rmtree(root/STAGING, ignore_errors=True)
+        main, sync = (
+            self.args.should_save,
+            self.accelerator.wait_for_everyone,
+        )  # N processes: each writes its part (rng_state_<rank>), the main one moves it
+        if main:
+            shutil.rmtree(root / STAGING, ignore_errors=True)
         sync()
         try:
             self._ftnb_staging = True
             try:
-                with quiet_bars(): super()._save_checkpoint(model, trial)  # the training bar is the one to watch
-            finally: self._ftnb_staging = False
+                with quiet_bars():
+                    super()._save_checkpoint(model, trial)  # the training bar is the one to watch
+            finally:
+                self._ftnb_staging = False
             sync()
-            staged, final = root/STAGING/name, root/name
+            staged, final = root / STAGING / name, root / name
             if main:
                 fsync_tree(staged)
-                if final.exists(): shutil.rmtree(final)
+                if final.exists():
+                    shutil.rmtree(final)
                 os.replace(staged, final)
         except Exception as e:
             why = write_failure(e, root)
-            if main: shutil.rmtree(root/STAGING, ignore_errors=True)  # the part written: its space back, nothing half-written left
-            if why is None: raise
+            if main:
+                shutil.rmtree(
+                    root / STAGING, ignore_errors=True
+                )  # the part written: its space back, nothing half-written left
+            if why is None:
+                raise
             prev = last_checkpoint(root)
-            raise FtnbError(f"{why} while writing {name} in {root} ({free_gb(root):.2f} GB free there once the part written was removed). "
-                            + (f"The previous checkpoint, {prev.name}, is whole, and nothing else in the folder was touched. "
-                               "Free some space, then run.resume() continues from it." if prev else
-                               "Nothing else in the folder was touched. Free some space, then start again.")) from e
-        if main: shutil.rmtree(root/STAGING, ignore_errors=True)
+            raise FtnbError(
+                f"{why} while writing {name} in {root} ({free_gb(root):.2f} GB free there once the part written was "
+                "removed). "
+                + (
+                    f"The previous checkpoint, {prev.name}, is whole, and nothing else in the folder was touched. "
+                    "Free some space, then run.resume() continues from it."
+                    if prev
+                    else "Nothing else in the folder was touched. Free some space, then start again."
+                )
+            ) from e
+        if main:
+            shutil.rmtree(root / STAGING, ignore_errors=True)
         sync()
         if main:
-            rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+            rotate_checkpoints(
+                output_dir=str(root),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
 
 # %% ../nbs/05b_trainer.ipynb #a9692128
-def last_checkpoint(run_dir, # a run folder
-                   ) -> Path|None:
+def last_checkpoint(
+    run_dir,  # a run folder
+) -> Path | None:
     "The newest complete checkpoint in `run_dir` (partial writes live in a staging folder and never count)."
     from transformers.trainer_utils import get_last_checkpoint
+
     d = Path(run_dir)
-    if not d.is_dir(): return None
+    if not d.is_dir():
+        return None
     c = get_last_checkpoint(str(d))
     return Path(c) if c else None
 
@@ -76,124 +107,201 @@ def precision_of(args) -> str:
     "The training precision a TRL config asks for: 'float16', 'bfloat16' or 'float32'."
     return 'float16' if args.fp16 else 'bfloat16' if args.bf16 else 'float32'
 
-OTHER_PRECISION = dict(float16="this run is in float16, which overflows above 65504: bfloat16 (bf16=True, where the GPU has it) or float32 (fp16=False)",
-                       bfloat16="this run is in bfloat16: float32 (bf16=False) rules rounding out",
-                       float32="this run is in float32 already, the widest; if a lower rate does not help, look at the rows of this step")
 
-def _not_finite(trainer, what:str) -> str:
+OTHER_PRECISION = dict(
+    float16="this run is in float16, which overflows above 65504: bfloat16 (bf16=True, where the GPU has it) or "
+    "float32 (fp16=False)",
+    bfloat16="this run is in bfloat16: float32 (bf16=False) rules rounding out",
+    float32="this run is in float32 already, the widest; if a lower rate does not help, look at the rows of this step",
+)
+
+
+def _not_finite(trainer, what: str) -> str:
     a, ck = trainer.args, last_checkpoint(trainer.args.output_dir)
     kept = f"the last good checkpoint, {ck.name}, is kept" if ck else "no checkpoint had been written yet"
-    return (f"Training stopped at step {trainer.state.global_step + 1}: {what}. The step was not applied and {kept}. "
-            f"Try a lower learning rate ({a.learning_rate:g} now: try {a.learning_rate / 10:g}), or another precision "
-            f"({OTHER_PRECISION[precision_of(a)]}).")
+    return (
+        f"Training stopped at step {trainer.state.global_step + 1}: {what}. The step was not applied and {kept}. "
+        f"Try a lower learning rate ({a.learning_rate:g} now: try {a.learning_rate / 10:g}), or another precision "
+        f"({OTHER_PRECISION[precision_of(a)]})."
+    )
+
 
 def loss_scaled(trainer) -> bool:
-    "Whether `trainer` scales its loss (float16): an infinite gradient norm is then an overflow the scaler skips by design, with torch's grad scaler or DeepSpeed's own."
-    return trainer.accelerator.scaler is not None or (getattr(trainer, 'is_deepspeed_enabled', False) and bool(trainer.args.fp16))
+    """Whether `trainer` scales its loss (float16): an infinite gradient norm is then an overflow the scaler skips by
+    design, with torch's grad scaler or DeepSpeed's own."""
+    return trainer.accelerator.scaler is not None or (
+        getattr(trainer, 'is_deepspeed_enabled', False) and bool(trainer.args.fp16)
+    )
+
 
 class FiniteSteps:
-    "Trainer mixin: a loss or gradient norm that is not finite (nan, inf) stops training with an error, before the optimizer applies the step."
+    """Trainer mixin: a loss or gradient norm that is not finite (nan, inf) stops training with an error, before the
+    optimizer applies the step."""
+
     _ftnb_bad = None
+
     def training_step(self, *args, **kwargs):
         loss = super().training_step(*args, **kwargs)
         if self._ftnb_bad is None and not bool(loss.detach().isfinite().all()):
             self._ftnb_bad = f"the loss is {loss.detach().float().mean().item()}"
-            if not hasattr(super(), '_get_grad_norm'): raise FtnbError(_not_finite(self, self._ftnb_bad))  # a transformers without that hook: stop here
+            if not hasattr(super(), '_get_grad_norm'):
+                raise FtnbError(_not_finite(self, self._ftnb_bad))  # a transformers without that hook: stop here
         return loss
-    def _get_grad_norm(self, model, grad_norm=None):  # transformers (5.9 to 5.24) calls it at every optimizer step, just before the step
+
+    def _get_grad_norm(
+        self, model, grad_norm=None
+    ):  # transformers (5.9 to 5.24) calls it at every optimizer step, just before the step
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         bad, self._ftnb_bad = self._ftnb_bad, None
-        if bad is None and norm is not None and not loss_scaled(self) and not math.isfinite(float(norm)): bad = f"the gradient norm is {float(norm)}"
-        if bad: raise FtnbError(_not_finite(self, bad))
+        if bad is None and norm is not None and not loss_scaled(self) and not math.isfinite(float(norm)):
+            bad = f"the gradient norm is {float(norm)}"
+        if bad:
+            raise FtnbError(_not_finite(self, bad))
         return norm
 
+
 def safe_trainer(trainer_cls):
-    "`trainer_cls` writing its checkpoints atomically and stopping at the first loss or gradient norm that is not finite."
-    if issubclass(trainer_cls, FiniteSteps): return trainer_cls
-    return type(trainer_cls.__name__, (FiniteSteps, AtomicCheckpoints, trainer_cls), {'__module__': trainer_cls.__module__})
+    """`trainer_cls` writing its checkpoints atomically and stopping at the first loss or gradient norm that is not
+    finite."""
+    if issubclass(trainer_cls, FiniteSteps):
+        return trainer_cls
+    return type(
+        trainer_cls.__name__, (FiniteSteps, AtomicCheckpoints, trainer_cls), {'__module__': trainer_cls.__module__}
+    )
 
 # %% ../nbs/05b_trainer.ipynb #2269f9a1
 def score_answers_only():
     "Make TRL's fused LM head score only labelled positions on a CPU as well, as it does on GPUs (once per process)."
-    try: import trl.trainer.utils as tu
-    except ImportError: return
+    try:
+        import trl.trainer.utils as tu
+    except ImportError:
+        return
     gate = getattr(tu, '_use_triton', None)  # TRL's choice of compact scoring; absent before TRL's fused head
-    if gate is None or getattr(gate, 'ftnb', False): return
-    def compact(device): return device.type == 'cpu' or gate(device)
+    if gate is None or getattr(gate, 'ftnb', False):
+        return
+
+    def compact(device):
+        return device.type == 'cpu' or gate(device)
+
     compact.ftnb, compact.__doc__ = True, gate.__doc__
     tu._use_triton = compact
 
 # %% ../nbs/05b_trainer.ipynb #0ec34ff9
 def one_device(args):
-    "`args` training on one GPU: with several visible to one process, the Trainer would wrap the model in `DataParallel` and multiply the batch."
-    if args.n_gpu > 1: args._n_gpu = 1  # as the Trainer itself does for a model split over GPUs; more GPUs mean more processes
+    """`args` training on one GPU: with several visible to one process, the Trainer would wrap the model in
+    `DataParallel` and multiply the batch."""
+    if args.n_gpu > 1:
+        args._n_gpu = 1  # as the Trainer itself does for a model split over GPUs; more GPUs mean more processes
     return args
 
+
 def fp32_trainables(net, args) -> int:
-    "Make trainable half-precision parameters float32 (fp16's grad scaler cannot unscale half gradients; AdamW on half weights loses small updates); returns how many."
+    """Make trainable half-precision parameters float32 (fp16's grad scaler cannot unscale half gradients; AdamW on half
+    weights loses small updates); returns how many."""
     import torch
+
     quantized = getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
     n = 0
     for p in net.parameters():
-        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16) and not (args.bf16 and quantized):  # bf16 QLoRA adapters: TRL's recipe
-            p.data = p.data.float(); n += 1
+        if (
+            p.requires_grad and p.dtype in (torch.float16, torch.bfloat16) and not (args.bf16 and quantized)
+        ):  # bf16 QLoRA adapters: TRL's recipe
+            p.data = p.data.float()
+            n += 1
     return n
+
 
 QUIET_ROWS = 20_000  # below this many rows each of TRL's data passes (tokenize, truncate, label) takes a few seconds: its bar is noise
 
+
 @contextmanager
-def quiet_prep(rows:int): # the training rows: bars stay on for data big enough that a pass takes a while
-    "Hide datasets' per-pass progress bars while TRL prepares small data, and TRL's deprecation warning about checkpointing."
+def quiet_prep(rows: int):  # the training rows: bars stay on for data big enough that a pass takes a while
+    """Hide datasets' per-pass progress bars while TRL prepares small data, and TRL's deprecation warning about
+    checkpointing."""
     import datasets
+
     hide = rows < QUIET_ROWS and datasets.is_progress_bar_enabled()
-    if hide: datasets.disable_progress_bars()
+    if hide:
+        datasets.disable_progress_bars()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning, message='.*checkpointing.*')
             yield
     finally:
-        if hide: datasets.enable_progress_bars()
+        if hide:
+            datasets.enable_progress_bars()
+
 
 def _checkpointing_field() -> str:
     import dataclasses
     from transformers import TrainingArguments
+
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     return 'activation_checkpointing' if 'activation_checkpointing' in names else 'gradient_checkpointing'
+
 
 CHECKPOINTING = _checkpointing_field()
 
 # %% ../nbs/05b_trainer.ipynb #c871b187
-_BACK_TO_BF16 = ('lm_head', 'embed_tokens', 'wte', 'wpe')  # what TRL's `peft_module_casting_to_bf16` casts back under bf16
+_BACK_TO_BF16 = (
+    'lm_head',
+    'embed_tokens',
+    'wte',
+    'wpe',
+)  # what TRL's `peft_module_casting_to_bf16` casts back under bf16
 
-def kbit_upcast(net, # the model as loaded
-                trainer_cls, # the TRL trainer class that will train it
-                bf16:bool, # training in bfloat16
-               ) -> int:
-    "Half-precision weights of a 4/8-bit `net` that `trainer_cls` leaves float32 once built: those peft's `prepare_model_for_kbit_training` upcasts (the trainer's module calls it: ORPO, CPO), less what TRL casts back under bf16."
+
+def kbit_upcast(
+    net,  # the model as loaded
+    trainer_cls,  # the TRL trainer class that will train it
+    bf16: bool,  # training in bfloat16
+) -> int:
+    """Half-precision weights of a 4/8-bit `net` that `trainer_cls` leaves float32 once built: those peft's
+    `prepare_model_for_kbit_training` upcasts (the trainer's module calls it: ORPO, CPO), less what TRL casts back
+    under bf16."""
     import importlib, torch
-    if not quantized_bits(net): return 0
-    if 'prepare_model_for_kbit_training' not in vars(importlib.import_module(trainer_cls.__module__)): return 0
-    return sum(p.numel() for name, p in net.named_parameters() if p.dtype in (torch.float16, torch.bfloat16)
-               and type(p).__name__ != 'Params4bit' and not (bf16 and any(x in name for x in _BACK_TO_BF16)))
+
+    if not quantized_bits(net):
+        return 0
+    if 'prepare_model_for_kbit_training' not in vars(importlib.import_module(trainer_cls.__module__)):
+        return 0
+    return sum(
+        p.numel()
+        for name, p in net.named_parameters()
+        if p.dtype in (torch.float16, torch.bfloat16)
+        and type(p).__name__ != 'Params4bit'
+        and not (bf16 and any(x in name for x in _BACK_TO_BF16))
+    )
 
 # %% ../nbs/05b_trainer.ipynb #5800746e
 def accelerator_ready(trainer):
-    "Rebuild `trainer`'s accelerator if accelerate's shared state was reset since it was built (a TRL config made since resets it)."
+    """Rebuild `trainer`'s accelerator if accelerate's shared state was reset since it was built (a TRL config made
+    since resets it)."""
     from accelerate.state import is_initialized
-    if not is_initialized(): trainer.create_accelerator_and_postprocess()
+
+    if not is_initialized():
+        trainer.create_accelerator_and_postprocess()
     return trainer
 
 # %% ../nbs/05b_trainer.ipynb #21dac447
 @contextmanager
 def policy_reference(trainer_cls, model):
-    "While `trainer_cls` is built, its reference model (GRPO, RLOO: loaded by the policy's config name) is a frozen copy of `model` as it is now."
+    """While `trainer_cls` is built, its reference model (GRPO, RLOO: loaded by the policy's config name) is a frozen
+    copy of `model` as it is now."""
     import importlib
+
     mod = importlib.import_module(trainer_cls.__module__)
     load = getattr(mod, 'create_model_from_path', None)
-    if load is None: yield; return  # a trainer that does not rebuild its reference by name
+    if load is None:
+        yield
+        return  # a trainer that does not rebuild its reference by name
+
     def frozen_copy(path, **kw):
         ref = copy_model(model, frozen=True)  # as DPO's recipe passes its own (`ref_model=`), where TRL takes one
         return ref.to(dt) if (dt := kw.get('dtype')) not in (None, 'auto') else ref
+
     mod.create_model_from_path = frozen_copy
-    try: yield
-    finally: mod.create_model_from_path = load
+    try:
+        yield
+    finally:
+        mod.create_model_from_path = load

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys, time, threading
 from fastcore.basics import patch
 from .core import FtnbError, did_you_mean
-from .markup import esc, prompt_text, fmt_time, fmt_value, png, png_uri, chart
+from .markup import esc, prompt_text, fmt_time, fmt_value, png_uri, chart
 from .methods import method
 from .trainer import last_checkpoint
 from .budget import memory_gb
@@ -20,259 +20,409 @@ __all__ = ['ConsoleView', 'draw_history', 'history_plot', 'check_keys', 'state_h
 # %% ../nbs/07_views.ipynb #9dba9937
 _SHOW = ('learning_rate', 'grad_norm')  # after the method's own metrics (`Method.metrics`)
 
+
 class ConsoleView:
     "A tqdm progress bar with ETA for a Run, and a metrics line every `every` logs."
-    def __init__(self, run, every:int|None=None, file=None):
+
+    def __init__(self, run, every: int | None = None, file=None):
         self.run, self.bar, self.file, self.n = run, None, file or sys.stderr, 0
         self.every = every or max(1, (run.max_steps or 100) // (10 * max(1, run.args.logging_steps)))
-        self.keys = tuple(dict.fromkeys(('loss', 'eval_loss', *method(run.method).metrics, *_SHOW)))  # the method's metrics first
-        run.events.on('state', self.on_state); run.events.on('log', self.on_log); run.events.on('eval', self.on_log)
+        self.keys = tuple(
+            dict.fromkeys(('loss', 'eval_loss', *method(run.method).metrics, *_SHOW))
+        )  # the method's metrics first
+        run.events.on('state', self.on_state)
+        run.events.on('log', self.on_log)
+        run.events.on('eval', self.on_log)
 
     def on_state(self, run, state):
         from tqdm.auto import tqdm
+
         if state == 'running':
-            if run.step == 0: print(run.plan(), file=self.file)
-            self.bar = tqdm(total=run.max_steps, initial=run.step, desc=run.method.upper(), unit='step', file=self.file, dynamic_ncols=True)
+            if run.step == 0:
+                print(run.plan(), file=self.file)
+            self.bar = tqdm(
+                total=run.max_steps,
+                initial=run.step,
+                desc=run.method.upper(),
+                unit='step',
+                file=self.file,
+                dynamic_ncols=True,
+            )
         elif state in ('stopped', 'finished', 'failed') and self.bar is not None:
-            self.bar.n = run.step; self.bar.close(); self.bar = None
-            print(f"{run.method.upper()} {state} at step {run.step}/{run.max_steps}" + (f": {run.error}" if run.error else ''), file=self.file)
+            self.bar.n = run.step
+            self.bar.close()
+            self.bar = None
+            print(
+                f"{run.method.upper()} {state} at step {run.step}/{run.max_steps}"
+                + (f": {run.error}" if run.error else ''),
+                file=self.file,
+            )
 
     def on_log(self, run, record):
-        if self.bar is None: return
+        if self.bar is None:
+            return
         self.bar.update(max(0, record['step'] - self.bar.n))
         shown = {k: record[k] for k in self.keys if k in record}
-        if 'loss' in shown: self.bar.set_postfix(loss=f"{shown['loss']:.3f}", refresh=False)
+        if 'loss' in shown:
+            self.bar.set_postfix(loss=f"{shown['loss']:.3f}", refresh=False)
         self.n += 1
         if shown and ('eval_loss' in record or self.n % self.every == 0 or record['step'] == run.max_steps):
-            self.bar.write(f"step {record['step']:>5}/{run.max_steps}  " + '  '.join(f"{k} {fmt_value(v)}" for k, v in shown.items()), file=self.file)
+            self.bar.write(
+                f"step {record['step']:>5}/{run.max_steps}  "
+                + '  '.join(f"{k} {fmt_value(v)}" for k, v in shown.items()),
+                file=self.file,
+            )
 
 # %% ../nbs/07_views.ipynb #959b18f5
 def _mean(pts, w):
     "Running mean over `w` points of (step, value) pairs."
-    return [s for s, _ in pts[w-1:]], [sum(v for _, v in pts[i-w+1:i+1]) / w for i in range(w-1, len(pts))]
+    return [s for s, _ in pts[w - 1 :]], [sum(v for _, v in pts[i - w + 1 : i + 1]) / w for i in range(w - 1, len(pts))]
 
-def draw_history(fig, # a matplotlib Figure, cleared and drawn again (views reuse one)
-                 history:list[dict]|dict, # a run's history (`Run.history`, `trainer.state.log_history`), or {label: history} to overlay runs
-                 keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
-                 title:str='', cols:int=3): # panels per row
+
+def draw_history(
+    fig,  # a matplotlib Figure, cleared and drawn again (views reuse one)
+    # a run's history (`Run.history`, `trainer.state.log_history`), or {label: history} to overlay runs
+    history: list[dict] | dict,
+    keys=('loss',),  # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
+    title: str = '',
+    cols: int = 3,  # panels per row
+):
     "Draw one panel per metric by step into `fig`, in rows of `cols`, one colour per run; returns `fig`."
     from matplotlib.ticker import MaxNLocator
+
     runs = history if isinstance(history, dict) else {'': history}
     hs = [h for v in runs.values() for h in v]
     keys = [k for k in keys if any(k in h or f"eval_{k}" in h for h in hs)] or list(keys[:1])
     fig.clear()
-    nr = -(-len(keys) // cols); nc = -(-len(keys) // nr)  # balanced: 4 panels are 2 x 2
-    fig.set_size_inches(3.4 * nc, 2.8 * nr + (.3 * len(runs) if len(runs) > 1 else 0))
+    nr = -(-len(keys) // cols)
+    nc = -(-len(keys) // nr)  # balanced: 4 panels are 2 x 2
+    fig.set_size_inches(3.4 * nc, 2.8 * nr + (0.3 * len(runs) if len(runs) > 1 else 0))
     axs = fig.subplots(nr, nc, squeeze=False).ravel()
-    if fig.get_layout_engine() is None:  # fixed margins: a live view redraws often, and constrained layout costs half the time
-        fig.subplots_adjust(left=.7 / (3.4 * nc), right=.98, top=1 - .35 / (2.8 * nr), bottom=.5 / (2.8 * nr), wspace=.35, hspace=.65)
-    for ax in axs[len(keys):]: ax.set_axis_off()
+    if (
+        fig.get_layout_engine() is None
+    ):  # fixed margins: a live view redraws often, and constrained layout costs half the time
+        fig.subplots_adjust(
+            left=0.7 / (3.4 * nc),
+            right=0.98,
+            top=1 - 0.35 / (2.8 * nr),
+            bottom=0.5 / (2.8 * nr),
+            wspace=0.35,
+            hspace=0.65,
+        )
+    for ax in axs[len(keys) :]:
+        ax.set_axis_off()
     for ax, k in zip(axs, keys):
         busy = False  # a single run's panel needs a legend only beside a mean or an eval line
         for i, (label, hist) in enumerate(runs.items()):
-            c, lab = f'C{2 * i if len(runs) > 1 else 0}', (f'{label} ' if label else '')  # one colour per run (skipping eval's orange)
+            c, lab = (
+                f'C{2 * i if len(runs) > 1 else 0}',
+                (f'{label} ' if label else ''),
+            )  # one colour per run (skipping eval's orange)
             pts = [(h['step'], h[k]) for h in hist if k in h]
-            if len(pts) >= 12 and k != 'learning_rate':  # noisy per-step values: faint, with a running mean over a tenth of the run on top
+            if (
+                len(pts) >= 12 and k != 'learning_rate'
+            ):  # noisy per-step values: faint, with a running mean over a tenth of the run on top
                 w, busy = max(3, len(pts) // 10), True
-                ax.plot(*zip(*pts), marker='.', ms=2, alpha=.3, color=c)
+                ax.plot(*zip(*pts), marker='.', ms=2, alpha=0.3, color=c)
                 ax.plot(*_mean(pts, w), color=c, label=f'{lab}train (mean of {w})' if len(runs) == 1 else label)
-            elif pts: ax.plot(*zip(*pts), marker='.', ms=3, color=c, label=f'{lab}train' if len(runs) == 1 else label)
+            elif pts:
+                ax.plot(*zip(*pts), marker='.', ms=3, color=c, label=f'{lab}train' if len(runs) == 1 else label)
             ev = [(h['step'], h[f"eval_{k}"]) for h in hist if f"eval_{k}" in h]
             busy |= bool(ev)
-            if ev: ax.plot(*zip(*ev), marker='o', ls='--', color='C1' if len(runs) == 1 else c, label=f'{lab}eval')
-        ax.set(xlabel='step', title=k); ax.grid(alpha=.3)
+            if ev:
+                ax.plot(*zip(*ev), marker='o', ls='--', color='C1' if len(runs) == 1 else c, label=f'{lab}eval')
+        ax.set(xlabel='step', title=k)
+        ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        if len(runs) == 1 and busy: ax.legend(fontsize=8)
+        if len(runs) == 1 and busy:
+            ax.legend(fontsize=8)
     if len(runs) > 1:  # one legend for all panels: the runs
         hl = {l: h for ax in axs for h, l in zip(*ax.get_legend_handles_labels())}
         fig.legend(list(hl.values()), list(hl.keys()), loc='outside lower center', ncols=min(3, len(hl)), fontsize=8)
-    if title: fig.suptitle(title)
+    if title:
+        fig.suptitle(title)
     return fig
 
-def history_plot(history:list[dict]|dict, # a run's history, or {label: history} to overlay several runs
-                 keys=('loss',), # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
-                 title:str='', # the figure's title
-                 cols:int=3): # panels per row
+
+def history_plot(
+    history: list[dict] | dict,  # a run's history, or {label: history} to overlay several runs
+    keys=('loss',),  # metrics to draw, one panel each; `eval_<key>` is drawn too when logged
+    title: str = '',  # the figure's title
+    cols: int = 3,  # panels per row
+):
     "A matplotlib Figure with one panel per metric by step, one colour per run (no pyplot state, safe from threads)."
     return draw_history(chart(), history, keys, title, cols)
 
 # %% ../nbs/07_views.ipynb #5788e4de
-def check_keys(histories:list, # histories (lists of logged records) the keys are asked of
-               keys): # the metric names asked for
+def check_keys(
+    histories: list,  # histories (lists of logged records) the keys are asked of
+    keys,  # the metric names asked for
+):
     "Fail on a metric name no record logs (nor its `eval_` twin), with a \"did you mean\" among those logged; histories that logged nothing yet pass."
     logged = {k for h in histories for r in h for k in r if k not in ('step', 'epoch')}
-    if not logged: return
-    for k in ([keys] if isinstance(keys, str) else keys):
+    if not logged:
+        return
+    for k in [keys] if isinstance(keys, str) else keys:
         if k not in logged and f"eval_{k}" not in logged:
-            raise FtnbError(f"keys: no metric {k!r} was logged{did_you_mean(k, logged)}; logged: {', '.join(sorted(logged))}")
+            raise FtnbError(
+                f"keys: no metric {k!r} was logged{did_you_mean(k, logged)}; logged: {', '.join(sorted(logged))}"
+            )
+
 
 @patch
-def plot(self:Run, keys=None, # metrics to draw; default the method's (`Method.metrics`)
-         title:str|None=None):
-    "Charts of this run's metrics by step (a run training in the background is waited for; its dashboard charts it live)."
-    if self.training: self.wait(why='plot')
-    if keys: check_keys([self.history], keys)
-    return history_plot(self.history, keys or method(self.method).metrics, self.method.upper() if title is None else title)
+def plot(
+    self: Run,
+    keys=None,  # metrics to draw; default the method's (`Method.metrics`)
+    title: str | None = None,
+):
+    """Charts of this run's metrics by step (a run training in the background is waited for; its dashboard charts it
+    live)."""
+    if self.training:
+        self.wait(why='plot')
+    if keys:
+        check_keys([self.history], keys)
+    return history_plot(
+        self.history, keys or method(self.method).metrics, self.method.upper() if title is None else title
+    )
 
 # %% ../nbs/07_views.ipynb #4d199918
-_STATE_COLOR = dict(ready='#555', running='#1a7f37', stopping='#b58100', stopped='#b58100', finished='#0b5cad', failed='#c62828')
+_STATE_COLOR = dict(
+    ready='#555', running='#1a7f37', stopping='#b58100', stopped='#b58100', finished='#0b5cad', failed='#c62828'
+)
 
-def state_html(run, state:str|None=None) -> str:
+
+def state_html(run, state: str | None = None) -> str:
     "The run's method and `state` (default: its state now), coloured by state."
     state = state or run.state
     return f"<b style='color:{_STATE_COLOR.get(state, '#555')}'>{run.method.upper()} · {state}</b>"
 
-def chart_keys(method_name:str) -> tuple:
+
+def chart_keys(method_name: str) -> tuple:
     "The metrics a method's live chart shows: its own (`Method.metrics`), then learning rate and gradient norm."
     return tuple(dict.fromkeys((*method(method_name).metrics, *_SHOW)))
 
-
 # %% ../nbs/07_views.ipynb #749b6090
 class Throttle:
-    "Call `fn` when asked, at most `fps` times a second and for at most `share` of the time; `flush` runs a held request."
-    def __init__(self, fn, fps:float=5., share:float=.01):
-        self.fn, self.gap, self.share, self.last, self.cost, self.pending = fn, 1 / fps, share, 0., 0., False
+    """Call `fn` when asked, at most `fps` times a second and for at most `share` of the time; `flush` runs a held
+    request."""
+
+    def __init__(self, fn, fps: float = 5.0, share: float = 0.01):
+        self.fn, self.gap, self.share, self.last, self.cost, self.pending = fn, 1 / fps, share, 0.0, 0.0, False
         self.lock = threading.Lock()
-    def __call__(self, force:bool=False):
+
+    def __call__(self, force: bool = False):
         with self.lock:
-            if not force and time.time() - self.last < max(self.gap, self.cost / self.share): self.pending = True; return False
+            if not force and time.time() - self.last < max(self.gap, self.cost / self.share):
+                self.pending = True
+                return False
             t = time.time()
             self.fn()
             self.last, self.pending = time.time(), False
             self.cost = self.last - t
             return True
-    def flush(self): return self(force=True) if self.pending else False
+
+    def flush(self):
+        return self(force=True) if self.pending else False
 
 # %% ../nbs/07_views.ipynb #212fc986
-def note_tokens(seen:tuple|None, record:dict) -> tuple|None:
-    "`(t0, n0, t1, n1)`: time and TRL's `num_tokens` at the first and at the latest log of this session that counts tokens."
-    if 'num_tokens' not in record: return seen
+def note_tokens(seen: tuple | None, record: dict) -> tuple | None:
+    """`(t0, n0, t1, n1)`: time and TRL's `num_tokens` at the first and at the latest log of this session that counts
+    tokens."""
+    if 'num_tokens' not in record:
+        return seen
     now = (time.time(), record['num_tokens'])
     return (seen[:2] if seen else now) + now
 
-def progress_line(run, tokens:tuple|None=None, # `note_tokens` of this session, for tokens a second
-                  ) -> str:
-    "Step, elapsed time and ETA (the time trained once ended), tokens a second, memory and the latest loss, as one line of HTML."
+
+def progress_line(
+    run,
+    tokens: tuple | None = None,  # `note_tokens` of this session, for tokens a second
+) -> str:
+    """Step, elapsed time and ETA (the time trained once ended), tokens a second, memory and the latest loss, as one
+    line of HTML."""
     parts = [f"<b>step {run.step}/{run.max_steps}</b>"]
     t0, s0 = run.session_start, run.session_step
     if t0 and run.training:
-        el = time.time() - t0; parts.append(f"elapsed {fmt_time(el)}")
-        if run.step > s0: parts.append(f"ETA {fmt_time(el / (run.step - s0) * max(0, run.max_steps - run.step))}")
-    elif run.seconds: parts.append(f"trained {fmt_time(run.seconds)}")
-    elif run.state == 'ready' and not run.history: return run.plan()  # before the first step: what is planned
+        el = time.time() - t0
+        parts.append(f"elapsed {fmt_time(el)}")
+        if run.step > s0:
+            parts.append(f"ETA {fmt_time(el / (run.step - s0) * max(0, run.max_steps - run.step))}")
+    elif run.seconds:
+        parts.append(f"trained {fmt_time(run.seconds)}")
+    elif run.state == 'ready' and not run.history:
+        return run.plan()  # before the first step: what is planned
     if tokens and tokens[2] > tokens[0]:
-        t0, n0, t1, n1 = tokens; parts.append(f"{(n1 - n0) / (t1 - t0):,.0f} tok/s")
+        t0, n0, t1, n1 = tokens
+        parts.append(f"{(n1 - n0) / (t1 - t0):,.0f} tok/s")
     parts.append(f"{memory_gb(run.hardware.device):.1f} GB")
     last = next((h for h in reversed(run.history) if 'loss' in h), None)
-    if last: parts.append(f"loss {last['loss']:.4g}")
+    if last:
+        parts.append(f"loss {last['loss']:.4g}")
     return ' · '.join(parts)
 
-def metrics_table(run, keys=None, # metrics to list; default `chart_keys(run.method)`; the eval loss too when logged
-                  ) -> str:
+
+def metrics_table(
+    run,
+    keys=None,  # metrics to list; default `chart_keys(run.method)`; the eval loss too when logged
+) -> str:
     "The latest value of each metric, as a small HTML table."
     keys, last = (*(keys or chart_keys(run.method)), 'eval_loss'), {}
-    for h in list(run.history): last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in keys}
+    for h in list(run.history):
+        last |= {k: v for k, v in h.items() if isinstance(v, (int, float)) and k in keys}
     rows = ''.join(f"<tr><td style='text-align:left'>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in last.items())
     return f"<table style='font-size:12px'>{rows}</table>"
 
 # %% ../nbs/07_views.ipynb #65fa05ee
-def samples_table(run, cols:int=3) -> str:
-    "The sample answers of a run as an HTML table: a row per prompt, a column per sampled step (the first and the latest `cols`-1)."
-    if not run.samples: return ''
-    ss = run.samples if len(run.samples) <= cols else [run.samples[0], *run.samples[-(cols - 1):]]
+def samples_table(run, cols: int = 3) -> str:
+    """The sample answers of a run as an HTML table: a row per prompt, a column per sampled step (the first and the
+    latest `cols`-1)."""
+    if not run.samples:
+        return ''
+    ss = run.samples if len(run.samples) <= cols else [run.samples[0], *run.samples[-(cols - 1) :]]
     td = "style='text-align:left;vertical-align:top;max-width:320px;overflow-wrap:anywhere'"
     head = ''.join(f"<th style='text-align:left;white-space:nowrap'>step {esc(s['step'])}</th>" for s in ss)
-    rows = ''.join(f"<tr><td {td}><i>{esc(prompt_text(p), 80)}</i></td>"
-                   + ''.join(f"<td {td}>{esc(s['outputs'][i], 240) or '<i style=white-space:nowrap>(empty)</i>'}</td>" for s in ss) + "</tr>"
-                   for i, p in enumerate(ss[0].get('prompts') or (run.sampling or {}).get('prompts', [])))
+    rows = ''.join(
+        f"<tr><td {td}><i>{esc(prompt_text(p), 80)}</i></td>"
+        + ''.join(f"<td {td}>{esc(s['outputs'][i], 240) or '<i style=white-space:nowrap>(empty)</i>'}</td>" for s in ss)
+        + "</tr>"
+        for i, p in enumerate(ss[0].get('prompts') or (run.sampling or {}).get('prompts', []))
+    )
     return f"<table style='font-size:12px'><tr><th style='text-align:left'>prompt</th>{head}</tr>{rows}</table>"
+
 
 def error_html(run) -> str:
     "The run's error, with what is safe to do next."
-    if run.error is None: return ''
+    if run.error is None:
+        return ''
     ck = last_checkpoint(run.run_dir)
-    nxt = (f"The last checkpoint ({ck.name}) is whole: Resume continues from it." if ck else
-           "No checkpoint was written. Fix the cause, then start again (run.code() shows the call).")
-    return (f"<div style='color:#c62828;border-left:3px solid #c62828;padding:4px 8px'><b>{esc(type(run.error).__name__)}</b>: "
-            f"{esc(run.error, 1500)}<br><span style='color:#555'>{nxt}</span></div>")
+    nxt = (
+        f"The last checkpoint ({ck.name}) is whole: Resume continues from it."
+        if ck
+        else "No checkpoint was written. Fix the cause, then start again (run.code() shows the call)."
+    )
+    return (
+        "<div style='color:#c62828;border-left:3px solid #c62828;padding:4px "
+        f"8px'><b>{esc(type(run.error).__name__)}</b>: "
+        f"{esc(run.error, 1500)}<br><span style='color:#555'>{nxt}</span></div>"
+    )
 
 # %% ../nbs/07_views.ipynb #0ef34619
 class HTMLView:
-    "A Run's live view as one HTML output updated in place, for front ends that draw no widgets: state, progress, metrics, chart, samples, error."
-    def __init__(self, run:Run, keys=None, # metrics to chart; default `chart_keys(run.method)`
-                 fps:float=5.): # most updates a second
-        self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
-        self.fig = chart(dpi=72, layout=None)  # one figure, drawn again each time (no pyplot, nothing to close); fixed margins draw faster
-        self.handle, self.img, self.tokens, self.updates, self._timer = None, '', None, 0, None
-        self.redraw = Throttle(self._draw, fps)             # the chart (a tenth of a second): at most 1% of the time
-        self.refresh = Throttle(self._send, fps, share=1.)  # the output
-        run.on('state', self.on_state); run.on('log', self.on_log); run.on('eval', self.on_log); run.on('sample', self.on_sample)
-        run.viewed = True
-        if run.history: self._draw()
+    """A Run's live view as one HTML output updated in place, for front ends that draw no widgets: state, progress,
+    metrics, chart, samples, error."""
 
-    def _ipython_display_(self): self.show()
+    def __init__(
+        self,
+        run: Run,
+        keys=None,  # metrics to chart; default `chart_keys(run.method)`
+        fps: float = 5.0,
+    ):  # most updates a second
+        self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
+        self.fig = chart(
+            dpi=72, layout=None
+        )  # one figure, drawn again each time (no pyplot, nothing to close); fixed margins draw faster
+        self.handle, self.img, self.tokens, self.updates, self._timer = None, '', None, 0, None
+        self.redraw = Throttle(self._draw, fps)  # the chart (a tenth of a second): at most 1% of the time
+        self.refresh = Throttle(self._send, fps, share=1.0)  # the output
+        run.on('state', self.on_state)
+        run.on('log', self.on_log)
+        run.on('eval', self.on_log)
+        run.on('sample', self.on_sample)
+        run.viewed = True
+        if run.history:
+            self._draw()
+
+    def _ipython_display_(self):
+        self.show()
 
 # %% ../nbs/07_views.ipynb #4452a82d
 @patch
-def html(self:HTMLView) -> str:
+def html(self: HTMLView) -> str:
     "The view as HTML, as the run is now."
     r = self.run
-    done = 100 * min(1., r.step / max(1, r.max_steps or 1))
-    bar = (f"<span style='display:inline-block;width:200px;height:10px;margin:0 8px;background:#e4e4e4;border-radius:5px;vertical-align:middle'>"
-           f"<span style='display:block;width:{done:.1f}%;height:100%;background:{_STATE_COLOR.get(r.state, '#555')};border-radius:5px'></span></span>")
+    done = 100 * min(1.0, r.step / max(1, r.max_steps or 1))
+    bar = (
+        "<span style='display:inline-block;width:200px;height:10px;margin:0 "
+        "8px;background:#e4e4e4;border-radius:5px;vertical-align:middle'>"
+        "<span "
+        f"style='display:block;width:{done:.1f}%;height:100%;background:{_STATE_COLOR.get(r.state, '#555')};border-radius:5px'></span></span>"
+    )
     chart = f"<br><img src='{self.img}' style='max-width:100%'>" if self.img else ''
-    return (f"<div class='ftnb-html-view'>{state_html(r)}{bar}{progress_line(r, self.tokens)}"
-            f"{metrics_table(r, self.metrics)}{chart}{samples_table(r)}{error_html(r)}</div>")
+    return (
+        f"<div class='ftnb-html-view'>{state_html(r)}{bar}{progress_line(r, self.tokens)}"
+        f"{metrics_table(r, self.metrics)}{chart}{samples_table(r)}{error_html(r)}</div>"
+    )
+
 
 @patch
-def _bundle(self:HTMLView) -> dict: return {'text/html': self.html(), 'text/plain': repr(self.run)}
+def _bundle(self: HTMLView) -> dict:
+    return {'text/html': self.html(), 'text/plain': repr(self.run)}
+
 
 @patch
-def show(self:HTMLView):
+def show(self: HTMLView):
     "Show the view in this cell's output; every copy is the same display and follows the run."
     from IPython.display import display
+
     h = display(self._bundle(), raw=True, display_id=self.handle.display_id if self.handle else True)
     self.handle = self.handle or h  # None outside IPython: nothing to update then
 
 # %% ../nbs/07_views.ipynb #dad1c9e6
 @patch
-def _draw(self:HTMLView):
+def _draw(self: HTMLView):
     draw_history(self.fig, list(self.run.history), self.metrics)
     self.img = png_uri(self.fig)
 
-@patch
-def _send(self:HTMLView):
-    if self.handle is None: return
-    self.handle.update(self._bundle(), raw=True); self.updates += 1
 
 @patch
-def _update(self:HTMLView):
+def _send(self: HTMLView):
+    if self.handle is None:
+        return
+    self.handle.update(self._bundle(), raw=True)
+    self.updates += 1
+
+
+@patch
+def _update(self: HTMLView):
     "Update now if it is time; else make sure the held update is sent when it is."
-    if self.refresh() or (self._timer is not None and self._timer.is_alive()): return
-    self._timer = threading.Timer(self.refresh.gap, self._due); self._timer.daemon = True; self._timer.start()
+    if self.refresh() or (self._timer is not None and self._timer.is_alive()):
+        return
+    self._timer = threading.Timer(self.refresh.gap, self._due)
+    self._timer.daemon = True
+    self._timer.start()
+
 
 @patch
-def _due(self:HTMLView):
+def _due(self: HTMLView):
     self._timer = None
-    if self.refresh.pending: self._update()
+    if self.refresh.pending:
+        self._update()
+
 
 @patch
-def on_state(self:HTMLView, run, state):
-    if state == 'running': self.tokens = None  # tokens a second over this session
-    if state in ('stopped', 'finished', 'failed'): self.redraw.flush()  # the chart with every point
+def on_state(self: HTMLView, run, state):
+    if state == 'running':
+        self.tokens = None  # tokens a second over this session
+    if state in ('stopped', 'finished', 'failed'):
+        self.redraw.flush()  # the chart with every point
     self.refresh(force=True)
 
-@patch
-def on_log(self:HTMLView, run, record):
-    self.tokens = note_tokens(self.tokens, record)
-    self.redraw(); self._update()
 
 @patch
-def on_sample(self:HTMLView, run, record): self._update()
+def on_log(self: HTMLView, run, record):
+    self.tokens = note_tokens(self.tokens, record)
+    self.redraw()
+    self._update()
+
+
+@patch
+def on_sample(self: HTMLView, run, record):
+    self._update()
 
 # %% ../nbs/07_views.ipynb #9ae18171
 @patch
-def html_view(self:Run):
+def html_view(self: Run):
     "This run's live HTML view (`HTMLView`), its stand-in for the dashboard where widgets do not render; made once."
-    if getattr(self, '_html_view', None) is None: self._html_view = HTMLView(self)
+    if getattr(self, '_html_view', None) is None:
+        self._html_view = HTMLView(self)
     return self._html_view
