@@ -83,3 +83,19 @@ def test_a_module_imported_alone_brings_the_data_methods_it_uses():
         code = f"import ftnb.{mod}, ftnb.data; assert all(hasattr(ftnb.data.Data, m) for m in ('stats', 'tokenize', 'encodings', 'for_template', 'show'))"
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
         assert r.returncode == 0, f"ftnb.{mod} alone: {r.stderr[-300:]}"
+
+def test_the_code_is_as_dense_as_the_anchors():
+    "Lines over 120 characters at most 35 per 1000 (fastcore 32, nbdev 34), at most 20 `;`-joined statements in ftnb/."
+    lines = long = joined = 0
+    for f in PKG.glob('*.py'):
+        if f.name == '_modidx.py': continue
+        src = f.read_text()
+        lines += len(src.splitlines())
+        long += sum(len(l) > 120 for l in src.splitlines())
+        for node in ast.walk(ast.parse(src)):
+            for body in (getattr(node, k, None) for k in ('body', 'orelse', 'finalbody')):
+                if isinstance(body, list):
+                    joined += sum(isinstance(a, ast.stmt) and isinstance(b, ast.stmt) and b.lineno == a.end_lineno
+                                  for a, b in zip(body, body[1:]))
+    assert 1000 * long / lines <= 35, f'{long} lines over 120 characters in {lines} ({1000 * long / lines:.1f} per 1000)'
+    assert joined <= 20, f'{joined} statements joined with ;'

@@ -43,3 +43,28 @@ def test_notebooks_are_valid_and_their_saved_outputs_show_what_a_kernel_shows():
                 if ''.join(d.get('text/plain', '')).startswith('<Figure size') and 'image/png' not in d: bad.append(f"{f.name} cell {i}: a figure as text")
                 if re.search(r'site-packages|/\.venv/|/root/|/home/\w|/work/', text): bad.append(f"{f.name} cell {i}: a local path")
     assert not bad, bad
+
+def _setting(name):
+    return re.search(rf'^{name}\s*=\s*(.*)$', (ROOT/'settings.ini').read_text(), re.M)[1].strip()
+
+def test_the_license_file_is_the_one_settings_declares():
+    assert _setting('license') == 'apache2'
+    text = (ROOT/'LICENSE').read_text()
+    assert 'Apache License' in text and 'Version 2.0, January 2004' in text and 'END OF TERMS AND CONDITIONS' in text
+
+def test_the_version_is_one_and_the_changelog_describes_it():
+    import ftnb
+    version = _setting('version')
+    assert ftnb.__version__ == version, 'settings.ini and ftnb/__init__.py disagree: bump with nbdev_bump_version'
+    assert re.search(rf'^## {re.escape(version)} \(\d{{4}}-\d\d-\d\d\)$', (ROOT/'CHANGELOG.md').read_text(), re.M), \
+        f'CHANGELOG.md has no "## {version} (date)" entry'
+
+def test_the_commit_hooks_run_commands_the_dev_install_has():
+    "The pre-commit hooks are local commands: each must be installed by `pip install -e '.[dev]'`."
+    import shutil, sys
+    cfg = (ROOT/'.pre-commit-config.yaml').read_text()
+    entries = re.findall(r'entry: (?:bash -c \')?(\w+)', cfg)
+    assert {'ruff', 'nbdev_clean', 'nbdev_export'} <= set(entries)
+    bindir = Path(sys.executable).parent
+    assert all(shutil.which(e) or (bindir/e).exists() for e in set(entries)), entries
+    assert _setting('jupyter_hooks') == 'True' and '*.ipynb merge=nbdev-merge' in (ROOT/'.gitattributes').read_text()
