@@ -49,14 +49,8 @@ class Data:
         dropped: list | None = None,
         ignored: list | None = None,
     ):
-        self.rows, self.kind, self.detected, self.source, self.dropped, self.ignored = (
-            rows,
-            kind,
-            detected,
-            source,
-            dropped or [],
-            ignored or [],
-        )
+        self.rows, self.kind, self.detected, self.source = rows, kind, detected, source
+        self.dropped, self.ignored = dropped or [], ignored or []
         self._ds = None
 
     def __len__(self):

@@ -8,7 +8,17 @@ import re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError, memory_available_gb
-from .models import Model, is_peft, quiet_bars, quantized_bits, load_model, looks_local, count_params, ALIASES
+from ftnb.models import (
+    Model,
+    is_peft,
+    quiet_bars,
+    quantized_bits,
+    load_model,
+    looks_local,
+    count_params,
+    ALIASES,
+    HUB_ID,
+)
 from .files import whole_folder, whole_file, write_atomic
 
 # %% auto #0
@@ -277,11 +287,7 @@ def merged_net(net):
 def reloadable(name) -> bool:
     "Whether `load_model(name)` can load `name` again: an alias, an existing file or folder, or a Hub id."
     s = str(name).strip()
-    return (
-        s.lower() in ALIASES
-        or Path(s).expanduser().exists()
-        or (not looks_local(s) and bool(re.match(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$', s)))
-    )
+    return s.lower() in ALIASES or Path(s).expanduser().exists() or (not looks_local(s) and bool(HUB_ID.match(s)))
 
 
 def merge_place(

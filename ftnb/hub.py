@@ -102,10 +102,8 @@ def _image(fig, name: str, folder) -> str:
 
 
 def _settings(rec: RunRecord) -> dict:
-    s, c = (
-        {k: v for k, v in report_settings(rec).items() if k not in ('rows', 'eval_rows')},
-        rec.info.get('trl_config', {}),
-    )  # rows: in Training
+    s = {k: v for k, v in report_settings(rec).items() if k not in ('rows', 'eval_rows')}  # rows: in Training
+    c = rec.info.get('trl_config', {})
     if lo := rec.settings.get('lora'):
         s['lora'] = (
             f"r {lo.get('r')}, alpha {lo.get('lora_alpha')}, dropout {lo.get('lora_dropout')}, on "

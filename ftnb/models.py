@@ -11,8 +11,8 @@ from .chat import chat_text
 from .markup import md_text, md_code
 
 # %% auto #0
-__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'MODEL_SUFFIXES', 'embedded_gguf', 'quiet_bars',
-           'convert_gguf', 'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'looks_local',
+__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'HUB_ID', 'MODEL_SUFFIXES', 'embedded_gguf',
+           'quiet_bars', 'convert_gguf', 'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'looks_local',
            'quantization_config', 'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits',
            'sequence_logps', 'lora_config']
 
@@ -308,7 +308,7 @@ def stream(self: Model, prompt, **kwargs):
 
 # %% ../nbs/02_models.ipynb #95775ba3
 ALIASES = {'smollm2-135m-instruct': embedded_gguf}
-_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # what a Hub model id looks like: `owner/name`
 MODEL_SUFFIXES = ('.gguf', '.safetensors', '.bin')
 
 
@@ -361,7 +361,7 @@ def _resolve(name) -> tuple[Path | None, str]:
         )
     if looks_local(name):
         raise _missing(name, p)
-    if _HUB_ID.match(str(name)):
+    if HUB_ID.match(str(name)):
         return None, f"Hugging Face Hub {name}"
     raise FtnbError(
         f"Unknown model {str(name)!r}{did_you_mean(key, ALIASES)}: no such file or folder here, not an alias (known: "
@@ -416,9 +416,9 @@ def load_model(
     path, source = _resolve(name)
     if source.startswith('adapter'):
         return _load_adapter(path, dtype=dtype, device=device, quantize=quantize, **kwargs)
-    hw, split = (
-        detect_hardware(),
-        sharded_job(),
+    hw = detect_hardware()
+    split = (
+        sharded_job()
     )  # FSDP, ZeRO-3: the trainer places (or ZeRO-3 partitions) the weights; ZeRO-3 refuses a device_map
     if quantize:
         kwargs['quantization_config'] = quantization_config(quantize, hw, sharded=bool(split))

@@ -299,15 +299,8 @@ class Stats:
         duplicates: int,
         kind: str,
     ):
-        self.lengths, self.trained, self.max_length, self.roles, self.turns, self.duplicates, self.kind = (
-            lengths,
-            trained,
-            max_length,
-            roles,
-            turns,
-            duplicates,
-            kind,
-        )
+        self.lengths, self.trained, self.max_length, self.kind = lengths, trained, max_length, kind
+        self.roles, self.turns, self.duplicates = roles, turns, duplicates
 
     @property
     def truncated(self) -> int:
