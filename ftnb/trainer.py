@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_trainer.ipynb #1e5f407b
 from __future__ import annotations
-import os, shutil, warnings, math
+import os, shutil, warnings, math, threading
 from pathlib import Path
 from contextlib import contextmanager
 from .core import FtnbError
@@ -13,8 +13,8 @@ from .models import quiet_bars, copy_model, quantized_bits
 
 # %% auto #0
 __all__ = ['STAGING', 'OTHER_PRECISION', 'QUIET_ROWS', 'CHECKPOINTING', 'AtomicCheckpoints', 'last_checkpoint', 'precision_of',
-           'loss_scaled', 'FiniteSteps', 'safe_trainer', 'score_answers_only', 'one_device', 'fp32_trainables',
-           'quiet_prep', 'kbit_upcast', 'accelerator_ready', 'policy_reference']
+           'loss_scaled', 'FiniteSteps', 'score_answers_only', 'AnswersOnly', 'safe_trainer', 'one_device',
+           'fp32_trainables', 'quiet_prep', 'kbit_upcast', 'accelerator_ready', 'policy_reference']
 
 # %% ../nbs/05b_trainer.ipynb #3b839492
 STAGING = '.staging'
@@ -159,32 +159,66 @@ class FiniteSteps:
             raise FtnbError(_not_finite(self, bad))
         return norm
 
-
-def safe_trainer(trainer_cls):
-    """`trainer_cls` writing its checkpoints atomically and stopping at the first loss or gradient norm that is not
-    finite."""
-    if issubclass(trainer_cls, FiniteSteps):
-        return trainer_cls
-    return type(
-        trainer_cls.__name__, (FiniteSteps, AtomicCheckpoints, trainer_cls), {'__module__': trainer_cls.__module__}
-    )
-
 # %% ../nbs/05b_trainer.ipynb #2269f9a1
+_gate = dict(depth=0, trl=None)  # TRL's own gate while ftnb's is installed, and how many trainers are inside
+_gate_lock = threading.Lock()
+
+
+@contextmanager
 def score_answers_only():
-    "Make TRL's fused LM head score only labelled positions on a CPU as well, as it does on GPUs (once per process)."
+    """While inside, TRL's fused LM head scores only labelled positions on a CPU as well, as it does on GPUs; TRL's own
+    gate is back on leaving (nested and threaded uses share one patch)."""
     try:
         import trl.trainer.utils as tu
     except ImportError:
+        yield
         return
-    gate = getattr(tu, '_use_triton', None)  # TRL's choice of compact scoring; absent before TRL's fused head
-    if gate is None or getattr(gate, 'ftnb', False):
+    if getattr(tu, '_use_triton', None) is None:  # TRL's choice of compact scoring; absent before TRL's fused head
+        yield
         return
+    with _gate_lock:
+        if _gate['depth'] == 0:
+            gate = tu._use_triton
+            _gate['trl'] = gate
 
-    def compact(device):
-        return device.type == 'cpu' or gate(device)
+            def compact(device):
+                return device.type == 'cpu' or gate(device)
 
-    compact.ftnb, compact.__doc__ = True, gate.__doc__
-    tu._use_triton = compact
+            compact.ftnb, compact.__doc__ = True, gate.__doc__
+            tu._use_triton = compact
+        _gate['depth'] += 1
+    try:
+        yield
+    finally:
+        with _gate_lock:
+            _gate['depth'] -= 1
+            if _gate['depth'] == 0:
+                tu._use_triton = _gate['trl']
+
+
+class AnswersOnly:
+    "Trainer mixin: training, evaluating and predicting score only the answer tokens (`score_answers_only`)."
+
+    def train(self, *args, **kwargs):
+        with score_answers_only():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with score_answers_only():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with score_answers_only():
+            return super().predict(*args, **kwargs)
+
+# %% ../nbs/05b_trainer.ipynb #85951c12
+def safe_trainer(trainer_cls):
+    """`trainer_cls` writing its checkpoints atomically, stopping at the first loss or gradient norm that is not
+    finite, and scoring only answer tokens."""
+    if issubclass(trainer_cls, FiniteSteps):
+        return trainer_cls
+    bases = (FiniteSteps, AtomicCheckpoints, AnswersOnly, trainer_cls)
+    return type(trainer_cls.__name__, bases, {'__module__': trainer_cls.__module__})
 
 # %% ../nbs/05b_trainer.ipynb #0ec34ff9
 def one_device(args):
