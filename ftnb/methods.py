@@ -11,10 +11,40 @@ from .layouts import SFT_KINDS
 from .data import Data
 
 # %% auto #0
-__all__ = ['METHODS', 'MAX_STEPS', 'BOUNDS', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings', 'plain',
-           'model_bounds']
+__all__ = ['METHODS', 'MAX_STEPS', 'BOUNDS', 'trl_class', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings',
+           'plain', 'model_bounds']
 
 # %% ../nbs/05_methods.ipynb #62b78ae7
+def trl_class(
+    path: str,  # 'module.Class', as a `Method` names its classes
+    method_name: str = '',  # the method it is for, named in the error
+):
+    """The TRL class at `path`; an experimental one TRL has since made stable is found among its stable names, one TRL
+    no longer has is an error that says what to install."""
+    mod, _, cls = path.rpartition('.')
+    if '.experimental.' not in path:
+        return getattr(importlib.import_module(mod), cls)
+    os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')  # trl.experimental warns on import
+    try:
+        return getattr(importlib.import_module(mod), cls)
+    except ModuleNotFoundError as e:
+        if not (e.name and mod.startswith(e.name)):
+            raise  # a package its module needs is missing: that error says which
+    except AttributeError:
+        pass
+    import trl
+
+    if (stable := getattr(trl, cls, None)) is not None:
+        return stable  # promoted, as KTO was in TRL 1.8
+    raise FtnbError(
+        f"Method {method_name or cls!r} needs TRL's {cls}, which TRL {trl.__version__} has neither in {mod} "
+        "(its home in TRL 1.x, with the trainers TRL keeps as experimental and removes when few use them) nor as "
+        f"trl.{cls}. Install a TRL that has it (`pip install 'trl>=1.16,<2'`), look for its new home in TRL's "
+        "release notes (https://github.com/huggingface/trl/releases), or train on the same preference pairs with a "
+        "stable method: dpo (after sft) or kto."
+    )
+
+
 @dataclass(frozen=True)
 class Method:
     "What ftnb knows about one training method; `METHODS` holds one per method."
@@ -31,15 +61,8 @@ class Method:
     bounds: dict = field(default_factory=dict, hash=False)  # its own `Bound`s, where they differ from `BOUNDS`'s
 
     def classes(self) -> tuple:
-        "The TRL config and trainer classes, imported now."
-
-        def load(path):
-            if '.experimental.' in path:
-                os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')  # ORPO's home warns on import
-            mod, _, cls = path.rpartition('.')
-            return getattr(importlib.import_module(mod), cls)
-
-        return load(self.config), load(self.trainer)
+        "The TRL config and trainer classes, imported now (`trl_class`)."
+        return trl_class(self.config, self.name), trl_class(self.trainer, self.name)
 
     def __repr__(self):
         return (

@@ -60,3 +60,47 @@ def test_the_guard_fails_on_a_deprecated_trl_argument(tmp_path):
     with pytest.raises(AssertionError, match='keep_end'):
         with no_deprecations('sft with truncation_mode=keep_end'):
             _run(sft, persona_data, dict(truncation_mode='keep_end'), tmp_path)
+
+
+def test_orpo_loads_from_trl_experimental():
+    from ftnb.methods import method
+    cfg, trainer = method('orpo').classes()
+    assert (cfg.__module__, trainer.__name__) == ('trl.experimental.orpo.orpo_config', 'ORPOTrainer')
+
+
+def test_a_trl_without_orpo_gets_an_error_naming_its_version_and_what_to_install(monkeypatch):
+    import sys
+    from ftnb.core import FtnbError
+    from ftnb.methods import method
+    monkeypatch.setitem(sys.modules, 'trl.experimental.orpo', None)  # a TRL that dropped it: its import fails
+    with pytest.raises(FtnbError) as e:
+        method('orpo').classes()
+    msg = str(e.value)
+    assert "'orpo'" in msg and f"TRL {trl.__version__}" in msg and 'pip install' in msg and 'dpo' in msg, msg
+    with pytest.raises(FtnbError, match="Method 'orpo' needs TRL's ORPO"):
+        orpo(tiny_model(), preference_pairs(n=8))
+
+
+def test_orpo_made_stable_by_a_later_trl_is_found_there(monkeypatch):
+    import sys
+    from ftnb.methods import method
+    class ORPOTrainer: pass
+    class ORPOConfig: pass
+    monkeypatch.setitem(sys.modules, 'trl.experimental.orpo', None)
+    monkeypatch.setattr(trl, 'ORPOTrainer', ORPOTrainer, raising=False)
+    monkeypatch.setattr(trl, 'ORPOConfig', ORPOConfig, raising=False)
+    assert method('orpo').classes() == (ORPOConfig, ORPOTrainer)
+
+
+def test_a_missing_package_inside_trls_module_is_not_taken_for_a_move(monkeypatch):
+    "An ORPO module whose own dependency is missing keeps Python's error, which names that package."
+    import importlib, sys
+    from ftnb.methods import method
+    monkeypatch.delitem(sys.modules, 'trl.experimental.orpo', raising=False)
+    real = importlib.import_module
+    def fake(name, *a):
+        if name == 'trl.experimental.orpo': raise ModuleNotFoundError("No module named 'somedep'", name='somedep')
+        return real(name, *a)
+    monkeypatch.setattr(importlib, 'import_module', fake)
+    with pytest.raises(ModuleNotFoundError, match='somedep'):
+        method('orpo').classes()
