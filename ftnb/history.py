@@ -12,7 +12,7 @@ from .markup import fmt_time, fmt_value, html_table, esc
 from .models import Model, load_model, copy_model
 from .files import json_lines, process_alive
 from .trainer import last_checkpoint
-from .run import Run, final_metrics, STATES
+from .run import Run, final_metrics, STATES, TRAINING_STATES, FINISHED_STATES
 from .methods import method, METHODS
 from .views import history_plot, check_keys
 
@@ -153,7 +153,7 @@ class RunRecord:
     def state(self) -> str:
         "The run's state; 'killed' when it says it is running but the process that ran it is gone."
         st = self.summary.get('state', 'ready')
-        if st in ('running', 'stopping') and not (self.summary.get('pid') and process_alive(self.summary['pid'])):
+        if st in TRAINING_STATES and not (self.summary.get('pid') and process_alive(self.summary['pid'])):
             return 'killed'
         return st
 
@@ -320,14 +320,13 @@ def _load(run_dir, model, checkpoint, seen: tuple = ()) -> Run:
     )
     s = rec.summary
     run.history, run.samples = rec.history, rec.samples
-    run.step, run.max_steps, run.peak_gb, run.training_gb = (
-        s.get('step', 0),
-        s.get('max_steps', args.max_steps),
-        s.get('peak_gb'),
-        s.get('training_gb'),
-    )
+    run.step = s.get('step', 0)
+    run.max_steps = s.get('max_steps', args.max_steps)
+    run.peak_gb = s.get('peak_gb')
+    run.training_gb = s.get('training_gb')
     run.seconds, run.started = s.get('seconds', 0.0), s.get('started')
-    run.state = 'stopped' if rec.state in ('killed', 'running', 'stopping', 'ready') else rec.state
+    # a run that was cut off (killed, or left running) is looked at as stopped
+    run.set_state(rec.state if rec.state in FINISHED_STATES else 'stopped', write=False)
     run.loaded_from = ck
     code = (info.get('code') or '').replace('\nrun.start()', '')
     run.read_only = (
