@@ -13,8 +13,8 @@ from .trainer import last_checkpoint
 from .budget import training_state_gb
 from .run import Run
 from .markup import esc, fmt_time, png, png_uri, chart
-from .views import draw_history, state_html, chart_keys, Throttle, ConsoleView
-from .views import note_tokens, progress_line, metrics_table, samples_table, error_html
+from .views import draw_history, state_html, chart_keys, ConsoleView, RunView
+from .views import progress_line, metrics_table, samples_table, error_html
 from .playground import Playground, DataExplorer
 
 # %% auto #0
@@ -53,7 +53,7 @@ class _Shown:
             self._handle.update(_bundle(self, self._static()), raw=True)
 
 # %% ../nbs/09_dashboard.ipynb #1d34c4f4
-class LiveView(_Shown, widgets.VBox):
+class LiveView(_Shown, RunView, widgets.VBox):
     """Live widgets for a Run: state, progress (step, ETA, tokens/s, memory), charts of its metrics, sample answers,
     errors."""
 
@@ -61,10 +61,9 @@ class LiveView(_Shown, widgets.VBox):
         self,
         run: Run,
         keys=None,  # metrics to chart; default `chart_keys(run.method)`
-        fps: float = 5.0,
-    ):  # most redraws a second
-        self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
-        self.fig = chart(dpi=72, layout=None)  # no layout engine: fixed margins draw twice as fast
+        fps: float = 5.0,  # most redraws a second
+    ):
+        RunView.__init__(self, run, keys, fps)  # the chart, tokens/s, `redraw` and `refresh` (`ftnb.views.RunView`)
         self.status = _w(widgets.HTML(layout=widgets.Layout(min_width='170px')), 'ftnb-state')
         self.progress = _w(widgets.HTML(), 'ftnb-progress')
         self.bar = _w(
@@ -79,16 +78,10 @@ class LiveView(_Shown, widgets.VBox):
         self.samples = _w(widgets.HTML(), 'ftnb-samples')
         self.error = _w(widgets.HTML(), 'ftnb-error')
         self._live = [widgets.HBox([self.status, self.bar, self.progress]), self.chart, self.samples, self.error]
-        super().__init__(self._live)
+        widgets.VBox.__init__(self, self._live)
         self.add_class('ftnb-live')
-        self._tokens, self.draws = None, 0
-        self.redraw = Throttle(self._draw, fps)
-        self.tick = Throttle(self._progress, fps, share=1.0)
-        run.on('state', self.on_state)
-        run.on('log', self.on_log)
-        run.on('eval', self.on_log)
-        run.on('sample', self.on_sample)
-        run.viewed = True
+        self.draws = 0  # charts drawn
+        self.listen()
         self.on_state(run, run.state)
         if run.history:
             self._draw()
@@ -97,10 +90,10 @@ class LiveView(_Shown, widgets.VBox):
 
 # %% ../nbs/09_dashboard.ipynb #db99c906
 @patch
-def _progress(self: LiveView):
+def _refresh(self: LiveView):
     r = self.run
     self.bar.max, self.bar.value = max(1, r.max_steps or 1), min(r.step, r.max_steps or r.step)
-    self.progress.value = progress_line(r, self._tokens)
+    self.progress.value = progress_line(r, self.tokens)
 
 
 @patch
@@ -108,13 +101,6 @@ def _draw(self: LiveView):
     draw_history(self.fig, self.run.history, self.metrics)
     self.chart.value = png(self.fig)
     self.draws += 1
-
-
-@patch
-def on_log(self: LiveView, run, record):
-    self._tokens = note_tokens(self._tokens, record)
-    self.tick()
-    self.redraw()
 
 
 @patch
@@ -149,13 +135,10 @@ def summary_html(run, fig=None) -> str:
 # %% ../nbs/09_dashboard.ipynb #13b14a19
 @patch
 def on_state(self: LiveView, run, state):
+    RunView.on_state(self, run, state)  # the chart with every point once it ends
     self.status.value = state_html(run, state)
     self.error.value = error_html(run)
-    if state in ('stopped', 'finished', 'failed'):
-        self.redraw.flush()
-        self._progress()
-    else:
-        self.tick(force=True)
+    self.refresh(force=True)
     if state == 'finished':
         self.finish()
 
@@ -637,7 +620,7 @@ def dashboard(
     samples_every: int | None = None,  # steps between sample answers; default a fifth of the run, 0 for none
 ):
     "This run's notebook dashboard (`ftnb.dashboard.Dashboard`), made once and then reused."
-    if getattr(self, '_dashboard', None) is None:
+    if self._dashboard is None:
         self._dashboard = Dashboard(self, mode, samples_every)
     return self._dashboard
 
@@ -667,8 +650,6 @@ def _ipython_display_(self: Run):
     env = environment()
     if env not in ('notebook', 'colab'):
         display({'text/plain': repr(self)}, raw=True)
-    elif (
-        getattr(self, '_shown_in', None) is None or self._shown_in != _cell()
-    ):  # `run.start()` ending a cell: one view, not two
+    elif self._shown_in is None or self._shown_in != _cell():  # `run.start()` ending a cell: one view, not two
         display(self.dashboard() if widgets_render(env) else self.html_view())
         self._shown_in = _cell()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML

@@ -11,11 +11,11 @@ from .markup import esc, prompt_text, fmt_time, fmt_value, png_uri, chart
 from .methods import method
 from .trainer import last_checkpoint
 from .budget import memory_gb
-from .run import Run
+from .run import Run, FINISHED_STATES
 
 # %% auto #0
 __all__ = ['ConsoleView', 'draw_history', 'history_plot', 'check_keys', 'state_html', 'chart_keys', 'Throttle', 'note_tokens',
-           'progress_line', 'metrics_table', 'samples_table', 'error_html', 'HTMLView']
+           'progress_line', 'metrics_table', 'samples_table', 'error_html', 'RunView', 'HTMLView']
 
 # %% ../nbs/07_views.ipynb #9dba9937
 _SHOW = ('learning_rate', 'grad_norm')  # after the method's own metrics (`Method.metrics`)
@@ -48,7 +48,7 @@ class ConsoleView:
                 file=self.file,
                 dynamic_ncols=True,
             )
-        elif state in ('stopped', 'finished', 'failed') and self.bar is not None:
+        elif state in FINISHED_STATES and self.bar is not None:
             self.bar.n = run.step
             self.bar.close()
             self.bar = None
@@ -306,8 +306,57 @@ def error_html(run) -> str:
         f"{esc(run.error, 1500)}<br><span style='color:#555'>{nxt}</span></div>"
     )
 
+# %% ../nbs/07_views.ipynb #c6a99682
+class RunView:
+    "What a live view of a Run does with its events; a subclass draws (`_draw`) and refreshes (`_refresh`)."
+
+    def __init__(
+        self,
+        run: Run,
+        keys=None,  # metrics to chart; default `chart_keys(run.method)`
+        fps: float = 5.0,  # most redraws (and refreshes) a second
+    ):
+        self.run = run
+        self.metrics = tuple(keys or chart_keys(run.method))
+        self.fig = chart(dpi=72, layout=None)  # one figure, drawn again each time; fixed margins draw twice as fast
+        self.tokens = None  # tokens a second over this session (`note_tokens`)
+        self.redraw = Throttle(self._draw, fps)  # the chart (a tenth of a second): at most 1% of the time
+        self.refresh = Throttle(self._refresh, fps, share=1.0)  # the rest: state, progress, metrics
+
+    def listen(self):
+        "Subscribe to the run's events; the run is then viewed, so `start` shows no view of its own."
+        self.run.on('state', self.on_state)
+        self.run.on('log', self.on_log)
+        self.run.on('eval', self.on_log)
+        self.run.on('sample', self.on_sample)
+        self.run.viewed = True
+        return self
+
+    def on_state(self, run, state):
+        if state == 'running':
+            self.tokens = None  # a new session: its own speed
+        if state in FINISHED_STATES:
+            self.redraw.flush()  # the chart with every point
+
+    def on_log(self, run, record):
+        self.tokens = note_tokens(self.tokens, record)
+        self.redraw()  # first: what is refreshed shows the new chart
+        self._changed()
+
+    def on_sample(self, run, record):
+        self._changed()
+
+    def _changed(self):
+        self.refresh()
+
+    def _draw(self):
+        raise NotImplementedError(f"{type(self).__name__} draws its chart in `_draw`")
+
+    def _refresh(self):
+        raise NotImplementedError(f"{type(self).__name__} shows the run in `_refresh`")
+
 # %% ../nbs/07_views.ipynb #0ef34619
-class HTMLView:
+class HTMLView(RunView):
     """A Run's live view as one HTML output updated in place, for front ends that draw no widgets: state, progress,
     metrics, chart, samples, error."""
 
@@ -315,20 +364,14 @@ class HTMLView:
         self,
         run: Run,
         keys=None,  # metrics to chart; default `chart_keys(run.method)`
-        fps: float = 5.0,
-    ):  # most updates a second
-        self.run, self.metrics = run, tuple(keys or chart_keys(run.method))
-        self.fig = chart(
-            dpi=72, layout=None
-        )  # one figure, drawn again each time (no pyplot, nothing to close); fixed margins draw faster
-        self.handle, self.img, self.tokens, self.updates, self._timer = None, '', None, 0, None
-        self.redraw = Throttle(self._draw, fps)  # the chart (a tenth of a second): at most 1% of the time
-        self.refresh = Throttle(self._send, fps, share=1.0)  # the output
-        run.on('state', self.on_state)
-        run.on('log', self.on_log)
-        run.on('eval', self.on_log)
-        run.on('sample', self.on_sample)
-        run.viewed = True
+        fps: float = 5.0,  # most updates a second
+    ):
+        super().__init__(run, keys, fps)
+        self.handle = None  # the display it updates (None until shown, and outside IPython)
+        self.img = ''  # the chart as a data URI
+        self.updates = 0  # updates sent
+        self._timer = None  # sends an update held back once its time has come
+        self.listen()
         if run.history:
             self._draw()
 
@@ -375,7 +418,7 @@ def _draw(self: HTMLView):
 
 
 @patch
-def _send(self: HTMLView):
+def _refresh(self: HTMLView):
     if self.handle is None:
         return
     self.handle.update(self._bundle(), raw=True)
@@ -383,7 +426,7 @@ def _send(self: HTMLView):
 
 
 @patch
-def _update(self: HTMLView):
+def _changed(self: HTMLView):
     "Update now if it is time; else make sure the held update is sent when it is."
     if self.refresh() or (self._timer is not None and self._timer.is_alive()):
         return
@@ -396,33 +439,18 @@ def _update(self: HTMLView):
 def _due(self: HTMLView):
     self._timer = None
     if self.refresh.pending:
-        self._update()
+        self._changed()
 
 
 @patch
 def on_state(self: HTMLView, run, state):
-    if state == 'running':
-        self.tokens = None  # tokens a second over this session
-    if state in ('stopped', 'finished', 'failed'):
-        self.redraw.flush()  # the chart with every point
+    RunView.on_state(self, run, state)
     self.refresh(force=True)
-
-
-@patch
-def on_log(self: HTMLView, run, record):
-    self.tokens = note_tokens(self.tokens, record)
-    self.redraw()
-    self._update()
-
-
-@patch
-def on_sample(self: HTMLView, run, record):
-    self._update()
 
 # %% ../nbs/07_views.ipynb #9ae18171
 @patch
 def html_view(self: Run):
     "This run's live HTML view (`HTMLView`), its stand-in for the dashboard where widgets do not render; made once."
-    if getattr(self, '_html_view', None) is None:
+    if self._html_view is None:
         self._html_view = HTMLView(self)
     return self._html_view

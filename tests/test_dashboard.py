@@ -9,7 +9,8 @@ from ftnb.sft import sft
 from ftnb.prefs import dpo
 from ftnb.grpo import grpo
 from ftnb.trainer import last_checkpoint
-from ftnb.dashboard import Dashboard, LiveView, Throttle
+from ftnb.dashboard import Dashboard, LiveView
+from ftnb.views import Throttle
 
 def tiny_run(tmp_path, steps=3000, **kw):
     kw = dict(lora=False, lr=1e-2, max_steps=steps, batch_size=4, run_dir=tmp_path/'run', logging_steps=1, save_steps=100000) | kw

@@ -157,3 +157,17 @@ def test_a_run_in_a_kernel_shows_no_second_progress_table(tmp_path, monkeypatch)
     run = sft(tiny_model(), persona_data(n=8), max_steps=1, run_dir=tmp_path)
     run._build()
     assert not any(isinstance(cb, NotebookProgressCallback) for cb in run.trainer.callback_handler.callbacks)
+
+
+def test_both_live_views_share_one_base_and_measure_speed_per_session(tmp_path):
+    "The dashboard's live view and the HTML view are one RunView: both follow the run's events, and a new session's tokens/s starts afresh."
+    from ftnb.views import RunView, HTMLView
+    from ftnb.dashboard import LiveView
+    run = tiny_run(tmp_path)
+    views = [LiveView(run), HTMLView(run)]
+    assert all(isinstance(v, RunView) for v in views) and run.viewed
+    for v in views:
+        v.on_log(run, dict(step=1, num_tokens=100.0, loss=1.0))
+        assert v.tokens is not None
+    run.events.emit('state', run=run, state='running')  # a resumed session: its speed is its own
+    assert [v.tokens for v in views] == [None, None]
