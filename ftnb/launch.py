@@ -15,11 +15,12 @@ from .formats import reloadable
 from .data import Data, load_data
 from .files import json_lines, whole_folder, FolderLock, process_alive
 from .trainer import last_checkpoint, CHECKPOINTING
-from .run import Run
+from .run import Run, SUCCESS_STATES, FINISHED_STATES
 
 # %% auto #0
 __all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README', 'JOB_FILES', 'STOP_FILE', 'SHARED_FILE',
-           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'off_gpu', 'follow']
+           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'Job', 'off_gpu',
+           'follow']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
 PROFILES = dict(
@@ -678,9 +679,80 @@ def _take_weights(self: Run):
         m.run_dir = base.run_dir  # the chain it continues, for the next run's settings
     self.model, self.loaded_from = m, ck
 
+# %% ../nbs/18b_launch.ipynb #6beb8a47
+class Job:
+    "The processes of a launched job a Run follows: started here (`Run.launch`) or elsewhere (`follow`)."
+
+    def __init__(
+        self,
+        run_dir,  # the run folder the job writes
+        proc: subprocess.Popen | None = None,  # the process group started here; None for a job started elsewhere
+    ):
+        self.run_dir = Path(run_dir)
+        self.proc = proc
+        self.returncode = None  # None while it runs; 0 when it ended well
+        self.why = ''  # why a job started elsewhere ended badly, as far as its folder says
+
+    @property
+    def here(self) -> bool:
+        "Whether this kernel started it (its log is `launch.log` in the run folder)."
+        return self.proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        "The process id of the job's launcher here, or of the process holding its run folder elsewhere."
+        if self.here:
+            return self.proc.pid
+        h = FolderLock(self.run_dir).holder()
+        return h.get('pid') if h else None
+
+    def poll(self) -> int | None:
+        "None while it runs; then its exit code (0: it ended well)."
+        if self.returncode is not None:
+            return self.returncode
+        if self.here:
+            self.returncode = self.proc.poll()
+            return self.returncode
+        h = FolderLock(self.run_dir).holder()
+        if h is not None and not (
+            h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not process_alive(h['pid'])
+        ):
+            return None  # held by a live process (or one on another machine, which only it can release)
+        try:
+            s = json.loads((self.run_dir / 'summary.json').read_text())
+        except (OSError, ValueError):
+            s = {}
+        state = s.get('state') if isinstance(s, dict) else None
+        self.returncode = 0 if state in SUCCESS_STATES and h is None else 1
+        if self.returncode:
+            self.why = (
+                f"its process {h.get('pid')} on this machine ended without releasing the folder (killed?)"
+                if h is not None
+                else f"summary.json says {state!r}"
+            )
+        return self.returncode
+
+    def failure(self) -> FtnbError:
+        "The error of a job that ended badly: its exit code and the end of its log, or what its folder says."
+        if not self.here:
+            return FtnbError(
+                f"The job writing {self.run_dir} failed: {self.why}. Its processes' output is in the log of what "
+                "started it (for slurm.sbatch, slurm-<job id>.log beside it)."
+            )
+        log = self.run_dir / 'launch.log'
+        return FtnbError(f"The launched job failed (exit code {self.returncode}). The end of {log}:\n{_tail(log)}")
+
+    def __repr__(self):
+        where = (
+            f"started here (process {self.proc.pid}, its output in launch.log)" if self.here else "started elsewhere"
+        )
+        rc = self.proc.returncode if self.here else self.returncode
+        ended = 'running' if rc is None else 'ended well' if rc == 0 else f"failed (exit code {rc})"
+        return f"Job writing {self.run_dir}: {where}, {ended}"
+
 # %% ../nbs/18b_launch.ipynb #bd7e2412
 @patch
-def _follow(self: Run, proc, pos: dict, poll: float = 0.5):
+def _follow(self: Run, proc: Job, pos: dict, poll: float = 0.5):
     "Follow the job until its processes end, then take its result."
     while proc.poll() is None:
         try:
@@ -689,42 +761,26 @@ def _follow(self: Run, proc, pos: dict, poll: float = 0.5):
             pass  # a line half read: the next look reads it whole
         time.sleep(poll)
     s = self._read_job(pos)
-    self.seconds, self.peak_gb, self.training_gb = (
-        s.get('seconds', self.seconds),
-        s.get('peak_gb'),
-        s.get('training_gb'),
-    )
+    self.seconds = s.get('seconds', self.seconds)  # training time, as the job counted it
+    self.peak_gb = s.get('peak_gb')
+    self.training_gb = s.get('training_gb')
     state = s.get('state') if s.get('pid') != pos.get('pid_before') else None
-    if proc.returncode == 0 and state in ('finished', 'stopped'):
+    if proc.returncode == 0 and state in SUCCESS_STATES:
         try:
             self._take_weights()
         except Exception as e:
             self.error, state = e, 'failed'
-    elif getattr(proc, 'why', None) is not None:  # a job started elsewhere: its output is in that launcher's log
-        self.error, state = (
-            FtnbError(
-                f"The job writing {self.run_dir} failed: {proc.why}. Its processes' output is in the log of what "
-                "started "
-                "it (for slurm.sbatch, slurm-<job id>.log beside it)."
-            ),
-            'failed',
-        )
     else:
-        log = self.run_dir / 'launch.log'
-        self.error, state = (
-            FtnbError(f"The launched job failed (exit code {proc.returncode}). The end of {log}:\n{_tail(log)}"),
-            'failed',
-        )
-    if parked := getattr(self, 'parked', None):
+        self.error, state = proc.failure(), 'failed'
+    if parked := self.parked:
         self.model.model.to(parked)
         self.parked = None  # back where the notebook had it
-    self.state = state
-    self.events.emit('state', run=self, state=state)
+    self.set_state(state, write=False)  # the job wrote its own summary and card
 
 # %% ../nbs/18b_launch.ipynb #07c91fe4
 def _ask_to_stop(run, state):
     "A listener: a launched or followed run asked to stop writes the stop file its job looks for."
-    if state == 'stopping' and getattr(run, 'process', None) is not None and run.process.poll() is None:
+    if state == 'stopping' and run.process is not None and run.process.poll() is None:
         (run.run_dir / STOP_FILE).touch()
 
 
@@ -751,17 +807,18 @@ def off_gpu(m: Model):
 
 
 @patch
-def _start_following(self: Run, proc, pid_before):
-    """Follow `proc` (the job's processes, or a stand-in for a job started elsewhere) from a thread, as a Run training
-    here would look."""
+def _start_following(self: Run, proc: Job, pid_before):
+    "Follow the job's processes (`Job`) from a thread, as a Run training here would look."
     self.process = proc
-    if not getattr(self, '_launched', False):
+    if not self._launched:
         self.on('state', _ask_to_stop)
         self._launched = True
     if not self.viewed and self.show is not None:
         self.show()
-    self.error, self.state, self.session_start, self.session_step = None, 'running', time.time(), self.step
-    self.events.emit('state', run=self, state='running')
+    self.error = None
+    self.session_start = time.time()
+    self.session_step = self.step
+    self.set_state('running', write=False)  # the job writes the folder
     pos = dict(
         metrics=0,
         samples=0,
@@ -840,42 +897,12 @@ def launch(
             f"MAIN_PORT={port} bash {job / 'launch.sh'} {d}{' --resume' if resume else ''}",
             flush=True,
         )
-    return self._start_following(proc, pid_before)
+    return self._start_following(Job(self.run_dir, proc), pid_before)
 
 # %% ../nbs/18b_launch.ipynb #37bf2e84
-class _Elsewhere:
-    """Stands for the processes of a job this kernel did not start: running while its run folder is locked, then ended
-    as its summary says."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir, self.returncode, self.why = Path(run_dir), None, ''
-
-    def poll(self):
-        if self.returncode is not None:
-            return self.returncode
-        h = FolderLock(self.run_dir).holder()
-        if h is not None and not (
-            h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not process_alive(h['pid'])
-        ):
-            return None  # held by a live process (or one on another machine, which only it can release)
-        try:
-            s = json.loads((self.run_dir / 'summary.json').read_text())
-        except (OSError, ValueError):
-            s = {}
-        state = s.get('state') if isinstance(s, dict) else None
-        self.returncode = 0 if state in ('finished', 'stopped') and h is None else 1
-        if self.returncode:
-            self.why = (
-                f"its process {h.get('pid')} on this machine ended without releasing the folder (killed?)"
-                if h is not None
-                else f"summary.json says {state!r}"
-            )
-        return self.returncode
-
-
 def _ended(d: Path) -> bool:
     try:
-        return json.loads((d / 'summary.json').read_text()).get('state') in ('finished', 'stopped', 'failed')
+        return json.loads((d / 'summary.json').read_text()).get('state') in FINISHED_STATES
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -900,4 +927,4 @@ def follow(
             )
         time.sleep(0.5)
     run = load_run(d, model=model, checkpoint=False)  # the base model: the trained weights are taken when the job ends
-    return run._start_following(_Elsewhere(d), pid_before=None)
+    return run._start_following(Job(d), pid_before=None)

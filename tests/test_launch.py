@@ -84,6 +84,16 @@ def test_a_job_that_dies_is_failed_with_its_log(tmp_path, monkeypatch):
     run.launch(num_processes=2)
     with pytest.raises(FtnbError, match='exit code') as e: run.wait()
     assert run.state == 'failed' and 'missing.jsonl' in str(e.value)
+    assert isinstance(run.process, ftnb.launch.Job) and run.process.here and 'failed (exit code' in repr(run.process)
+
+def test_a_job_started_elsewhere_says_how_it_ended(tmp_path):
+    "What `follow` follows is a Job: running while its folder is locked, then ended as its summary says, and why."
+    (tmp_path/'summary.json').write_text('{"state": "failed"}')
+    job = ftnb.launch.Job(tmp_path)
+    assert job.poll() == 1 and repr(job) == f"Job writing {tmp_path}: started elsewhere, failed (exit code 1)"
+    assert "summary.json says 'failed'" in str(job.failure()) and 'slurm' in str(job.failure())
+    (tmp_path/'summary.json').write_text('{"state": "finished"}')
+    assert ftnb.launch.Job(tmp_path).poll() == 0
 
 def test_launch_refuses_what_cannot_run(tmp_path):
     run = tiny_run(tmp_path)
