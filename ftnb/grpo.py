@@ -4,9 +4,10 @@
 
 # %% ../nbs/14_grpo.ipynb #13c890e8
 from __future__ import annotations
+from .core import FtnbError
 from .models import Model
 from .run import Run
-from .recipe import prepare, recipe, recorded
+from .recipe import Shared, prepare, recipe, recorded
 from .data import answer_budget
 from .rewards import as_rewards, check_rewards, reward_name
 
@@ -18,25 +19,32 @@ def _sampled(
     method_name,
     model,
     data,
+    s: Shared,
+    overrides: dict,
     rewards,
     reward_weights,
     num_generations,
-    batch_size,
     max_completion_length,
     temperature,
     beta,
-    kw,
 ):
-    """The shared body of grpo and rloo: prompts, rewards checked, and a Run whose optimizer step takes `batch_size`
-    prompts."""
-    m, d, ev = prepare(method_name, model, data, kw, f"{method_name.upper()} needs prompts.")
+    """The shared body of grpo and rloo: prompts, rewards checked, and a Run whose optimizer step takes `s.batch_size`
+    sampled answers (`num_generations` a prompt)."""
+    if s.batch_size % num_generations:
+        raise FtnbError(
+            f"{method_name}: batch_size={s.batch_size} is not a multiple of num_generations={num_generations}: "
+            f"batch_size counts sampled answers, num_generations to a prompt. Give batch_size="
+            f"{num_generations * max(1, s.batch_size // num_generations)} ({max(1, s.batch_size // num_generations)} "
+            "prompts a step), or another num_generations."
+        )
+    m, d, ev = prepare(method_name, model, data, s, f"{method_name.upper()} needs prompts.")
     if max_completion_length is None:
         max_completion_length, _ = answer_budget(d, m.tokenizer)
-    d, ev = d.to_prompts(), (ev.to_prompts() if ev is not None else None)
+    d = d.to_prompts()
+    ev = ev.to_prompts() if ev is not None else None
     funcs, reward_weights = as_rewards(rewards, reward_weights)
     check_rewards(funcs, d)
     st = d.stats(m.tokenizer)
-    steps = kw['max_steps'] or max(1, round(kw['epochs'] * len(d) / batch_size))
     return recipe(
         method_name,
         m,
@@ -44,12 +52,13 @@ def _sampled(
         ev,
         d.for_template(m.tokenizer).dataset,
         ev.for_template(m.tokenizer).dataset if ev is not None else None,
-        kw | dict(max_steps=steps, batch_size=batch_size * num_generations),  # TRL's batch counts answers
+        s,
+        overrides,
         seq=st.quantile(0.95) + max_completion_length,
         reference=beta > 0,
         trainer_kwargs=dict(reward_funcs=funcs),
         eval_multiple=num_generations,
-        samples=True,  # the memory estimate counts sampling the whole batch's answers
+        samples=num_generations,  # the batch counts answers; the memory estimate counts sampling them all
         config=dict(
             num_generations=num_generations,
             max_completion_length=max_completion_length,
@@ -63,7 +72,6 @@ def _sampled(
         settings=dict(
             rewards=[reward_name(f) for f in funcs],
             num_generations=num_generations,
-            batch_size=batch_size,
             max_completion_length=max_completion_length,
             beta=beta,
             temperature=temperature,
@@ -74,21 +82,23 @@ def _sampled(
 @recorded
 def grpo(
     # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
-    model: Model | Run | str = 'smollm2-135m-instruct',
+    model: Model | Run | str,
     # prompts: question/answer rows (GSM8K), prompt-only rows, or conversations/pairs (their prompts are used)
-    data=None,
+    data,
+    *,
     # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
     rewards='exact_match',
     # weight of each reward in the total (default 1 each); only their ratios matter: GRPO divides by the spread of the
     # totals (`scale_rewards`)
     reward_weights: list[float] | None = None,
     num_generations: int = 8,  # answers sampled per prompt: the group each answer is compared with
-    batch_size: int = 2,  # prompts per optimizer step (so num_generations * batch_size answers)
     # longest sampled answer, in tokens; default sized by the data's answers (`answer_budget`)
     max_completion_length: int | None = None,
     temperature: float = 1.0,  # sampling temperature (diversity within a group is what GRPO learns from)
     beta: float = 0.04,  # weight of the KL penalty to the reference; 0 turns it off
-    **kw,  # `recipe_args` (max_steps default: `epochs` passes over the prompts), and any other `trl.GRPOConfig` field
+    # the settings every recipe takes (batch_size counts answers: 8 is one prompt's group of 8)
+    s: Shared,
+    **overrides,  # any other `trl.GRPOConfig` field
 ):
     """Group relative policy optimisation: sample answers to prompts, score them with `rewards`, reinforce the better
     ones; returns a ready `Run`."""
@@ -96,33 +106,35 @@ def grpo(
         'grpo',
         model,
         data,
+        s,
+        overrides,
         rewards,
         reward_weights,
         num_generations,
-        batch_size,
         max_completion_length,
         temperature,
         beta,
-        kw,
     )
 
 # %% ../nbs/14_grpo.ipynb #32b8bd0f
 @recorded
 def rloo(
     # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
-    model: Model | Run | str = 'smollm2-135m-instruct',
+    model: Model | Run | str,
     # prompts: question/answer rows (GSM8K), prompt-only rows, or conversations/pairs (their prompts are used)
-    data=None,
+    data,
+    *,
     # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
     rewards='exact_match',
     reward_weights: list[float] | None = None,  # weight of each reward in the total (default 1 each)
     num_generations: int = 4,  # answers sampled per prompt: each is compared with the mean of the others
-    batch_size: int = 2,  # prompts per optimizer step (so num_generations * batch_size answers)
     # longest sampled answer, in tokens; default sized by the data's answers (`answer_budget`)
     max_completion_length: int | None = None,
     temperature: float = 1.0,  # sampling temperature
     beta: float = 0.05,  # weight of the KL penalty to the reference; 0 turns it off
-    **kw,  # `recipe_args` (max_steps default: `epochs` passes over the prompts), and any other `trl.RLOOConfig` field
+    # the settings every recipe takes (batch_size counts answers: 8 is two prompts' groups of 4)
+    s: Shared,
+    **overrides,  # any other `trl.RLOOConfig` field
 ):
     """REINFORCE leave-one-out: sample answers to prompts, score them with `rewards`, reinforce those above the other
     answers' mean; returns a ready `Run`."""
@@ -130,12 +142,12 @@ def rloo(
         'rloo',
         model,
         data,
+        s,
+        overrides,
         rewards,
         reward_weights,
         num_generations,
-        batch_size,
         max_completion_length,
         temperature,
         beta,
-        kw,
     )

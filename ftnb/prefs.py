@@ -8,17 +8,19 @@ from .core import FtnbError
 from .models import Model, copy_model, is_peft, sequence_logps
 from .data import Data
 from .run import Run
-from .recipe import prepare, recipe, recorded, choose_max_length
+from .recipe import Shared, prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
 __all__ = ['KTO_KL_ROWS', 'dpo', 'kto', 'orpo', 'PreferenceScore', 'preference_accuracy']
 
 # %% ../nbs/12_prefs.ipynb #0a6e2602
-def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=None, reference=True, min_batch=1):
+def _pref_run(
+    method_name, model, data, hint, s: Shared, overrides, max_length, config, convert=None, reference=True, min_batch=1
+):
     "The shared body of dpo/kto/orpo."
-    m, d, ev = prepare(method_name, model, data, kw, hint)
+    m, d, ev = prepare(method_name, model, data, s, hint)
     ref = None
-    if kw['lora'] is False and reference and not config.get('precompute_ref_log_probs'):
+    if s.lora is False and reference and not config.get('precompute_ref_log_probs'):
         ref = copy_model(
             m.model, frozen=True
         )  # else TRL loads one from config._name_or_path: the original base, not this (SFT) model
@@ -33,7 +35,8 @@ def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=No
         ev,
         d.for_template(m.tokenizer).dataset,
         ev.for_template(m.tokenizer).dataset if ev is not None else None,
-        kw,
+        s,
+        overrides,
         seq=2 * min(max_length, st.quantile(0.95)),
         row_tokens=2 * st.mean_tokens(max_length),
         reference=reference,
@@ -51,15 +54,17 @@ def _pref_run(method_name, model, data, hint, kw, max_length, config, convert=No
 @recorded
 def dpo(
     # a `Model`, a trained `Run` (SFT) to start from, or a name for `load_model`
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # preference pairs: a `Data` or anything `load_data` reads
-    beta: float = 0.1,  # how strongly the policy is held to the reference (higher: closer)
+    model: Model | Run | str,
+    data,  # preference pairs: a `Data` or anything `load_data` reads
+    *,
     max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
+    beta: float = 0.1,  # how strongly the policy is held to the reference (higher: closer)
     precompute_ref: bool = False,  # compute reference log-probs once before training
     # DPO's loss; TRL also has 'ipo', 'hinge', 'robust', ...; a list adds losses (['sigmoid', 'sft']: DPO plus SFT on
     # the chosen answers)
     loss_type: str | list = 'sigmoid',
-    **kw,  # `recipe_args` (LoRA's reference is the adapter switched off), and any other `trl.DPOConfig` field
+    s: Shared,  # the settings every recipe takes (with LoRA, the reference is the adapter switched off)
+    **overrides,  # any other `trl.DPOConfig` field
 ):
     "Direct preference optimisation on preference pairs; returns a ready `Run`."
     return _pref_run(
@@ -67,7 +72,8 @@ def dpo(
         model,
         data,
         "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-        kw,
+        s,
+        overrides,
         max_length,
         config=dict(
             beta=beta,
@@ -93,19 +99,21 @@ def _unpaired(d: Data, seed: int = 42) -> Data:
 @recorded
 def kto(
     # a `Model`, a trained `Run` to start from, or a name for `load_model`
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # rows labelled good/bad (`prompt`, `completion`, `label`), or preference pairs (split into one of each)
+    model: Model | Run | str,
+    data,  # rows labelled good/bad (`prompt`, `completion`, `label`), or preference pairs (split into one of each)
+    *,
+    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
     beta: float = 0.1,  # how strongly the policy is held to the reference
+    precompute_ref: bool = False,  # compute reference log-probs once before training
     desirable_weight: float = 1.0,  # weight of the good rows (balance the two when their counts differ)
     undesirable_weight: float = 1.0,  # weight of the bad rows
-    max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
-    precompute_ref: bool = False,  # compute reference log-probs once before training
-    **kw,  # `recipe_args` (batch_size at least 2), and any other `trl.KTOConfig` field
+    s: Shared,  # the settings every recipe takes (batch_size at least 2)
+    **overrides,  # any other `trl.KTOConfig` field
 ):
     "Kahneman-Tversky optimisation on answers labelled good or bad; returns a ready `Run`."
-    if kw['batch_size'] < 2:
+    if s.batch_size < 2:
         raise FtnbError(
-            f"kto needs batch_size of at least 2, got {kw['batch_size']}: its KL term pairs each answer with another "
+            f"kto needs batch_size of at least 2, got {s.batch_size}: its KL term pairs each answer with another "
             "one of the same device batch."
         )
     return _pref_run(
@@ -113,9 +121,10 @@ def kto(
         model,
         data,
         '',
-        kw,
+        s,
+        overrides,
         max_length,
-        convert=lambda d: _unpaired(d, kw['seed']),
+        convert=lambda d: _unpaired(d, s.seed),
         min_batch=KTO_KL_ROWS,
         config=dict(
             beta=beta,
@@ -130,11 +139,13 @@ def kto(
 @recorded
 def orpo(
     # a `Model` (a base or instruct model: ORPO needs no SFT first), a `Run`, or a name
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # preference pairs
-    beta: float = 0.1,  # weight of the odds-ratio (preference) term against the SFT term
+    model: Model | Run | str,
+    data,  # preference pairs
+    *,
     max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
-    **kw,  # `recipe_args`, and any other `ORPOConfig` field
+    beta: float = 0.1,  # weight of the odds-ratio (preference) term against the SFT term
+    s: Shared,  # the settings every recipe takes
+    **overrides,  # any other `ORPOConfig` field
 ):
     "Odds-ratio preference optimisation (SFT and preference in one loss, no reference model); returns a ready `Run`."
     return _pref_run(
@@ -142,7 +153,8 @@ def orpo(
         model,
         data,
         "Conversations and prompt/completion rows go to sft(); good/bad rows without pairs to kto().",
-        kw,
+        s,
+        overrides,
         max_length,
         config=dict(beta=beta, remove_unused_columns=False),
         reference=False,

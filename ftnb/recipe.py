@@ -4,39 +4,50 @@
 
 # %% ../nbs/10_recipe.ipynb #9852af05
 from __future__ import annotations
-import math, dataclasses, inspect, functools
+import math, dataclasses, inspect, functools, reprlib
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
 from .models import Model, load_model, lora_config, count_params, copy_model, is_peft, quantized_bits
 from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
-from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bounds
+from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bounds, trl_class
 from .trainer import CHECKPOINTING, kbit_upcast
 from .budget import train_settings, memory_estimate, step_flops, time_estimate
 from .run import Run, new_run_dir
 import ftnb.dashboard  # noqa: F401 -- every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
-__all__ = ['SHARED', 'REFUSED', 'ALIASES', 'recipe_args', 'choose_max_length', 'default_lr', 'check_report_to', 'as_model',
-           'prepare', 'batch_split', 'without_secrets', 'recipe', 'at_the_door', 'recorded']
+__all__ = ['SHARED', 'REFUSED', 'FIRST_TRIES', 'TRL_NAMES', 'Shared', 'shared_params', 'choose_max_length', 'default_lr',
+           'nearest', 'keywords_checked', 'check_report_to', 'as_model', 'prepare', 'batch_split', 'without_secrets',
+           'recipe', 'at_the_door', 'recorded']
 
 # %% ../nbs/10_recipe.ipynb #7068ae9d
-def recipe_args(
+@dataclasses.dataclass
+class Shared:
+    """The settings every recipe takes, declared once: `recorded` adds them to each recipe's signature and hands them
+    to the recipe as one `Shared`."""
+
     # peak learning rate; default `default_lr` (a tenth of SFT's for preference and RL methods)
-    lr: float | None = None,
-    max_steps: int | None = None,  # optimizer steps; default: `epochs` passes over the data
-    epochs: float = 1,  # passes over the data when `max_steps` is not given
-    batch_size: int = 8,  # rows per optimizer step (micro-batches and gradient accumulation make it up)
-    lora: bool | dict = True,  # LoRA on every linear layer; a dict of `lora_config` options; False for full fine-tuning
-    eval: float | int | Data | None = None,  # hold out a fraction or a number of rows for evaluation, or give eval data
-    seed: int = 42,  # seed of the split, the shuffling and new weights (TRL's default too)
-    run_dir=None,  # the run's folder; default `runs/<date>-<time>-<method>`
-):
-    "The settings every recipe takes, declared once: `recorded` adds them to each recipe's signature."
+    lr: float | None = None
+    max_steps: int | None = None  # optimizer steps; default: `epochs` passes over the data
+    epochs: float = 1  # passes over the data when `max_steps` is not given
+    # examples per optimizer step: rows of the data, or in grpo and rloo sampled answers (`num_generations` a
+    # prompt); micro-batches and gradient accumulation make it up
+    batch_size: int = 8
+    lora: bool | dict = True  # LoRA on every linear layer; a dict of `lora_config` options; False for full fine-tuning
+    eval: float | int | Data | None = None  # hold out a fraction or a number of rows for evaluation, or give eval data
+    seed: int = 42  # seed of the split, the shuffling and new weights (TRL's default too)
+    run_dir: str | None = None  # the run's folder; default `runs/<date>-<time>-<method>`
 
 
-SHARED = tuple(inspect.signature(recipe_args).parameters)
+SHARED = tuple(f.name for f in dataclasses.fields(Shared))
+
+
+def shared_params() -> list:
+    "`Shared`'s fields as the keyword-only parameters `recorded` adds to every recipe's signature."
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return [inspect.Parameter(f.name, kind, default=f.default, annotation=f.type) for f in dataclasses.fields(Shared)]
 
 # %% ../nbs/10_recipe.ipynb #c87eb895
 def choose_max_length(lengths: list[int], limit: int = 4096) -> int:
@@ -66,11 +77,46 @@ REFUSED = dict(
 )  # TRL fields ftnb refuses, and why
 
 
-def _check_overrides(cfg_cls, kw: dict):
+FIRST_TRIES = dict(
+    metrics='rewards',
+    metric='rewards',
+    reward_funcs='rewards',
+    dataset='data',
+    train_dataset='data',
+    num_epochs='epochs',
+)  # names users try first, and ftnb's name for what they mean
+
+
+def nearest(
+    name: str,  # a name ftnb does not know
+    known,  # the names it knows here
+) -> str:
+    "\" (did you mean 'x'?)\" for `name`: ftnb's name where users often try this one (`FIRST_TRIES`), else the closest."
+    return f" (did you mean {FIRST_TRIES[name]!r}?)" if FIRST_TRIES.get(name) in known else did_you_mean(name, known)
+
+
+def keywords_checked(fn):
+    "`fn`, refusing a keyword it does not take with an `FtnbError` naming the nearest one (not a bare TypeError)."
+    params = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def _f(*args, **kwargs):
+        if bad := [k for k in kwargs if k not in params]:
+            raise FtnbError(
+                f"{fn.__name__} got {bad[0]}={reprlib.repr(kwargs[bad[0]])}, which it does not take"
+                f"{nearest(bad[0], params)}. It takes {', '.join(params)}."
+            )
+        return fn(*args, **kwargs)
+
+    return _f
+
+
+def _check_overrides(cfg_cls, kw: dict, known=()):
+    "Every TRL setting in `kw` is a field of `cfg_cls`; `known`: the names the recipe takes, for the hint."
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     bad = [k for k in kw if k not in names]
     if bad:
-        hints = [f"{k!r}{did_you_mean(k, names)}" for k in bad]
+        hints = [f"{k!r}{nearest(k, names | set(known))}" for k in bad]
         raise FtnbError(f"Unknown {cfg_cls.__name__} setting(s): {', '.join(hints)}")
     if refused := [k for k in kw if k in REFUSED and kw[k]]:
         raise FtnbError(f"{refused[0]}={kw[refused[0]]!r}: {REFUSED[refused[0]]}.")
@@ -165,7 +211,7 @@ def prepare(
     method_name: str,  # the method's name (its record says which data kinds it takes)
     model,
     data,  # as the recipe got them
-    kw: dict,  # the recipe's settings (`eval` and `seed` are read)
+    s: Shared,  # the recipe's shared settings (`eval` and `seed` are read)
     hint: str = '',  # what to use instead, said when the data is of the wrong kind
 ) -> tuple[Model, Data, Data | None]:
     "The model, the training data and the eval data of a recipe, checked: the data must be of a kind the method takes."
@@ -183,7 +229,7 @@ def prepare(
         return d
 
     d = checked(data if isinstance(data, Data) else load_data(data), 'this data')
-    seed, ev = kw.get('seed', 42), kw.get('eval')
+    seed, ev = s.seed, s.eval
     set_seed(seed)
     m = as_model(model)
     check_chat_template(m.tokenizer)
@@ -260,7 +306,8 @@ def recipe(
     ev: Data | None,
     train_ds,
     eval_ds,  # the model, the data, and the datasets as the trainer takes them
-    kw: dict,  # the recipe's settings: `recipe_args`, and any other TRL config field
+    s: Shared,  # the settings every recipe takes
+    overrides: dict,  # any other TRL config field the user gave
     seq: int = 512,  # tokens per row the memory estimate assumes
     # mean tokens a row trains on, for the time estimate (None: none, as for methods that sample answers)
     row_tokens: float | None = None,
@@ -272,20 +319,18 @@ def recipe(
     trainer_kwargs: dict | None = None,  # a frozen reference is kept (full fine-tuning); other trainer arguments
     min_batch: int = 1,
     eval_multiple: int = 1,  # the method's batch limits (see `train_settings`)
-    # the trainer samples answers for the process's whole batch before each optimizer step (GRPO, RLOO)
-    samples: bool = False,
+    # answers sampled per row (GRPO's, RLOO's num_generations): the batch counts them, and the trainer samples the
+    # process's whole batch before each optimizer step; 0 for methods that train on the rows as they are
+    samples: int = 0,
 ) -> Run:
     "Settings for this hardware, the TRL config and a ready `Run`: the part every recipe shares."
     cfg_cls, trainer_cls = method(method_name).classes()
-    a = {n: kw.get(n, p.default) for n, p in inspect.signature(recipe_args).parameters.items()}
-    overrides = {k: v for k, v in kw.items() if k not in SHARED}
-    _check_overrides(cfg_cls, overrides)
     overrides, secrets = without_secrets(overrides)
-    a['batch_size'], overrides = batch_split(a['batch_size'], overrides)
+    batch_size, overrides = batch_split(s.batch_size, overrides)
     hw = detect_hardware()
-    steps = a['max_steps'] or _epoch_steps(method_name, a['epochs'], len(d), a['batch_size'])
-    lora = a['lora']
-    peft = None if lora is False else lora_config(**(lora if isinstance(lora, dict) else {}))
+    examples = len(d) * max(1, samples)  # what an epoch's batches count
+    steps = s.max_steps or _epoch_steps(method_name, s.epochs, examples, batch_size)
+    peft = None if s.lora is False else lora_config(**(s.lora if isinstance(s.lora, dict) else {}))
     bits = quantized_bits(m.model)
     ref_pass = reference and not (config or {}).get(
         'precompute_ref_log_probs'
@@ -303,33 +348,33 @@ def recipe(
         loaded_dtype=_loaded_dtype(m.model),
         upcast=kbit_upcast(m.model, trainer_cls, hw.bf16),  # weights made float32 after the fit
         reference_later='ref_model' not in (trainer_kwargs or {}),  # GRPO's and RLOO's copy is made with the trainer
-        generation_rows=a['batch_size'] // job_process()[1] if samples else 0,
+        generation_rows=batch_size // job_process()[1] if samples else 0,
     )
-    s = train_settings(
+    ts = train_settings(
         hw,
         steps,
-        a['batch_size'],
+        batch_size,
         memory=lambda rows, ckpt: memory(rows, checkpointing=ckpt),
         seq=seq,
         has_eval=ev is not None,
         min_batch=min_batch,
         eval_multiple=eval_multiple,
     )
-    est = memory(s['per_device_train_batch_size'], checkpointing=s[CHECKPOINTING])  # what the chosen settings need
-    s |= dict(
-        learning_rate=a['lr'] or default_lr(m.n_params, peft is not None, method_name),
+    est = memory(ts['per_device_train_batch_size'], checkpointing=ts[CHECKPOINTING])  # what the chosen settings need
+    ts |= dict(
+        learning_rate=s.lr or default_lr(m.n_params, peft is not None, method_name),
         lr_scheduler_type='cosine',
         warmup_steps=max(1, steps // 30),
-        seed=a['seed'],
+        seed=s.seed,
     )
-    s |= (config or {}) | overrides
-    out = a['run_dir'] or new_run_dir(method_name)
-    args = cfg_cls(output_dir=str(out), **s)
+    ts |= (config or {}) | overrides
+    out = s.run_dir or new_run_dir(method_name)
+    args = cfg_cls(output_dir=str(out), **ts)
     check_report_to(args.report_to)
     rec = dict(
         lr=args.learning_rate,
         max_steps=steps,
-        batch_size=a['batch_size'],
+        batch_size=batch_size,
         lora=peft.to_dict() if peft else None,
         rows=len(d),
         eval_rows=len(ev) if ev is not None else 0,
@@ -352,7 +397,7 @@ def recipe(
     if row_tokens:
         flops = step_flops(
             m.model,
-            a['batch_size'] * row_tokens,
+            batch_size * row_tokens,
             _lora_trainable(m.model, peft),
             reference=ref_pass,
             seq=int(row_tokens / sequences),
@@ -362,7 +407,7 @@ def recipe(
     return run
 
 # %% ../nbs/10_recipe.ipynb #5d0805d4
-ALIASES = dict(
+TRL_NAMES = dict(
     learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref'
 )  # TRL's name -> ftnb's
 
@@ -389,7 +434,7 @@ def at_the_door(
     ]:
         k = none[0]  # None where a number is due
         raise FtnbError(f"{fn_name}: {k}=None: {k} must be {BOUNDS[k]}; leave it out for its default ({default[k]!r}).")
-    for trl, ours in ALIASES.items():
+    for trl, ours in TRL_NAMES.items():
         if trl in over and ours in params:
             if a.get(ours) is not None:
                 raise FtnbError(
@@ -415,44 +460,35 @@ def at_the_door(
 
 # %% ../nbs/10_recipe.ipynb #9047c9c3
 def recorded(recipe_fn):
-    """Make `recipe_fn` a recipe: its signature gains the shared `recipe_args`, and the Run it returns remembers the
-    call, with model and data loaded once."""
-    own = inspect.signature(recipe_fn).parameters
-    shared = {
-        n: p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(recipe_args).parameters.items() if n not in own
-    }
-    sig = inspect.Signature(
-        [p for p in own.values() if p.kind != p.VAR_KEYWORD]
-        + list(shared.values())
-        + [inspect.Parameter('overrides', inspect.Parameter.VAR_KEYWORD)]
-    )
+    """Make `recipe_fn` a recipe: its signature gains `Shared`'s fields, which reach it as one `Shared` (its parameter
+    `s`), and the Run it returns remembers the call, with model and data loaded once."""
+    own = {n: p for n, p in inspect.signature(recipe_fn).parameters.items() if n != 's' and p.kind != p.VAR_KEYWORD}
+    over = inspect.Parameter('overrides', inspect.Parameter.VAR_KEYWORD)
+    sig = inspect.Signature([*own.values(), *shared_params(), over])
+    name = recipe_fn.__name__
+    cfg_cls = method({'reward_model': 'reward'}.get(name, name)).config  # its TRL config, as 'module.Class'
 
     @functools.wraps(recipe_fn)
     def _f(*args, **kwargs):
-        a = at_the_door(recipe_fn.__name__, sig.bind(*args, **kwargs).arguments, sig.parameters)
-        over = a.get('overrides', {})
-        a['model'] = as_model(a.get('model', sig.parameters['model'].default))
-        name = recipe_fn.__name__
+        a = at_the_door(name, sig.bind(*args, **kwargs).arguments, sig.parameters)
+        over = a.pop('overrides', {})
+        _check_overrides(trl_class(cfg_cls, name), over, sig.parameters)  # a misspelt name fails before the model loads
+        a['model'] = as_model(a['model'])
         check_settings(
-            {k: v for k, v in a.items() if k not in ('model', 'data', 'overrides')} | over,
+            {k: v for k, v in a.items() if k not in ('model', 'data')} | over,
             name if name in METHODS else None,
             name,
             model_bounds(a['model']),
         )  # what the model allows (its context, its width), now that it is loaded
         if a.get('data') is not None and not isinstance(a['data'], Data):
             a['data'] = load_data(a['data'])
-        run = recipe_fn(
-            **{k: v for k, v in a.items() if k in own and k != 'overrides'},
-            **{n: a.get(n, p.default) for n, p in shared.items()},
-            **over,
-        )
-        run.call = (_f, dict(a))
+        s = Shared(**{k: a[k] for k in SHARED if k in a})
+        run = recipe_fn(**{k: v for k, v in a.items() if k in own}, s=s, **over)
+        run.call = (_f, a | dict(overrides=over))
         return run
 
-    _f.__signature__, _f.__delwrap__ = (
-        sig,
-        recipe_args,
-    )  # fastcore's docments (and so show_doc) reads the shared comments there
+    _f.__signature__ = sig
+    _f.__delwrap__ = Shared  # fastcore's docments (and so show_doc) reads the shared settings' comments there
     return _f
 
 # %% ../nbs/10_recipe.ipynb #230d2b2f
@@ -462,7 +498,7 @@ def _merged(call, changes: dict):
     fn, kw = call
     params = inspect.signature(fn).parameters
     changes = {
-        ALIASES[k] if ALIASES.get(k) in params else k: v for k, v in changes.items()
+        TRL_NAMES[k] if TRL_NAMES.get(k) in params else k: v for k, v in changes.items()
     }  # the dashboard names TRL's fields by TRL's names
     drop = {
         'max_steps': ('epochs',),

@@ -4,14 +4,14 @@
 
 # %% ../nbs/13_rewards.ipynb #7383675e
 from __future__ import annotations
-import re, copy, math, inspect
+import re, copy, math, inspect, dataclasses
 from .core import FtnbError, did_you_mean
 from .models import Model
 from .data import Data
 from .layouts import read_tool_call, RowError
 from .methods import method
 from .run import Run
-from .recipe import prepare, recipe, recorded, choose_max_length
+from .recipe import Shared, prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
 __all__ = ['REWARDS', 'extract_answer', 'completion_text', 'exact_match', 'format_reward', 'length_penalty', 'parse_tool_calls',
@@ -344,19 +344,21 @@ def _quantized_scorer(m: Model, net) -> Model:
 @recorded
 def reward_model(
     # the language model to turn into a reward model (often the SFT model)
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # preference pairs
+    model: Model | Run | str,
+    data,  # preference pairs
+    *,
     max_length: int | None = None,  # longest prompt+answer in tokens (longer ones are cut); default: from the data
-    **kw,  # `recipe_args` (LoRA adapts the body, the score head trains in full; default lr is SFT's), and any other `trl.RewardConfig` field
+    s: Shared,  # the settings every recipe takes (LoRA adapts the body, the score head trains in full; lr: SFT's)
+    **overrides,  # any other `trl.RewardConfig` field
 ):
     """Train a reward model on preference pairs (chosen should score higher); returns a ready `Run`. Use it as a reward
     with `model_reward`."""
-    m, d, ev = prepare('reward', model, data, kw, "A reward model learns from pairs: prompt, chosen, rejected.")
+    m, d, ev = prepare('reward', model, data, s, "A reward model learns from pairs: prompt, chosen, rejected.")
     sm = scoring_model(m)
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
-    if kw['lora'] is not False:
-        kw = kw | dict(lora=(kw['lora'] if isinstance(kw['lora'], dict) else {}) | dict(task_type='SEQ_CLS'))
+    if s.lora is not False:
+        s = dataclasses.replace(s, lora=(s.lora if isinstance(s.lora, dict) else {}) | dict(task_type='SEQ_CLS'))
     return recipe(
         'reward',
         sm,
@@ -364,7 +366,8 @@ def reward_model(
         ev,
         d.for_template(sm.tokenizer).dataset,
         ev.for_template(sm.tokenizer).dataset if ev is not None else None,
-        kw,
+        s,
+        overrides,
         seq=2 * min(max_length, st.quantile(0.95)),
         row_tokens=2 * st.mean_tokens(max_length),
         sequences=2,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .core import FtnbError
 from .models import Model
 from .run import Run
-from .recipe import prepare, recipe, recorded, choose_max_length
+from .recipe import Shared, prepare, recipe, recorded, choose_max_length
 
 # %% auto #0
 __all__ = ['sft']
@@ -16,26 +16,28 @@ __all__ = ['sft']
 @recorded
 def sft(
     # a `Model`, a trained `Run` to continue from, or a name/folder/.gguf for `load_model`
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # a `Data`, or anything `load_data` reads
+    model: Model | Run | str,
+    data,  # a `Data`, or anything `load_data` reads
+    *,
     max_length: int | None = None,  # longest row in tokens; default: chosen from the data
     loss: str = 'answers',  # 'answers' (assistant turns / completions only) or 'all' tokens
     packing: bool = False,  # pack rows into max_length blocks (TRL's bfd packing)
-    **kw,  # `recipe_args` (lr, max_steps, epochs, batch_size, lora, eval, seed, run_dir), and any other `trl.SFTConfig` field
+    s: Shared,  # the settings every recipe takes (lr, max_steps, epochs, batch_size, lora, eval, seed, run_dir)
+    **overrides,  # any other `trl.SFTConfig` field
 ):
     "Supervised fine-tuning of `model` on `data`; returns a ready `Run` (call `.start()`)."
     if loss not in ('answers', 'all'):
         raise FtnbError(f"loss must be 'answers' or 'all', got {loss!r}")
     if clash := [
-        k for k in ('completion_only_loss', 'assistant_only_loss') if k in kw
+        k for k in ('completion_only_loss', 'assistant_only_loss') if k in overrides
     ]:  # TRL's switches for what `loss` says
         raise FtnbError(
-            f"sft got {clash[0]}={kw[clash[0]]!r}: which tokens train is ftnb's loss= (loss='answers', the default, "
+            f"sft got {clash[0]}={overrides[clash[0]]!r}: which tokens train is ftnb's loss= (loss='answers', the default, "
             "trains on "
             "assistant turns and completions only, with masks that work for every chat template; loss='all' on every "
             "token). Give loss instead."
         )
-    m, d, ev = prepare('sft', model, data, kw, "Preference pairs go to dpo()/orpo(), prompts to grpo().")
+    m, d, ev = prepare('sft', model, data, s, "Preference pairs go to dpo()/orpo(), prompts to grpo().")
     st = d.stats(m.tokenizer)
     max_length = max_length or choose_max_length(st.lengths, m.context_length)
     answers_only = loss == 'answers' and d.kind != 'text'
@@ -52,7 +54,8 @@ def sft(
         ev,
         train_ds,
         eval_ds,
-        kw,
+        s,
+        overrides,
         seq=min(max_length, st.quantile(0.95)),
         row_tokens=st.mean_tokens(max_length),
         scored=st.trained_share if answers_only else 1.0,
