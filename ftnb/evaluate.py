@@ -16,15 +16,16 @@ import ftnb.tokens  # noqa: F401 -- Data.encodings, for the answer loss
 from .files import write_atomic
 from .run import Run
 from .rewards import as_rewards, check_rewards, score_answers
+from .recipe import keywords_checked
 
 # %% auto #0
-__all__ = ['answer_loss', 'interval', 'paired', 'Evaluation', 'evaluate']
+__all__ = ['loss_on_answers', 'interval', 'paired', 'Evaluation', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0ddc21a3
-def answer_loss(net, tokenizer, d: Data, scoring_batch_size: int = 8) -> float:
+def loss_on_answers(net, tokenizer, d: Data, scoring_batch_size: int = 8) -> float:
     "Mean cross-entropy per answer token of `net` on the rows of `d` (the tokens training would learn)."
     if d.kind not in SFT_KINDS or d.kind == 'text':
-        raise FtnbError(f"answer_loss needs rows with answers ({', '.join(SFT_KINDS[:2])}); this data is {d.kind}")
+        raise FtnbError(f"loss_on_answers needs rows with answers ({', '.join(SFT_KINDS[:2])}); this data is {d.kind}")
     es = [e for r in d.encodings(tokenizer) for e in r]
     net.eval()
     lp, n = 0.0, 0
@@ -189,13 +190,15 @@ def _base(run: Run):
     return load_model(run.model.name).model, nullcontext()
 
 
+@keywords_checked
 def evaluate(
     # a trained `Run` (base and tuned are compared), a `Model`, or several by name (`{'sft': run, 'dpo': run2}`: each
     # Run's tuned model)
-    source: Run | Model | dict,
+    model: Run | Model | dict,
     # a list of questions, a `Data`, or anything `load_data` reads: prompts with the columns the metrics need (`answer`
     # for exact match)
     data,
+    *,
     # what to score answers with: a reward's name, a reward function, a reward-model run, or a list of them
     rewards='exact_match',
     max_rows: int | None = None,  # evaluate the first `max_rows` rows only
@@ -204,7 +207,7 @@ def evaluate(
     generation_batch_size: int = 8,  # prompts answered together
     # a system message for prompts that have none; default a Run's (`Run.system`, its training data's)
     system: str | None = None,
-    loss: bool = True,  # also the answer loss and perplexity, where the data has answers
+    answer_loss: bool = True,  # also the loss on the answers and its perplexity, where the data has answers
     quiet: bool = False,  # say nothing of what it will generate, show no progress
 ) -> Evaluation:
     """Generate answers to `data`'s prompts and score them with `rewards` (and the eval loss); for a Run, base against
@@ -219,8 +222,8 @@ def evaluate(
     check_rewards(funcs, p)  # a reward missing its column fails now, naming it, not after the generation
     prompts = [r['prompt'] for r in p.rows]
     columns = {k: [r.get(k) for r in p.rows] for k in p.columns if k != 'prompt'}
-    many = isinstance(source, dict)
-    runs = [s for s in (source.values() if many else [source]) if isinstance(s, Run)]
+    many = isinstance(model, dict)
+    runs = [s for s in (model.values() if many else [model]) if isinstance(s, Run)]
     for r in runs:
         if r.training:
             r.wait(why='evaluate')
@@ -228,17 +231,17 @@ def evaluate(
     if system is None and runs:
         system = runs[0].system
     if many:
-        if not source:
+        if not model:
             raise FtnbError("evaluate: the dict of models to compare is empty")
-        if bad := {k: type(s).__name__ for k, s in source.items() if not isinstance(s, (Run, Model))}:
+        if bad := {k: type(s).__name__ for k, s in model.items() if not isinstance(s, (Run, Model))}:
             raise FtnbError(f"evaluate: each model to compare must be a Run or a Model (load_model); got {bad}")
         pairs = [
-            (str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in source.items()
+            (str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in model.items()
         ]
-    elif isinstance(source, Run):
-        pairs = [('base', *_base(source), source.tokenizer), ('tuned', source.net, nullcontext(), source.tokenizer)]
+    elif isinstance(model, Run):
+        pairs = [('base', *_base(model), model.tokenizer), ('tuned', model.net, nullcontext(), model.tokenizer)]
     else:
-        pairs = [(source.name, source.model, nullcontext(), source.tokenizer)]
+        pairs = [(model.name, model.model, nullcontext(), model.tokenizer)]
     tok, res = pairs[0][3], {}
     why = 'as given'
     if max_new_tokens is None:
@@ -264,13 +267,13 @@ def evaluate(
                 progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers",
             )
             lo = (
-                answer_loss(net, tok, d, generation_batch_size)
-                if loss and d.kind in ('conversation', 'prompt_completion')
+                loss_on_answers(net, tok, d, generation_batch_size)
+                if answer_loss and d.kind in ('conversation', 'prompt_completion')
                 else None
             )
         res[name] = dict(answers=ans, scores=score_answers(funcs, prompts, ans, columns), loss=lo)
     ev = Evaluation(prompts, columns, res, d.source)
-    if isinstance(source, Run):
-        ev.save(source.run_dir / 'evaluation.json')
-        source.write_card()  # the run's report, card and `runs()` show it
+    if isinstance(model, Run):
+        ev.save(model.run_dir / 'evaluation.json')
+        model.write_card()  # the run's report, card and `runs()` show it
     return ev

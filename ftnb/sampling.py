@@ -9,6 +9,7 @@ from .models import Model, load_model
 from .data import Data, load_data, answer_budget
 from .run import Run
 from .rewards import as_rewards, check_rewards, score_answers
+from .recipe import keywords_checked
 from .markup import chart
 
 # %% auto #0
@@ -130,14 +131,16 @@ def plot(self: Samples, title: str = 'Rejection sampling'):
     return fig
 
 # %% ../nbs/15_sampling.ipynb #6c5aeadd
+@keywords_checked
 def rejection_sample(
     # the model to sample from (a `Model`, a trained `Run`, or a name)
-    model: Model | Run | str = 'smollm2-135m-instruct',
-    data=None,  # prompts: question/answer rows, prompt-only rows, or conversations/pairs (their prompts are used)
+    model: Model | Run | str,
+    data,  # prompts: question/answer rows, prompt-only rows, or conversations/pairs (their prompts are used)
+    *,
     # a reward's name, a reward function, a `reward_model` run, or a list of them (see `ftnb.rewards`)
     rewards='exact_match',
-    num_generations: int = 4,  # answers per prompt
     reward_weights: list[float] | None = None,  # weight of each reward in the total
+    num_generations: int = 4,  # answers per prompt
     # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
     max_new_tokens: int | None = None,
     temperature: float = 1.0,  # sampling temperature (higher: more varied answers to choose from)
@@ -151,11 +154,7 @@ def rejection_sample(
     from tqdm.auto import tqdm
 
     n = num_generations
-    d = data if isinstance(data, Data) else load_data(data) if data is not None else None
-    if d is None:
-        raise FtnbError(
-            "rejection_sample needs prompts: question/answer rows, prompt-only rows, conversations or pairs"
-        )
+    d = data if isinstance(data, Data) else load_data(data)
     funcs, weights = as_rewards(rewards, reward_weights)
     check_rewards(funcs, d.to_prompts())
     m = model if isinstance(model, (Model, Run)) else load_model(model)
