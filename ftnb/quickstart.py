@@ -65,7 +65,7 @@ def quickstart(
     model: str | Model = 'smollm2-135m-instruct',  # what to tune: a `load_model` name or a `Model`
     max_steps: int = 30,  # optimizer steps
     lr: float = 1e-3,  # peak learning rate
-    batch_size: int = 8,  # rows per step
+    batch_size: int = 8,  # examples (conversations) per optimizer step, as in `sft`
     root='runs',  # the folder of runs, in which this run's folder is made
     seed: int = 42,  # seed for data, initialisation and training
     max_new_tokens: int = 40,  # longest answer when asking questions
