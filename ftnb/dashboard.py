@@ -210,7 +210,9 @@ def _sig(run) -> dict:
 def _value(run, name: str):
     "The value a common setting has in this run."
     if name == 'batch_size' and not run.call:
-        return _batch(run.args)  # otherwise the recipe's: rows (GRPO's: prompts) per step
+        return _batch(
+            run.args
+        )  # otherwise the recipe's: examples per step (GRPO's and RLOO's: answers, as TRL counts them)
     if _COMMON.get(name):
         return getattr(run.args, _COMMON[name])
     p = _sig(run)[name]
@@ -363,8 +365,8 @@ def changes(self: SettingsPanel) -> dict:
 def _trl(self: SettingsPanel, ch: dict) -> dict:
     "The TRL config fields these changes set (what `dataclasses.replace` checks)."
     out = {_COMMON[k]: v for k, v in ch.items() if _COMMON.get(k)}
-    if 'batch_size' in ch:  # GRPO and RLOO count prompts; TRL's batch counts their answers
-        rows = ch['batch_size'] * ch.get('num_generations', getattr(self.run.args, 'num_generations', 1))
+    if 'batch_size' in ch:  # examples per step (GRPO's and RLOO's: answers, as TRL counts them)
+        rows = ch['batch_size']
         per = min(rows, self.run.args.per_device_train_batch_size)
         out |= dict(per_device_train_batch_size=per, gradient_accumulation_steps=-(-rows // per))
     return out | {k: v for k, v in ch.items() if k in self.advanced}

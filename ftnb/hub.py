@@ -441,7 +441,7 @@ def push(
     _check_pushable(self, merged)
     if folder is not None:
         _empty_folder(folder)
-    token = hub_token(token or getattr(self, 'secrets', {}).get('hub_token'))
+    token = hub_token(token or self.secrets.get('hub_token'))
     _whoami(token)
     with tempfile.TemporaryDirectory(prefix='ftnb-push-') as tmp:
         p = hub_folder(self, folder or Path(tmp) / 'upload', repo_id, merged, license)

@@ -571,5 +571,5 @@ def code(self: Run, **changes) -> str:
     args = ['model', 'data'] + [f"{k}={_src(v, k)}" for k, v in named.items() if k not in ('model', 'data', 'run_dir')]
     args += [f"{k}={v!r}" for k, v in over.items()]
     return redact(
-        f"run = {fn.__name__}({', '.join(args)})\nrun.start()", getattr(self, 'secrets', {}).values()
+        f"run = {fn.__name__}({', '.join(args)})\nrun.start()", self.secrets.values()
     )  # a token given is never shown

@@ -160,7 +160,7 @@ def report_html(
         evaluation = (
             _evaluation_html(ev)
             if ev is not None
-            else "<p>Not evaluated yet: <code>evaluate(run, data, rewards)</code> adds it here.</p>"
+            else "<p>Not evaluated yet: <code>evaluate(run, data, rewards=...)</code> adds it here.</p>"
         )
     except (
         TypeError,

@@ -314,7 +314,7 @@ def _quantized_scorer(m: Model, net) -> Model:
     the same source."""
     from transformers import AutoModelForSequenceClassification
 
-    src, qc = getattr(net.config, '_name_or_path', ''), getattr(net.config, 'quantization_config', None)
+    src, qc = getattr(net.config, 'name_or_path', None) or '', getattr(net.config, 'quantization_config', None)
     if not src or m.model is not net:
         raise FtnbError(
             f"reward_model on the quantized (QLoRA) model {m.name!r} needs to load it again with a score head, "

@@ -14,7 +14,6 @@ from ftnb.trainer import (
     policy_reference,
     safe_trainer,
     last_checkpoint,
-    score_answers_only,
     one_device,
     fp32_trainables,
     quiet_prep,
@@ -280,7 +279,6 @@ def _build(self: Run):
         quiet_prep(len(self.train_dataset) if self.train_dataset is not None else 0),
         policy_reference(self.trainer_cls, self.model.model),
     ):
-        score_answers_only()
         self.trainer = self.trainer_cls(
             model=self.model.model,
             args=one_device(self.args),

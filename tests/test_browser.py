@@ -155,7 +155,7 @@ def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     run.start(background=False, quiet=True)
     from ftnb.rewards import completion_text
     def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
-    evaluate(run, rows[:2], says_quill, max_new_tokens=8)
+    evaluate(run, rows[:2], rewards=says_quill, max_new_tokens=8)
     ctx = browser.new_context(viewport=dict(width=1200, height=900), offline=True)  # offline: the page must need nothing from outside
     page = ctx.new_page()
     try:

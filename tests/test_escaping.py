@@ -96,7 +96,7 @@ def run(tmp_path_factory):
     "The payload run, LoRA, trained 2 steps, and evaluated with the payload as a model's and a metric's name."
     r = payload_run(tmp_path_factory.mktemp('esc'), max_steps=2, lora=dict(r=4, alpha=8, dropout=0.))
     r.start(background=False, quiet=True)
-    evaluate({PAYLOAD: r, 'tuned': r}, [PAYLOAD], says_quill, max_new_tokens=4, quiet=True).save(r.run_dir/'evaluation.json')
+    evaluate({PAYLOAD: r, 'tuned': r}, [PAYLOAD], rewards=says_quill, max_new_tokens=4, quiet=True).save(r.run_dir/'evaluation.json')
     return r
 
 def foreign_folder(d:Path, typed:bool) -> Path:

@@ -117,7 +117,7 @@ def test_auto_find_batch_size_is_refused(recipe, tmp_path):
     "transformers would cut the device batch by a tenth on each out-of-memory error, keep the accumulation, and so change the batch silently."
     with pytest.raises(FtnbError, match=r'auto_find_batch_size=True: ftnb fits the batch'):
         if recipe == 'sft': sft(tiny_model(), persona_data(n=8), max_steps=1, auto_find_batch_size=True, run_dir=tmp_path)
-        else: grpo(tiny_model(), arithmetic_data(8), exact_match, num_generations=4, batch_size=2, max_steps=1, auto_find_batch_size=True, run_dir=tmp_path)
+        else: grpo(tiny_model(), arithmetic_data(8), rewards=exact_match, num_generations=4, batch_size=8, max_steps=1, auto_find_batch_size=True, run_dir=tmp_path)
 
 # ---- suspect b: GRPO samples the whole batch's answers at once ----
 
@@ -135,12 +135,12 @@ def test_the_grpo_recipe_sizes_sampling_from_its_batch(tmp_path):
     seen = []
     def spy(*a, **k): seen.append(k.get('generation_rows')); return memory_estimate(*a, **k)
     with _on(Hardware('cuda', 'small', (8, 6), 2., free_gb=1., dtype='float32')), patch('ftnb.recipe.memory_estimate', spy):
-        r = grpo(tiny_model(), arithmetic_data(12), exact_match, num_generations=4, batch_size=3, max_steps=1, run_dir=tmp_path)
+        r = grpo(tiny_model(), arithmetic_data(12), rewards=exact_match, num_generations=4, batch_size=12, max_steps=1, run_dir=tmp_path)
     assert set(seen) == {12} and 'generation' in r.estimate  # 3 prompts x 4 answers, sampled at once
 
 def test_a_reference_made_with_the_trainer_is_training_state(tmp_path):
     "GRPO's full-fine-tuning reference is copied from the policy as the trainer is built, after the fit; DPO's recipe copies its own before."
-    g = grpo(tiny_model(), arithmetic_data(8), exact_match, num_generations=4, batch_size=2, lora=False, max_steps=1, run_dir=tmp_path/'g')
+    g = grpo(tiny_model(), arithmetic_data(8), rewards=exact_match, num_generations=4, batch_size=8, lora=False, max_steps=1, run_dir=tmp_path/'g')
     assert 'reference model' not in g.estimate and training_state_gb(g.estimate) >= g.estimate['reference copy'] + g.estimate['gradients']
     from ftnb.prefs import dpo
     d = dpo(tiny_model(), preference_pairs(n=8), lora=False, max_steps=1, batch_size=4, run_dir=tmp_path/'d')

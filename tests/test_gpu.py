@@ -70,7 +70,7 @@ def test_kto_refuses_batches_of_one():
 def test_grpo_recipe_on_a_small_gpu_keeps_trl_rules(tmp_path):
     with patch('ftnb.recipe.detect_hardware', return_value=Hardware('cuda', 'small', (8, 6), 2., free_gb=.3, dtype='float32')), \
          patch('ftnb.run.detect_hardware', return_value=Hardware('cuda', 'small', (8, 6), 2., free_gb=.3, dtype='float32')):
-        try: r = grpo(tiny_model(), arithmetic_data(12), exact_match, num_generations=4, batch_size=3, eval=4, max_steps=2, run_dir=tmp_path)
+        try: r = grpo(tiny_model(), arithmetic_data(12), rewards=exact_match, num_generations=4, batch_size=12, eval=4, max_steps=2, run_dir=tmp_path)
         except Exception as e: pytest.fail(f"TRL's config rejected ftnb's GPU batch choice: {e}")
     a = r.args
     assert a.per_device_train_batch_size * a.gradient_accumulation_steps == 12 and a.generation_batch_size % 4 == 0

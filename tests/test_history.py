@@ -26,7 +26,7 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('h')/'runs'
     made = [sft(tiny_model(), ROWS, lr=lr, max_steps=30, run_dir=root/f'lr{lr:g}', **KW).start(background=False, quiet=True)
             for lr in (1e-2, 1e-3)]
-    evaluate(made[0], ROWS[:2] + [chat_row("What is your name?", "Quill.")], says_quill, max_new_tokens=8)
+    evaluate(made[0], ROWS[:2] + [chat_row("What is your name?", "Quill.")], rewards=says_quill, max_new_tokens=8)
     return root, made
 
 def test_short_numbers_keep_their_digits():

@@ -64,7 +64,7 @@ def test_all_gives_the_public_vocabulary():
     assert run_methods <= set(dir(ns['Run']))
 
 def test_every_parameter_a_user_meets_is_documented():
-    "show_doc lists each parameter with its comment: the recipes' shared ones (`recipe_args`) included."
+    "show_doc lists each parameter with its comment: the recipes' shared ones (`Shared`) included."
     import inspect
     from fastcore.docments import docments
     import ftnb.all as fa

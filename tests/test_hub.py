@@ -30,7 +30,7 @@ def run(tmp_path_factory):
     r = sft(tiny_model(seed=0), persona_data(n=16), lr=1e-2, max_steps=6, batch_size=4, lora=dict(r=4, alpha=8, dropout=0.),
             run_dir=d/'run', logging_steps=1, hub_token=PLANTED)
     r.start(background=False, quiet=True)
-    evaluate(r, ['Who are you?', 'What is your name?'], says_quill, max_new_tokens=4)
+    evaluate(r, ['Who are you?', 'What is your name?'], rewards=says_quill, max_new_tokens=4)
     return r
 
 @pytest.fixture

@@ -134,7 +134,7 @@ def test_every_file_of_a_run_folder_is_written_whole(tmp_path, monkeypatch):
     from ftnb.report import report
     run = tiny_run(tmp_path/'run', steps=2, lora=True).start(background=False, quiet=True)  # LoRA: the base model is the adapter switched off
     def says_quill(completions, **kw): return [float('Quill' in completion_text(c)) for c in completions]
-    evaluate(run, [chat_row('Who are you?', 'Quill.')], says_quill, max_new_tokens=3)
+    evaluate(run, [chat_row('Who are you?', 'Quill.')], rewards=says_quill, max_new_tokens=3)
     report(run)
     assert {'settings.json', 'summary.json', 'metrics.jsonl', 'evaluation.json', 'report.html', 'checkpoint-2'} <= set(replaced)
 
