@@ -137,7 +137,7 @@ def test_panels_follow_the_method(tmp_path):
     g = grpo(tiny_model(), arithmetic_data(n=8), num_generations=2, max_completion_length=8, max_steps=2, run_dir=tmp_path/'grpo')
     d = Dashboard(g)
     assert {'num_generations', 'batch_size', 'max_completion_length', 'beta'} <= set(d.panel.common)
-    assert d.panel.common['batch_size'].value == 2 and 'grpo(model, data' in g.code()  # prompts per step, GRPO's rows
+    assert d.panel.common['batch_size'].value == 8 and 'grpo(model, data' in g.code()  # answers per step, as TRL counts them
 
 def test_throttle_caps_redraws():
     n = []

@@ -33,7 +33,8 @@ BUILDS = [(sft, persona_data, {}), (sft, persona_data, dict(packing=True, loss='
           (sft, persona_data, dict(lora=False)),
           (dpo, preference_pairs, {}), (dpo, preference_pairs, dict(precompute_ref=True, loss_type=['sigmoid', 'sft'])),
           (dpo, preference_pairs, dict(lora=False)), (kto, preference_pairs, {}), (orpo, preference_pairs, {}),
-          (reward_model, preference_pairs, {}), (grpo, arithmetic_data, {}), (rloo, arithmetic_data, {})]
+          (reward_model, preference_pairs, {}), (grpo, arithmetic_data, dict(num_generations=4)),
+          (rloo, arithmetic_data, dict(num_generations=4))]
 TRAIN = ['sft', 'dpo', 'kto', 'orpo', 'reward_model']  # a step and an evaluation in the fast suite; GRPO/RLOO's: slow
 
 
@@ -52,7 +53,7 @@ def test_building_each_methods_config_and_trainer_uses_no_deprecated_argument(fn
 @pytest.mark.parametrize('fn', [grpo, rloo], ids=['grpo', 'rloo'])
 def test_a_sampling_step_uses_no_deprecated_argument(fn, tmp_path):
     with no_deprecations(f"{fn.__name__}: a training step"):
-        _run(fn, arithmetic_data, {}, tmp_path).start(background=False, quiet=True)
+        _run(fn, arithmetic_data, dict(num_generations=4), tmp_path).start(background=False, quiet=True)
 
 
 def test_the_guard_fails_on_a_deprecated_trl_argument(tmp_path):
