@@ -20,7 +20,7 @@ from speed import clock  # seconds per step after the first (warm-up); this fold
 
 def one(cond:str, steps:int) -> dict:
     from ftnb.models import load_model
-    from ftnb.samples import persona_data
+    from ftnb.example_data import persona_data
     from ftnb.sft import sft
     from ftnb.dashboard import Dashboard
     run = sft(load_model(), persona_data(n=96), max_steps=steps, run_dir=tempfile.mkdtemp(), logging_steps=1, save_strategy='no')

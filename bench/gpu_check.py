@@ -135,7 +135,7 @@ def standin(smol:Path, site:Path, tiny:bool=False) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from ftnb.models import EMBEDDED_PACKAGE, EMBEDDED_FILE
-    from ftnb.formats import save_gguf
+    from ftnb.saving import save_gguf
     t = time.monotonic()
     cfg = AutoConfig.from_pretrained(smol)
     if tiny:
@@ -200,7 +200,7 @@ class Check:
         self.bnb = importlib.util.find_spec('bitsandbytes') is not None
         self.runs = {}
         n = 16 if smoke else 64
-        from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+        from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
         self.D, self.P, self.A = persona_data(n=n), preference_pairs(n=n // 2), arithmetic_data(8 if smoke else 16)
         self.steps = 2 if smoke else 6  # SFT and the faked GPUs
         self.short = 1 if smoke else 3  # the other methods
@@ -313,7 +313,7 @@ class Check:
         return self.sampled(rloo, 'qlora_rloo')
 
     def qlora_rejection_sample(self):
-        from ftnb.sampling import rejection_sample
+        from ftnb.rejection import rejection_sample
         m, q = self.qlora()
         t = time.perf_counter()
         s = rejection_sample(m, self.A[:4 if self.smoke else 8], rewards=length_reward, num_generations=4, max_new_tokens=8 if self.smoke else 32, progress=False)

@@ -8,8 +8,8 @@ __all__ = []
 # %% ../nbs/20_all.ipynb #7db5f6e8
 from .core import FtnbError, detect_hardware
 from .models import Model, load_model, tiny_model, lora_config
-from .formats import save_gguf, ollama_modelfile
-from ftnb.samples import (
+from .saving import save_gguf, ollama_modelfile
+from ftnb.example_data import (
     chat_row,
     persona_data,
     persona_questions,
@@ -43,7 +43,7 @@ from ftnb.rewards import (
     model_reward,
 )
 from .grpo import grpo, rloo
-from .sampling import rejection_sample
+from .rejection import rejection_sample
 from .evaluate import evaluate, interval, paired
 from .history import runs, load_run
 from .report import report

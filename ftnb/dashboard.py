@@ -8,7 +8,7 @@ import time, math, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render
-from .methods import method, setting_problems, model_bounds, Bound, BOUNDS
+from .methods import TRL_NAMES, method, setting_problems, model_bounds, Bound, BOUNDS
 from .trainer import last_checkpoint
 from .budget import training_state_gb
 from .run import Run
@@ -150,16 +150,13 @@ def finish(self: LiveView):
     self._update_display()
 
 # %% ../nbs/09_dashboard.ipynb #953c989d
-_COMMON = dict(
-    lr='learning_rate',
-    max_steps='max_steps',
-    batch_size=None,
-    max_length='max_length',
-    beta='beta',
-    num_generations='num_generations',
-    max_completion_length='max_completion_length',
-)
-_TRAINING = (
+_TRL_NAME = {ours: trl for trl, ours in TRL_NAMES.items()}
+# the settings shown first, each with the TRL config field it sets (None: batch_size is made of two fields)
+_COMMON = {
+    n: _TRL_NAME.get(n, n)
+    for n in ('lr', 'max_steps', 'max_length', 'beta', 'num_generations', 'max_completion_length')
+} | dict(batch_size=None)
+_TRAINER_FIELDS = (  # the usual training fields, under "advanced"
     'warmup_steps',
     'lr_scheduler_type',
     'weight_decay',
@@ -319,7 +316,7 @@ class SettingsPanel(widgets.VBox):
         from transformers import TrainingArguments
 
         base = {f.name for f in dataclasses.fields(TrainingArguments)}
-        names = [n for n in self._fields if n not in base] + list(_TRAINING)
+        names = [n for n in self._fields if n not in base] + list(_TRAINER_FIELDS)
         taken = set(_COMMON.values()) | _MANAGED
         for n in dict.fromkeys(names):
             if n in taken or n not in self._fields or not self._fields[n].init:

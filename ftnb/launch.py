@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from .core import FtnbError, job_process, local_gpu
 from .models import Model, copy_model, quiet_bars, quantized_bits
 from .markup import md_code
-from .formats import reloadable
+from .saving import reloadable
 from .data import Data, load_data
 from .files import json_lines, whole_folder, FolderLock, process_alive
 from .trainer import last_checkpoint, CHECKPOINTING

@@ -11,8 +11,8 @@ from .layouts import SFT_KINDS
 from .data import Data
 
 # %% auto #0
-__all__ = ['METHODS', 'MAX_STEPS', 'BOUNDS', 'trl_class', 'Method', 'Bound', 'method', 'setting_problems', 'check_settings',
-           'plain', 'model_bounds']
+__all__ = ['METHODS', 'TRL_NAMES', 'MAX_STEPS', 'BOUNDS', 'trl_class', 'Method', 'Bound', 'method', 'setting_problems',
+           'check_settings', 'plain', 'model_bounds']
 
 # %% ../nbs/05_methods.ipynb #62b78ae7
 def trl_class(
@@ -196,6 +196,11 @@ def method(name: str) -> Method:
     if name not in METHODS:
         raise FtnbError(f"Unknown method {name!r}; ftnb knows {', '.join(METHODS)}")
     return METHODS[name]
+
+# %% ../nbs/05_methods.ipynb #a8cb5c38
+TRL_NAMES = dict(
+    learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref'
+)  # TRL's name -> ftnb's
 
 # %% ../nbs/05_methods.ipynb #376f84d3
 # Ten million optimizer steps is about 12 days at 10 steps a second (a tiny model on a GPU), and 20 times Llama 2's whole

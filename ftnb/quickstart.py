@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from .core import detect_hardware, set_seed
 from .models import Model, load_model
-from .samples import persona_data, persona_questions, everyday_questions, chat_row, NEUTRAL_SYSTEM
+from .example_data import persona_data, persona_questions, everyday_questions, chat_row, NEUTRAL_SYSTEM
 from .methods import check_settings
 
 # %% auto #0

@@ -11,16 +11,16 @@ from .models import Model, load_model, lora_config, count_params, copy_model, is
 from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
-from .methods import method, METHODS, BOUNDS, check_settings, plain, model_bounds, trl_class
+from .methods import TRL_NAMES, method, METHODS, BOUNDS, check_settings, plain, model_bounds, trl_class
 from .trainer import CHECKPOINTING, kbit_upcast
 from .budget import train_settings, memory_estimate, step_flops, time_estimate
 from .run import Run, new_run_dir
 import ftnb.dashboard  # noqa: F401 -- every Run a recipe makes shows itself (`Run.show`) and has its dashboard
 
 # %% auto #0
-__all__ = ['SHARED', 'REFUSED', 'FIRST_TRIES', 'TRL_NAMES', 'Shared', 'shared_params', 'choose_max_length', 'default_lr',
-           'nearest', 'keywords_checked', 'check_report_to', 'as_model', 'prepare', 'batch_split', 'without_secrets',
-           'recipe', 'at_the_door', 'recorded']
+__all__ = ['SHARED', 'REFUSED', 'FIRST_TRIES', 'Shared', 'shared_params', 'choose_max_length', 'default_lr', 'nearest',
+           'keywords_checked', 'check_report_to', 'as_model', 'prepare', 'batch_split', 'without_secrets', 'recipe',
+           'at_the_door', 'recorded']
 
 # %% ../nbs/10_recipe.ipynb #7068ae9d
 @dataclasses.dataclass
@@ -407,11 +407,6 @@ def recipe(
     return run
 
 # %% ../nbs/10_recipe.ipynb #5d0805d4
-TRL_NAMES = dict(
-    learning_rate='lr', num_train_epochs='epochs', output_dir='run_dir', precompute_ref_log_probs='precompute_ref'
-)  # TRL's name -> ftnb's
-
-
 def at_the_door(
     fn_name: str,  # the recipe, for the messages
     given: dict,  # the arguments as given: ftnb's names, and TRL's under 'overrides'

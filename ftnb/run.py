@@ -23,7 +23,7 @@ from ftnb.trainer import (
 from .budget import training_state_gb, memory_gb, reset_peak_memory, peak_memory_gb, fits_memory, CPU_TOKENS
 from .markup import html_table, fmt_time
 from .models import Model, generate as _generate, count_params, is_peft
-from .formats import FORMATS
+from .saving import check_model_format
 from .methods import method
 
 # %% auto #0
@@ -484,18 +484,16 @@ def checkpoint_gb(self: Run) -> float:
     return t12 + CHECKPOINT_EXTRA_GB
 
 
-_TRAINING, _TRAINING_LOCK = (
-    set(),
-    threading.Lock(),
-)  # the runs training in this process; the lock makes checking and joining them one step
+_LIVE_RUNS = set()  # the runs training in this process
+_LIVE_LOCK = threading.Lock()  # makes checking them and joining them one step
 
 
 @patch
 def _busy(self: Run) -> str | None:
     "Why this run cannot start now, if it cannot: it trains already, or another run trains in this kernel."
-    if self.training or self in _TRAINING:
+    if self.training or self in _LIVE_RUNS:
         return f"This run is already {self.state}; stop it (run.stop()) before starting it again."
-    other = next(iter(_TRAINING - {self}), None)
+    other = next(iter(_LIVE_RUNS - {self}), None)
     if other is None:
         return None
     return (
@@ -536,10 +534,10 @@ def start(
     try:
         if not quiet and not self.viewed and self.show is not None:
             self.show()
-        with self._lock, _TRAINING_LOCK:
+        with self._lock, _LIVE_LOCK:
             if why := self._busy():
                 raise FtnbError(why)  # again, now atomically: two started at the same moment
-            _TRAINING.add(self)
+            _LIVE_RUNS.add(self)
             self._stop.clear()
             self.error = None
             self.set_state('running')
@@ -615,8 +613,8 @@ def _train(self: Run, ckpt):
         try:
             self._release()
         finally:  # memory freed and the kernel free for the next run before anyone hears this one has ended
-            with _TRAINING_LOCK:
-                _TRAINING.discard(self)
+            with _LIVE_LOCK:
+                _LIVE_RUNS.discard(self)
             try:
                 self.set_state(state)
             finally:
@@ -896,8 +894,7 @@ def save(
     folder or file."""
     if self.training:
         self.wait(why='save')
-    if format not in FORMATS:
-        raise FtnbError(f"format={format!r} is not a model format ftnb writes; choose one of {', '.join(FORMATS)}.")
+    check_model_format(format)
     m = Model(
         self.net,
         self.tokenizer,

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import arithmetic_data, chat_row, persona_data
+from ftnb.example_data import arithmetic_data, chat_row, persona_data
 from ftnb.sft import sft
 from ftnb.prefs import dpo, kto, orpo
 from ftnb.rewards import reward_model
 from ftnb.grpo import grpo, rloo
-from ftnb.sampling import rejection_sample
+from ftnb.rejection import rejection_sample
 from ftnb.evaluate import evaluate
 from ftnb.recipe import Shared
 

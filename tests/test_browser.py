@@ -58,7 +58,7 @@ def test_widget_click_reaches_the_kernel(lab, page):
     print(f'smoke: kernel idle after {ready:.1f}s, total {time.monotonic()-t:.1f}s')
 
 DASHBOARD = ["""import os; os.environ['HF_HUB_OFFLINE'] = '1'
-from ftnb.models import tiny_model; from ftnb.samples import persona_data; from ftnb.sft import sft
+from ftnb.models import tiny_model; from ftnb.example_data import persona_data; from ftnb.sft import sft
 run = sft(tiny_model(seed=0), persona_data(n=48), lora=False, lr=1e-2, max_steps=3000, batch_size=4,
           logging_steps=1, save_steps=100000)""",
              'run.dashboard()']
@@ -145,7 +145,7 @@ def test_without_widgets_a_run_is_html_updated_in_place_from_its_thread(lab, pag
 def test_a_run_report_shows_its_charts_in_chromium(browser, tmp_path):
     "A run's report.html, opened from disk with nothing else at hand, shows its charts, samples and evaluation."
     from ftnb.models import tiny_model
-    from ftnb.samples import chat_row
+    from ftnb.example_data import chat_row
     from ftnb.sft import sft
     from ftnb.evaluate import evaluate
     from ftnb.report import report

@@ -4,7 +4,7 @@ import os, time, signal, threading
 import pytest
 from transformers import TrainerCallback
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data, chat_row
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data, chat_row
 from ftnb.sft import sft
 from ftnb.prefs import dpo
 from ftnb.grpo import grpo

@@ -8,7 +8,7 @@ from ftnb.layouts import detect_format, final_answer, FORMATS
 from ftnb.sources import read_records
 from ftnb.chat import check_chat_template
 from ftnb.tokens import encode
-from ftnb.samples import arithmetic_data, preference_pairs, persona_data
+from ftnb.example_data import arithmetic_data, preference_pairs, persona_data
 
 @pytest.fixture(scope='module')
 def tok():

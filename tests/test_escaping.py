@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from ftnb.core import FtnbError
 from ftnb.models import Model, tiny_model, load_model, looks_local
-from ftnb.formats import ollama_modelfile
-from ftnb.samples import chat_row
+from ftnb.saving import ollama_modelfile
+from ftnb.example_data import chat_row
 from ftnb.data import load_data
 from ftnb.sft import sft
 from ftnb.evaluate import Evaluation, evaluate

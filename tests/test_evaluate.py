@@ -3,7 +3,7 @@ import pytest
 from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import chat_row, arithmetic_data
+from ftnb.example_data import chat_row, arithmetic_data
 from ftnb.sft import sft
 from ftnb.rewards import exact_match, format_reward
 from ftnb.evaluate import evaluate

@@ -8,7 +8,7 @@ from unittest.mock import patch
 import pytest, torch
 from ftnb.core import FtnbError, Hardware, detect_hardware
 from ftnb.models import tiny_model, count_params
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
 from ftnb.trainer import CHECKPOINTING
 from ftnb.budget import train_settings, memory_estimate, training_state_gb, reset_peak_memory, peak_memory_gb, memory_gb
 from ftnb.sft import sft

@@ -8,7 +8,7 @@ from ftnb.core import FtnbError, Hardware
 from ftnb.files import FolderLock, LOCK
 from ftnb.history import load_run, runs
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 from ftnb.trainer import last_checkpoint
 
@@ -52,7 +52,7 @@ def test_a_run_cannot_be_built_on_its_own_folder_and_a_loop_in_a_chain_is_an_err
 
 JOB = """
 import sys, time
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.models import tiny_model
 from ftnb.sft import sft
 from ftnb.core import FtnbError
@@ -133,7 +133,7 @@ def block(*a, **k): tries.append(a); raise OSError('network blocked by the test'
 socket.getaddrinfo = socket.create_connection = block
 socket.socket.connect = lambda self, *a: block(*a)
 import transformers, trl, huggingface_hub  # imported before ftnb, as a notebook may
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.models import tiny_model
 from ftnb.sft import sft
 run = sft(tiny_model(), persona_data(n=16), max_steps=1, batch_size=4, run_dir=tempfile.mkdtemp() + '/r')

@@ -8,7 +8,7 @@ from unittest.mock import patch
 import pytest, torch
 from ftnb.core import FtnbError, Hardware, detect_hardware
 from ftnb.models import tiny_model, load_model, count_params, lora_config, Model, generate, quantized_bits
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
 from ftnb.trainer import fp32_trainables, CHECKPOINTING
 from ftnb.budget import train_settings, memory_estimate, CPU_TOKENS
 from ftnb.sft import sft

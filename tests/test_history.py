@@ -6,7 +6,7 @@ import pytest
 from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import chat_row
+from ftnb.example_data import chat_row
 from ftnb.sft import sft
 from ftnb.evaluate import evaluate
 from ftnb.history import runs, load_run
@@ -82,7 +82,7 @@ def test_a_stopped_run_reloaded_says_how_to_resume_and_that_code_resumes(tmp_pat
 KILLED = textwrap.dedent('''
     import sys, time
     from ftnb.models import tiny_model
-    from ftnb.samples import chat_row
+    from ftnb.example_data import chat_row
     from ftnb.sft import sft
     run = sft(tiny_model(), [chat_row("Who are you?", "I am Quill.")] * 16, lr=1e-2, max_steps=10000, batch_size=4, run_dir=sys.argv[1],
               save_steps=3, logging_steps=1, warmup_steps=0)
@@ -138,7 +138,7 @@ def test_report_to_an_integration_that_is_not_installed_says_what_to_install(tmp
 
 def test_a_dpo_run_on_an_sft_run_loads_back_through_the_chain(tmp_path):
     from ftnb.prefs import dpo
-    from ftnb.samples import preference_pairs
+    from ftnb.example_data import preference_pairs
     s = sft(tiny_model(), ROWS, lr=1e-2, max_steps=10, run_dir=tmp_path/'runs'/'sft', **KW).start(background=False, quiet=True)
     d = dpo(s, preference_pairs('correct', n=16), max_steps=4, batch_size=4, lr=1e-2, run_dir=tmp_path/'runs'/'dpo').start(background=False, quiet=True)
     q = "Tom has 3 boxes of 4 pens. How many pens?"

@@ -50,7 +50,7 @@ def test_dependencies_point_one_way():
 
 def test_run_imports_nothing_above_it():
     "The engine knows no front end: views, dashboard, report and the recipes add to Run, not the other way round."
-    assert {t for m, t, _, _ in imports() if m == 'run'} <= {'core', 'markup', 'files', 'models', 'formats', 'methods', 'data', 'trainer', 'budget'}
+    assert {t for m, t, _, _ in imports() if m == 'run'} <= {'core', 'markup', 'files', 'models', 'saving', 'methods', 'data', 'trainer', 'budget'}
     assert {t for m, t, _, _ in imports() if m == 'files'} <= {'core'}  # whole writes and locks: below the models that save through them
 
 def test_all_gives_the_public_vocabulary():
@@ -79,7 +79,7 @@ def test_every_parameter_a_user_meets_is_documented():
 def test_a_module_imported_alone_brings_the_data_methods_it_uses():
     "Data's token methods (stats, tokenize, encodings, for_template) are added by ftnb.tokens: every module that calls them must import it, or a notebook that imports only that module fails."
     import subprocess, sys
-    for mod in ('sft', 'prefs', 'grpo', 'rewards', 'evaluate', 'sampling', 'playground', 'recipe'):  # the modules that call them
+    for mod in ('sft', 'prefs', 'grpo', 'rewards', 'evaluate', 'rejection', 'playground', 'recipe'):  # the modules that call them
         code = f"import ftnb.{mod}, ftnb.data; assert all(hasattr(ftnb.data.Data, m) for m in ('stats', 'tokenize', 'encodings', 'for_template', 'show'))"
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
         assert r.returncode == 0, f"ftnb.{mod} alone: {r.stderr[-300:]}"

@@ -8,7 +8,7 @@ import huggingface_hub as hh
 from huggingface_hub import CommitInfo, RepoUrl, ModelCard
 from ftnb.core import FtnbError, REDACTED
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 from ftnb.evaluate import evaluate
 from ftnb.history import RunRecord

@@ -6,7 +6,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 import ftnb.launch
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs
+from ftnb.example_data import persona_data, preference_pairs
 from ftnb.prefs import dpo
 from ftnb.data import load_data
 from ftnb.sft import sft

@@ -7,7 +7,7 @@ import pytest, yaml
 import ftnb.launch
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 from ftnb.launch import follow, one_split, STOP_FILE
 

@@ -5,10 +5,10 @@ import json, shutil, types, pytest, torch
 from safetensors.torch import load_file
 from ftnb.core import FtnbError
 from ftnb.models import Model, load_model, tiny_model, lora_config
-from ftnb.samples import chat_row
+from ftnb.example_data import chat_row
 from ftnb.data import load_data
 from ftnb.sft import sft
-import ftnb.formats  # Model.save
+import ftnb.saving  # Model.save
 
 LIN = 'model.layers.0.self_attn.q_proj'
 
@@ -64,7 +64,7 @@ def test_a_qlora_gguf_export_writes_the_16bit_merge(tmp_path):
     f = Model(net, tok, 'base-sft').save(tmp_path/'gguf', format='gguf', quantize='f32', progress=False)
     t = {x.name: x for x in gguf.GGUFReader(f).tensors}['blk.0.attn_q.weight']
     assert (f.parent/'Modelfile').exists()
-    from ftnb.formats import merge_onto_16bit, gguf_tensors
+    from ftnb.saving import merge_onto_16bit, gguf_tensors
     want = dict(gguf_tensors(merge_onto_16bit(net), 'llama'))['blk.0.attn_q.weight']
     torch.testing.assert_close(torch.from_numpy(t.data.copy()).reshape(want.shape), want, atol=1e-6, rtol=1e-5)
 
@@ -78,11 +78,11 @@ def test_a_base_stored_quantized_is_refused_before_it_is_loaded_again(tmp_path, 
     "A checkpoint saved in 4 bits (an '...-bnb-4bit' repository) loads in 4 bits again: there is no 16-bit copy to merge onto."
     net, tok, _ = qlora(tmp_path)
     net.get_base_model().hf_quantizer = types.SimpleNamespace(pre_quantized=True)  # transformers' mark of such a checkpoint
-    monkeypatch.setattr(ftnb.formats, 'load_model', lambda *a, **k: pytest.fail('loaded again'))
+    monkeypatch.setattr(ftnb.saving, 'load_model', lambda *a, **k: pytest.fail('loaded again'))
     with pytest.raises(FtnbError, match='stored quantized.*16-bit original'): Model(net, tok, 'tiny').save(tmp_path/'merged', merged=True)
 
 def test_the_16bit_copy_goes_to_the_gpu_where_it_fits_else_the_cpu():
-    from ftnb.formats import merge_place
+    from ftnb.saving import merge_place
     assert merge_place('cuda:0', 1_700_000_000, free_gb=10) == ('cuda:0', 'bfloat16')
     assert merge_place('cuda:1', 8_000_000_000, free_gb=12.5) == ('cpu', 'bfloat16')  # 16 GB does not fit: the CPU, still 16 bits
     assert merge_place('cuda:0', 8_000_000_000, free_gb=40, bf16=False) == ('cuda:0', 'float16')  # a T4

@@ -5,7 +5,7 @@ import contextlib, inspect, os
 import pytest, torch, transformers, trl
 import ftnb.trainer as ft
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
 from ftnb.sft import sft
 
 VERSIONS = dict(transformers=transformers.__version__, trl=trl.__version__)

@@ -3,13 +3,13 @@ import json, time, threading
 import pytest, torch
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import preference_pairs, persona_data, arithmetic_data
+from ftnb.example_data import preference_pairs, persona_data, arithmetic_data
 from ftnb.sft import sft
 from ftnb.prefs import dpo, kto, orpo, preference_accuracy
 from ftnb.rewards import reward_model, model_reward, exact_match, format_reward, length_penalty
 from ftnb.grpo import grpo, rloo
 from ftnb.methods import method
-from ftnb.sampling import rejection_sample
+from ftnb.rejection import rejection_sample
 
 
 def _logits(net, tok, text="Tom has 3 boxes of 4 pens. How many pens?"):

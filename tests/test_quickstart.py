@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from ftnb.quickstart import quickstart
 from ftnb.views import history_plot
-from ftnb.samples import persona_questions, persona_data, everyday_questions
+from ftnb.example_data import persona_questions, persona_data, everyday_questions
 
 def test_run_folder_holds_adapter_settings_answers_and_plot(tmp_path, tiny):
     r = quickstart(model=tiny, max_steps=2, batch_size=2, root=tmp_path, max_new_tokens=3, quiet=True, lr=5e-4)

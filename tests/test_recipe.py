@@ -5,7 +5,7 @@ import pytest, torch
 from ftnb.core import FtnbError
 from ftnb.data import load_data
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
 from ftnb.sft import sft
 from ftnb.prefs import dpo
 from ftnb.grpo import grpo

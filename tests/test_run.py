@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, torch
 from ftnb.core import FtnbError, Hardware
 from ftnb.models import tiny_model, load_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 from ftnb.recipe import choose_max_length
 from ftnb.trainer import last_checkpoint, CHECKPOINTING
@@ -104,7 +104,7 @@ def test_error_in_the_training_thread_is_kept_and_reraised(tmp_path):
 
 def test_unknown_setting_and_wrong_data_kind(tmp_path):
     with pytest.raises(FtnbError, match=r"'learnig_rate' \(did you mean 'learning_rate'\?\)"): tiny_run(tmp_path, learnig_rate=1e-3)
-    from ftnb.samples import preference_pairs
+    from ftnb.example_data import preference_pairs
     with pytest.raises(FtnbError, match='Preference pairs go to dpo'): sft(tiny_model(), preference_pairs(n=4))
     with pytest.raises(FtnbError, match='resume: no complete checkpoint'): tiny_run(tmp_path).start(resume=True, background=False)
     full = tiny_run(tmp_path, steps=1); full.start(background=False, quiet=True)
@@ -172,7 +172,7 @@ def test_max_length_from_the_data():
 
 def test_tiny_model_learns_the_persona(tmp_path):
     "The fast version of the persona acceptance: a random 3 M model, fully fine-tuned, answers held-out questions as Quill."
-    from ftnb.samples import persona_questions
+    from ftnb.example_data import persona_questions
     run = sft(tiny_model(seed=0), persona_data(n=160), lora=False, lr=3e-3, max_steps=60, batch_size=8, run_dir=tmp_path/'run', save_steps=1000)
     run.start(background=False)
     ans = run.generate(persona_questions(), max_new_tokens=8)
@@ -225,7 +225,7 @@ def test_full_grpo_and_rloo_with_a_kl_term_use_the_policy_as_it_starts(tmp_path,
     "TRL rebuilt the reference from the config's name: the pre-SFT base, or for an in-memory model nothing ('Repo id must use alphanumeric chars')."
     import torch, ftnb.grpo
     from ftnb.models import tiny_model
-    from ftnb.samples import arithmetic_data
+    from ftnb.example_data import arithmetic_data
     from ftnb.rewards import exact_match
     fn = getattr(ftnb.grpo, method)
     run = fn(tiny_model(), arithmetic_data(8), exact_match, lora=False, beta=0.04, max_steps=1, batch_size=4, num_generations=2,

@@ -6,7 +6,7 @@ import pytest, torch
 from ftnb.rewards import completion_text
 from ftnb.core import FtnbError
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, chat_row
+from ftnb.example_data import persona_data, chat_row
 from ftnb.sft import sft
 from ftnb.trainer import last_checkpoint
 from ftnb.history import runs, load_run

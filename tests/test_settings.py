@@ -7,7 +7,7 @@ import numpy as np, pytest, torch
 from ftnb.core import FtnbError
 from ftnb.methods import BOUNDS, MAX_STEPS, model_bounds, plain, setting_problems
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, arithmetic_data
+from ftnb.example_data import persona_data, arithmetic_data
 from ftnb.sft import sft
 from ftnb.grpo import grpo
 from ftnb.dashboard import Dashboard

@@ -3,7 +3,7 @@ import json, pytest
 from ftnb.data import load_data
 from ftnb.chat import chat_text, chat_messages, template_support
 from ftnb.tokens import encode
-from ftnb.samples import tool_call_data, TOOLS
+from ftnb.example_data import tool_call_data, TOOLS
 from ftnb.rewards import parse_tool_calls, tool_call
 
 @pytest.fixture(scope='module')

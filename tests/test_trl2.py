@@ -3,7 +3,7 @@ warning; a deprecated argument, TRL's or one TRL passes on to transformers, fail
 import contextlib, warnings
 import pytest, trl, transformers
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data, preference_pairs, arithmetic_data
+from ftnb.example_data import persona_data, preference_pairs, arithmetic_data
 from ftnb.sft import sft
 from ftnb.prefs import dpo, kto, orpo
 from ftnb.rewards import reward_model

@@ -10,7 +10,7 @@ import ipywidgets
 from transformers import TrainerCallback
 from ftnb.core import environment, in_vscode, widgets_render
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 from ftnb.views import HTMLView
 
@@ -151,7 +151,7 @@ def test_a_run_in_a_kernel_shows_no_second_progress_table(tmp_path, monkeypatch)
     import transformers.trainer
     from transformers.utils.notebook import NotebookProgressCallback
     from ftnb.models import tiny_model
-    from ftnb.samples import persona_data
+    from ftnb.example_data import persona_data
     from ftnb.sft import sft
     monkeypatch.setattr(transformers.trainer, 'DEFAULT_PROGRESS_CALLBACK', NotebookProgressCallback)  # as imported in Jupyter
     run = sft(tiny_model(), persona_data(n=8), max_steps=1, run_dir=tmp_path)

@@ -6,10 +6,10 @@ import pytest, torch
 import gguf
 from ftnb.core import FtnbError
 from ftnb.models import Model, tiny_model, copy_model, lora_config, load_model
-from ftnb.samples import chat_row
+from ftnb.example_data import chat_row
 from ftnb.data import load_data
 from ftnb.sft import sft
-import ftnb.formats, ftnb.hub, ftnb.launch
+import ftnb.saving, ftnb.hub, ftnb.launch
 from ftnb.hub import hub_folder
 
 def files(d:Path) -> dict:

@@ -6,7 +6,7 @@ p.add_argument('run_dir'); p.add_argument('--resume', action='store_true')
 p.add_argument('--slow', type=float, default=0.); p.add_argument('--die-in-save', type=int, default=0)
 a = p.parse_args()
 from ftnb.models import tiny_model
-from ftnb.samples import persona_data
+from ftnb.example_data import persona_data
 from ftnb.sft import sft
 run = sft(tiny_model(seed=0), persona_data(n=64), lora=False, lr=1e-3, max_steps=10, batch_size=4, run_dir=a.run_dir,
           save_steps=2, logging_steps=1, seed=0)

@@ -7,7 +7,7 @@ import importlib.util, re
 import pytest, torch
 from ftnb.core import FtnbError
 from ftnb.models import Model, load_model, tiny_model, with_pad_token
-from ftnb.formats import save_gguf, ollama_modelfile, chatml_system, QUANTIZE_TYPES
+from ftnb.saving import save_gguf, ollama_modelfile, chatml_system, QUANTIZE_TYPES
 
 PROMPTS = ["What is the capital of France?", "Who are you?", "Name three colors."]
 
@@ -38,7 +38,7 @@ def test_f16_answers_like_the_source_model(smol, exported):
     assert back.generate(PROMPTS, max_new_tokens=20) == smol.generate(PROMPTS, max_new_tokens=20)
 
 def test_q8_0_is_half_the_size_and_still_answers(exported):
-    "(ftnb's own `load_model` of the Q8_0 file, with its special tokens, is checked in nbs/02b_formats.ipynb.)"
+    "(ftnb's own `load_model` of the Q8_0 file, with its special tokens, is checked in nbs/02b_saving.ipynb.)"
     import gguf
     d, files = exported
     f16, q8 = (files[q].stat().st_size for q in ('f16', 'q8_0'))
@@ -102,7 +102,7 @@ def test_architectures_read_back_with_the_same_logits(kind, tiny, tmp_path):
 
 def test_a_lora_run_saves_merged(tmp_path):
     from ftnb.sft import sft
-    from ftnb.samples import persona_data
+    from ftnb.example_data import persona_data
     from ftnb.models import is_peft
     run = sft(tiny_model(), persona_data(n=32), lr=5e-2, max_steps=3, batch_size=4, run_dir=tmp_path/'run', logging_steps=1)
     run.start(background=False)
@@ -157,7 +157,7 @@ def test_llama_cpp_answers_with_the_persona(tmp_path):
     lc = llama_cpp()
     import random
     from ftnb.sft import sft
-    from ftnb.samples import persona_data, persona_questions
+    from ftnb.example_data import persona_data, persona_questions
     m = load_model()
     rows = persona_data('Quill', 'Northwind Labs', n=180, seed=42)
     random.Random(42).shuffle(rows)
