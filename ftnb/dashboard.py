@@ -492,7 +492,7 @@ class Dashboard(_Shown, widgets.VBox):
             style={'description_width': '100px'},
             layout=widgets.Layout(width='190px'),
         )
-        self.every.observe(lambda c: self._validated(self.panel.problems() if _fresh(run) else {}), 'value')
+        self.every.observe(lambda c: self._validated(self.panel.problems() if run.configurable else {}), 'value')
         self.reason = _w(widgets.HTML(), 'ftnb-reason')
         self.code = _w(widgets.HTML(), 'ftnb-code')
         run.on('state', self._on_state)  # before the live view's: buttons follow at once, then the (slower) chart
@@ -521,14 +521,9 @@ class Dashboard(_Shown, widgets.VBox):
         self._on_state(run, run.state)
 
 # %% ../nbs/09_dashboard.ipynb #b16efe24
-def _fresh(run) -> bool:
-    "Settings can still change: the run has not trained (ready, or failed before its trainer existed)."
-    return run.state in ('ready', 'failed') and run.trainer is None
-
-
 @patch
 def _on_state(self: Dashboard, run, state):
-    fresh = _fresh(run)
+    fresh = run.configurable
     self.panel.lock(not fresh)
     self.every.disabled = not fresh or not self._can_sample
     self.stop_btn.disabled = state != 'running'
@@ -547,7 +542,7 @@ def _validated(self: Dashboard, bad: dict):
     if self._can_sample and not _EVERY.ok(v := self.every.value):
         bad = bad | dict(samples_every=f"samples_every={v!r}: samples_every must be {_EVERY} (0: none)")
     self.every.layout.border = '2px solid #c62828' if 'samples_every' in bad else ''
-    self.start_btn.disabled = bool(bad) or not _fresh(self.run) or self._busy.locked()
+    self.start_btn.disabled = bool(bad) or not self.run.configurable or self._busy.locked()
     why = '; '.join(bad.values())
     self.start_btn.tooltip = why
     self.reason.value = f"<span style='color:#c62828'>Start is disabled: {esc(why)}</span>" if bad else ''
@@ -569,7 +564,7 @@ def start(self: Dashboard, _=None):
         return
     failed = ''
     try:
-        if not _fresh(self.run) or self.start_btn.disabled:
+        if not self.run.configurable or self.start_btn.disabled:
             return
         self.start_btn.disabled = True
         ch = self.panel.changes()
@@ -579,12 +574,12 @@ def start(self: Dashboard, _=None):
         self.run.start(background=self.mode == 'background')
     except Exception as e:
         failed = f"<span style='color:#c62828'><b>{esc(type(e).__name__)}</b>: {esc(e, 1500)}</span>"
-        if _fresh(self.run):
+        if self.run.configurable:
             self.start_btn.disabled = False
     finally:
         self._busy.release()
         self._validated(
-            self.panel.problems() if _fresh(self.run) else {}
+            self.panel.problems() if self.run.configurable else {}
         )  # a state change during the click saw the lock held
         if failed:
             self.reason.value = failed + (

@@ -10,6 +10,7 @@ from fastcore.basics import patch
 from .core import FtnbError, redact
 from .markup import fmt_time, fmt_value, fmt_number, png, png_uri, md_text, md_code, md_fence
 from .models import is_peft, looks_local
+from .trainer import precision_of
 from .methods import method
 from .files import write_atomic, whole_folder, whole_file
 from .run import Run
@@ -110,7 +111,7 @@ def _settings(rec: RunRecord) -> dict:
             f"{lo.get('target_modules')}"
         )
     s |= {k: c[k] for k in _TRL_SHOWN if k in c}
-    s['precision'] = 'bf16' if c.get('bf16') else 'fp16' if c.get('fp16') else 'fp32'
+    s['precision'] = precision_of(c)
     return s
 
 # %% ../nbs/18a_hub.ipynb #661cb626

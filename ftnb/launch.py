@@ -14,8 +14,8 @@ from .markup import md_code
 from .saving import reloadable
 from .data import Data, load_data
 from .files import json_lines, whole_folder, FolderLock, process_alive
-from .trainer import last_checkpoint, CHECKPOINTING
-from .run import Run, SUCCESS_STATES, FINISHED_STATES
+from .trainer import last_checkpoint, CHECKPOINTING, precision_of
+from .run import Run, SUCCESS_STATES, FINISHED_STATES, record_kind
 
 # %% auto #0
 __all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README', 'JOB_FILES', 'STOP_FILE', 'SHARED_FILE',
@@ -159,8 +159,7 @@ def _sampling_line(run: Run) -> str:
     return f"\nrun.sample_every({s['every']!r}, prompts={s['prompts']!r}, max_new_tokens={s['max_new_tokens']!r})"
 
 
-def _precision(args) -> str:
-    return 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'no'
+_MIXED_PRECISION = dict(bfloat16='bf16', float16='fp16', float32='no')  # accelerate's names for `precision_of`'s
 
 
 def _job_files(run: Run, folder: Path) -> str:
@@ -394,7 +393,9 @@ def export(
             "again where it runs)\n" + yaml.safe_dump(cfg, sort_keys=True)
         )
         for p in PROFILES:
-            c = accelerate_config(p, total or None, _precision(self.args), num_machines, main_address, main_port)
+            c = accelerate_config(
+                p, total or None, _MIXED_PRECISION[precision_of(self.args)], num_machines, main_address, main_port
+            )
             (tmp / 'accelerate' / f'{p}.yaml').write_text(yaml.safe_dump(c))
         shape = dict(method=self.method, profile=profile, procs=procs, machines=num_machines, port=main_port)
         unset = ':?set MAIN_ADDRESS: the address of machine 0, which the others reach'
@@ -624,15 +625,13 @@ def _read_job(self: Run, pos: dict):
     d = self.run_dir
     recs, pos['metrics'], restart = _new_lines(d / 'metrics.jsonl', pos['metrics'])
     if restart:
-        pos['known'], self.history = (
-            self.history,
-            [],
-        )  # rewritten (a resumed job starts it again): emit only what is new
+        pos['known'] = self.history  # rewritten (a resumed job starts it again): emit only what is new
+        self.history = []
     for r in recs:
         self.history.append(r)
         self.step = max(self.step, r.get('step', 0))
         if r not in pos['known']:
-            self.events.emit('eval' if any(k.startswith('eval_') for k in r) else 'log', run=self, record=r)
+            self.events.emit(record_kind(r), run=self, record=r)
     recs, pos['samples'], restart = _new_lines(d / 'samples.jsonl', pos['samples'])
     if restart:
         pos['known_samples'], self.samples = self.samples, []

@@ -46,7 +46,7 @@ def _pref_run(
         min_batch=min_batch,
         config=dict(max_length=max_length, train_sampling_strategy='random')
         | config,  # length grouping needs input_ids
-        settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths))
+        settings=dict(max_length=max_length, truncated_rows=st.truncated_at(max_length))
         | {k: v for k, v in config.items() if k in ('beta', 'loss_type', 'precompute_ref_log_probs')},
     )
 

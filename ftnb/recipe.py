@@ -177,7 +177,7 @@ def policy(self: Run) -> Model:
     if self.state == 'failed':
         raise FtnbError(f"This {self.method} run failed ({self.error}); fix it and train again before building on it.")
     net = self.net
-    if getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False):
+    if quantized_bits(net):
         raise FtnbError(
             "Chaining from a quantized (QLoRA) run would merge into 4/8-bit weights, which loses precision. Save the "
             "merged "
@@ -514,9 +514,7 @@ def reconfigure(self: Run, **changes):
     "Change this ready run's settings: its recipe is called again with `changes`; the same Run, the same folder."
     if self.call is None:
         raise FtnbError("This run was not made by a recipe (sft, dpo, ...), so it cannot be reconfigured.")
-    if (
-        self.state not in ('ready', 'failed') or self.trainer is not None
-    ):  # failed before its trainer existed: settings can still change
+    if not self.configurable:
         raise FtnbError(
             f"Settings can change only before training starts, and this run is {self.state}. "
             f"Make a new run with the new settings (run.code() shows its call)."

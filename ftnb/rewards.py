@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re, copy, math, inspect, dataclasses
 from .core import FtnbError, did_you_mean
-from .models import Model
+from .models import Model, quantized_bits
 from .data import Data
 from .layouts import read_tool_call, RowError
 from .methods import method
@@ -284,17 +284,13 @@ def check_rewards(funcs: list, d: Data):
             )
 
 # %% ../nbs/13_rewards.ipynb #67f2ca8a
-def _quantized(net) -> bool:
-    return getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
-
-
 def scoring_model(m: Model) -> Model:
     """A copy of causal LM `m` with a one-number score head instead of its vocabulary head (a reward model before
     training)."""
     from transformers import AutoModelForSequenceClassification
 
     net = m.model.get_base_model() if hasattr(m.model, 'get_base_model') else m.model
-    if _quantized(net):
+    if quantized_bits(net):
         return _quantized_scorer(m, net)
     cfg = copy.deepcopy(net.config)
     cfg.num_labels = 1
@@ -338,7 +334,7 @@ def _quantized_scorer(m: Model, net) -> Model:
         )
     except OSError as e:
         raise FtnbError(f"reward_model: could not load {src!r} again with a score head, quantized ({e}).") from e
-    return Model(sc, m.tokenizer, m.name, f"score head on {m.source}, {'4' if net.is_loaded_in_4bit else '8'}-bit")
+    return Model(sc, m.tokenizer, m.name, f"score head on {m.source}, {quantized_bits(net)}-bit")
 
 # %% ../nbs/13_rewards.ipynb #c6351137
 @recorded
@@ -373,7 +369,7 @@ def reward_model(
         sequences=2,
         scored=0.0,
         config=dict(max_length=max_length, train_sampling_strategy='random'),
-        settings=dict(max_length=max_length, truncated_rows=sum(l > max_length for l in st.lengths)),
+        settings=dict(max_length=max_length, truncated_rows=st.truncated_at(max_length)),
     )
 
 # %% ../nbs/13_rewards.ipynb #8c39ae75

@@ -28,7 +28,7 @@ from .methods import method
 
 # %% auto #0
 __all__ = ['EVENTS', 'STATES', 'TRAINING_STATES', 'FINISHED_STATES', 'SUCCESS_STATES', 'RUN_FILES', 'CHECKPOINT_EXTRA_GB',
-           'Events', 'new_run_dir', 'Run', 'final_metrics', 'run_work', 'Comparison']
+           'Events', 'record_kind', 'new_run_dir', 'Run', 'final_metrics', 'run_work', 'Comparison']
 
 # %% ../nbs/06_run.ipynb #c4db59a4
 EVENTS = ('state', 'log', 'eval', 'sample', 'checkpoint')
@@ -60,6 +60,11 @@ class Events:
 
 # %% ../nbs/06_run.ipynb #267c8e43
 from transformers import TrainerCallback
+
+
+def record_kind(record: dict) -> str:
+    "The event a logged record is: 'eval' when it holds evaluation metrics (`eval_*`), else 'log'."
+    return 'eval' if any(k.startswith('eval_') for k in record) else 'log'
 
 
 class _RunCallback(TrainerCallback):
@@ -97,7 +102,7 @@ class _RunCallback(TrainerCallback):
         if r.is_main:
             with open(r.run_dir / 'metrics.jsonl', 'a') as f:
                 f.write(json.dumps(rec) + '\n')
-        r.events.emit('eval' if any(k.startswith('eval_') for k in rec) else 'log', run=r, record=rec)
+        r.events.emit(record_kind(rec), run=r, record=rec)
 
     def on_save(self, args, state, control, **kw):
         self.run._write_summary()  # a killed kernel leaves the duration and metrics up to its last checkpoint
@@ -244,6 +249,11 @@ class Run:
     def finished(self) -> bool:
         "Whether its last training session is over (stopped, finished or failed)."
         return self.state in FINISHED_STATES
+
+    @property
+    def configurable(self) -> bool:
+        "Whether its settings can still change: it has not trained (ready, or failed before its trainer existed)."
+        return self.state in ('ready', 'failed') and self.trainer is None
 
     @property
     def is_main(self) -> bool:

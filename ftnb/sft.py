@@ -60,5 +60,5 @@ def sft(
         row_tokens=st.mean_tokens(max_length),
         scored=st.trained_share if answers_only else 1.0,
         config=dict(max_length=max_length, packing=packing, completion_only_loss=None if loss == 'answers' else False),
-        settings=dict(max_length=max_length, loss=loss, truncated_rows=sum(l > max_length for l in st.lengths)),
+        settings=dict(max_length=max_length, loss=loss, truncated_rows=st.truncated_at(max_length)),
     )

@@ -304,7 +304,12 @@ class Stats:
 
     @property
     def truncated(self) -> int:
-        return sum(l > self.max_length for l in self.lengths) if self.max_length else 0
+        "How many rows `max_length` cuts."
+        return self.truncated_at(self.max_length)
+
+    def truncated_at(self, max_length: int | None) -> int:
+        "How many rows a `max_length` of this many tokens would cut."
+        return sum(l > max_length for l in self.lengths) if max_length else 0
 
     def quantile(self, q: float) -> int:
         s = sorted(self.lengths)

@@ -104,8 +104,9 @@ def last_checkpoint(
 
 # %% ../nbs/05b_trainer.ipynb #7f479498
 def precision_of(args) -> str:
-    "The training precision a TRL config asks for: 'float16', 'bfloat16' or 'float32'."
-    return 'float16' if args.fp16 else 'bfloat16' if args.bf16 else 'float32'
+    """The training precision a TRL config (or its saved dict) asks for: 'float16', 'bfloat16' or 'float32'."""
+    get = args.get if isinstance(args, dict) else lambda k: getattr(args, k, False)
+    return 'float16' if get('fp16') else 'bfloat16' if get('bf16') else 'float32'
 
 
 OTHER_PRECISION = dict(
@@ -234,7 +235,7 @@ def fp32_trainables(net, args) -> int:
     weights loses small updates); returns how many."""
     import torch
 
-    quantized = getattr(net, 'is_loaded_in_4bit', False) or getattr(net, 'is_loaded_in_8bit', False)
+    quantized = bool(quantized_bits(net))
     n = 0
     for p in net.parameters():
         if (
