@@ -301,7 +301,8 @@ class Check:
 
     def sampled(self, fn, key):
         m, q = self.qlora()
-        run = fn(m, self.A, rewards=length_reward, num_generations=2 if self.smoke else 4, batch_size=2, max_steps=self.short,
+        g = 2 if self.smoke else 4  # answers a prompt; a step takes 2 prompts (batch_size counts answers)
+        run = fn(m, self.A, rewards=length_reward, num_generations=g, batch_size=2 * g, max_steps=self.short,
                  max_completion_length=8 if self.smoke else 32, run_dir=self.dir(key))
         return self.train(run, q) | dict(rewards=[r3(r['reward']) for r in run.history if 'reward' in r])
 

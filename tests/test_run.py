@@ -228,7 +228,7 @@ def test_full_grpo_and_rloo_with_a_kl_term_use_the_policy_as_it_starts(tmp_path,
     from ftnb.example_data import arithmetic_data
     from ftnb.rewards import exact_match
     fn = getattr(ftnb.grpo, method)
-    run = fn(tiny_model(), arithmetic_data(8), exact_match, lora=False, beta=0.04, max_steps=1, batch_size=4, num_generations=2,
+    run = fn(tiny_model(), arithmetic_data(8), rewards=exact_match, lora=False, beta=0.04, max_steps=1, batch_size=4, num_generations=2,
              max_completion_length=8, run_dir=tmp_path/method)
     start = {k: v.detach().clone() for k, v in run.model.model.state_dict().items()}
     run.start(background=False, quiet=True)
