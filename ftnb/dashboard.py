@@ -153,9 +153,9 @@ def finish(self: LiveView):
 _TRL_NAME = {ours: trl for trl, ours in TRL_NAMES.items()}
 # the settings shown first, each with the TRL config field it sets (None: batch_size is made of two fields)
 _COMMON = {
-    n: _TRL_NAME.get(n, n)
-    for n in ('lr', 'max_steps', 'max_length', 'beta', 'num_generations', 'max_completion_length')
-} | dict(batch_size=None)
+    n: None if n == 'batch_size' else _TRL_NAME.get(n, n)
+    for n in ('lr', 'max_steps', 'batch_size', 'max_length', 'beta', 'num_generations', 'max_completion_length')
+}  # in the order the panel shows them
 _TRAINER_FIELDS = (  # the usual training fields, under "advanced"
     'warmup_steps',
     'lr_scheduler_type',

@@ -95,6 +95,7 @@ def test_a_double_click_starts_one_run(tmp_path):
 def test_settings_changed_in_the_panel_are_trained_and_shown_as_code(tmp_path):
     run = tiny_run(tmp_path, steps=8, lora=True)
     d = Dashboard(run, samples_every=0)
+    assert list(d.panel.common)[:4] == ['lr', 'max_steps', 'batch_size', 'max_length']  # the ones changed most, first
     d.panel.common['max_steps'].value = 5
     d.panel.common['lr'].value = 3.16e-3
     d.panel.lora['r'].value = 4
