@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, sys
 from pathlib import Path
 from .core import FtnbError, Hardware, matmul_gflops, job_process
-from .models import count_params
+from .models import count_params, kv_bytes_per_token
 from .trainer import CHECKPOINTING
 
 # %% auto #0
@@ -107,14 +107,6 @@ RUNTIME_GB = 0.3  # what a first step allocates whatever the batch: kernels' wor
 SAMPLING_COPIES = 4  # float32 copies of the next token's vocabulary scores while sampling (logits, processed, probabilities, the draw)
 
 
-def _kv_bytes(cfg, b: float) -> float:
-    "Bytes of KV cache a token holds over all layers, at `b` bytes a number."
-    h, L = getattr(cfg, 'hidden_size', 1024), getattr(cfg, 'num_hidden_layers', 12)
-    heads = getattr(cfg, 'num_attention_heads', None) or max(1, h // 64)
-    hd = getattr(cfg, 'head_dim', None) or h // heads
-    return 2 * L * (getattr(cfg, 'num_key_value_heads', None) or heads) * hd * b
-
-
 def memory_estimate(
     model,  # the model (before or after peft wraps it)
     batch: int,
@@ -182,7 +174,7 @@ def memory_estimate(
         kb = (
             4 if not adapters and t else b if quant_bits else lb
         )  # generation runs without autocast, in the weights' own dtype
-        gen = generation_rows * (seq * (_kv_bytes(cfg, kb) + (3 * I + 4 * h) * kb) + V * 4 * SAMPLING_COPIES)
+        gen = generation_rows * (seq * (kv_bytes_per_token(cfg, kb) + (3 * I + 4 * h) * kb) + V * 4 * SAMPLING_COPIES)
         step = sum(est[k] for k in ('gradients', 'activations', 'logits', 'reference logits') if k in est)
         est['generation'] = max(0.0, gen - step)  # what sampling needs beyond the training step's own peak
     if reference:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 # %% auto #0
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
            'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'local_gpu',
-           'detect_hardware', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir', 'job_process',
-           'sharded_job', 'secret_name', 'redact', 'no_telemetry']
+           'detect_hardware', 'free_memory_gb', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir',
+           'job_process', 'sharded_job', 'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -260,6 +260,24 @@ def detect_hardware() -> Hardware:
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
         return Hardware('mps', 'Apple GPU', memory_gb=_ram_gb(), cpus=cpus, free_gb=_mps_free_gb())
     return Hardware('cpu', _cpu_name(), memory_gb=_ram_gb(), cpus=cpus, free_gb=_free_ram_gb(), cpu_bf16=cpu_bf16())
+
+# %% ../nbs/00_core.ipynb #3d69a269
+def free_memory_gb(
+    device='cpu',  # a torch device or its name: 'cuda:0', 'mps', 'cpu'
+) -> float:
+    "Memory new tensors on `device` can take now, in GB (0 when unknown)."
+    import torch
+
+    device = torch.device(device)
+    if device.type == 'cuda':
+        try:
+            free = torch.cuda.mem_get_info(device)[0]
+        except Exception:
+            return 0.0  # an old driver, or a faked device
+        return (free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)) / 1e9
+    if device.type == 'mps':
+        return _mps_free_gb()
+    return memory_available_gb()
 
 # %% ../nbs/00_core.ipynb #01fdb72e
 def _shell():

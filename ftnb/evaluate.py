@@ -204,7 +204,8 @@ def evaluate(
     max_rows: int | None = None,  # evaluate the first `max_rows` rows only
     # longest answer, in tokens; default sized by the data's answers (`answer_budget`)
     max_new_tokens: int | None = None,
-    generation_batch_size: int = 8,  # prompts answered together
+    # answers generated together; default what memory holds (`generation_rows`)
+    generation_batch_size: int | None = None,
     # a system message for prompts that have none; default a Run's (`Run.system`, its training data's)
     system: str | None = None,
     answer_loss: bool = True,  # also the loss on the answers and its perplexity, where the data has answers
@@ -264,10 +265,10 @@ def evaluate(
                 generation_batch_size=generation_batch_size,
                 system=system,
                 tools=columns.get('tools'),
-                progress=False if quiet or len(prompts) <= generation_batch_size else f"{name}: answers",
+                progress=False if quiet else f"{name}: answers",
             )
             lo = (
-                loss_on_answers(net, tok, d, generation_batch_size)
+                loss_on_answers(net, tok, d, generation_batch_size or 8)
                 if answer_loss and d.kind in ('conversation', 'prompt_completion')
                 else None
             )

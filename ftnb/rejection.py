@@ -145,14 +145,13 @@ def rejection_sample(
     max_new_tokens: int | None = None,
     temperature: float = 1.0,  # sampling temperature (higher: more varied answers to choose from)
     top_p: float = 1.0,  # nucleus sampling: keep the smallest set of tokens with this much probability
-    generation_batch_size: int = 8,  # prompts generated together (each with num_generations answers)
+    # answers generated together (prompts times `num_generations`); default what memory holds (`generation_rows`)
+    generation_batch_size: int | None = None,
     seed: int = 42,  # seed of the sampling
     progress: bool = True,  # show a progress bar
 ) -> Samples:
     """Sample `num_generations` answers per prompt and score them with `rewards`: the best answers for SFT,
     best-vs-worst pairs for DPO."""
-    from tqdm.auto import tqdm
-
     n = num_generations
     d = data if isinstance(data, Data) else load_data(data)
     funcs, weights = as_rewards(rewards, reward_weights)
@@ -162,22 +161,17 @@ def rejection_sample(
         max_new_tokens, _ = answer_budget(d, m.tokenizer)
     d, gen = d.to_prompts(), m.generate
     set_seed(seed)
-    answers = []
-    bar = tqdm(total=len(d) * n, desc=f'Sampling {n} per prompt', unit='answer', disable=not progress)
-    for i in range(0, len(d), generation_batch_size):
-        ps = [r['prompt'] for r in d.rows[i : i + generation_batch_size]]
-        out = gen(
-            ps,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            num_return_sequences=n,
-            generation_batch_size=len(ps),
-        )
-        answers += [out[k * n : (k + 1) * n] for k in range(len(ps))]
-        bar.update(len(ps) * n)
-    bar.close()
+    out = gen(
+        [r['prompt'] for r in d.rows],
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=n,
+        generation_batch_size=generation_batch_size,
+        progress=f'Sampling {n} per prompt' if progress else False,
+    )
+    answers = [out[k * n : (k + 1) * n] for k in range(len(d))]
     cols = {
         k: [r[k] for r in d.rows for _ in range(n)] for k in d.rows[0] if k != 'prompt'
     }  # TRL's layout: one entry per answer

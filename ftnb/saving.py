@@ -7,7 +7,7 @@ from __future__ import annotations
 import re, json, tempfile
 from pathlib import Path
 from fastcore.basics import patch
-from .core import FtnbError, memory_available_gb
+from .core import FtnbError, free_memory_gb, memory_available_gb
 from ftnb.models import (
     Model,
     is_peft,
@@ -304,15 +304,6 @@ def merge_place(
     return (device if free_gb >= 2.2 * n_params / 1e9 else 'cpu'), ('bfloat16' if bf16 else 'float16')
 
 # %% ../nbs/02b_saving.ipynb #388f93d7
-def _cuda_free_gb(device) -> float:
-    "What the GPU `device` can still take (GB), counting memory torch's allocator holds but does not use."
-    import torch
-
-    return (
-        torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    ) / 1e9
-
-
 def reload_16bit(
     net,  # a peft network whose base is loaded in 4/8 bits (QLoRA)
 ):
@@ -344,7 +335,7 @@ def reload_16bit(
     dev, n = next(net.parameters()).device, count_params(base)[0]
     cuda = dev.type == 'cuda'
     where, dtype = merge_place(
-        str(dev), n, _cuda_free_gb(dev) if cuda else 0.0, cuda and torch.cuda.get_device_capability(dev) >= (8, 0)
+        str(dev), n, free_memory_gb(dev) if cuda else 0.0, cuda and torch.cuda.get_device_capability(dev) >= (8, 0)
     )
     need, ram = n * (4 if dtype == 'float32' else 2) / 1e9, memory_available_gb()
     if where == 'cpu' and 0 < ram < 1.1 * need:
