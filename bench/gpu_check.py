@@ -44,6 +44,7 @@ torchmetrics torchvision tqdm transformers treescope triton typer typing-extensi
 werkzeug wheel wrapt xarray xxhash yarl zipp""".split())
 KEEP_IMAGE = {'torch', 'transformers'}  # CUDA's torch cannot travel; this environment's transformers needs a newer huggingface_hub than the image's
 ALSO_CARRY = {'accelerate', 'peft'}  # on the image at other versions: carried, so the check runs the versions CI tests
+LIGER = 'liger-kernel==0.8.5'  # TRL's `use_liger_kernel` (the `kernels` experiment): Triton kernels, pure Python; triton is on the image
 BITSANDBYTES = 'bitsandbytes==0.50.2'  # QLoRA's library (not in a CPU environment): the newest release, with a CUDA 13.0 build
 CUDA_LIB = 'libbitsandbytes_cuda130.so'  # the image's torch is cu130: bitsandbytes travels with this library only (42 MB wheel -> 2 MB)
 PLATFORMS = ('manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_24_x86_64', 'manylinux_2_17_x86_64', 'manylinux2014_x86_64',
@@ -78,7 +79,7 @@ def pins(settings=ROOT/'settings.ini') -> list[str]:
         for r in metadata.requires(n) or []:
             r = Requirement(r)
             if r.marker is None or r.marker.evaluate(env | {'extra': ''}): todo.append(r.name)
-    return [f"{n}=={v}" for n, v in sorted(out.items())] + [BITSANDBYTES]
+    return [f"{n}=={v}" for n, v in sorted(out.items())] + [BITSANDBYTES, LIGER]
 
 def strip_wheel(whl:Path, keep:str=CUDA_LIB) -> Path:
     "Rewrite bitsandbytes' wheel with one GPU library, `keep` (and the CPU one): the others are 40 MB the GPU machine never loads."
@@ -359,36 +360,73 @@ class Check:
         return dict(stopped=first, resumed=second, logged_steps=steps, continuous=steps == list(range(1, len(steps) + 1)))
 
     # -- ftnb against raw TRL on the same settings (LoRA, the training precision of this device)
-    def ftnb_vs_trl(self):
-        from ftnb.sft import sft
+    def raw_sft(self, run, key, steps, **extra) -> dict:
+        """A raw `SFTTrainer` with `run`'s settings, tokenized rows and LoRA, plus `extra` config fields (TRL's kernels):
+        its step time from the first logged step on, loss, tokens a second and CUDA peak memory; any error as text."""
         from ftnb.models import load_model, lora_config
         from ftnb.trainer import CHECKPOINTING
         from trl import SFTConfig, SFTTrainer
         from transformers import TrainerCallback
+        torch, a, m = self.torch, run.args, load_model(MODEL)
+        stamps = []
+        class Clock(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and 'loss' in logs: stamps.append((time.perf_counter(), state.global_step, state.num_input_tokens_seen))
+        rec = dict(extra=extra)
+        try:
+            cfg = SFTConfig(output_dir=str(self.dir(key)), max_steps=steps, per_device_train_batch_size=a.per_device_train_batch_size,
+                            gradient_accumulation_steps=a.gradient_accumulation_steps, learning_rate=a.learning_rate, lr_scheduler_type='cosine',
+                            warmup_steps=a.warmup_steps, bf16=a.bf16, fp16=a.fp16, use_cpu=a.use_cpu, max_length=a.max_length,
+                            **{CHECKPOINTING: getattr(a, CHECKPOINTING)}, save_strategy='no', logging_steps=1, report_to='none',
+                            seed=a.seed, include_num_input_tokens_seen='non_padding', **extra)
+            if self.cuda: torch.cuda.synchronize(); before = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
+            tr = SFTTrainer(model=m.model, args=cfg, train_dataset=run.train_dataset, processing_class=m.tokenizer, peft_config=lora_config(),
+                            callbacks=[Clock()])
+            out = tr.train().metrics
+            rec |= dict(train_runtime=r3(out.get('train_runtime')), train_loss=r3(out.get('train_loss')))
+            if len(stamps) > 1:
+                (t0, s0, n0), (t1, s1, n1) = stamps[0], stamps[-1]
+                rec |= dict(step_measured=r3((t1 - t0) / (s1 - s0)), tokens_s=r3((n1 - n0) / (t1 - t0)) if n1 > n0 else None)
+            rec['cuda_max_allocated_gb'] = r3((torch.cuda.max_memory_allocated() - before) / 1e9) if self.cuda else NEEDS_CUDA
+            del tr
+        except Exception as e: rec['error'] = err_text(e)
+        del m; self.free()
+        return rec
+
+    def ftnb_vs_trl(self):
+        from ftnb.sft import sft
+        from ftnb.models import load_model
         steps = 2 if self.smoke else 40
         run = sft(load_model(MODEL), self.D, max_steps=steps, batch_size=self.batch, logging_steps=1, run_dir=self.dir('ftnb_vs_trl'))
         self.runs['lora'] = run
         ours = self.train(run)
-        a, m = run.args, load_model(MODEL)
-        cfg = SFTConfig(output_dir=str(self.dir('raw_trl')), max_steps=steps, per_device_train_batch_size=a.per_device_train_batch_size,
-                        gradient_accumulation_steps=a.gradient_accumulation_steps, learning_rate=a.learning_rate, lr_scheduler_type='cosine',
-                        warmup_steps=a.warmup_steps, bf16=a.bf16, fp16=a.fp16, use_cpu=a.use_cpu, max_length=a.max_length,
-                        **{CHECKPOINTING: getattr(a, CHECKPOINTING)}, save_strategy=a.save_strategy, save_steps=a.save_steps,
-                        logging_steps=1, report_to='none', seed=a.seed)
-        stamps = []
-        class Clock(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):
-                if logs and 'loss' in logs: stamps.append((time.perf_counter(), state.global_step))
-        tr = SFTTrainer(model=m.model, args=cfg, train_dataset=run.train_dataset, processing_class=m.tokenizer, peft_config=lora_config(),
-                        callbacks=[Clock()])
-        out = tr.train().metrics
-        warm = (stamps[-1][0] - stamps[0][0]) / (stamps[-1][1] - stamps[0][1]) if len(stamps) > 1 else None
-        raw = dict(train_runtime=r3(out.get('train_runtime')), step_measured=r3(warm), train_loss=r3(out.get('train_loss')))
-        del tr, m; self.free()
+        raw = self.raw_sft(run, 'raw_trl', steps)
         ratio = lambda x, y: r3(x / y) if x and y else None
         return dict(ftnb=ours, raw_trl=raw, data='ftnb tokenized rows (answers-only), the same for both', steps=steps,
-                    raw_over_ftnb_runtime=ratio(raw['train_runtime'], ours['time_s']['train_runtime']),
-                    raw_over_ftnb_step=ratio(raw['step_measured'], ours['time_s']['step_measured']))
+                    raw_over_ftnb_runtime=ratio(raw.get('train_runtime'), ours['time_s']['train_runtime']),
+                    raw_over_ftnb_step=ratio(raw.get('step_measured'), ours['time_s']['step_measured']))
+
+    def kernels(self):
+        """Raw TRL's SFT on ftnb's settings (the `ftnb_vs_trl` run's) with TRL's GPU kernels off and on: Liger's fused
+        kernels (`use_liger_kernel`, carried as a wheel) and padding-free batches (`padding_free`), each alone; step time,
+        tokens a second and peak memory against the plain run, so a session with a GPU knows what they would give ftnb."""
+        import importlib.util
+        run = self.runs.get('lora')
+        if run is None: return dict(skipped='needs the ftnb_vs_trl run')
+        steps = 2 if self.smoke else 30
+        variants = dict(plain={}, liger=dict(use_liger_kernel=True), padding_free=dict(padding_free=True))
+        rec = dict(steps=steps, liger_installed=importlib.util.find_spec('liger_kernel') is not None)
+        for name, extra in variants.items():
+            if extra and not self.cuda: rec[name] = NEEDS_CUDA; continue
+            rec[name] = self.raw_sft(run, f'kernels_{name}', steps, **extra)
+        plain = rec['plain']
+        for name in ('liger', 'padding_free'):
+            r = rec[name]
+            if isinstance(r, dict) and r.get('step_measured') and plain.get('step_measured'):
+                r['speedup'] = r3(plain['step_measured'] / r['step_measured'])
+                if isinstance(r.get('cuda_max_allocated_gb'), float) and isinstance(plain.get('cuda_max_allocated_gb'), float):
+                    r['memory_ratio'] = r3(r['cuda_max_allocated_gb'] / plain['cuda_max_allocated_gb'])
+        return rec
 
     # -- full fine-tuning (memory of float32 masters, and a full run to load on a CPU)
     def full_sft(self):
@@ -448,7 +486,7 @@ def length_reward(completions, **kw):
 
 EXPERIMENTS = dict(  # name: cap in seconds on the GPU machine (the 135M stand-in trains a step in well under a second there)
     qlora_sft=60, qlora_dpo=45, qlora_kto=45, qlora_orpo=45, qlora_reward=45, qlora_grpo=60, qlora_rloo=60, qlora_rejection_sample=40,
-    qlora_sft_fp16_t4like=60, qlora_sft_small_gpu=60, stop_resume=60, ftnb_vs_trl=90, full_sft=45,
+    qlora_sft_fp16_t4like=60, qlora_sft_small_gpu=60, stop_resume=60, ftnb_vs_trl=90, kernels=60, full_sft=45,
     gguf_from_qlora=45, gguf_from_lora=45, gpu_runs_loaded_on_cpu=120)
 
 def environment_record() -> dict:

@@ -9,12 +9,15 @@ Sections:
   model-FLOPs utilisation (MFU) of each against the probe of its precision.
 - overhead: ftnb's `sft()` Run against a raw `trl.SFTTrainer` given the same config, tokenized data and answers-only
   scoring (what ftnb adds: callbacks, events, the console view, metrics.jsonl, atomic checkpoints). Target >= 0.98.
-- defaults: `sft(model, data)` with ftnb's defaults against `SFTTrainer` with TRL's, non-pad tokens/s on the
-  ShareGPT file. Target >= 3.
+- defaults: `sft(model, data)` with ftnb's defaults against `SFTTrainer` with TRL's, non-pad tokens/s, on each workload
+  (`WORKLOADS`: the ShareGPT identity file, and the quick start's short identity conversations). Target >= 3.
 - memory: SFT on the ShareGPT file and DPO on hh-rlhf pairs (<= 1,200 characters, batch 8): the estimated
   training state against the measured one (peak minus memory in use before training), the peak resident
   memory, and the time estimate against the real duration. Targets: +-20% memory, +-25% time, DPO <= 4 GB.
 - methods: seconds per optimizer step of every method with its defaults.
+- generation: ftnb's `generate` (prompts sorted by length, as many rows a batch as memory allows) against plain
+  `model.generate` on 8 prompts at a time in their order (what ftnb did before, and what a user writes), on 64 GSM8K
+  questions, 64 new tokens, greedy: new tokens/s and how many answers are identical. Target >= 2 with all identical.
 
 Every measured training runs in its own process (`--child`), so one run's memory never counts in another's;
 pairs run back to back and alternate which goes first. Time runs from the end of the first step (warm-up)
@@ -28,7 +31,7 @@ warnings.filterwarnings('ignore')
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent/'shared'/'data'
-SHAREGPT, HH = DATA/'fastchat_identity.json', DATA/'hh_rlhf_harmless_test.jsonl.gz'
+SHAREGPT, HH, GSM8K = DATA/'fastchat_identity.json', DATA/'hh_rlhf_harmless_test.jsonl.gz', DATA/'gsm8k_train.jsonl'
 
 # ---------------------------------------------------------------- children: one measured training each
 def clock():
@@ -45,9 +48,17 @@ def clock():
 def _timed(c) -> dict:
     return dict(tok_s=c.tokens / c.seconds if c.tokens else None, s_step=c.seconds / max(1, c.steps))
 
-def _sft_run(steps, **kw):
-    from ftnb.all import sft, load_model, load_data
-    return sft(load_model(), load_data(SHAREGPT, ignore=['id']), max_steps=steps, run_dir=tempfile.mkdtemp(), save_steps=10_000,
+WORKLOADS = dict(sharegpt="the ShareGPT identity file (500 conversations, single and multi-turn)",
+                 persona="short identity conversations (the quick start's 240 persona rows, one question and answer each)")
+
+def _rows(workload='sharegpt'):
+    "The rows of a workload, as `load_data` gives them."
+    from ftnb.all import load_data, persona_data
+    return load_data(SHAREGPT, ignore=['id']) if workload == 'sharegpt' else load_data(persona_data(n=240), quiet=True)
+
+def _sft_run(steps, workload='sharegpt', **kw):
+    from ftnb.all import sft, load_model
+    return sft(load_model(), _rows(workload), max_steps=steps, run_dir=tempfile.mkdtemp(), save_steps=10_000,
                include_num_input_tokens_seen='non_padding', **kw)
 
 def _ftnb(run) -> dict:
@@ -62,7 +73,7 @@ def _ftnb(run) -> dict:
                             est_s_step=run.step_seconds, steps=run.step, seconds=wall, dtype='bfloat16' if a.bf16 else 'float32',
                             per_device=a.per_device_train_batch_size, accumulation=a.gradient_accumulation_steps)
 
-def child_sft(steps): return _ftnb(_sft_run(steps))
+def child_sft(steps, workload='sharegpt'): return _ftnb(_sft_run(steps, workload))
 
 def child_raw_same(steps):
     "A raw SFTTrainer with the config, tokenized data and LM-head scoring ftnb's sft() would use: what is left is ftnb's wrapper."
@@ -77,18 +88,18 @@ def child_raw_same(steps):
     c = clock(); tr.add_callback(c); tr.train()
     return _timed(c)
 
-def child_raw_defaults(steps):
+def child_raw_defaults(steps, workload='sharegpt'):
     "SFTTrainer with TRL's defaults, as a user who sets nothing gets them on this machine."
     from trl import SFTConfig, SFTTrainer
     from datasets import Dataset
-    from ftnb.all import load_model, load_data
+    from ftnb.all import load_model
     m = load_model(dtype='float32')  # from_pretrained's default
     kw = {}
     try: SFTConfig(output_dir=tempfile.mkdtemp())  # TRL's default bf16=True: it runs on a CPU that has it, else fp32 is what runs
     except Exception: kw = dict(bf16=False)
     args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, report_to='none', save_strategy='no',
                      include_num_input_tokens_seen='non_padding', **kw)
-    tr = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(load_data(SHAREGPT, ignore=['id']).rows), processing_class=m.tokenizer)
+    tr = SFTTrainer(model=m.model, args=args, train_dataset=Dataset.from_list(_rows(workload).rows), processing_class=m.tokenizer)
     c = clock(); tr.add_callback(c); tr.train()
     return _timed(c) | dict(bf16=args.bf16, checkpointing=bool(getattr(args, 'gradient_checkpointing', False) or getattr(args, 'activation_checkpointing', False)))
 
@@ -160,7 +171,98 @@ def child_precision(repeats=3):
         res[k] = dict(seconds=s, tok_s=ids.numel() / s, mfu=half / s / (peak['bfloat16'] * 1e9), loss=out.loss.item())
     return dict(matmul_gflops=peak, modes=res, flops=flops)
 
-CHILDREN = dict(sft=child_sft, raw_same=child_raw_same, raw_defaults=child_raw_defaults, dpo=child_dpo, method=child_method,
+def child_generation(repeats=3, prompts=64, new_tokens=64):
+    """Plain `model.generate`, 8 prompts at a time in their order, against ftnb's `generate` with its defaults, in one
+    process (one model), alternating which goes first; greedy."""
+    import torch
+    from ftnb.models import load_model, with_pad_token, generation_rows
+    from ftnb.chat import chat_text
+    m = load_model(); net, tok = m.model, with_pad_token(m.tokenizer)
+    qs = [json.loads(l)['question'] for l in open(GSM8K)][:prompts]
+    def plain():
+        tok.padding_side = 'left'; net.eval(); out = []
+        for i in range(0, len(qs), 8):
+            texts = [chat_text(tok, [dict(role='user', content=q)], generation_prompt=True) for q in qs[i:i + 8]]
+            enc = tok(texts, return_tensors='pt', padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                ids = net.generate(**enc, max_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
+                                   top_k=None, pad_token_id=tok.pad_token_id)
+            out.append(ids[:, enc['input_ids'].shape[1]:])
+        tok.padding_side = 'right'
+        return [s.strip() for o in out for s in tok.batch_decode(o, skip_special_tokens=True)]
+    def fast(): return m.generate(qs, max_new_tokens=new_tokens, progress=False)
+    def new_tokens_of(answers): return sum(len(tok(a, add_special_tokens=False)['input_ids']) + 1 for a in answers)
+    fast()  # warm-up
+    out, answers = [], {}
+    for i in range(repeats):
+        t = {}
+        for name, f in ((('plain', plain), ('ftnb', fast)) if i % 2 == 0 else (('ftnb', fast), ('plain', plain))):
+            t0 = time.perf_counter(); answers[name] = f(); t[name] = time.perf_counter() - t0
+        n = new_tokens_of(answers['plain'])
+        out.append(dict(ftnb=dict(seconds=t['ftnb'], tok_s=n / t['ftnb']), trl=dict(seconds=t['plain'], tok_s=n / t['plain']),
+                        ratio=t['plain'] / t['ftnb']))
+    same = sum(a == b for a, b in zip(answers['ftnb'], answers['plain']))
+    longest = max(len(tok(chat_text(tok, [dict(role='user', content=q)], generation_prompt=True))['input_ids']) for q in qs)
+    return dict(pairs=out, median_ratio=statistics.median(p['ratio'] for p in out), identical=same, answers=len(qs),
+                rows=generation_rows(net, longest + new_tokens), new_tokens=new_tokens,
+                dtype=str(next(net.parameters()).dtype).replace('torch.', ''))
+
+def _category(name, shapes, r, vocab):
+    "Where a profiled op's time goes: the body's, LoRA's or the head's matrix products, attention, the loss, the rest."
+    dims = {d for sh in shapes for d in (sh or [])}
+    if name in ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm'):
+        return 'vocabulary head (matmul)' if vocab in dims else 'LoRA adapters (matmul, rank %d)' % r if r in dims else 'linear layers (matmul)'
+    if 'attention' in name or 'softmax' in name and 'log' not in name: return 'attention'
+    if 'cross_entropy' in name or 'log_softmax' in name or 'nll_loss' in name: return 'loss'
+    if name in ('aten::copy_', 'aten::clone', 'aten::contiguous', 'aten::cat', 'aten::to', 'aten::_to_copy', 'aten::embedding_dense_backward',
+                'aten::index_select', 'aten::embedding'): return 'copies and lookups'
+    return 'elementwise and norms (add, mul, SiLU, RMSNorm, dropout)'
+
+def child_profile(dtype='float32', repeats=2):
+    """Where forward+backward of the embedded model under LoRA (8x256 tokens, answers-only head on the second half) spends
+    its time, by kind of op (torch.profiler, self time), with each kind's FLOP/s where it is a matrix product; then the
+    optimizer step. The probe of this precision is the peak."""
+    import torch
+    from collections import defaultdict
+    from torch.profiler import profile, ProfilerActivity
+    from peft import get_peft_model
+    from ftnb.core import matmul_gflops
+    from ftnb.models import load_model, lora_config
+    from ftnb.budget import step_flops
+    from ftnb.trainer import score_answers_only
+    import trl.trainer.utils as tu
+    peak = matmul_gflops(dtype, n=2048)
+    torch.manual_seed(0); ids = torch.randint(100, 40000, (8, 256)); labels = ids.clone(); labels[:, :128] = -100
+    cfg = lora_config(); net = get_peft_model(load_model(dtype=dtype).model, cfg).train()
+    tu.add_fused_lm_head(net.get_base_model(), outputs=('log_probs', 'entropy', 'is_top1'))
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    vocab = net.config.vocab_size
+    def step():
+        with score_answers_only(): out = net(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+    step(); net.zero_grad(set_to_none=True)  # warm-up
+    walls = []
+    for _ in range(repeats):
+        t = time.perf_counter(); step(); walls.append(time.perf_counter() - t)
+        t = time.perf_counter(); opt.step(); opt.zero_grad(set_to_none=True); walls[-1] = (walls[-1], time.perf_counter() - t)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+        step()
+    opt.zero_grad(set_to_none=True)
+    secs, flops = defaultdict(float), defaultdict(float)
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.self_cpu_time_total <= 0: continue
+        k = _category(e.key, e.input_shapes or [], cfg.r, vocab)
+        secs[k] += e.self_cpu_time_total / 1e6; flops[k] += (e.flops or 0)
+    fb = statistics.median(w[0] for w in walls); o = statistics.median(w[1] for w in walls)
+    scale = fb / sum(secs.values())  # the profiler's own cost stretches every op alike: shares are what count
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    model_flops = step_flops(net, ids.numel(), trainable, seq=256, scored=.5)
+    rows = {k: dict(seconds=v * scale, share=v / sum(secs.values()), gflops=flops[k] / (v * scale) / 1e9 if flops[k] else None)
+            for k, v in sorted(secs.items(), key=lambda kv: -kv[1])}
+    return dict(dtype=dtype, peak_gflops=peak, seconds=fb, optimizer_seconds=o, mfu=model_flops / fb / (peak * 1e9),
+                model_gflop=model_flops / 1e9, kinds=rows, cpu_bf16=__import__('ftnb.core', fromlist=['cpu_bf16']).cpu_bf16())
+
+CHILDREN = dict(generation=child_generation, profile=child_profile, sft=child_sft, raw_same=child_raw_same, raw_defaults=child_raw_defaults, dpo=child_dpo, method=child_method,
                 precision=child_precision)
 
 def child(name, *args) -> dict:
@@ -182,12 +284,18 @@ def pairs(a_name, a_args, b_name, b_args, repeats, key='tok_s'):
 
 def section_precision(a): return child('precision')
 def section_overhead(a): return pairs('sft', [a.steps], 'raw_same', [a.steps], a.repeats)
-def section_defaults(a): return pairs('sft', [a.steps], 'raw_defaults', [a.steps], a.repeats)
+def section_defaults(a): return {w: pairs('sft', [a.steps, w], 'raw_defaults', [a.steps, w], a.repeats) for w in WORKLOADS}
 def section_memory(a): return dict(sft=child('sft', a.steps), dpo=child('dpo', a.steps))
 def section_methods(a):
     return {n: child('method', n, 4) for n in ('sft', 'dpo', 'kto', 'orpo', 'reward', 'grpo', 'rloo')}
 
-SECTIONS = dict(precision=section_precision, overhead=section_overhead, defaults=section_defaults, memory=section_memory, methods=section_methods)
+def section_generation(a): return child('generation', a.repeats)
+def section_profile(a):
+    from ftnb.core import cpu_bf16
+    return child('profile', 'bfloat16' if cpu_bf16() else 'float32')
+
+SECTIONS = dict(precision=section_precision, overhead=section_overhead, defaults=section_defaults, memory=section_memory, methods=section_methods,
+                generation=section_generation, profile=section_profile)
 
 # ---------------------------------------------------------------- tables
 def _pct(est, real): return f"{(est / real - 1) * 100:+.0f}%"
@@ -212,12 +320,12 @@ def tables(res:dict, machine:str) -> str:
         o = res['overhead']; f = statistics.median(x['ftnb']['tok_s'] for x in o['pairs']); t = statistics.median(x['trl']['tok_s'] for x in o['pairs'])
         rows.append(f"| ftnb's `sft()` Run vs a raw `SFTTrainer` with the same config and data (overhead) | {f:.0f} tok/s | {t:.0f} tok/s | "
                     f"{o['median_ratio']:.2f} ({min(x['ratio'] for x in o['pairs']):.2f}–{max(x['ratio'] for x in o['pairs']):.2f}) | ≥ 0.98 |")
-    if 'defaults' in res:
-        d = res['defaults']; f = statistics.median(x['ftnb']['tok_s'] for x in d['pairs']); t = statistics.median(x['trl']['tok_s'] for x in d['pairs'])
-        trl = d['pairs'][0]['trl']
+    for w, d in ((w, res['defaults'][w]) for w in WORKLOADS if w in res.get('defaults', {})):
+        f = statistics.median(x['ftnb']['tok_s'] for x in d['pairs']); t = statistics.median(x['trl']['tok_s'] for x in d['pairs'])
+        trl, r = d['pairs'][0]['trl'], [x['ratio'] for x in d['pairs']]
         rows.append(f"| ftnb's defaults vs TRL's defaults ({'bf16' if trl.get('bf16') else 'fp32'}, full fine-tuning"
-                    f"{', checkpointing' if trl.get('checkpointing') else ''}), non-pad tokens/s | {f:.0f} tok/s | {t:.0f} tok/s | "
-                    f"{d['median_ratio']:.2f} | ≥ 3 |")
+                    f"{', checkpointing' if trl.get('checkpointing') else ''}) on {WORKLOADS[w]}, non-pad tokens/s | {f:.0f} tok/s | "
+                    f"{t:.0f} tok/s | {d['median_ratio']:.2f} ({min(r):.2f}–{max(r):.2f}) | ≥ 3 |")
     if rows: out += ['| comparison | ftnb | TRL | median ratio (range) | target |', '|---|---|---|---|---|', *rows, '']
     if 'memory' in res:
         out += ['| run | micro-batches | training state: estimate / measured | peak resident | s/step: estimate / measured | duration |',
@@ -232,6 +340,24 @@ def tables(res:dict, machine:str) -> str:
         out += ['| method | s/step | micro-batches | precision |', '|---|---|---|---|']
         out += [f"| `{n}` | {r['s_step']:.1f} | {r['accumulation']} x {r['per_device']} | {r['dtype']} |" for n, r in res['methods'].items() if isinstance(r, dict)]
         out.append('')
+    if 'profile' in res:
+        p = res['profile']
+        out += [f"**Where a LoRA step's time goes** ({p['dtype']}, SmolLM2-135M, 8x256 tokens, TRL's head on the answer half): forward and "
+                f"backward {p['seconds']:.2f} s, {p['model_gflop']:.0f} GFLOP of model arithmetic, so {p['mfu']:.0%} of this CPU's "
+                f"{p['peak_gflops']:.0f} GFLOP/s {p['dtype']} matrix-product probe (MFU); the optimizer step adds {p['optimizer_seconds']:.2f} s. "
+                "By kind of op (torch.profiler, self time):", '', '| kind | s | share | GFLOP/s |', '|---|---|---|---|']
+        for k, v in p['kinds'].items():
+            g = f"{v['gflops']:.0f}" if v['gflops'] else ''
+            out.append(f"| {k} | {v['seconds']:.2f} | {v['share']:.0%} | {g} |")
+        out.append('')
+    if 'generation' in res:
+        g = res['generation']; r = [p['ratio'] for p in g['pairs']]
+        f = statistics.median(p['ftnb']['tok_s'] for p in g['pairs']); t = statistics.median(p['trl']['tok_s'] for p in g['pairs'])
+        out += ['| generation | ftnb `generate` | plain `model.generate`, 8 at a time | median ratio (range) | identical answers | target |',
+                '|---|---|---|---|---|---|',
+                f"| {g['answers']} GSM8K questions, {g['new_tokens']} new tokens, greedy, {g['dtype']} | {f:.0f} tok/s "
+                f"({g['rows']} rows a batch) | {t:.0f} tok/s | {g['median_ratio']:.2f} ({min(r):.2f}–{max(r):.2f}) | "
+                f"{g['identical']} of {g['answers']} | ≥ 2, all |", '']
     return '\n'.join(out).strip()
 
 START, END = '<!-- bench/speed.py: start -->', '<!-- bench/speed.py: end -->'

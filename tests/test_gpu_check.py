@@ -24,7 +24,7 @@ def test_pins_carry_the_versions_tested_here_and_meet_ftnb_requirements():
         assert Requirement(reqs[n]).specifier.contains(pins[n], prereleases=True), (n, reqs[n], pins[n])
     assert {'dill', 'multiprocess', 'ipython', 'traitlets'} <= set(pins)  # what those need and the GPU image lacks
     assert not {'torch', 'transformers', 'numpy', 'pyarrow', 'huggingface-hub'} & set(pins)  # the image's own (CUDA's torch cannot travel)
-    assert 'bitsandbytes' in pins and len(pins) == len(gc.pins())  # one version of each: two would stop the install
+    assert {'bitsandbytes', 'liger-kernel'} <= set(pins) and len(pins) == len(gc.pins())  # one version of each: two would stop the install
 
 def test_bitsandbytes_travels_with_one_cuda_library(tmp_path):
     w = tmp_path/'bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl'
@@ -74,5 +74,7 @@ def test_the_smoke_run_records_every_experiment_without_an_error(tmp_path):
     assert s['stopped']['state'] == 'stopped' and s['resumed']['state'] == 'finished' and s['resumed']['step'] == 4 and s['continuous']
     assert d['ftnb_vs_trl']['raw_over_ftnb_runtime'] > 0 and d['ftnb_vs_trl']['raw_trl']['train_loss'] is not None
     assert d['gguf_from_qlora']['tensors'] > 0 and d['gguf_from_lora']['modelfile']
+    k = d['kernels']  # raw TRL on ftnb's settings, kernels off; on and off need CUDA
+    assert k['plain']['train_loss'] is not None and k['liger'] == k['padding_free'] == gc.NEEDS_CUDA
     cpu = d['gpu_runs_loaded_on_cpu']['runs']
     assert set(cpu) == {'qlora_sft', 'lora', 'full'} and all(r['use_cpu'] and r['device'] == 'cpu' and isinstance(r['answer'], str) for r in cpu.values())
