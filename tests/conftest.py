@@ -19,6 +19,8 @@ def pytest_configure(config):
     settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ftnb'))
 
 def pytest_collection_modifyitems(config, items):
+    for it in items:  # with `-n 2 --dist loadgroup` (pytest-xdist), the tests of the docs site share one worker: one build
+        if 'docs_site' in getattr(it, 'fixturenames', ()): it.add_marker(pytest.mark.xdist_group('docs'))
     chosen = config.getoption('-m') or ''
     for mark in ('slow', 'tutorials'):  # each runs only when asked for by name
         if mark in chosen: continue

@@ -53,15 +53,18 @@ def test_hub_id_offline_gives_a_clear_error(tmp_path):
     with pytest.raises(FtnbError, match="Could not load 'acme/nothing-here' from the Hugging Face Hub.*Offline"):
         load_model('acme/nothing-here', cache_dir=str(tmp_path))
 
-def test_cache_is_reused_and_an_interrupted_entry_is_rebuilt(tmp_path):
-    with patch.dict(os.environ, {'FTNB_CACHE': str(tmp_path)}):
-        d = convert_gguf(embedded_gguf(), quiet=True)
-        assert d.parent == tmp_path/'models' and (d/'model.safetensors').stat().st_size > 500e6
+def test_cache_is_reused_and_an_interrupted_entry_is_rebuilt(tiny, tmp_path):
+    "A GGUF is converted once; a cache entry missing its weights (a conversion that died) is converted again."
+    from ftnb.saving import save_gguf
+    gguf = save_gguf(tiny.model, tiny.tokenizer, tmp_path/'tiny.gguf', 'f32', progress=False)  # the embedded one takes a minute
+    with patch.dict(os.environ, {'FTNB_CACHE': str(tmp_path/'cache')}):
+        d = convert_gguf(gguf, quiet=True)
+        assert d.parent == tmp_path/'cache'/'models' and (d/'model.safetensors').stat().st_size > 4 * 3e6  # 3 M float32 weights
         stamp = (d/'model.safetensors').stat().st_mtime_ns
-        t = time.time(); assert convert_gguf(embedded_gguf(), quiet=True) == d; assert time.time() - t < 1
+        t = time.time(); assert convert_gguf(gguf, quiet=True) == d; assert time.time() - t < 1
         assert (d/'model.safetensors').stat().st_mtime_ns == stamp
         (d/'model.safetensors').unlink()          # as if a conversion had died half-way
-        assert convert_gguf(embedded_gguf(), quiet=True) == d and (d/'model.safetensors').exists()
+        assert convert_gguf(gguf, quiet=True) == d and (d/'model.safetensors').exists()
         assert not [p for p in d.parent.iterdir() if p.name.startswith('.tmp-')]
 
 def test_tiny_model_trains_a_step_quickly(tiny):

