@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None):
                     f"`ftnb execute` needs nbclient and ipykernel ({e.name} is missing): pip install -e '.[dev]'"
                 ) from e
             nbs = [f for f in a.notebooks if not a.only_flagged or flagged(f, a.flags)]
+            if a.workers > 1 and 'OMP_NUM_THREADS' not in os.environ:
+                # each kernel's torch takes its share of the cores: oversubscribed, OpenMP's threads wait on each other
+                os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // a.workers))
             done = []
             with ThreadPoolExecutor(max(1, a.workers)) as ex:
                 for job in as_completed([ex.submit(run_notebook, f, flags=a.flags, save=a.save) for f in nbs]):

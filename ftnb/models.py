@@ -83,18 +83,48 @@ def convert_gguf(
     quiet: bool = False,  # no message while converting
 ) -> Path:
     "Convert a GGUF file once into an ordinary trainable model folder in ftnb's cache; returns the folder."
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    import torch
-
     f = Path(path).expanduser()
     if not f.is_file():
         raise FtnbError(f"GGUF file not found: {str(path)!r}")
     dest = cache_dir('models', _gguf_key(f))
     if _complete(dest):
         return dest
-    if not quiet:
-        print(f"ftnb: converting {f.name} to a trainable model in {dest} (once, about 20 s)")
+    with _converting(dest, f.name, quiet):
+        if not _complete(dest):  # made by another process while this one waited
+            _convert(f, dest, dtype, quiet)
+    return dest
+
+
+@contextmanager
+def _converting(dest: Path, name: str, quiet: bool):
+    """Hold the lock on converting into `dest`: a second process (another notebook, a launched job) waits for the first,
+    then finds the folder made. Where there is no `fcntl` (Windows) both convert, and the folder that lands first stays."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(dest.parent / f'.{dest.name}.lock', 'w') as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if not quiet:
+                print(f"ftnb: another process is converting {name}; waiting for it", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert(f: Path, dest: Path, dtype: str, quiet: bool):
+    "Write the GGUF `f` as an ordinary model folder at `dest`, through a temporary folder beside it."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+
+    if not quiet:
+        print(f"ftnb: converting {f.name} to a trainable model in {dest} (once, about 20 s)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix='.tmp-', dir=dest.parent))
     try:
         tok = AutoTokenizer.from_pretrained(f.parent, gguf_file=f.name)
@@ -123,7 +153,6 @@ def convert_gguf(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 # %% ../nbs/02_models.ipynb #d002e542
 def _numel(p) -> int:

@@ -1,6 +1,8 @@
 """Shared test setup: offline Hub, the `slow` marker, paths to the real data in ../shared/data."""
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # before any Hugging Face import: fail fast instead of retrying a network
+if os.environ.get('PYTEST_XDIST_WORKER'):  # `pytest -n N`: N workers share the cores; torch's threads must not oversubscribe them
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')))))
 from pathlib import Path
 import pytest
 

@@ -67,6 +67,20 @@ def test_cache_is_reused_and_an_interrupted_entry_is_rebuilt(tiny, tmp_path):
         assert convert_gguf(gguf, quiet=True) == d and (d/'model.safetensors').exists()
         assert not [p for p in d.parent.iterdir() if p.name.startswith('.tmp-')]
 
+def test_two_processes_converting_one_gguf_convert_it_once(tiny, tmp_path, capsys):
+    "Two notebooks opened at once (here two threads) both ask for the model: one converts, the other waits for it."
+    import threading
+    from ftnb.saving import save_gguf
+    gguf = save_gguf(tiny.model, tiny.tokenizer, tmp_path/'tiny.gguf', 'f32', progress=False)
+    got = []
+    with patch.dict(os.environ, {'FTNB_CACHE': str(tmp_path/'cache')}):
+        ts = [threading.Thread(target=lambda: got.append(convert_gguf(gguf))) for _ in range(2)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+    out = capsys.readouterr().out
+    assert len(got) == 2 and got[0] == got[1] and (got[0]/'model.safetensors').exists()
+    assert out.count('ftnb: converting') == 1 and out.count('waiting for it') == 1, out
+
 def test_tiny_model_trains_a_step_quickly(tiny):
     model, tok = tiny_model()
     assert model.config.vocab_size == len(tok) and model.config.num_hidden_layers == 2
