@@ -216,7 +216,7 @@ def _category(name, shapes, r, vocab):
     if 'cross_entropy' in name or 'log_softmax' in name or 'nll_loss' in name: return 'loss'
     if name in ('aten::copy_', 'aten::clone', 'aten::contiguous', 'aten::cat', 'aten::to', 'aten::_to_copy', 'aten::embedding_dense_backward',
                 'aten::index_select', 'aten::embedding'): return 'copies and lookups'
-    return 'elementwise and norms (add, mul, SiLU, RMSNorm, dropout)'
+    return 'elementwise (norms, SiLU, residual adds, dropout, the head\'s log-sum-exp)'
 
 def child_profile(dtype='float32', repeats=2):
     """Where forward+backward of the embedded model under LoRA (8x256 tokens, answers-only head on the second half) spends
@@ -248,6 +248,14 @@ def child_profile(dtype='float32', repeats=2):
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
         step()
     opt.zero_grad(set_to_none=True)
+    # TRL's head projects the vocabulary in tiles and folds each into a log-sum-exp with torch ops on a CPU: its matmuls
+    # and elementwise ops hide among the body's. Its cost, by subtraction: the same step scoring one token a row.
+    full, labels[:] = labels.clone(), -100
+    labels[:, -1] = ids[:, -1]
+    lean = []
+    for _ in range(repeats):
+        t = time.perf_counter(); step(); lean.append(time.perf_counter() - t); net.zero_grad(set_to_none=True)
+    labels[:] = full
     secs, flops = defaultdict(float), defaultdict(float)
     for e in prof.key_averages(group_by_input_shape=True):
         if e.self_cpu_time_total <= 0: continue
@@ -257,9 +265,10 @@ def child_profile(dtype='float32', repeats=2):
     scale = fb / sum(secs.values())  # the profiler's own cost stretches every op alike: shares are what count
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     model_flops = step_flops(net, ids.numel(), trainable, seq=256, scored=.5)
-    rows = {k: dict(seconds=v * scale, share=v / sum(secs.values()), gflops=flops[k] / (v * scale) / 1e9 if flops[k] else None)
+    rows = {k: dict(seconds=v * scale, share=v / sum(secs.values()), gflops=flops[k] / (v * scale) / 1e9 if flops[k] and 'matmul' in k else None)
             for k, v in sorted(secs.items(), key=lambda kv: -kv[1])}
     return dict(dtype=dtype, peak_gflops=peak, seconds=fb, optimizer_seconds=o, mfu=model_flops / fb / (peak * 1e9),
+                head_seconds=fb - statistics.median(lean),
                 model_gflop=model_flops / 1e9, kinds=rows, cpu_bf16=__import__('ftnb.core', fromlist=['cpu_bf16']).cpu_bf16())
 
 CHILDREN = dict(generation=child_generation, profile=child_profile, sft=child_sft, raw_same=child_raw_same, raw_defaults=child_raw_defaults, dpo=child_dpo, method=child_method,
@@ -301,7 +310,13 @@ SECTIONS = dict(precision=section_precision, overhead=section_overhead, defaults
 def _pct(est, real): return f"{(est / real - 1) * 100:+.0f}%"
 
 def tables(res:dict, machine:str) -> str:
-    out = [f"Measured by `python bench/speed.py` on {machine}. Each table comes from one run of its section (`--only` reruns a section alone); pairs inside a run alternate which goes first.", '']
+    out = [f"Measured by `python bench/speed.py` on {machine}, except where a table names another machine. Each table comes from one run "
+           "of its section (`--only` reruns a section alone); pairs inside a run alternate which goes first.", '']
+    def where(*names):
+        "A line naming the machine a section was measured on, where it is not the header's."
+        m = {res[n].get('machine', machine) for n in names if n in res} - {machine}
+        if m: out.extend([f"_Measured on {', '.join(sorted(m))}._", ''])
+    where('precision')
     if 'precision' in res:
         p = res['precision']; g = p['matmul_gflops']
         out += [f"**Precision.** A 2048² matrix product runs at {g['float32']:.0f} GFLOP/s in float32 and {g['bfloat16']:.0f} in "
@@ -316,6 +331,7 @@ def tables(res:dict, machine:str) -> str:
                     "on a CPU (`score_answers_only`). Their MFU counts the vocabulary projection on the scored half only."]
         out.append('')
     rows = []
+    where('overhead', 'defaults')
     if 'overhead' in res:
         o = res['overhead']; f = statistics.median(x['ftnb']['tok_s'] for x in o['pairs']); t = statistics.median(x['trl']['tok_s'] for x in o['pairs'])
         rows.append(f"| ftnb's `sft()` Run vs a raw `SFTTrainer` with the same config and data (overhead) | {f:.0f} tok/s | {t:.0f} tok/s | "
@@ -327,6 +343,7 @@ def tables(res:dict, machine:str) -> str:
                     f"{', checkpointing' if trl.get('checkpointing') else ''}) on {WORKLOADS[w]}, non-pad tokens/s | {f:.0f} tok/s | "
                     f"{t:.0f} tok/s | {d['median_ratio']:.2f} ({min(r):.2f}–{max(r):.2f}) | ≥ 3 |")
     if rows: out += ['| comparison | ftnb | TRL | median ratio (range) | target |', '|---|---|---|---|---|', *rows, '']
+    where('memory')
     if 'memory' in res:
         out += ['| run | micro-batches | training state: estimate / measured | peak resident | s/step: estimate / measured | duration |',
                 '|---|---|---|---|---|---|']
@@ -336,20 +353,26 @@ def tables(res:dict, machine:str) -> str:
                        f"{r['estimate_gb']:.2f} / {r['measured_gb']:.2f} GB ({_pct(r['estimate_gb'], r['measured_gb'])}) | {r['peak_gb']:.2f} GB | "
                        f"{r['est_s_step']:.1f} / {r['s_step']:.1f} ({_pct(r['est_s_step'], r['s_step'])}) | {r['seconds']:.0f} s |")
         out.append('')
+    where('methods')
     if 'methods' in res:
         out += ['| method | s/step | micro-batches | precision |', '|---|---|---|---|']
         out += [f"| `{n}` | {r['s_step']:.1f} | {r['accumulation']} x {r['per_device']} | {r['dtype']} |" for n, r in res['methods'].items() if isinstance(r, dict)]
         out.append('')
+    where('profile')
     if 'profile' in res:
         p = res['profile']
         out += [f"**Where a LoRA step's time goes** ({p['dtype']}, SmolLM2-135M, 8x256 tokens, TRL's head on the answer half): forward and "
                 f"backward {p['seconds']:.2f} s, {p['model_gflop']:.0f} GFLOP of model arithmetic, so {p['mfu']:.0%} of this CPU's "
                 f"{p['peak_gflops']:.0f} GFLOP/s {p['dtype']} matrix-product probe (MFU); the optimizer step adds {p['optimizer_seconds']:.2f} s. "
-                "By kind of op (torch.profiler, self time):", '', '| kind | s | share | GFLOP/s |', '|---|---|---|---|']
+                f"The vocabulary head (TRL's fused head: the projection in tiles, and a log-sum-exp over 49,152 columns done with "
+                f"torch ops on a CPU) takes {p['head_seconds']:.2f} s of it ({p['head_seconds'] / p['seconds']:.0%}), measured by "
+                "subtraction (the same step scoring one token a row); its ops are counted in the rows below. By kind of op "
+                "(torch.profiler, self time):", '', '| kind | s | share | GFLOP/s |', '|---|---|---|---|']
         for k, v in p['kinds'].items():
             g = f"{v['gflops']:.0f}" if v['gflops'] else ''
             out.append(f"| {k} | {v['seconds']:.2f} | {v['share']:.0%} | {g} |")
         out.append('')
+    where('generation')
     if 'generation' in res:
         g = res['generation']; r = [p['ratio'] for p in g['pairs']]
         f = statistics.median(p['ftnb']['tok_s'] for p in g['pairs']); t = statistics.median(p['trl']['tok_s'] for p in g['pairs'])
@@ -391,11 +414,15 @@ def main():
         if not f.exists(): sys.exit(f"needs {f} (the shared data folder beside the project)")
     out = Path(a.out); old = json.loads(out.read_text()) if out.exists() else {}
     res = dict(old.get('sections', {}))
+    for sec in res.values():  # sections measured before each recorded its machine: the file's machine
+        sec.setdefault('machine', old.get('machine', '').removeprefix('Hardware: '))
+    if 'pairs' in res.get('defaults', {}):  # one workload before there were two: the ShareGPT file
+        res['defaults'] = dict(sharegpt=res['defaults'], machine=res['defaults']['machine'])
     from ftnb.core import detect_hardware
     hw = detect_hardware()
     for name in ([] if a.tables else a.only.split(',') if a.only else SECTIONS):
         t = time.time(); print(f"{name}…", flush=True)
-        res[name] = SECTIONS[name](a) | dict(minutes=round((time.time() - t) / 60, 1))
+        res[name] = SECTIONS[name](a) | dict(minutes=round((time.time() - t) / 60, 1), machine=repr(hw).removeprefix('Hardware: '))
         out.write_text(json.dumps(dict(machine=repr(hw), steps=a.steps, repeats=a.repeats, sections=res), indent=1))
     md = tables(res, repr(hw).removeprefix('Hardware: '))
     print(md)
