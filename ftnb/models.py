@@ -6,17 +6,8 @@
 from __future__ import annotations
 import os, re, shutil, hashlib, importlib.util, tempfile
 from pathlib import Path
-from ftnb.core import (
-    FtnbError,
-    detect_hardware,
-    cache_dir,
-    cpu_bf16,
-    Hardware,
-    did_you_mean,
-    local_gpu,
-    sharded_job,
-    free_memory_gb,
-)
+from .core import FtnbError, detect_hardware, cache_dir, cpu_bf16, Hardware, did_you_mean
+from .core import local_gpu, sharded_job, free_memory_gb
 from .chat import chat_text
 from .markup import md_text, md_code
 
@@ -306,7 +297,10 @@ def generate(
     kw = _gen_kw(tokenizer, max_new_tokens, kwargs)
     n = kw.get('num_return_sequences') or 1
     texts = [chat_text(tokenizer, _messages(p, system), t, generation_prompt=True) for p, t in zip(ps, per)]
-    lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)['input_ids']]
+    ids_of = (
+        tokenizer(texts, add_special_tokens=False)['input_ids'] if texts else []
+    )  # tokenized once, padded a batch at a time
+    lengths = [len(x) for x in ids_of]
     if generation_batch_size is None:
         generation_batch_size = generation_rows(model, max(lengths, default=0) + max_new_tokens)
     step = max(1, generation_batch_size // n)  # prompts a batch
@@ -321,8 +315,9 @@ def generate(
         dev = next(model.parameters()).device
         for i in range(0, len(ps), step):
             batch = order[i : i + step]
-            enc = tokenizer([texts[k] for k in batch], return_tensors='pt', padding=True, add_special_tokens=False)
-            enc = enc.to(dev)
+            enc = tokenizer.pad({'input_ids': [ids_of[k] for k in batch]}, return_tensors='pt').to(
+                dev
+            )  # left: set above
             with torch.no_grad():
                 ids = model.generate(**enc, **kw)
             out = tokenizer.batch_decode(ids[:, enc['input_ids'].shape[1] :], skip_special_tokens=True)

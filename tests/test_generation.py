@@ -74,3 +74,6 @@ def test_generation_rows_on_a_faked_gpu():
     assert kv_bytes_per_token(cfg, 2) == 2 * 32 * 8 * 128 * 2  # 131 kB a token
     assert generation_rows(net, 4096, free_gb=8.0) == 3  # 2 GB for the cache: 3 rows of 4,096 tokens
     assert generation_rows(net, 512, free_gb=70.0) == MAX_GENERATION_ROWS
+
+def test_no_prompts_no_answers(tiny):
+    assert tiny.generate([], max_new_tokens=3) == []
