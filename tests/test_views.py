@@ -45,7 +45,11 @@ def kernel(monkeypatch):
     monkeypatch.setattr(InteractiveShell, 'initialized', classmethod(lambda cls: True))
     monkeypatch.setattr(InteractiveShell, 'instance', classmethod(lambda cls, *a, **kw: shell))
     for k in ('VSCODE_PID', 'FTNB_WIDGETS'): monkeypatch.delenv(k, raising=False)
-    return shell
+    before = set(threading.enumerate())
+    yield shell
+    for t in set(threading.enumerate()) - before:  # nothing a test started sends into the next test's kernel
+        if isinstance(t, threading.Timer): t.cancel()
+        t.join(60)
 
 @pytest.fixture
 def vscode(kernel, monkeypatch):
@@ -140,11 +144,14 @@ def test_vscode_with_a_working_ipywidgets_gets_the_dashboard(vscode, monkeypatch
 def test_ftnb_widgets_0_shows_the_html_view_once_per_cell_with_one_display_id(kernel, monkeypatch, tmp_path):
     monkeypatch.setenv('FTNB_WIDGETS', '0')
     run = tiny_run(tmp_path, steps=2)
+    outputs = lambda: [s for s in kernel.sent if not s.update]  # new outputs; a run left by another test may still send updates
     run._ipython_display_(); run._ipython_display_()  # twice in one cell (`run.start()` ending it): shown once
-    assert len(kernel.sent) == 1 and 'SFT · ready' in kernel.sent[0].html and WIDGET not in kernel.sent[0].data
+    shown = outputs()
+    assert len(shown) == 1 and 'SFT · ready' in shown[0].html and WIDGET not in shown[0].data
     kernel.execution_count += 1
     run._ipython_display_()  # in another cell: the same display once more, so both copies follow the run
-    assert len(kernel.sent) == 2 and not kernel.sent[1].update and kernel.sent[1].display_id == kernel.sent[0].display_id
+    shown = outputs()
+    assert len(shown) == 2 and shown[1].display_id == shown[0].display_id
 
 def test_a_run_in_a_kernel_shows_no_second_progress_table(tmp_path, monkeypatch):
     "Inside a kernel transformers adds its own NotebookProgressCallback (a table per log); a Run's view is the only progress shown."
