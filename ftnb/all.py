@@ -44,6 +44,7 @@ from ftnb.rewards import (
 )
 from .grpo import grpo, rloo
 from .rejection import rejection_sample
+from .feedback import feedback, read_feedback, Feedback
 from .evaluate import evaluate, interval, paired
 from .history import runs, load_run
 from .report import report
@@ -99,6 +100,9 @@ __all__ = [
     'rloo',
     'rejection_sample',
     'evaluate',
+    'feedback',
+    'read_feedback',
+    'Feedback',
     'interval',
     'paired',
     'runs',

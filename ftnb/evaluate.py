@@ -19,7 +19,7 @@ from .rewards import as_rewards, check_rewards, score_answers
 from .recipe import keywords_checked
 
 # %% auto #0
-__all__ = ['loss_on_answers', 'interval', 'paired', 'Evaluation', 'evaluate']
+__all__ = ['loss_on_answers', 'interval', 'paired', 'Evaluation', 'base_net', 'evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0ddc21a3
 def loss_on_answers(net, tokenizer, d: Data, scoring_batch_size: int = 8) -> float:
@@ -180,7 +180,7 @@ class Evaluation:
         )
 
 # %% ../nbs/16_evaluate.ipynb #2c270fc5
-def _base(run: Run):
+def base_net(run: Run):
     "A context giving the base network of a run: its adapter disabled, or the base model loaded again."
     net = run.net
     if is_peft(net):
@@ -240,7 +240,7 @@ def evaluate(
             (str(k), (s.net if isinstance(s, Run) else s.model), nullcontext(), s.tokenizer) for k, s in model.items()
         ]
     elif isinstance(model, Run):
-        pairs = [('base', *_base(model), model.tokenizer), ('tuned', model.net, nullcontext(), model.tokenizer)]
+        pairs = [('base', *base_net(model), model.tokenizer), ('tuned', model.net, nullcontext(), model.tokenizer)]
     else:
         pairs = [(model.name, model.model, nullcontext(), model.tokenizer)]
     tok, res = pairs[0][3], {}
