@@ -250,9 +250,15 @@ class FeedbackView:
         self.back.disabled = fb.at == 0
 
     def _ipython_display_(self):
+        "The widget, with the pair as static HTML for front ends that run no widgets (a docs page, GitHub)."
         from IPython.display import display
 
-        display(self.box)
+        static = f"<p><b>{esc(self.fb.status())}</b></p>{self.fb.pair_html()}"
+        view = dict(version_major=2, version_minor=0, model_id=self.box.model_id)
+        display(
+            {'application/vnd.jupyter.widget-view+json': view, 'text/plain': repr(self.fb), 'text/html': static},
+            raw=True,
+        )
 
 
 @patch
