@@ -44,7 +44,8 @@ from ftnb.rewards import (
 )
 from .grpo import grpo, rloo
 from .rejection import rejection_sample
-from .feedback import feedback, read_feedback, Feedback
+from .feedback import feedback, feedback_from_pairs, read_feedback, Feedback
+from .judge import judge, Judge
 from .evaluate import evaluate, interval, paired
 from .history import runs, load_run
 from .report import report
@@ -101,8 +102,11 @@ __all__ = [
     'rejection_sample',
     'evaluate',
     'feedback',
+    'feedback_from_pairs',
     'read_feedback',
     'Feedback',
+    'judge',
+    'Judge',
     'interval',
     'paired',
     'runs',

@@ -16,6 +16,7 @@ import ftnb.tokens  # noqa: F401 -- Data.encodings, for the answer loss
 from .files import write_atomic
 from .run import Run
 from .rewards import as_rewards, check_rewards, score_answers
+from .judge import Judge
 from .recipe import keywords_checked
 
 # %% auto #0
@@ -210,6 +211,9 @@ def evaluate(
     system: str | None = None,
     answer_loss: bool = True,  # also the loss on the answers and its perplexity, where the data has answers
     quiet: bool = False,  # say nothing of what it will generate, show no progress
+    # a `Judge` (`ftnb.judge`) comparing the two models' answers: a metric, named after it, of how likely each model's
+    # answer is the better (its mean is the judged win rate)
+    judge: Judge | None = None,
 ) -> Evaluation:
     """Generate answers to `data`'s prompts and score them with `rewards` (and the eval loss); for a Run, base against
     tuned, saved in its folder."""
@@ -243,6 +247,11 @@ def evaluate(
         pairs = [('base', *base_net(model), model.tokenizer), ('tuned', model.net, nullcontext(), model.tokenizer)]
     else:
         pairs = [(model.name, model.model, nullcontext(), model.tokenizer)]
+    if judge is not None and len(pairs) != 2:
+        raise FtnbError(
+            f"evaluate: a judge compares two models' answers; this evaluation has {len(pairs)} "
+            f"({', '.join(n for n, *_ in pairs)}): give a trained Run (base against tuned) or a dict of two"
+        )
     tok, res = pairs[0][3], {}
     why = 'as given'
     if max_new_tokens is None:
@@ -273,6 +282,11 @@ def evaluate(
                 else None
             )
         res[name] = dict(answers=ans, scores=score_answers(funcs, prompts, ans, columns), loss=lo)
+    if judge is not None:  # the second (tuned) against the first (base)
+        (_, first), (_, second) = res.items()
+        v = judge.compare(prompts, second['answers'], first['answers'])
+        second['scores'][judge.name] = [x['p'] for x in v]
+        first['scores'][judge.name] = [1 - x['p'] for x in v]
     ev = Evaluation(prompts, columns, res, d.source)
     if isinstance(model, Run):
         ev.save(model.run_dir / 'evaluation.json')

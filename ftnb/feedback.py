@@ -16,10 +16,11 @@ from .models import Model, load_model
 from .data import Data, load_data, answer_budget
 from .run import Run
 from .recipe import keywords_checked
-from .evaluate import base_net
+from .evaluate import base_net, interval
+from .judge import Judge
 
 # %% auto #0
-__all__ = ['PICKS', 'FEEDBACK_FILE', 'Feedback', 'FeedbackView', 'read_feedback', 'feedback']
+__all__ = ['PICKS', 'FEEDBACK_FILE', 'Feedback', 'FeedbackView', 'read_feedback', 'feedback', 'feedback_from_pairs', 'Agreement']
 
 # %% ../nbs/16b_feedback.ipynb #1bfa47a4
 PICKS = (
@@ -220,6 +221,15 @@ class FeedbackView:
         self.keys = w.Text(placeholder='keys: a, b, t, s', layout=w.Layout(width='140px'), continuous_update=True)
         self.keys.observe(self._key, 'value')
         self.box = w.VBox([self.status, self.pair, self.edit, w.HBox([*self.buttons.values(), self.back, self.keys])])
+        for x, cls in [
+            (self.box, 'feedback'),
+            (self.status, 'feedback-status'),
+            (self.pair, 'feedback-pair'),
+            (self.edit, 'edit'),
+        ]:
+            x.add_class(f'ftnb-{cls}')  # names a page (and a browser test) can find
+        for k, b in [*self.buttons.items(), ('back', self.back), ('keys', self.keys)]:
+            b.add_class(f'ftnb-{k}')
         self.refresh()
 
     def pick(self, k: str):
@@ -297,7 +307,9 @@ def _net(m):
     return m.model, m.tokenizer
 
 
-def read_feedback(path) -> Feedback:
+def read_feedback(
+    path,  # a session's file (written by `feedback` or `feedback_from_pairs`)
+) -> Feedback:
     "A session read back from its file: the answers as written, the last judgement of each pair."
     p = Path(path)
     recs = json_lines(p.read_text(encoding='utf-8'))
@@ -314,6 +326,34 @@ def read_feedback(path) -> Feedback:
         if 'judged' in r and isinstance(r['judged'], int) and 0 <= r['judged'] < len(items) and r.get('pick') in PICKS
     }
     return Feedback(items, p, choices)
+
+
+def _resumed(path: Path, ps: list) -> Feedback | None:
+    "The session in `path` if it holds these prompts; None if there is none; an error if it holds others."
+    if path.is_dir():
+        raise FtnbError(f"feedback: path {path} is a folder; give a file such as {path / FEEDBACK_FILE}")
+    if not (path.exists() and path.stat().st_size):
+        return None
+    fb = read_feedback(path)
+    old = [it['prompt'] for it in fb.items]
+    if old != ps:
+        k = next((k for k, (a, b) in enumerate(zip(old, ps)) if a != b), None)
+        why = f"{len(old)} prompts, not these {len(ps)}" if k is None else f"its prompt {k} is {prompt_text(old[k])!r}"
+        raise FtnbError(
+            f"feedback: {path} holds a session on other prompts ({why}). Pass the same prompts to resume it, or "
+            "another `path=` for a new session"
+        )
+    return fb
+
+
+def _start(path: Path, items: list, names, choices: dict | None = None) -> Feedback:
+    "A new session: its answers (and any judgements already made) written whole, or not at all."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [dict(ftnb_feedback=1, created=_now(), sources=list(names))]
+    lines += [dict(item=k, **it) for k, it in enumerate(items)]
+    lines += [dict(judged=i, pick=v['pick'], edit=v.get('edit'), at=_now()) for i, v in (choices or {}).items()]
+    write_atomic(path, ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in lines))
+    return Feedback(items, path, choices)
 
 # %% ../nbs/16b_feedback.ipynb #abc8521e
 @keywords_checked
@@ -338,22 +378,7 @@ def feedback(
     if path is None and not isinstance(m, Run):
         raise FtnbError("feedback: give `path=` (a .jsonl file for the judgements) when the model is not a trained run")
     path = Path(path) if path is not None else Path(m.run_dir) / FEEDBACK_FILE
-    if path.is_dir():
-        raise FtnbError(f"feedback: path {path} is a folder; give a file such as {path / FEEDBACK_FILE}")
-    if path.exists() and path.stat().st_size:
-        fb = read_feedback(path)
-        old = [it['prompt'] for it in fb.items]
-        if old != ps:
-            k = next((k for k, (a, b) in enumerate(zip(old, ps)) if a != b), None)
-            why = (
-                f"{len(old)} prompts, not these {len(ps)}"
-                if k is None
-                else f"its prompt {k} is {prompt_text(old[k])!r}"
-            )
-            raise FtnbError(
-                f"feedback: {path} holds a session on other prompts ({why}). Pass the same prompts to resume it, or "
-                "another `path=` for a new session"
-            )
+    if (fb := _resumed(path, ps)) is not None:
         return fb
     if against == 'base' and not isinstance(m, Run):
         raise FtnbError("feedback: against='base' compares a trained run with its base model; `model` is not a Run")
@@ -387,8 +412,70 @@ def feedback(
     for p, x, y in zip(ps, first, second):
         (a, af), (b, bf) = ((x, names[0]), (y, names[1]))[:: -1 if rng.random() < 0.5 else 1]
         items.append(dict(prompt=p, a=a, b=b, a_from=af, b_from=bf))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    head = dict(ftnb_feedback=1, created=_now(), sources=list(names))
-    lines = [head] + [dict(item=k, **it) for k, it in enumerate(items)]
-    write_atomic(path, ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in lines))  # whole, or not at all
-    return Feedback(items, path)
+    return _start(path, items, names)
+
+# %% ../nbs/16b_feedback.ipynb #0e5003cb
+def feedback_from_pairs(
+    pairs,  # preference rows (prompt, chosen, rejected): a `Data` or anything `load_data` reads
+    path,  # the session's file (resumed when it holds the same prompts)
+    seed: int = 0,  # which answer is shown as A
+) -> Feedback:
+    "A session judged already: each pair shown in a random order, its chosen answer picked."
+    d = pairs if isinstance(pairs, Data) else load_data(pairs, quiet=True)
+    if d.kind != 'preference':
+        raise FtnbError(
+            f"feedback_from_pairs: the rows are {d.kind} data; it takes preference pairs (prompt, chosen, rejected)"
+        )
+    path, ps = Path(path), [r['prompt'] for r in d.rows]
+    if (fb := _resumed(path, ps)) is not None:
+        return fb
+    rng, items, choices = random.Random(seed), [], {}
+    for i, r in enumerate(d.rows):
+        good, bad = (x if isinstance(x, str) else x[-1]['content'] for x in (r['chosen'], r['rejected']))
+        swap = rng.random() < 0.5
+        a, b = (bad, good) if swap else (good, bad)
+        items.append(
+            dict(
+                prompt=r['prompt'],
+                a=a,
+                b=b,
+                a_from='rejected' if swap else 'chosen',
+                b_from='chosen' if swap else 'rejected',
+            )
+        )
+        choices[i] = dict(pick='b' if swap else 'a', edit=None)
+    return _start(path, items, ('chosen', 'rejected'), choices)
+
+# %% ../nbs/16b_feedback.ipynb #1f8ffda3
+class Agreement:
+    "A judge against a person's judgements: agreement (with its interval) and consistency with the answers swapped."
+
+    def __init__(self, judge: str, agree: list[bool], consistent: list[bool]):
+        self.judge, self.agree, self.consistent = judge, agree, consistent
+
+    @property
+    def rate(self) -> float:
+        return sum(self.agree) / len(self.agree)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return interval([float(a) for a in self.agree])
+
+    def __repr__(self):
+        n, (lo, hi) = len(self.agree), self.interval
+        return (
+            f"{self.judge} agrees with the person on {sum(self.agree)} of {n} pairs ({self.rate:.0%}, 95% interval "
+            f"{lo:.0%}–{hi:.0%}); it picks the same answer with the two swapped on {sum(self.consistent)} of {n}"
+        )
+
+
+@patch
+def agreement(self: Feedback, judge: Judge) -> Agreement:
+    "How often `judge` picks the answer the person picked, on the pairs judged A or B."
+    done = [i for i, v in sorted(self.choices.items()) if v['pick'] in ('a', 'b')]
+    if not done:
+        raise FtnbError(f"agreement: no pair in {self.path} is judged A or B yet; a judge is measured against those")
+    v = judge.compare(*([self.items[i][k] for i in done] for k in ('prompt', 'a', 'b')))
+    return Agreement(
+        judge.name, [x['pick'] == self.choices[i]['pick'] for i, x in zip(done, v)], [x['consistent'] for x in v]
+    )

@@ -197,3 +197,31 @@ def test_docs_pages_in_chromium(browser, docs_site):
         assert 'load_data' in page.inner_text('#search-results')
         page.screenshot(path=str(ARTIFACTS/'docs-search.png'))
     finally: ctx.close()
+
+FEEDBACK = ["""import os; os.environ['HF_HUB_OFFLINE'] = '1'
+from ftnb.models import tiny_model; from ftnb.feedback import feedback
+fb = feedback(tiny_model(seed=0), ['What is 2 + 2?', 'Name a <b>colour</b>.', 'Who wrote Hamlet?', 'Say hi.'],
+              path='fb.jsonl', max_new_tokens=6)
+fb"""]
+
+def test_labelling_pairs_in_jupyterlab_writes_each_judgement(lab, page):
+    "The feedback widget clicked and typed in, in Chromium: the judgements reach the kernel and its file."
+    import json
+    pytest.importorskip('ftnb.feedback')
+    url, root = lab
+    write_notebook(root/'feedback.ipynb', FEEDBACK)
+    open_notebook(page, url, 'feedback.ipynb')
+    run_all(page, timeout=120)
+    page.wait_for_selector('.ftnb-feedback', timeout=120_000)
+    assert 'Pair 1 of 4' in page.inner_text('.ftnb-feedback-pair')
+    page.click('.ftnb-a button, button.ftnb-a')
+    wait_for(page, lambda: 'Pair 2 of 4' in page.inner_text('.ftnb-feedback-pair'), 30, 'the second pair after A')
+    assert '<b>colour</b>' in page.inner_text('.ftnb-feedback-pair')  # the prompt's markup shown as text
+    page.type('.ftnb-keys input', 't')  # a tie, by key
+    wait_for(page, lambda: 'Pair 3 of 4' in page.inner_text('.ftnb-feedback-pair'), 30, 'the third pair after the t key')
+    page.fill('.ftnb-edit textarea', 'William Shakespeare.')
+    page.click('.ftnb-b button, button.ftnb-b')
+    wait_for(page, lambda: '3 of 4 judged: A 1, B 1, tie 1' in page.inner_text('.ftnb-feedback-status'), 30, 'the status to count 3')
+    shoot(page, 'feedback.png')
+    recs = [json.loads(l) for l in (root/'fb.jsonl').read_text().splitlines()]
+    assert [(r['judged'], r['pick'], r['edit']) for r in recs if 'judged' in r] == [(0, 'a', None), (1, 'tie', None), (2, 'b', 'William Shakespeare.')]

@@ -87,3 +87,14 @@ def test_a_run_compared_with_its_base_keeps_the_file_in_its_folder_and_counts_wi
     for i, it in enumerate(fb.items): fb.choose(i, ('a' if it['a_from'] == 'tuned' else 'b') if i < 3 else 'tie')
     assert fb.wins == dict(base=0, tuned=3, tie=1) and 'wins: base 0, tuned 3, tie 1' in repr(fb)
     with pytest.raises(FtnbError, match="against='base' compares a trained run"): feedback(tiny_model(), QS, against='base', path=tmp_path/'x.jsonl')
+
+def test_pairs_people_already_judged_read_as_a_session_with_the_chosen_answer_picked(tmp_path):
+    from ftnb.feedback import feedback_from_pairs
+    from ftnb.example_data import preference_pairs
+    rows = preference_pairs('correct', n=12)
+    fb = feedback_from_pairs(rows, tmp_path/'known.jsonl')
+    assert fb.next is None and fb.wins == dict(chosen=12, rejected=0, tie=0)
+    assert {it['a_from'] for it in fb.items} == {'chosen', 'rejected'}  # the chosen answer is not always A
+    assert [r['chosen'] for r in fb.pairs.rows] == [r['chosen'] for r in rows]  # back to the same pairs
+    assert read_feedback(tmp_path/'known.jsonl').choices == fb.choices
+    with pytest.raises(FtnbError, match='it takes preference pairs'): feedback_from_pairs([dict(prompt='Hi', completion='Hello')], tmp_path/'x.jsonl')
