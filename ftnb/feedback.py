@@ -18,6 +18,7 @@ from .run import Run
 from .recipe import keywords_checked
 from .evaluate import base_net, interval
 from .judge import Judge
+from .rewards import completion_text
 
 # %% auto #0
 __all__ = ['PICKS', 'FEEDBACK_FILE', 'Feedback', 'FeedbackView', 'read_feedback', 'feedback', 'feedback_from_pairs', 'Agreement']
@@ -54,7 +55,7 @@ class Feedback:
 
     @property
     def sources(self) -> list[str]:
-        "The two models whose answers are compared (the same name twice for two samples of one model)."
+        "The models whose answers are compared (one name for two samples of one model)."
         return sorted({self.items[0]['a_from'], self.items[0]['b_from']}) if self.items else []
 
     @property
@@ -394,7 +395,7 @@ def feedback(
     if against is None:
         two = generate(net, tok, ps, do_sample=True, temperature=temperature, num_return_sequences=2, **gen)
         first, second = two[0::2], two[1::2]
-        names = (f"{_name(m)} (sample 1)", f"{_name(m)} (sample 2)")
+        names = (_name(m), _name(m))  # one model: no wins to count
     else:
         if against == 'base':
             onet, ctx = base_net(m)
@@ -431,7 +432,7 @@ def feedback_from_pairs(
         return fb
     rng, items, choices = random.Random(seed), [], {}
     for i, r in enumerate(d.rows):
-        good, bad = (x if isinstance(x, str) else x[-1]['content'] for x in (r['chosen'], r['rejected']))
+        good, bad = completion_text(r['chosen']), completion_text(r['rejected'])
         swap = rng.random() < 0.5
         a, b = (bad, good) if swap else (good, bad)
         items.append(

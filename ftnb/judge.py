@@ -6,8 +6,9 @@
 from __future__ import annotations
 import math
 from .core import FtnbError
+from .markup import prompt_text
 from .models import Model, load_model, with_pad_token
-from .rewards import ModelReward
+from .rewards import ModelReward, completion_text
 from .run import Run
 
 # %% auto #0
@@ -19,11 +20,6 @@ JUDGE_PROMPT = (
     "Question: {question}\n\nAnswer A: {a}\n\nAnswer B: {b}\n\n"
     "Reply with one letter: A or B."
 )
-
-
-def _text(x) -> str:
-    "A prompt or an answer as plain text: the string, or the last message's content."
-    return x if isinstance(x, str) else x[-1]['content'] if x else ''
 
 
 class Judge:
@@ -63,7 +59,12 @@ def _first_better(self: Judge, prompts: list, xs: list, ys: list) -> list[float]
     ids = [tok.encode(c, add_special_tokens=False)[0] for c in ('A', 'B')]
     texts = [
         tok.apply_chat_template(
-            [dict(role='user', content=self.prompt.format(question=_text(p), a=_text(x), b=_text(y)))],
+            [
+                dict(
+                    role='user',
+                    content=self.prompt.format(question=prompt_text(p), a=completion_text(x), b=completion_text(y)),
+                )
+            ],
             tokenize=False,
             add_generation_prompt=True,
         )

@@ -20,6 +20,7 @@ def lines(p): return [json.loads(l) for l in p.read_text().splitlines()]
 def test_judging_in_the_widget_writes_each_judgement_as_it_is_made_and_dpo_trains_on_the_pairs(net, tmp_path):
     fb = feedback(net, QS, path=tmp_path/'fb.jsonl', max_new_tokens=6)
     assert len(fb) == 5 and fb.next == 0 and fb.counts['left'] == 5
+    assert fb.wins == {} and 'two samples of' in repr(fb)  # one model: no win rate to report
     v = fb.widget()
     assert isinstance(v, FeedbackView) and 'Pair 1 of 5' in v.pair.value
     v.buttons['a'].click()  # pair 0: A
