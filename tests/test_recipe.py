@@ -138,3 +138,16 @@ def test_sft_imitates_the_worked_solutions_of_question_answer_data(tiny, rows, d
     assert first[1]['content'].endswith('#### 72') and '<<' not in first[1]['content']
     with pytest.raises(FtnbError, match=r'the eval data is preference'):
         sft(tiny, rows, eval=load_data(preference_pairs(n=4)), run_dir=tmp_path/'other')
+
+
+def test_two_runs_from_one_model_train_their_own_adapters_and_the_first_keeps_its_weights(tmp_path):
+    "peft puts LoRA layers into the model it is given: a second run from the same Model must not train the first's."
+    m = tiny_model()
+    rows = [dict(prompt=f"q{i}", completion=f"a{i}") for i in range(16)]
+    r1 = sft(m, rows, max_steps=2, run_dir=tmp_path / 'r1').start(background=False, quiet=True)
+    first = {n: p.detach().clone() for n, p in r1.net.named_parameters() if 'lora_' in n}
+    r2 = sft(m, rows, max_steps=2, lr=1e-2, run_dir=tmp_path / 'r2').start(background=False, quiet=True)
+    second = {n: p for n, p in r2.net.named_parameters() if 'lora_' in n}
+    assert second.keys() == first.keys()  # one adapter per layer, not the first run's wrapped again
+    assert all(torch.equal(p, first[n]) for n, p in r1.net.named_parameters() if 'lora_' in n), "r2 changed r1"
+    assert not any(p.data_ptr() == q.data_ptr() for n, p in second.items() for q in [dict(r1.net.named_parameters())[n]])
