@@ -46,6 +46,7 @@ from .grpo import grpo, rloo
 from .rejection import rejection_sample
 from .feedback import feedback, feedback_from_pairs, read_feedback, Feedback
 from .judge import judge, Judge
+from .sweep import sweep, Sweep
 from .evaluate import evaluate, interval, paired
 from .history import runs, load_run
 from .report import report
@@ -107,6 +108,8 @@ __all__ = [
     'Feedback',
     'judge',
     'Judge',
+    'sweep',
+    'Sweep',
     'interval',
     'paired',
     'runs',
