@@ -260,7 +260,7 @@ def _build(self: Sweep, t: Trial):
     for k, v in t.settings.items():
         kw = _set(kw, k, v)
     t.run = self.recipe(*self.args, **kw)
-    t.run.on('eval', self._judge)
+    t.run.on('eval' if self.metric.startswith('eval_') else 'log', self._judge)
     for e in ('log', 'eval', 'state'):
         t.run.on(e, lambda **_: self._changed())
     return t.run
@@ -273,7 +273,7 @@ def _judge(self: Sweep, run, record):
     v, s, h = record.get(self.metric), record['step'], self.halving
     if h is None or v is None or s >= run.max_steps or not run.training:
         return
-    every = run.args.eval_steps or run.args.logging_steps or 1
+    every = (run.args.eval_steps if self.metric.startswith('eval_') else None) or run.args.logging_steps or 1
     if not any(s - every < run.max_steps / h**k <= s for k in (1, 2, 3)):
         return  # not a rung: a run is judged a few times, not at every evaluation
     others = [u for u in self.trials if u.run is not None and u.run is not run]

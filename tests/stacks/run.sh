@@ -24,12 +24,13 @@ mkdir -p "$(dirname "$log")"
 # trainer (test_trl2), trains every recipe a few steps (sft, dpo, kto, orpo, reward model, grpo, rloo, rejection
 # sampling: test_recipe, test_prefs), loads and generates (test_models), reads every data format (test_data), drives
 # the dashboard and views headless and runs the foreground (Colab) mode (test_dashboard, test_views, test_kernel),
-# evaluates, judges pairs of answers in the labelling widget (test_feedback: ipywidgets 7), and checks ftnb's patches
+# evaluates, judges pairs of answers in the labelling widget (test_feedback: ipywidgets 7), drives a sweep through its
+# view's buttons (test_sweep), and checks ftnb's patches
 # and public API (test_patches, test_api). Left out: tests that train until the
 # tiny model has *learned* something (minutes, and the same calls as the short ones). With two workers
 # (pytest-xdist) the whole script takes about 6 minutes on 2 CPU cores, install included.
 default_tests='tests/test_api.py tests/test_trl2.py tests/test_recipe.py tests/test_prefs.py tests/test_models.py tests/test_data.py
- tests/test_dashboard.py tests/test_views.py tests/test_kernel.py tests/test_evaluate.py tests/test_patches.py tests/test_feedback.py
+ tests/test_dashboard.py tests/test_views.py tests/test_kernel.py tests/test_evaluate.py tests/test_patches.py tests/test_feedback.py tests/test_sweep.py
  -m "not slow" -n 2 --dist loadgroup
  --deselect=tests/test_prefs.py::test_dpo_learns_the_correct_answer_on_training_pairs
  --deselect=tests/test_prefs.py::test_dpo_stop_and_resume
