@@ -16,7 +16,8 @@ from .run import Run, new_run_dir
 from .views import Throttle
 
 # %% auto #0
-__all__ = ['grid_settings', 'drawn_settings', 'lower_is_better', 'parse_changes', 'Trial', 'Sweep', 'sweep', 'SweepView']
+__all__ = ['grid_settings', 'drawn_settings', 'lower_is_better', 'optuna_study', 'suggested', 'parse_changes', 'Trial', 'Sweep',
+           'sweep', 'SweepView']
 
 # %% ../nbs/18c_sweep.ipynb #fdc57845
 def _set(kw: dict, key: str, value) -> dict:
@@ -67,6 +68,40 @@ def lower_is_better(metric: str) -> bool:
     return any(w in metric for w in ('loss', 'perplexity', 'ppl'))
 
 
+def optuna_study(
+    metric: str,  # what the study optimises: minimised for losses, maximised for the rest
+    seed: int = 0,  # the sampler's seed
+    trials: int = 8,  # runs planned: a third of them (2 to 10) are drawn at random before TPE models the rest
+):
+    "An Optuna study that a sweep asks for settings and tells the results of its runs (TPE sampler, Optuna's default)."
+    try:
+        import optuna
+    except ImportError:
+        raise FtnbError(
+            "search='optuna' needs Optuna: pip install optuna (or search='random', which needs nothing)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # ftnb's view says what each run did
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 3)))
+    return optuna.create_study(direction='minimize' if lower_is_better(metric) else 'maximize', sampler=sampler)
+
+
+def suggested(
+    trial,  # an Optuna trial, asked of a study
+    space: dict,  # setting -> a list of values or a (low, high) range, as `drawn_settings` reads it
+) -> dict:
+    "Settings for `trial` from `space`: ranges log-scaled where they span 10x or more, choices by index where not plain."
+    out = {}
+    for k, v in space.items():
+        if isinstance(v, list):
+            plain = all(x is None or isinstance(x, (bool, int, float, str)) for x in v)
+            out[k] = trial.suggest_categorical(k, v) if plain else v[trial.suggest_categorical(k, list(range(len(v))))]
+        else:
+            lo, hi = v
+            ints = isinstance(lo, int) and isinstance(hi, int)
+            out[k] = (trial.suggest_int if ints else trial.suggest_float)(k, lo, hi, log=hi / lo >= 10)
+    return out
+
+
 def parse_changes(
     text: str,  # 'lr=3e-4, lora.r=8', as typed in the sweep view's box
 ) -> dict:
@@ -98,6 +133,7 @@ class Trial:
         self.run = None  # its `Run`, built when its turn comes (so it starts from the base model)
         self.stopped_by = ''  # who stopped it: 'halving (...)', 'you', or the error
         self.error = None
+        self.asked = None  # its Optuna trial, where a study draws its settings
 
     @property
     def state(self) -> str:
@@ -143,6 +179,7 @@ class Sweep:
         self._lock = threading.RLock()
         self.events = []  # listeners: fn(sweep) on any change (the view)
         self.started = self.seconds = None
+        self.study, self.space = None, None  # an Optuna study and the space it draws from (search='optuna')
 
     # -- what it has
     @property
@@ -198,6 +235,9 @@ def sweep(
     grid: dict | None = None,  # setting -> values: a run for every combination
     space: dict | None = None,  # setting -> a list of values or a (low, high) range: `trials` runs drawn from it
     trials: int = 8,  # how many runs `space` draws
+    # how `space` is searched: 'random', or 'optuna' (Optuna's TPE draws each run's settings from the results so far;
+    # pip install optuna)
+    search: str = 'random',
     metric: str = 'eval_loss',  # what ranks the runs (lower is better for losses, higher for the rest)
     # stop a run at a rung (an evaluation past 1/8, 1/4, 1/2 of it) where it is outside the best 1/halving of the runs
     # evaluated there (successive halving); None: never
@@ -215,6 +255,8 @@ def sweep(
         raise FtnbError(
             "sweep takes grid= (every combination) or space= with trials= (settings drawn at random): give one"
         )
+    if search not in ('random', 'optuna') or (search == 'optuna' and space is None):
+        raise FtnbError(f"search={search!r}: give search='random' or 'optuna', with space= (a grid is tried whole)")
     settings = grid_settings(grid) if grid is not None else drawn_settings(space, trials, seed)
     _checked(recipe, [{k: v for k, v in kwargs.items() if k not in ('model', 'data')}], 'sweep')
     _checked(recipe, settings, 'sweep')
@@ -228,7 +270,10 @@ def sweep(
     if model is None and 'model' not in kwargs:
         raise FtnbError(f"sweep needs the model {name} trains: sweep({name}, model, data, grid=...)")
     args = (as_model(model if model is not None else kwargs.pop('model')), *rest)  # loaded once for every run
-    sw = Sweep(recipe, args, kwargs, settings, metric, halving, path)
+    study = optuna_study(metric, seed, trials) if search == 'optuna' else None
+    sw = Sweep(recipe, args, kwargs, [{} for _ in settings] if study else settings, metric, halving, path)
+    if study is not None:  # each run's settings are asked of the study when its turn comes
+        sw.study, sw.space, sw.keys = study, space, list(space)
     sw.save()
     return sw
 
@@ -256,6 +301,9 @@ def save(self: Sweep):
 @patch
 def _build(self: Sweep, t: Trial):
     "Make trial `t`'s run: the recipe called with the sweep's settings and the trial's, in its own folder."
+    if self.study is not None and t.asked is None and t.parent is None:
+        t.asked = self.study.ask()
+        t.settings = suggested(t.asked, self.space)
     kw = dict(self.kwargs, run_dir=self.path / f"{t.i:02d}")
     for k, v in t.settings.items():
         kw = _set(kw, k, v)
@@ -314,6 +362,7 @@ def _loop(self: Sweep):
                 if threading.current_thread() is threading.main_thread():
                     self._stop.set()  # Ctrl-C in a terminal: the sweep stops with its run
             self.current = None
+            self._tell(t)
             self._changed()
             if environment() not in ('notebook', 'colab'):
                 print(self.line(t), flush=True)
@@ -322,6 +371,20 @@ def _loop(self: Sweep):
         self.current = None
         self.state = 'stopped' if any(t.run is None and not t.stopped_by for t in self.trials) else 'finished'
         self._changed()
+
+
+@patch
+def _tell(self: Sweep, t: Trial):
+    "Tell the Optuna study how run `t` did: its metric when it finished, pruned when it was stopped, failed otherwise."
+    if t.asked is None:
+        return
+    from optuna.trial import TrialState
+
+    v = t.value(self.metric)
+    if t.state == 'finished' and v is not None:
+        self.study.tell(t.asked, v)
+    else:
+        self.study.tell(t.asked, state=TrialState.PRUNED if t.state == 'stopped' else TrialState.FAIL)
 
 
 @patch
@@ -402,6 +465,10 @@ def clone(
 ) -> int:
     "Queue a new run with run `i`'s settings and `changes`; it trains after the runs queued now. Returns its number."
     src = self._trial(i)
+    if not src.settings:
+        raise FtnbError(
+            f"Run {i}'s settings are drawn when its turn comes (search='optuna'); clone a run that has started."
+        )
     if not changes:
         raise FtnbError(f"clone({i}) needs the settings that change, as in clone({i}, lr=1e-4)")
     (new,) = _checked(self.recipe, [src.settings | changes], f'clone({i})')

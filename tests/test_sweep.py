@@ -101,3 +101,28 @@ def test_clone_and_stop_name_the_problem(net, tmp_path):
     sw.start(background=False, quiet=True)
     assert sw.trials[0].state == 'queued' and sw.trials[0].stopped_by.startswith('you') and sw.state == 'finished'
     with pytest.raises(FtnbError, match='No finished run'): sw.best()
+
+
+def test_every_run_starts_from_the_same_base_so_the_same_settings_give_the_same_curve(tmp_path):
+    "Runs after the first start from a copy of the model without the earlier runs' adapters: the same weights."
+    sw = sweep(sft, tiny_model(seed=0), ROWS, grid={'lr': [2e-2, 2e-2, 2e-2]}, max_steps=6, halving=None, path=tmp_path/'sw')
+    sw.start(background=False, quiet=True)
+    curves = [[h['eval_loss'] for h in t.run.history if 'eval_loss' in h] for t in sw.trials]
+    assert len(curves[0]) >= 3 and curves[0] == curves[1] == curves[2]
+
+
+def test_optuna_draws_each_runs_settings_when_its_turn_comes_and_is_told_how_it_did(net, tmp_path):
+    optuna = pytest.importorskip('optuna')
+    sw = sweep(sft, net, ROWS, space={'lr': (1e-5, 3e-2), 'lora.r': [4, 8]}, trials=4, search='optuna', max_steps=8,
+               path=tmp_path/'sw')
+    assert [t.settings for t in sw.trials] == [{}] * 4 and sw.keys == ['lr', 'lora.r']  # nothing drawn yet
+    with pytest.raises(FtnbError, match='drawn when its turn comes'): sw.clone(0, lr=1e-3)
+    sw.start(background=False, quiet=True)
+    assert all(1e-5 <= t.settings['lr'] <= 3e-2 and t.settings['lora.r'] in (4, 8) for t in sw.trials)
+    told = {t.number: t.state for t in sw.study.trials}
+    assert len(told) == 4 and all(told[t.asked.number] == (optuna.trial.TrialState.COMPLETE if t.state == 'finished'
+                                  else optuna.trial.TrialState.PRUNED) for t in sw.trials)
+    done = [t for t in sw.trials if t.state == 'finished']
+    assert sw.study.best_value == min(t.value('eval_loss') for t in done)
+    with pytest.raises(FtnbError, match="search='random' or 'optuna'"):
+        sweep(sft, net, ROWS, grid={'lr': [1e-3]}, search='optuna', path=tmp_path/'other')
