@@ -19,8 +19,8 @@ from .run import Run, SUCCESS_STATES, FINISHED_STATES, record_kind
 
 # %% auto #0
 __all__ = ['PROFILES', 'MAIN_PORT', 'TRAIN_PY', 'LAUNCH_SH', 'SLURM_SH', 'README', 'JOB_FILES', 'STOP_FILE', 'SHARED_FILE',
-           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'Job', 'off_gpu',
-           'follow']
+           'accelerate_config', 'StopRequest', 'job_setup', 'one_split', 'agree', 'train_job', 'visible_gpus', 'Job',
+           'off_gpu', 'follow']
 
 # %% ../nbs/18b_launch.ipynb #369310bb
 PROFILES = dict(
@@ -567,6 +567,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def visible_gpus(
+    gpus: str,  # GPUs as this kernel numbers them: '1' or '0,2'
+    visible: str | None = None,  # this kernel's CUDA_VISIBLE_DEVICES, if it has one
+) -> str:
+    """CUDA_VISIBLE_DEVICES for a job on `gpus`: where this kernel sees only some GPUs, its GPU 0 is the first of
+    those, so the job gets the same devices by their machine-wide ids."""
+    ids = [g.strip() for g in gpus.split(',') if g.strip()]
+    if not visible:
+        return ','.join(ids)
+    seen = [v.strip() for v in visible.split(',') if v.strip()]
+    if bad := [g for g in ids if not g.isdigit() or int(g) >= len(seen)]:
+        raise FtnbError(
+            f"gpus={gpus!r}: this kernel sees {len(seen)} GPU(s) (CUDA_VISIBLE_DEVICES={visible}), numbered 0 to "
+            f"{len(seen) - 1}; there is no GPU {bad[0]}"
+        )
+    return ','.join(seen[int(g)] for g in ids)
+
+
 def _job_env(cpu: bool, n: int, machines: int = 1) -> dict:
     "The environment of the job: this kernel's, with ftnb importable from the same place, and gloo's settings on a CPU."
     import ftnb
@@ -847,6 +865,9 @@ def launch(
     num_machines: int = 1,
     main_address: str | None = None,  # several machines: this machine's address as the others reach it
     main_port: int | None = None,  # several machines: its port (default `MAIN_PORT`); one machine: a free one
+    # the GPUs the job may use, numbered as this kernel's torch numbers them ('1', '2,3'): jobs side by side on one
+    # machine (a sweep's runs); default: every GPU this kernel sees
+    gpus: str | None = None,
 ):
     """Train this run as a job of `num_processes` processes on each of `num_machines` machines through `accelerate
     launch`, followed here live: state, metrics, samples, stop."""
@@ -882,9 +903,11 @@ def launch(
     env = _job_env(cpu, num_processes, num_machines) | dict(
         PYTHON=sys.executable, MACHINE_RANK='0', MAIN_PORT=str(port)
     )
+    if gpus is not None:
+        env['CUDA_VISIBLE_DEVICES'] = gpus = visible_gpus(str(gpus), os.environ.get('CUDA_VISIBLE_DEVICES'))
     self.parked = off_gpu(self.model)  # the job's first process needs this GPU whole
     with open(self.run_dir / 'launch.log', 'w') as log:
-        log.write(' '.join(cmd) + '\n\n')
+        log.write((f"CUDA_VISIBLE_DEVICES={gpus} " if gpus is not None else '') + ' '.join(cmd) + '\n\n')
         log.flush()
         proc = subprocess.Popen(cmd, cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if num_machines > 1:

@@ -14,6 +14,7 @@ from .methods import check_settings, method
 from .recipe import as_model
 from .run import Run, new_run_dir
 from .views import Throttle
+from .launch import off_gpu
 
 # %% auto #0
 __all__ = ['grid_settings', 'drawn_settings', 'lower_is_better', 'optuna_study', 'suggested', 'parse_changes', 'Trial', 'Sweep',
@@ -134,6 +135,7 @@ class Trial:
         self.stopped_by = ''  # who stopped it: 'halving (...)', 'you', or the error
         self.error = None
         self.asked = None  # its Optuna trial, where a study draws its settings
+        self.device = None  # where it trains: None in this kernel, else the GPU (or 'cpu') of its launched job
 
     @property
     def state(self) -> str:
@@ -174,7 +176,8 @@ class Sweep:
         self.keys = list(dict.fromkeys(k for s in settings for k in s))  # the settings swept, as given
         self.state = 'ready'  # ready, running, stopping, finished
         self.thread = None
-        self.current = None  # the trial training now
+        self.active = []  # the trials training now: one in this kernel, or one a device with `devices`
+        self.devices = None  # the GPUs (or 'cpu') runs are launched on side by side; None: one at a time here
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self.events = []  # listeners: fn(sweep) on any change (the view)
@@ -200,6 +203,11 @@ class Sweep:
         if not isinstance(i, int) or not 0 <= i < len(self.trials):
             raise FtnbError(f"This sweep has runs 0 to {len(self.trials) - 1}; there is no run {i!r}.")
         return self.trials[i]
+
+    @property
+    def current(self) -> Trial | None:
+        "The first run training now, if one is."
+        return self.active[0] if self.active else None
 
     def _changed(self):
         self.save()
@@ -243,6 +251,9 @@ def sweep(
     # evaluated there (successive halving); None: never
     halving: int | None = 2,
     path=None,  # the sweep's folder, one run folder in it per run; default: a new `runs/<date>-<time>-sweep-<method>`
+    # runs at once, each a launched job (`Run.launch`) on a GPU of its own: n for GPUs 0 to n-1, or a list of GPUs
+    # ('cpu' for a CPU process); None: one at a time in this kernel
+    devices: int | list | None = None,
     seed: int = 0,  # seed of the draws from `space` (each run's own seed is the recipe's `seed`)
     **kwargs,  # the recipe's other settings, the same for every run (max_steps, eval, ...)
 ) -> Sweep:
@@ -270,10 +281,19 @@ def sweep(
     if model is None and 'model' not in kwargs:
         raise FtnbError(f"sweep needs the model {name} trains: sweep({name}, model, data, grid=...)")
     args = (as_model(model if model is not None else kwargs.pop('model')), *rest)  # loaded once for every run
+    if devices is not None:
+        devices = list(range(devices)) if isinstance(devices, int) and not isinstance(devices, bool) else devices
+        if (
+            not isinstance(devices, list)
+            or not devices
+            or not all(d == 'cpu' or type(d) is int and d >= 0 for d in devices)
+        ):
+            raise FtnbError(f"devices={devices!r}: give a number of GPUs, or a list of GPU numbers (or 'cpu')")
     study = optuna_study(metric, seed, trials) if search == 'optuna' else None
     sw = Sweep(recipe, args, kwargs, [{} for _ in settings] if study else settings, metric, halving, path)
     if study is not None:  # each run's settings are asked of the study when its turn comes
         sw.study, sw.space, sw.keys = study, space, list(space)
+    sw.devices = devices
     sw.save()
     return sw
 
@@ -308,6 +328,7 @@ def _build(self: Sweep, t: Trial):
     for k, v in t.settings.items():
         kw = _set(kw, k, v)
     t.run = self.recipe(*self.args, **kw)
+    t.run.viewed = True  # the sweep's view follows it: no view of its own
     t.run.on('eval' if self.metric.startswith('eval_') else 'log', self._judge)
     for e in ('log', 'eval', 'state'):
         t.run.on(e, lambda **_: self._changed())
@@ -343,34 +364,62 @@ def _judge(self: Sweep, run, record):
 # %% ../nbs/18c_sweep.ipynb #85a9f1b2
 @patch
 def _loop(self: Sweep):
-    "Train the queued runs one after another until none is left or the sweep is stopped."
-    t0 = time.time()
+    """Train the queued runs until none is left or the sweep is stopped: one after another in this kernel, or with
+    `devices` a launched job on each device, the next one started as one ends."""
+    t0, free = time.time(), list(self.devices or [None])
+    parked = off_gpu(self.args[0]) if self.devices else None  # the jobs need the GPUs whole; back at the end
     try:
-        while not self._stop.is_set():
-            t = next((t for t in self.trials if t.run is None and not t.stopped_by), None)
-            if t is None:
+        while True:
+            for t in [t for t in self.active if not t.run.training]:
+                free.append(self._ended(t))  # a launched job ended
+            while free and not self._stop.is_set() and (t := self._queued()) is not None:
+                t.device = free.pop(0)
+                self.active.append(t)
+                try:
+                    run = self._build(t)
+                    self._changed()
+                    if t.device is None:
+                        run.start(background=False, quiet=True)  # returns when the run ends
+                    else:
+                        gpu = None if t.device == 'cpu' else str(t.device)
+                        run.launch(num_processes=1, cpu=t.device == 'cpu', gpus=gpu)
+                except Exception as e:  # a run that fails is noted; the sweep goes on with the next
+                    t.error, t.stopped_by = e, f"{type(e).__name__}: {e}"
+                if t.run is None or not t.run.training:
+                    free.append(self._ended(t))
+            if not self.active:
                 break
-            self.current = t
-            try:
-                run = self._build(t)
-                self._changed()
-                run.start(background=False, quiet=True)
-            except Exception as e:  # a run that fails is noted; the sweep goes on with the next
-                t.error, t.stopped_by = e, f"{type(e).__name__}: {e}"
-            if t.run is not None and t.run.state == 'stopped' and not t.stopped_by:
-                t.stopped_by = 'you'
-                if threading.current_thread() is threading.main_thread():
-                    self._stop.set()  # Ctrl-C in a terminal: the sweep stops with its run
-            self.current = None
-            self._tell(t)
-            self._changed()
-            if environment() not in ('notebook', 'colab'):
-                print(self.line(t), flush=True)
+            time.sleep(0.2)
     finally:
         self.seconds = (self.seconds or 0) + time.time() - t0
-        self.current = None
-        self.state = 'stopped' if any(t.run is None and not t.stopped_by for t in self.trials) else 'finished'
+        if parked is not None:
+            self.args[0].model.to(parked)
+        self.state = 'stopped' if self._queued() is not None else 'finished'
         self._changed()
+
+
+@patch
+def _queued(self: Sweep) -> Trial | None:
+    "The next run to train: the first not built and not stopped before it started."
+    return next((t for t in self.trials if t.run is None and not t.stopped_by), None)
+
+
+@patch
+def _ended(self: Sweep, t: Trial):
+    "Note how run `t` ended (who stopped it, its error), tell the study, and give back its device."
+    r = t.run
+    if r is not None and r.state == 'failed' and not t.stopped_by:
+        t.error, t.stopped_by = r.error, f"{type(r.error).__name__}: {r.error}"
+    if r is not None and r.state == 'stopped' and not t.stopped_by:
+        t.stopped_by = 'you'
+        if threading.current_thread() is threading.main_thread():
+            self._stop.set()  # Ctrl-C in a terminal: the sweep stops with its run
+    self.active.remove(t)
+    self._tell(t)
+    self._changed()
+    if environment() not in ('notebook', 'colab'):
+        print(self.line(t), flush=True)
+    return t.device
 
 
 @patch
@@ -426,7 +475,7 @@ def stop(
             self._stop.set()
             if self.state == 'running':
                 self.state = 'stopping'
-            ts = [self.current] if self.current is not None else []
+            ts = list(self.active)
         else:
             ts = [self._trial(i)]
         for t in ts:
@@ -494,6 +543,7 @@ def rows(self: Sweep) -> list[dict]:
             {'run': t.i}
             | {k: t.settings.get(k) for k in self.keys}
             | {
+                **({'device': t.device if t.device is not None else ''} if self.devices else {}),
                 'state': t.state,
                 'step': f"{r.step}/{r.max_steps}" if r is not None else '',
                 self.metric: t.value(self.metric),
@@ -547,8 +597,8 @@ def status(self: Sweep) -> str:
     "Where the sweep is, in a line: runs done, the one training, the best so far."
     done = sum(t.run is not None and t.run.finished for t in self.trials)
     s = f"sweep of {self.recipe.__name__} over {', '.join(self.keys)}: {self.state}, {done}/{len(self.trials)} runs done"
-    if (t := self.current) is not None and t.run is not None:
-        s += f"; run {t.i} at step {t.run.step}/{t.run.max_steps}"
+    if now := [f"run {t.i} at step {t.run.step}/{t.run.max_steps}" for t in self.active if t.run is not None]:
+        s += '; ' + ', '.join(now)
     try:
         b = next(t for t in self.trials if t.run is self.best())
         s += f"; best {self.metric} {fmt_value(b.value(self.metric))} (run {b.i})"

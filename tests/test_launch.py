@@ -117,3 +117,12 @@ def test_a_qlora_run_exports_a_qlora_job(tmp_path):
     m.model.is_loaded_in_4bit = True  # what bitsandbytes marks (no GPU here to load one)
     src = (run.export(tmp_path/'job4')/'train.py').read_text()
     assert f"load_model({str((tmp_path/'base').resolve())!r}, quantize=4)" in src
+
+@pytest.mark.slow
+def test_a_job_on_chosen_gpus_gets_them_by_the_machines_ids(tmp_path, monkeypatch):
+    "gpus= numbers GPUs as this kernel does: where the kernel sees GPUs 4 and 5, its GPU 1 is the machine's 5."
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5')
+    run = tiny_run(tmp_path, steps=1)
+    run.launch(num_processes=1, cpu=True, gpus='1').wait()
+    assert run.state == 'finished' and (run.run_dir/'launch.log').read_text().startswith('CUDA_VISIBLE_DEVICES=5 bash ')
+    with pytest.raises(FtnbError, match='there is no GPU 2'): tiny_run(tmp_path/'b').launch(num_processes=1, cpu=True, gpus='2')

@@ -126,3 +126,20 @@ def test_optuna_draws_each_runs_settings_when_its_turn_comes_and_is_told_how_it_
     assert sw.study.best_value == min(t.value('eval_loss') for t in done)
     with pytest.raises(FtnbError, match="search='random' or 'optuna'"):
         sweep(sft, net, ROWS, grid={'lr': [1e-3]}, search='optuna', path=tmp_path/'other')
+
+
+@pytest.mark.slow
+def test_devices_train_runs_side_by_side_as_launched_jobs_and_halving_stops_a_job(tmp_path):
+    "devices=['cpu', 'cpu']: two launched jobs at once (real processes), the third started as one ends; GPUs the same way."
+    sw = sweep(sft, tiny_model(seed=0), ROWS, grid={'lr': [3e-3, 1e-2, 1e-6]}, max_steps=8, devices=['cpu', 'cpu'],
+               path=tmp_path/'sw')
+    sw.start(background=True, quiet=True)
+    together = set()
+    while sw.thread.is_alive():
+        together.add(tuple(t.i for t in sw.active)); time.sleep(0.1)
+    assert (0, 1) in together and max(map(len, together)) == 2  # two at once, never more
+    assert [t.state for t in sw.trials] == ['finished', 'finished', 'stopped'], repr(sw)
+    assert sw.trials[2].stopped_by.startswith('halving at step') and sw.trials[2].run.step < 8  # judged while its job trained
+    assert all(isinstance(t.run.process, __import__('ftnb.launch').launch.Job) for t in sw.trials)
+    assert sw.best().generate('What is 1 plus 1?', max_new_tokens=3)  # the job's weights, taken here
+    assert 'device' in sw.table().columns and set(sw.table()['device']) == {'cpu'}
