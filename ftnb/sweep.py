@@ -449,9 +449,7 @@ def start(
     self.state = 'running'
     self.started = self.started or time.strftime('%Y-%m-%dT%H:%M:%S')
     if not quiet and environment() in ('notebook', 'colab'):
-        from IPython.display import display
-
-        display(self.view())
+        self._ipython_display_()
     if background is None:
         background = environment() == 'notebook'
     if background:
@@ -827,10 +825,20 @@ def view(self: Sweep) -> SweepView:
     return self._view
 
 
+def _cell():
+    "The number of the notebook cell running now (None outside IPython)."
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), 'execution_count', None)
+
+
 @patch
 def _ipython_display_(self: Sweep):
     from IPython.display import display, HTML
 
+    if getattr(self, '_shown_in', None) is not None and self._shown_in == _cell():
+        return  # `sw.start()` ending the cell that showed the view: one view, not two
+    self._shown_in = _cell()
     if environment() in ('notebook', 'colab') and widgets_render():
         display(self.view())
     else:

@@ -225,3 +225,34 @@ def test_labelling_pairs_in_jupyterlab_writes_each_judgement(lab, page):
     shoot(page, 'feedback.png')
     recs = [json.loads(l) for l in (root/'fb.jsonl').read_text().splitlines()]
     assert [(r['judged'], r['pick'], r['edit']) for r in recs if 'judged' in r] == [(0, 'a', None), (1, 'tie', None), (2, 'b', 'William Shakespeare.')]
+
+SWEEP = ["""import os; os.environ['HF_HUB_OFFLINE'] = '1'
+from ftnb.models import tiny_model; from ftnb.sft import sft; from ftnb.sweep import sweep
+rows = [dict(prompt=f"What is {i} plus {i}?", completion=f"{2 * i}.") for i in range(40)]
+sw = sweep(sft, tiny_model(seed=0), rows, grid={'lr': [3e-3, 1e-2, 5e-3, 1e-6]}, max_steps=120, path='sw')
+sw.start()"""]
+
+def test_a_sweep_in_jupyterlab_is_stopped_and_cloned_from_its_view(lab, page):
+    "The sweep's live view in Chromium: run 1 cloned with a typed change and stopped by its buttons while it trains."
+    import json
+    url, root = lab
+    write_notebook(root/'sweep.ipynb', SWEEP)
+    open_notebook(page, url, 'sweep.ipynb')
+    run_all(page, timeout=120)
+    page.wait_for_selector('.ftnb-sweep', timeout=120_000)
+    wait_for(page, lambda: 'run 1 at step' in page.inner_text('.ftnb-sweep'), 180, 'run 1 to train')
+    page.select_option('.ftnb-sweep-pick select', index=1)
+    page.fill('.ftnb-sweep-changes input', 'lr=5e-3')
+    page.click('.ftnb-sweep-clone button, button.ftnb-sweep-clone')
+    wait_for(page, lambda: 'queued run 4' in page.inner_text('.ftnb-sweep'), 30, 'the clone to be queued')
+    shoot(page, 'sweep-running.png')
+    page.click('.ftnb-sweep-stop button, button.ftnb-sweep-stop')
+    wait_for(page, lambda: ': finished, 5/5 runs done' in page.inner_text('.ftnb-sweep'), 400, 'the sweep to finish')
+    time.sleep(1)  # the last chart
+    shoot(page, 'sweep.png')
+    doc = json.loads((root/'sw'/'sweep.json').read_text())
+    runs = doc['runs']
+    assert runs[1]['state'] == 'stopped' and runs[1]['stopped_by'] == 'you' and runs[4]['parent'] == 1, runs
+    assert runs[4]['settings'] == {'lr': 5e-3} and runs[0]['state'] == 'finished'
+    assert runs[3]['stopped_by'].startswith('halving at step')  # the worst of runs 0, 2 and 3 at its first rung
+    assert page.locator('.ftnb-sweep').count() == 1  # one view: `sw.start()` ending the cell shows it once
