@@ -4,7 +4,7 @@
 
 # %% ../nbs/18c_sweep.ipynb #c52e67ad
 from __future__ import annotations
-import ast, json, math, random, itertools, threading, time
+import ast, re, json, math, random, itertools, threading, time
 from pathlib import Path
 from fastcore.basics import patch
 from .core import FtnbError, environment, widgets_render, did_you_mean
@@ -108,7 +108,8 @@ def parse_changes(
 ) -> dict:
     "Settings typed as `name=value` pairs, the values as Python literals."
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(','))):
+    parts = re.split(r',\s*(?=[\w.]+\s*=)', text)  # a comma before the next name=: a list value keeps its commas
+    for part in filter(None, (p.strip() for p in parts)):
         k, eq, v = part.partition('=')
         try:
             if not eq or not k.strip():
@@ -209,8 +210,10 @@ class Sweep:
         "The first run training now, if one is."
         return self.active[0] if self.active else None
 
-    def _changed(self):
-        self.save()
+    def _changed(self, save: bool = True):
+        "Tell the listeners (the view); write `sweep.json` too unless it is only a training log that changed."
+        if save:
+            self.save()
         for fn in list(self.events):
             fn(self)
 
@@ -330,7 +333,8 @@ def _build(self: Sweep, t: Trial):
     t.run = self.recipe(*self.args, **kw)
     t.run.viewed = True  # the sweep's view follows it: no view of its own
     t.run.on('eval' if self.metric.startswith('eval_') else 'log', self._judge)
-    for e in ('log', 'eval', 'state'):
+    t.run.on('log', lambda **_: self._changed(save=False))  # every logged step: the view only, no file written
+    for e in ('eval', 'state'):
         t.run.on(e, lambda **_: self._changed())
     return t.run
 
