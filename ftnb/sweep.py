@@ -175,7 +175,7 @@ class Sweep:
         )
         self.trials = [Trial(i, s) for i, s in enumerate(settings)]
         self.keys = list(dict.fromkeys(k for s in settings for k in s))  # the settings swept, as given
-        self.state = 'ready'  # ready, running, stopping, finished
+        self.state = 'ready'  # ready, running, stopping, stopped, finished: changed by set_state only
         self.thread = None
         self.active = []  # the trials training now: one in this kernel, or one a device with `devices`
         self.devices = None  # the GPUs (or 'cpu') runs are launched on side by side; None: one at a time here
@@ -209,6 +209,14 @@ class Sweep:
     def current(self) -> Trial | None:
         "The first run training now, if one is."
         return self.active[0] if self.active else None
+
+    def set_state(
+        self,
+        state: str,  # ready, running, stopping, stopped or finished
+    ):
+        "Change the sweep's state (the one place it changes), write `sweep.json` and tell the view."
+        self.state = state
+        self._changed()
 
     def _changed(self, save: bool = True):
         "Tell the listeners (the view); write `sweep.json` too unless it is only a training log that changed."
@@ -398,8 +406,7 @@ def _loop(self: Sweep):
         self.seconds = (self.seconds or 0) + time.time() - t0
         if parked is not None:
             self.args[0].model.to(parked)
-        self.state = 'stopped' if self._queued() is not None else 'finished'
-        self._changed()
+        self.set_state('stopped' if self._queued() is not None else 'finished')
 
 
 @patch
@@ -450,7 +457,7 @@ def start(
     if self.state in ('running', 'stopping'):
         raise FtnbError(f"This sweep is already {self.state}; sweep.stop() ends it, sweep.wait() waits for it.")
     self._stop.clear()
-    self.state = 'running'
+    self.set_state('running')
     self.started = self.started or time.strftime('%Y-%m-%dT%H:%M:%S')
     if not quiet and environment() in ('notebook', 'colab'):
         self._ipython_display_()
@@ -476,7 +483,7 @@ def stop(
         if i is None:
             self._stop.set()
             if self.state == 'running':
-                self.state = 'stopping'
+                self.set_state('stopping')
             ts = list(self.active)
         else:
             ts = [self._trial(i)]
