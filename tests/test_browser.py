@@ -184,6 +184,14 @@ def test_docs_pages_in_chromium(browser, docs_site):
         page.goto(first.as_uri())  # the first tutorial's charts (the loss curve)
         imgs = page.evaluate("[...document.querySelectorAll('article img')].map(i => i.getBoundingClientRect().width)")
         assert imgs and all(100 < w <= 900 for w in imgs), f'{first.name}: charts too small or wider than the text: {imgs}'
+        t8 = site/'tutorials'/'human_feedback.html'  # tutorial 8: the widget's pairs, the judge, the sweep, as saved
+        page.goto(t8.as_uri())
+        text = page.inner_text('article')
+        for want in ['Pair 1 of 24', 'brevity judge agrees with the person', 'sweep of sft over lr, lora.r: finished']:
+            assert want in text, f'{t8.name}: no {want!r} in the page'
+        loaded = page.evaluate("[...document.querySelectorAll('article img')].filter(i => i.complete && i.naturalWidth > 0).length")
+        assert loaded >= 4, f'{t8.name}: {loaded} charts load, want 4 or more'
+        page.screenshot(path=str(ARTIFACTS/'docs-tutorial-8.png'), full_page=True)
         page.goto((site/'sft.html').as_uri())
         assert page.locator('dl.py.function dt#ftnb\\.sft\\.sft').is_visible(), 'no entry for sft'
         page.locator('dl.py.function').first.scroll_into_view_if_needed()
