@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 # %% auto #0
 __all__ = ['VSCODE_BROKEN_IPYWIDGETS', 'REDACTED', 'TELEMETRY_VAR', 'FtnbError', 'did_you_mean', 'excerpt', 'cpu_flags',
            'matmul_gflops', 'bf16_speedup', 'cpu_bf16', 'Hardware', 'memory_available_gb', 'local_gpu',
-           'detect_hardware', 'free_memory_gb', 'environment', 'in_vscode', 'widgets_render', 'set_seed', 'cache_dir',
-           'job_process', 'sharded_job', 'secret_name', 'redact', 'no_telemetry']
+           'detect_hardware', 'free_memory_gb', 'environment', 'cell_number', 'in_vscode', 'widgets_render', 'set_seed',
+           'cache_dir', 'job_process', 'sharded_job', 'secret_name', 'redact', 'no_telemetry']
 
 # %% ../nbs/00_core.ipynb #a6945f54
 class FtnbError(ValueError):
@@ -299,6 +299,12 @@ def environment() -> str:
     if name == 'TerminalInteractiveShell':
         return 'ipython'
     return 'console'
+
+
+def cell_number() -> int | None:
+    """The number of the notebook cell running now (None outside IPython): a view shown as a cell runs is not shown
+    again when the same cell ends by returning its object."""
+    return getattr(_shell(), 'execution_count', None)
 
 # %% ../nbs/00_core.ipynb #63afd34c
 VSCODE_BROKEN_IPYWIDGETS = frozenset(

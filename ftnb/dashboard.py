@@ -7,7 +7,7 @@ from __future__ import annotations
 import time, math, dataclasses, enum, threading
 import ipywidgets as widgets
 from fastcore.basics import patch
-from .core import FtnbError, environment, widgets_render
+from .core import FtnbError, environment, widgets_render, cell_number
 from .methods import TRL_NAMES, method, setting_problems, model_bounds, Bound, BOUNDS
 from .trainer import last_checkpoint
 from .budget import training_state_gb
@@ -619,13 +619,6 @@ def dashboard(
     return self._dashboard
 
 
-def _cell():
-    "The number of the notebook cell running now (None outside IPython)."
-    from IPython import get_ipython
-
-    return getattr(get_ipython(), 'execution_count', None)
-
-
 @patch
 def show(self: Run):
     """Show this run where it trains: its dashboard in Jupyter and Colab (its HTML view where widgets don't render), a
@@ -644,6 +637,6 @@ def _ipython_display_(self: Run):
     env = environment()
     if env not in ('notebook', 'colab'):
         display({'text/plain': repr(self)}, raw=True)
-    elif self._shown_in is None or self._shown_in != _cell():  # `run.start()` ending a cell: one view, not two
+    elif self._shown_in is None or self._shown_in != cell_number():  # `run.start()` ending a cell: one view, not two
         display(self.dashboard() if widgets_render(env) else self.html_view())
-        self._shown_in = _cell()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML
+        self._shown_in = cell_number()  # no widgets (VS Code + ipywidgets 8.1.9, FTNB_WIDGETS=0): HTML

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast, re, json, math, random, itertools, threading, time
 from pathlib import Path
 from fastcore.basics import patch
-from .core import FtnbError, environment, widgets_render, did_you_mean
+from .core import FtnbError, environment, widgets_render, did_you_mean, cell_number
 from .files import write_atomic
 from .markup import esc, html_table, fmt_value, fmt_time, png, png_uri, chart
 from .methods import check_settings, method
@@ -836,20 +836,13 @@ def view(self: Sweep) -> SweepView:
     return self._view
 
 
-def _cell():
-    "The number of the notebook cell running now (None outside IPython)."
-    from IPython import get_ipython
-
-    return getattr(get_ipython(), 'execution_count', None)
-
-
 @patch
 def _ipython_display_(self: Sweep):
     from IPython.display import display, HTML
 
-    if getattr(self, '_shown_in', None) is not None and self._shown_in == _cell():
+    if getattr(self, '_shown_in', None) is not None and self._shown_in == cell_number():
         return  # `sw.start()` ending the cell that showed the view: one view, not two
-    self._shown_in = _cell()
+    self._shown_in = cell_number()
     if environment() in ('notebook', 'colab') and widgets_render():
         display(self.view())
     else:
