@@ -406,7 +406,8 @@ def _loop(self: Sweep):
         self.seconds = (self.seconds or 0) + time.time() - t0
         if parked is not None:
             self.args[0].model.to(parked)
-        self.set_state('stopped' if self._queued() is not None else 'finished')
+        with self._lock:  # not between stop()'s look at the state and its 'stopping': the sweep would stay 'stopping'
+            self.set_state('stopped' if self._queued() is not None else 'finished')
 
 
 @patch
@@ -457,8 +458,8 @@ def start(
     if self.state in ('running', 'stopping'):
         raise FtnbError(f"This sweep is already {self.state}; sweep.stop() ends it, sweep.wait() waits for it.")
     self._stop.clear()
-    self.set_state('running')
     self.started = self.started or time.strftime('%Y-%m-%dT%H:%M:%S')
+    self.set_state('running')  # sweep.json gets the start time too
     if not quiet and environment() in ('notebook', 'colab'):
         self._ipython_display_()
     if background is None:
